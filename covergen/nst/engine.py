@@ -1,0 +1,728 @@
+"""The Gatys style-transfer loop: targets, multi-scale schedule, batching, callbacks.
+
+``Engine`` holds what is worth keeping between jobs (loaded encoders, the target cache)
+and runs jobs alone (``stylize``) or several of the same shape together
+(``stylize_batch``). It reports through callbacks and never prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from . import imaging, losses
+from .errors import Cancelled, ParameterError
+from .optim import BatchAdam, BatchLBFGS
+from .params import StyleParams
+from .vgg import VGGEncoder, deepest_layer
+from .weights import VGGWeights, load_weights, resolve_flavour
+
+# Bump when a change to the engine changes the images it makes for the same inputs.
+ENGINE_VERSION = "1"
+
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how jobs run; none of it changes what a job means, only how fast it runs.
+
+    ``precision``: fp32 everywhere; tf32 lets CUDA matmuls and convolutions use TF32;
+    bf16 runs the network under bfloat16 autocast (losses stay in float32). ``auto`` is
+    tf32 on CUDA and fp32 elsewhere. ``channels_last`` (None: on CUDA only) stores
+    activations NHWC, the layout tensor cores prefer.
+    """
+
+    device: str = "auto"
+    precision: str = "auto"
+    channels_last: bool | None = None
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """cuda (first GPU), then mps, then cpu for ``auto``; otherwise the named device, checked."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", 0)
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ParameterError(
+            "device", f"unknown device {name!r}", "use auto, cpu, cuda, cuda:N or mps"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ParameterError(
+                "device", "CUDA is not available on this machine", "use --device cpu or auto"
+            )
+        index = device.index or 0
+        if index >= torch.cuda.device_count():
+            raise ParameterError(
+                "device",
+                f"there is no GPU {index}",
+                f"this machine has {torch.cuda.device_count()}",
+            )
+    if device.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ParameterError("device", "MPS is not available on this machine", "use cpu")
+    return device
+
+
+@dataclass(frozen=True)
+class LossValues:
+    """Weighted loss terms of one image at one iteration."""
+
+    total: float
+    content: float
+    style: float
+    tv: float
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Handed to the progress callback after every iteration."""
+
+    scale: int  # 0-based index of the current scale
+    scales: int
+    size: tuple[int, int]  # (width, height) at this scale
+    iteration: int  # 1-based, within this scale
+    iterations: int  # the most any job in the batch runs at this scale
+    losses: tuple[LossValues, ...]  # one per job in the batch
+    elapsed: float  # seconds since the job (batch) started
+
+
+ProgressCallback = Callable[[Progress], None]
+CancelCheck = Callable[[], bool]
+
+
+class TargetCache(Protocol):
+    """Storage for computed targets, keyed by a content hash the engine derives."""
+
+    def get(self, key: str) -> dict[str, torch.Tensor] | None: ...
+
+    def put(self, key: str, value: dict[str, torch.Tensor]) -> None: ...
+
+
+@dataclass
+class StylizeJob:
+    """One photo to paint with one or more covers.
+
+    ``content_map``: a per-pixel content-weight multiplier, a PIL image (mode L: black 0,
+    white 1; mode F: the values themselves) or a (H, W) tensor, resized to each scale.
+    ``init_image`` is used when ``params.init == "image"``.
+    """
+
+    content: Image.Image
+    styles: Sequence[Image.Image]
+    params: StyleParams = field(default_factory=StyleParams)
+    content_map: Image.Image | torch.Tensor | None = None
+    init_image: Image.Image | None = None
+
+
+@dataclass(frozen=True)
+class StylizeResult:
+    image: Image.Image
+    history: list[dict[str, float]]  # per iteration: scale, iteration and the loss terms
+    iterations: int
+    seconds: float
+    device: str
+    losses: LossValues
+
+
+def result_size(content: Image.Image, params: StyleParams) -> tuple[int, int]:
+    """(width, height) of the image a job produces."""
+    return imaging.fit_long_side(*content.size, params.size)
+
+
+def batch_signature(job: StylizeJob) -> tuple:
+    """Jobs with equal signatures can share a batch; the scheduler groups by this."""
+    p = job.params
+    return (
+        p.network,
+        p.weights,
+        p.pooling,
+        tuple(p.content_layers),
+        tuple(p.style_layers),
+        p.style_loss,
+        p.optimizer,
+        p.learning_rate,
+        p.average,
+        tuple(imaging.fit_long_side(*job.content.size, s) for s in p.scale_sizes()),
+        p.iterations > 0,
+        p.coarse_iterations > 0,
+    )
+
+
+@contextlib.contextmanager
+def _precision(device: torch.device, precision: str) -> Iterator[None]:
+    """Apply TF32 / bf16 settings for the duration of a run, restoring torch's flags after."""
+    if precision not in PRECISIONS:
+        raise ParameterError(
+            "precision", f"unknown precision {precision!r}", f"use one of {', '.join(PRECISIONS)}"
+        )
+    if device.type != "cuda":
+        yield
+        return
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    tf32 = precision in ("auto", "tf32", "bf16")
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+        torch.backends.cudnn.allow_tf32 = cudnn
+
+
+class Engine:
+    """Runs style-transfer jobs on one device.
+
+    ``cache_dir`` holds the converted network weights; ``target_cache`` (optional)
+    stores content features and style statistics so that covers shared by several pairs,
+    and reruns with new weights, skip recomputing them.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime | None = None,
+        *,
+        cache_dir: Path = Path("cache"),
+        weights_file: Path | None = None,
+        target_cache: TargetCache | None = None,
+    ):
+        self.runtime = runtime or Runtime()
+        self.device = select_device(self.runtime.device)
+        self.cache_dir = Path(cache_dir)
+        self.weights_file = weights_file
+        self.target_cache = target_cache
+        self._weights: dict[tuple[str, str], VGGWeights] = {}
+        self._encoders: dict[tuple[str, str, str, str], VGGEncoder] = {}
+        channels_last = self.runtime.channels_last
+        self.channels_last = self.device.type == "cuda" if channels_last is None else channels_last
+
+    # -- network ---------------------------------------------------------------------------
+    def weights(self, params: StyleParams) -> VGGWeights:
+        """The network weights a job uses (loaded once per engine)."""
+        flavour = resolve_flavour(params.network, params.weights)
+        key = (params.network, flavour)
+        if key not in self._weights:
+            self._weights[key] = load_weights(
+                params.network, flavour, cache_dir=self.cache_dir, explicit=self.weights_file
+            )
+        return self._weights[key]
+
+    def weights_identity(self, params: StyleParams) -> str:
+        """Content address of the weights a job uses, for job keys."""
+        return self.weights(params).identity
+
+    def encoder(self, params: StyleParams) -> VGGEncoder:
+        """A frozen encoder just deep enough for the job's layers, on this engine's device."""
+        weights = self.weights(params)
+        deepest = deepest_layer(params.network, [*params.content_layers, *params.style_layers])
+        key = (params.network, weights.flavour, params.pooling, deepest)
+        if key not in self._encoders:
+            encoder = VGGEncoder(params.network, deepest, weights.flavour, params.pooling)
+            encoder.load_vgg_state_dict(weights.state_dict)
+            encoder = encoder.to(self.device)
+            if self.channels_last:
+                encoder = encoder.to(memory_format=torch.channels_last)
+            self._encoders[key] = encoder
+        return self._encoders[key]
+
+    def _features(
+        self, encoder: VGGEncoder, image: torch.Tensor, layers: Sequence[str]
+    ) -> dict[str, torch.Tensor]:
+        if self.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        precision = self.runtime.precision
+        if precision == "bf16" and self.device.type == "cuda":
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                feats = encoder(image, layers)
+            return {name: f.float() for name, f in feats.items()}
+        return encoder(image, layers)
+
+    # -- targets ---------------------------------------------------------------------------
+    def content_targets(
+        self, params: StyleParams, content: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Content features of a (1, 3, H, W) image at the job's content layers."""
+        layers = list(params.content_layers)
+        return self._cached(
+            "content", params, content, layers, lambda feats: {name: feats[name] for name in layers}
+        )
+
+    def style_targets(self, params: StyleParams, style: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Style statistics of a (1, 3, H, W) image at the job's style layers.
+
+        Gram: ``{layer}`` -> (1, C, C). Mean-covariance: ``{layer}.mean`` (1, C) and
+        ``{layer}.cov`` (1, C, C).
+        """
+        layers = list(params.style_layers)
+
+        def statistics(feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            out: dict[str, torch.Tensor] = {}
+            for name in layers:
+                f = feats[name].float()
+                if params.style_loss == "gram":
+                    out[name] = losses.gram_matrix(f)
+                else:
+                    out[f"{name}.mean"], out[f"{name}.cov"] = losses.mean_covariance(f)
+            return out
+
+        return self._cached(f"style-{params.style_loss}", params, style, layers, statistics)
+
+    def _cached(
+        self,
+        kind: str,
+        params: StyleParams,
+        image: torch.Tensor,
+        layers: list[str],
+        reduce: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
+    ) -> dict[str, torch.Tensor]:
+        encoder = self.encoder(params)
+        key = None
+        if self.target_cache is not None:
+            digest = hashlib.sha256()
+            for part in (
+                kind,
+                ENGINE_VERSION,
+                self.weights_identity(params),
+                params.network,
+                params.pooling,
+                ",".join(layers),
+                str(tuple(image.shape)),
+            ):
+                digest.update(part.encode() + b"\0")
+            digest.update(image.detach().float().cpu().contiguous().numpy().tobytes())
+            key = digest.hexdigest()
+            hit = self.target_cache.get(key)
+            if hit is not None:
+                return {name: t.to(self.device) for name, t in hit.items()}
+        with torch.no_grad():
+            value = reduce(self._features(encoder, image.to(self.device), layers))
+        value = {name: t.detach() for name, t in value.items()}
+        if self.target_cache is not None and key is not None:
+            self.target_cache.put(key, {name: t.cpu() for name, t in value.items()})
+        return value
+
+    # -- running ---------------------------------------------------------------------------
+    def stylize(
+        self,
+        content: Image.Image,
+        style: Image.Image | Sequence[Image.Image],
+        params: StyleParams | None = None,
+        *,
+        content_map: Image.Image | torch.Tensor | None = None,
+        init_image: Image.Image | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: CancelCheck | None = None,
+    ) -> StylizeResult:
+        """Paint ``content`` in the style of ``style`` (one image or several to blend)."""
+        styles = [style] if isinstance(style, Image.Image) else list(style)
+        job = StylizeJob(content, styles, params or StyleParams(), content_map, init_image)
+        return self.stylize_batch([job], progress=progress, cancel=cancel)[0]
+
+    def stylize_batch(
+        self,
+        jobs: Sequence[StylizeJob],
+        *,
+        progress: ProgressCallback | None = None,
+        cancel: CancelCheck | None = None,
+    ) -> list[StylizeResult]:
+        """Optimise jobs of one ``batch_signature`` together; each keeps its own losses.
+
+        The results equal those of running each job alone (up to floating-point
+        rounding): the optimisers keep separate state per image and a job that meets its
+        early-stop rule or its iteration budget is frozen while the others go on.
+        """
+        if not jobs:
+            return []
+        signatures = {batch_signature(job) for job in jobs}
+        if len(signatures) > 1:
+            raise ParameterError(
+                "batch",
+                "jobs differ in shape or network settings",
+                "group jobs by batch_signature() first",
+            )
+        start = time.perf_counter()
+        with _precision(self.device, self.runtime.precision):
+            prepared = [_PreparedJob.create(job) for job in jobs]
+            x, histories, iterations, last = self._run(prepared, progress, cancel, start)
+        seconds = time.perf_counter() - start
+        results = []
+        for i, job in enumerate(prepared):
+            image = job.finish(x[i : i + 1].detach().cpu())
+            results.append(
+                StylizeResult(
+                    image=image,
+                    history=histories[i],
+                    iterations=iterations[i],
+                    seconds=seconds,
+                    device=str(self.device),
+                    losses=last[i],
+                )
+            )
+        return results
+
+    def _run(
+        self,
+        jobs: list[_PreparedJob],
+        progress: ProgressCallback | None,
+        cancel: CancelCheck | None,
+        start: float,
+    ) -> tuple[torch.Tensor, list[list[dict[str, float]]], list[int], list[LossValues]]:
+        params = [job.params for job in jobs]
+        first = params[0]
+        sizes = first.scale_sizes()
+        encoder = self.encoder(first)
+        histories: list[list[dict[str, float]]] = [[] for _ in jobs]
+        counts = [0 for _ in jobs]
+        last = [LossValues(0.0, 0.0, 0.0, 0.0) for _ in jobs]
+        x: torch.Tensor | None = None
+        for scale, long_side in enumerate(sizes):
+            final = scale == len(sizes) - 1
+            budgets = [p.iterations if final else p.coarse_iterations for p in params]
+            if max(budgets) == 0:
+                continue
+            width, height = imaging.fit_long_side(*jobs[0].content.shape[-1:-3:-1], long_side)
+            problem = self._problem(jobs, encoder, width, height)
+            if x is None:
+                x = torch.cat([job.initial(width, height) for job in jobs]).to(self.device)
+            else:
+                x = F.interpolate(x, size=(height, width), mode="bicubic", align_corners=False)
+                x = x.clamp(0, 1)
+            x = x.detach().requires_grad_(True)
+            optimiser: BatchLBFGS | BatchAdam
+            if first.optimizer == "lbfgs":
+                optimiser = BatchLBFGS(x)
+            else:
+                optimiser = BatchAdam(x, lr=first.learning_rate, average=first.average)
+            stopper = _EarlyStop(params, budgets, self.device)
+            for iteration in range(1, max(budgets) + 1):
+                if cancel is not None and cancel():
+                    raise Cancelled("cancelled by the caller")
+                active = stopper.active.clone()
+                terms = problem.losses(x)
+                total = terms["total"]
+                (grad,) = torch.autograd.grad(total.sum(), x)
+                values = {k: v.detach().cpu().tolist() for k, v in terms.items()}
+                for i in range(len(jobs)):
+                    if not bool(active[i]):
+                        continue
+                    counts[i] += 1
+                    last[i] = LossValues(
+                        values["total"][i],
+                        values["content"][i],
+                        values["style"][i],
+                        values["tv"][i],
+                    )
+                    histories[i].append(
+                        {
+                            "scale": scale,
+                            "iteration": iteration,
+                            **{k: v[i] for k, v in values.items()},
+                        }
+                    )
+                stopper.update(iteration, total.detach())
+                optimiser.step(grad, active)
+                if progress is not None:
+                    progress(
+                        Progress(
+                            scale=scale,
+                            scales=len(sizes),
+                            size=(width, height),
+                            iteration=iteration,
+                            iterations=max(budgets),
+                            losses=tuple(last),
+                            elapsed=time.perf_counter() - start,
+                        )
+                    )
+                if not bool(stopper.active.any()):
+                    break
+            if isinstance(optimiser, BatchAdam):
+                x = optimiser.result()
+            x = x.detach().clamp(0, 1)
+        if x is None:
+            raise ParameterError(
+                "iterations", "every scale has zero iterations", "set iterations to at least 1"
+            )
+        return x, histories, counts, last
+
+    def _problem(
+        self, jobs: list[_PreparedJob], encoder: VGGEncoder, width: int, height: int
+    ) -> _Problem:
+        """Targets and weights of every job at one scale, stacked along the batch."""
+        params = [job.params for job in jobs]
+        first = params[0]
+        content_targets: dict[str, list[torch.Tensor]] = {n: [] for n in first.content_layers}
+        style_targets: dict[str, list[torch.Tensor]] = {}
+        maps = []
+        for job in jobs:
+            content = job.content_at(width, height)
+            for name, t in self.content_targets(job.params, content).items():
+                content_targets[name].append(t)
+            blended = self._blended_style(job, width, height)
+            for name, t in blended.items():
+                style_targets.setdefault(name, []).append(t)
+            maps.append(job.weight_map(width, height))
+        if all(m is None for m in maps):
+            weight_map = None
+        else:
+            ones = torch.ones(1, 1, height, width)
+            weight_map = torch.cat([ones if m is None else m for m in maps]).to(self.device)
+        stacked_style = {name: torch.cat(ts) for name, ts in style_targets.items()}
+        if first.style_loss == "meancov":
+            for name in first.style_layers:
+                stacked_style[f"{name}.sqrt"] = losses.symmetric_sqrt(stacked_style[f"{name}.cov"])
+
+        def column(values: list[list[float]]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float32, device=self.device)
+
+        return _Problem(
+            engine=self,
+            encoder=encoder,
+            params=first,
+            content_targets={n: torch.cat(ts) for n, ts in content_targets.items()},
+            style_targets=stacked_style,
+            weight_map=weight_map,
+            content_layer_weights=column([p.resolved_content_layer_weights() for p in params]),
+            style_layer_weights=column([p.resolved_style_layer_weights() for p in params]),
+            term_weights=column([[p.content_weight, p.style_weight, p.tv_weight] for p in params]),
+        )
+
+    def _blended_style(self, job: _PreparedJob, width: int, height: int) -> dict[str, torch.Tensor]:
+        """Style statistics of a job's covers at one scale, blended by ``style_blend``."""
+        params = job.params
+        long_side = max(8, round(max(width, height) * params.style_scale))
+        blend = job.blend
+        per_style = [self.style_targets(params, style) for style in job.styles_at(long_side)]
+        if params.style_loss == "gram":
+            return {
+                name: sum(w * s[name] for w, s in zip(blend, per_style, strict=True))
+                for name in params.style_layers
+            }
+        # Moments of the mixture: blend means and second moments, then re-centre.
+        out: dict[str, torch.Tensor] = {}
+        for name in params.style_layers:
+            mean = sum(w * s[f"{name}.mean"] for w, s in zip(blend, per_style, strict=True))
+            second = sum(
+                w
+                * (
+                    s[f"{name}.cov"]
+                    + s[f"{name}.mean"].unsqueeze(2) * s[f"{name}.mean"].unsqueeze(1)
+                )
+                for w, s in zip(blend, per_style, strict=True)
+            )
+            out[f"{name}.mean"] = mean
+            out[f"{name}.cov"] = second - mean.unsqueeze(2) * mean.unsqueeze(1)
+        return out
+
+
+@dataclass
+class _Problem:
+    """The loss function of one batch at one scale."""
+
+    engine: Engine
+    encoder: VGGEncoder
+    params: StyleParams
+    content_targets: dict[str, torch.Tensor]
+    style_targets: dict[str, torch.Tensor]
+    weight_map: torch.Tensor | None
+    content_layer_weights: torch.Tensor  # (B, layers)
+    style_layer_weights: torch.Tensor  # (B, layers)
+    term_weights: torch.Tensor  # (B, 3): content, style, tv
+
+    def losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        p = self.params
+        layers = list(dict.fromkeys([*p.content_layers, *p.style_layers]))
+        feats = self.engine._features(self.encoder, x, layers)
+        content = x.new_zeros(x.shape[0])
+        for i, name in enumerate(p.content_layers):
+            term = losses.content_loss(
+                feats[name].float(), self.content_targets[name], self.weight_map
+            )
+            content = content + self.content_layer_weights[:, i] * term
+        style = x.new_zeros(x.shape[0])
+        for i, name in enumerate(p.style_layers):
+            if p.style_loss == "gram":
+                term = losses.gram_style_loss(feats[name], self.style_targets[name])
+            else:
+                term = losses.meancov_style_loss(
+                    feats[name],
+                    self.style_targets[f"{name}.mean"],
+                    self.style_targets[f"{name}.cov"],
+                    self.style_targets[f"{name}.sqrt"],
+                )
+            style = style + self.style_layer_weights[:, i] * term
+        tv = losses.tv_loss(x.float())
+        w = self.term_weights
+        content, style, tv = w[:, 0] * content, w[:, 1] * style, w[:, 2] * tv
+        return {"total": content + style + tv, "content": content, "style": style, "tv": tv}
+
+
+class _EarlyStop:
+    """Per-job iteration budgets and the relative-improvement stopping rule."""
+
+    def __init__(self, params: list[StyleParams], budgets: list[int], device: torch.device):
+        self.params = params
+        self.budgets = budgets
+        self.active = torch.tensor([b > 0 for b in budgets], device=device)
+        self.history: list[torch.Tensor] = []
+
+    def update(self, iteration: int, total: torch.Tensor) -> None:
+        self.history.append(total.cpu())
+        for i, p in enumerate(self.params):
+            if not bool(self.active[i]):
+                continue
+            if iteration >= self.budgets[i]:
+                self.active[i] = False
+            elif p.tolerance > 0 and len(self.history) > p.patience:
+                before = float(self.history[-1 - p.patience][i])
+                now = float(self.history[-1][i])
+                if before - now < p.tolerance * abs(before):
+                    self.active[i] = False
+
+
+@dataclass
+class _PreparedJob:
+    """A job's images as tensors at the final size, colour handling applied."""
+
+    params: StyleParams
+    content: torch.Tensor  # (1, 3, H, W), what the optimisation sees
+    colour_source: torch.Tensor | None  # full-colour content when only luminance is styled
+    styles: list[torch.Tensor]  # each (1, 3, h, w) at the largest size any scale needs
+    blend: list[float]
+    content_map: torch.Tensor | None  # (1, 1, H, W) multiplier
+    init_image: torch.Tensor | None
+
+    @classmethod
+    def create(cls, job: StylizeJob) -> _PreparedJob:
+        p = job.params
+        if not job.styles:
+            raise ParameterError("style", "no style image given", "give at least one cover")
+        blend = list(p.style_blend) or [1.0] * len(job.styles)
+        if len(blend) != len(job.styles):
+            raise ParameterError(
+                "style_blend",
+                f"has {len(blend)} weights for {len(job.styles)} style images",
+                "give one weight per style image",
+            )
+        total = sum(blend)
+        if total <= 0:
+            raise ParameterError("style_blend", "weights sum to zero", "give a positive weight")
+        blend = [b / total for b in blend]
+        width, height = result_size(job.content, p)
+        content = imaging.pil_to_tensor(imaging.resized(job.content, (width, height)))
+        style_long = max(8, round(p.size * p.style_scale))
+        styles = []
+        for style in job.styles:
+            size = imaging.fit_long_side(*style.size, style_long)
+            styles.append(imaging.pil_to_tensor(imaging.resized(style, size)))
+        colour_source = None
+        if p.preserve_color == "luminance":
+            colour_source = content
+            styles = [imaging.match_luminance(s, content) for s in styles]
+            content = imaging.luminance(content)
+        elif p.preserve_color == "histogram":
+            styles = [imaging.match_color_statistics(s, content).clamp(0, 1) for s in styles]
+        if p.init == "image" and job.init_image is None:
+            raise ParameterError(
+                "init",
+                "init is 'image' but no init image was given",
+                "pass an init image or choose content, style or noise",
+            )
+        init = None
+        if job.init_image is not None:
+            init = imaging.pil_to_tensor(imaging.resized(job.init_image, (width, height)))
+            if colour_source is not None:
+                init = imaging.luminance(init)
+        return cls(
+            p,
+            content,
+            colour_source,
+            styles,
+            blend,
+            _content_map(job.content_map, p, width, height),
+            init,
+        )
+
+    def content_at(self, width: int, height: int) -> torch.Tensor:
+        return _resize(self.content, width, height)
+
+    def styles_at(self, long_side: int) -> list[torch.Tensor]:
+        out = []
+        for style in self.styles:
+            w, h = imaging.fit_long_side(style.shape[-1], style.shape[-2], long_side)
+            out.append(_resize(style, w, h))
+        return out
+
+    def weight_map(self, width: int, height: int) -> torch.Tensor | None:
+        if self.content_map is None:
+            return None
+        return F.interpolate(self.content_map, size=(height, width), mode="area")
+
+    def initial(self, width: int, height: int) -> torch.Tensor:
+        init = self.params.init
+        if init == "content":
+            return self.content_at(width, height)
+        if init == "style":
+            return _resize(self.styles[0], width, height)
+        if init == "image" and self.init_image is not None:
+            return _resize(self.init_image, width, height)
+        generator = torch.Generator().manual_seed(self.params.seed)
+        noise = torch.rand(1, 3, height, width, generator=generator)
+        if self.colour_source is not None:
+            noise = noise[:, :1].expand(-1, 3, -1, -1).contiguous()
+        return noise
+
+    def finish(self, x: torch.Tensor) -> Image.Image:
+        if self.colour_source is not None:
+            x = imaging.with_chroma_of(x, self.colour_source)
+        return imaging.tensor_to_pil(x)
+
+
+def _resize(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    if image.shape[-2:] == (height, width):
+        return image
+    smaller = height * width < image.shape[-2] * image.shape[-1]
+    out = F.interpolate(
+        image, size=(height, width), mode="bicubic", align_corners=False, antialias=smaller
+    )
+    return out.clamp(0, 1)
+
+
+def _content_map(
+    source: Image.Image | torch.Tensor | None, params: StyleParams, width: int, height: int
+) -> torch.Tensor | None:
+    """The job's content-weight multiplier at the final size: map image times regions."""
+    weights = imaging.region_map(params.content_regions, height, width)
+    if source is None:
+        return weights
+    if isinstance(source, Image.Image):
+        if source.mode == "F":
+            values = torch.from_numpy(np.asarray(source, dtype=np.float32).copy())
+        else:
+            values = imaging.pil_to_tensor(source.convert("L").convert("RGB"))[0, 0]
+    else:
+        values = source.float()
+    if values.dim() != 2 or bool((values < 0).any()):
+        raise ParameterError(
+            "content_map",
+            "must be one channel of non-negative values",
+            "use a greyscale image: black keeps no content, white keeps all",
+        )
+    values = F.interpolate(values[None, None], size=(height, width), mode="area")
+    return values if weights is None else values * weights

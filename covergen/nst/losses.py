@@ -1,0 +1,103 @@
+"""Content, style and total-variation losses, normalised to be independent of size.
+
+Every loss returns one value per batch item, so that jobs optimised together in a batch
+keep their own losses and weights. The normalisations make a weight mean the same thing
+at 256 px and at 1024 px and whatever a layer's size or activation magnitude:
+
+- content: squared feature error averaged over positions and channels, relative to the
+  target's mean square (a dimensionless fraction);
+- style: statistics averaged over positions (a Gram matrix divided by H*W), and their
+  error relative to the target statistics' own magnitude;
+- total variation: the mean gradient magnitude with the image mapped to the unit square,
+  i.e. the continuous TV norm, which a finer sampling of the same picture leaves unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-8
+
+
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, C) second moments, averaged over the H*W positions."""
+    b, c, h, w = features.shape
+    flat = features.reshape(b, c, h * w)
+    return torch.bmm(flat, flat.transpose(1, 2)) / (h * w)
+
+
+def mean_covariance(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, C, H, W) -> channel means (B, C) and covariances (B, C, C)."""
+    b, c, h, w = features.shape
+    flat = features.reshape(b, c, h * w)
+    mean = flat.mean(dim=2)
+    centred = flat - mean.unsqueeze(2)
+    return mean, torch.bmm(centred, centred.transpose(1, 2)) / (h * w)
+
+
+def content_loss(
+    features: torch.Tensor, target: torch.Tensor, weight_map: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Relative squared feature error per batch item.
+
+    ``weight_map`` (B, 1, h, w) at any resolution scales each position's error; it is
+    averaged down to the layer's resolution, so a region with weight 3 counts three times.
+    """
+    diff = (features - target).square()
+    if weight_map is not None:
+        diff = diff * F.adaptive_avg_pool2d(weight_map, features.shape[-2:])
+    scale = target.square().mean(dim=(1, 2, 3)) + EPS
+    return diff.mean(dim=(1, 2, 3)) / scale
+
+
+def gram_style_loss(features: torch.Tensor, target_gram: torch.Tensor) -> torch.Tensor:
+    """Squared Gram error relative to the target Gram's squared norm, per batch item."""
+    gram = gram_matrix(features.float())
+    err = (gram - target_gram).square().sum(dim=(1, 2))
+    return err / (target_gram.square().sum(dim=(1, 2)) + EPS)
+
+
+def meancov_style_loss(
+    features: torch.Tensor,
+    target_mean: torch.Tensor,
+    target_cov: torch.Tensor,
+    target_cov_sqrt: torch.Tensor,
+) -> torch.Tensor:
+    """Squared Wasserstein-2 distance between Gaussians fitted to the features, per item.
+
+    W2² = |μ - μt|² + tr Σ + tr Σt - 2 tr (Σt^½ Σ Σt^½)^½, made relative to the target's
+    second moment |μt|² + tr Σt. Only eigenvalues are differentiated (never eigenvectors),
+    which keeps the gradient stable when eigenvalues repeat.
+    """
+    mean, cov = mean_covariance(features.float())
+    inner = target_cov_sqrt @ cov @ target_cov_sqrt
+    inner = (inner + inner.transpose(1, 2)) / 2  # symmetric up to rounding; eigvalsh needs it
+    eigenvalues = torch.linalg.eigvalsh(inner)
+    cross = eigenvalues.clamp_min(EPS).sqrt().sum(dim=1)
+    trace = torch.diagonal(cov, dim1=1, dim2=2).sum(dim=1)
+    target_trace = torch.diagonal(target_cov, dim1=1, dim2=2).sum(dim=1)
+    w2 = (mean - target_mean).square().sum(dim=1) + trace + target_trace - 2 * cross
+    return w2 / (target_mean.square().sum(dim=1) + target_trace + EPS)
+
+
+def symmetric_sqrt(matrix: torch.Tensor) -> torch.Tensor:
+    """Square root of symmetric positive semi-definite matrices (B, C, C)."""
+    eigenvalues, eigenvectors = torch.linalg.eigh(matrix)
+    roots = eigenvalues.clamp_min(0).sqrt()
+    return eigenvectors @ torch.diag_embed(roots) @ eigenvectors.transpose(1, 2)
+
+
+def tv_loss(image: torch.Tensor, smoothing: float = 1.0) -> torch.Tensor:
+    """Mean gradient magnitude of (B, C, H, W) images on the unit square, per batch item.
+
+    Differences are multiplied by the side length, so they are derivatives per image width,
+    and a flat image scores 0. ``smoothing`` (in the same units: a change of one full
+    intensity across the whole image) rounds the norm near zero (the Charbonnier form),
+    keeping the gradient finite without depending on the pixel count.
+    """
+    _, _, h, w = image.shape
+    dx = (image[..., :-1, 1:] - image[..., :-1, :-1]) * w
+    dy = (image[..., 1:, :-1] - image[..., :-1, :-1]) * h
+    magnitude = (dx.square() + dy.square() + smoothing**2).sqrt() - smoothing
+    return magnitude.mean(dim=(1, 2, 3))

@@ -1,0 +1,454 @@
+"""Engine parameters: one frozen dataclass whose defaults are the single source of truth.
+
+The catalog schema, the CLI options and the docs' parameter table are all derived from
+``StyleParams`` through ``param_specs()``; nothing here is repeated elsewhere by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import math
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ParameterError
+from .vgg import VGG_CONFIGS, check_layers
+
+Region = tuple[float, float, float, float, float]
+
+
+def _p(default: Any, help: str, **meta: Any) -> Any:
+    """A dataclass field carrying its documentation and limits."""
+    meta["help"] = help
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class StyleParams:
+    """Everything that decides what a style-transfer job produces."""
+
+    # -- network ---------------------------------------------------------------------------
+    network: str = _p("vgg19", "Feature network.", choices=tuple(VGG_CONFIGS), group="network")
+    weights: str = _p(
+        "auto",
+        "Weight set: caffe (Gatys' original VGG19), torchvision (retrained), auto "
+        "(caffe for vgg19, torchvision for vgg16).",
+        choices=("auto", "caffe", "torchvision"),
+        group="network",
+    )
+    pooling: str = _p(
+        "max", "Pooling layers: max, or avg (smoother).", choices=("max", "avg"), group="network"
+    )
+    # -- size and schedule -----------------------------------------------------------------
+    size: int = _p(512, "Long side of the result in pixels.", min=16, max=4096, group="schedule")
+    scales: int = _p(
+        3,
+        "Number of scales, coarse to fine, from min_size up to size (1: single scale).",
+        min=1,
+        max=8,
+        group="schedule",
+    )
+    min_size: int = _p(128, "Long side of the coarsest scale.", min=16, max=4096, group="schedule")
+    iterations: int = _p(200, "Iterations at the final scale.", min=1, max=100000, group="schedule")
+    coarse_iterations: int = _p(
+        150, "Iterations at each coarser scale.", min=0, max=100000, group="schedule"
+    )
+    tolerance: float = _p(
+        1e-3,
+        "Early stop: end a scale when the loss improved by less than this fraction over "
+        "the last `patience` iterations (0 disables).",
+        min=0.0,
+        max=1.0,
+        group="schedule",
+    )
+    patience: int = _p(
+        25, "Iterations over which `tolerance` is judged.", min=1, max=10000, group="schedule"
+    )
+    # -- losses ----------------------------------------------------------------------------
+    content_weight: float = _p(
+        1.0, "Weight of the content loss (keeps the photo).", min=0.0, max=1e6, group="losses"
+    )
+    style_weight: float = _p(
+        10.0,
+        "Weight of the style loss (takes the cover's texture).",
+        min=0.0,
+        max=1e6,
+        group="losses",
+    )
+    tv_weight: float = _p(
+        0.002,
+        "Weight of the total-variation loss (smooths noise).",
+        min=0.0,
+        max=1e6,
+        group="losses",
+    )
+    content_layers: tuple[str, ...] = _p(
+        ("relu4_2",), "Layers whose features the content loss compares.", group="losses"
+    )
+    content_layer_weights: tuple[float, ...] = _p(
+        (), "Relative weight per content layer (empty: equal).", min=0.0, group="losses"
+    )
+    style_layers: tuple[str, ...] = _p(
+        ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
+        "Layers whose statistics the style loss matches.",
+        group="losses",
+    )
+    style_layer_weights: tuple[float, ...] = _p(
+        (),
+        "Relative weight per style layer (empty: halving from the first layer to the last).",
+        min=0.0,
+        group="losses",
+    )
+    style_loss: str = _p(
+        "gram",
+        "Style statistics: gram (Gatys) or meancov (mean and covariance, Wasserstein-2).",
+        choices=("gram", "meancov"),
+        group="losses",
+    )
+    style_blend: tuple[float, ...] = _p(
+        (),
+        "Blend weight per style image when there are several (empty: equal).",
+        min=0.0,
+        group="losses",
+    )
+    style_scale: float = _p(
+        1.0,
+        "Size of the cover relative to the result: above 1 gives finer brush strokes, "
+        "below 1 bigger ones.",
+        min=0.1,
+        max=4.0,
+        group="losses",
+    )
+    content_regions: tuple[Region, ...] = _p(
+        (),
+        "Rectangles `left,top,right,bottom,weight` (fractions of the image) whose content "
+        "weight is multiplied by weight, e.g. to keep faces recognisable.",
+        group="losses",
+    )
+    # -- colour ----------------------------------------------------------------------------
+    preserve_color: str = _p(
+        "none",
+        "Keep the photo's colours: luminance (transfer brightness only) or histogram "
+        "(recolour the cover to the photo's palette first).",
+        choices=("none", "luminance", "histogram"),
+        group="colour",
+    )
+    # -- optimiser -------------------------------------------------------------------------
+    optimizer: str = _p("lbfgs", "Optimiser.", choices=("lbfgs", "adam"), group="optimiser")
+    learning_rate: float = _p(
+        0.02,
+        "Adam step size in pixel units (0..1 images); L-BFGS takes unit steps.",
+        min=1e-6,
+        max=1.0,
+        group="optimiser",
+    )
+    average: float = _p(
+        0.9,
+        "Adam only: decay of the running average of iterates returned as the result "
+        "(0 disables averaging).",
+        min=0.0,
+        max=0.9999,
+        group="optimiser",
+    )
+    init: str = _p(
+        "content",
+        "Starting image: content, style, noise, or image (given).",
+        choices=("content", "style", "noise", "image"),
+        group="optimiser",
+    )
+    seed: int = _p(
+        0,
+        "Random seed (noise init); CPU runs with the same seed are identical.",
+        min=0,
+        max=2**31 - 1,
+        group="optimiser",
+    )
+
+    def replace(self, **changes: Any) -> StyleParams:
+        """A copy with some fields changed, coerced and validated."""
+        return from_mapping(changes, base=self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values (tuples as lists), in field order."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def scale_sizes(self) -> list[int]:
+        """Long side of each scale, coarse to fine; the last is always ``size``."""
+        if self.scales == 1 or self.min_size >= self.size:
+            return [self.size]
+        ratio = (self.size / self.min_size) ** (1 / (self.scales - 1))
+        sizes = [round(self.min_size * ratio**i) for i in range(self.scales - 1)]
+        return [*sizes, self.size]
+
+    def resolved_style_layer_weights(self) -> list[float]:
+        """Per-layer style weights summing to 1."""
+        raw = self.style_layer_weights or tuple(0.5**i for i in range(len(self.style_layers)))
+        return _normalised(raw)
+
+    def resolved_content_layer_weights(self) -> list[float]:
+        raw = self.content_layer_weights or (1.0,) * len(self.content_layers)
+        return _normalised(raw)
+
+
+def _normalised(values: tuple[float, ...]) -> list[float]:
+    total = sum(values)
+    return [v / total for v in values] if total > 0 else [0.0 for _ in values]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """What the CLI, the catalog and the docs need to know of one parameter."""
+
+    name: str
+    kind: str  # int, float, str, str_list, float_list, regions
+    default: Any
+    help: str
+    group: str
+    choices: tuple[str, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+
+    @property
+    def range_text(self) -> str:
+        if self.choices:
+            return " | ".join(self.choices)
+        lo = "" if self.min is None else f"{self.min:g}"
+        hi = "" if self.max is None else f"{self.max:g}"
+        if not lo and not hi:
+            return ""
+        return f"{lo} … {hi}" if hi else f"≥ {lo}"
+
+    @property
+    def default_text(self) -> str:
+        return format_value(self.default)
+
+
+_KINDS = {
+    int: "int",
+    float: "float",
+    str: "str",
+    tuple[str, ...]: "str_list",
+    tuple[float, ...]: "float_list",
+    tuple[Region, ...]: "regions",
+}
+
+
+@functools.cache
+def param_specs() -> tuple[ParamSpec, ...]:
+    """One spec per StyleParams field, in declaration order."""
+    hints = typing.get_type_hints(StyleParams, globalns={"Region": Region, **globals()})
+    specs = []
+    for f in dataclasses.fields(StyleParams):
+        meta = f.metadata
+        specs.append(
+            ParamSpec(
+                name=f.name,
+                kind=_KINDS[hints[f.name]],
+                default=f.default,
+                help=meta["help"],
+                group=meta.get("group", ""),
+                choices=meta.get("choices"),
+                min=meta.get("min"),
+                max=meta.get("max"),
+            )
+        )
+    return tuple(specs)
+
+
+def spec(name: str) -> ParamSpec:
+    for s in param_specs():
+        if s.name == name:
+            return s
+    names = [s.name for s in param_specs()]
+    close = difflib.get_close_matches(name, names, n=1)
+    raise ParameterError(
+        name,
+        "unknown parameter",
+        f"did you mean {close[0]!r}?" if close else "see `covergen params` for the list",
+    )
+
+
+def format_value(value: Any) -> str:
+    """A value as a user writes it on the command line."""
+    if isinstance(value, tuple):
+        if value and isinstance(value[0], tuple):
+            return ";".join(",".join(f"{v:g}" for v in region) for region in value)
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Turn a YAML value or a command-line string into the field's type, checking its range."""
+    s = spec(name)
+    try:
+        result = _coerce_kind(s.kind, value)
+    except (TypeError, ValueError) as exc:
+        raise ParameterError(name, f"cannot use {value!r}: {exc}", _kind_hint(s)) from None
+    _check_range(s, result)
+    return result
+
+
+def _kind_hint(s: ParamSpec) -> str:
+    return {
+        "int": "give a whole number",
+        "float": "give a number",
+        "str": f"use one of {', '.join(s.choices or ())}",
+        "str_list": "give names separated by commas, e.g. relu1_1,relu2_1",
+        "float_list": "give numbers separated by commas, e.g. 1,0.5,0.25",
+        "regions": "give left,top,right,bottom,weight per region, regions separated by ';'",
+    }[s.kind]
+
+
+def _coerce_kind(kind: str, value: Any) -> Any:
+    if kind == "int":
+        if isinstance(value, bool):
+            raise TypeError("expected a whole number, not true/false")
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError("expected a whole number")
+        return int(value)
+    if kind == "float":
+        if isinstance(value, bool):
+            raise TypeError("expected a number, not true/false")
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError("expected a finite number")
+        return number
+    if kind == "str":
+        if not isinstance(value, str):
+            raise TypeError("expected text")
+        return value
+    if kind in ("str_list", "float_list"):
+        items = _split(value, ",")
+        if kind == "str_list":
+            return tuple(str(v).strip() for v in items)
+        return tuple(_coerce_kind("float", v) for v in items)
+    if kind == "regions":
+        regions = []
+        for region in _split(value, ";"):
+            numbers = tuple(_coerce_kind("float", v) for v in _split(region, ","))
+            if len(numbers) != 5:
+                raise ValueError("a region needs 5 numbers: left,top,right,bottom,weight")
+            regions.append(numbers)
+        return tuple(regions)
+    raise AssertionError(kind)
+
+
+def _split(value: Any, sep: str) -> list[Any]:
+    if isinstance(value, str):
+        return [v for v in (part.strip() for part in value.split(sep)) if v]
+    if isinstance(value, list | tuple):
+        return list(value)
+    raise TypeError(f"expected a list, not {type(value).__name__}")
+
+
+def _check_range(s: ParamSpec, value: Any) -> None:
+    if s.choices is not None and value not in s.choices:
+        close = difflib.get_close_matches(str(value), s.choices, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"use one of {', '.join(s.choices)}"
+        raise ParameterError(s.name, f"{value!r} is not a choice", hint)
+    numbers = value if isinstance(value, tuple) and s.kind == "float_list" else (value,)
+    if s.kind in ("int", "float", "float_list"):
+        for number in numbers:
+            if s.min is not None and number < s.min:
+                raise ParameterError(
+                    s.name,
+                    f"{number:g} is below the minimum {s.min:g}",
+                    f"use a value of at least {s.min:g}",
+                )
+            if s.max is not None and number > s.max:
+                raise ParameterError(
+                    s.name,
+                    f"{number:g} is above the maximum {s.max:g}",
+                    f"use a value of at most {s.max:g}",
+                )
+
+
+class ParameterErrors(ParameterError):
+    """Several parameter problems found at once."""
+
+    def __init__(self, errors: list[ParameterError]):
+        self.errors = errors
+        first = errors[0]
+        super().__init__(first.field, "; ".join(str(e) for e in errors))
+
+
+def from_mapping(values: Mapping[str, Any], base: StyleParams | None = None) -> StyleParams:
+    """Build validated params from user values over ``base``; report every problem at once."""
+    errors: list[ParameterError] = []
+    coerced: dict[str, Any] = {}
+    for name, value in values.items():
+        try:
+            coerced[name] = coerce(name, value)
+        except ParameterError as exc:
+            errors.append(exc)
+    if errors:
+        raise ParameterErrors(errors)
+    params = dataclasses.replace(base or StyleParams(), **coerced)
+    errors = check(params)
+    if errors:
+        raise ParameterErrors(errors)
+    return params
+
+
+def check(params: StyleParams) -> list[ParameterError]:
+    """Cross-field checks that single values cannot catch."""
+    errors: list[ParameterError] = []
+    for name in ("content_layers", "style_layers"):
+        layers = getattr(params, name)
+        try:
+            check_layers(params.network, layers, name)
+        except ParameterError as exc:
+            errors.append(exc)
+    if not params.style_layers:
+        errors.append(ParameterError("style_layers", "is empty", "name at least one layer"))
+    for name, layers in (
+        ("content_layer_weights", params.content_layers),
+        ("style_layer_weights", params.style_layers),
+    ):
+        weights = getattr(params, name)
+        if weights and len(weights) != len(layers):
+            errors.append(
+                ParameterError(
+                    name,
+                    f"has {len(weights)} values for {len(layers)} layers",
+                    "give one weight per layer, or none for the default",
+                )
+            )
+    if params.min_size > params.size and params.scales > 1:
+        errors.append(
+            ParameterError(
+                "min_size",
+                f"{params.min_size} is larger than size {params.size}",
+                "make min_size at most size",
+            )
+        )
+    for i, (left, top, right, bottom, weight) in enumerate(params.content_regions):
+        if not (0 <= left < right <= 1 and 0 <= top < bottom <= 1) or weight < 0:
+            errors.append(
+                ParameterError(
+                    "content_regions",
+                    f"region {i + 1} is not inside the image",
+                    "use fractions with 0 ≤ left < right ≤ 1, 0 ≤ top < bottom ≤ 1, weight ≥ 0",
+                )
+            )
+    if params.weights == "caffe" and params.network == "vgg16":
+        errors.append(
+            ParameterError(
+                "weights",
+                "no Caffe weights are available for vgg16",
+                "use weights: torchvision or auto",
+            )
+        )
+    return errors

@@ -1,0 +1,89 @@
+"""One-off style transfer of image files: the `covergen stylize` command's logic."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import InputImageError
+from .nst import Engine, StyleParams, StylizeResult
+from .nst.engine import CancelCheck, ProgressCallback
+
+OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def open_image(path: Path, field: str) -> Image.Image:
+    """Open an image file fully, upright (EXIF orientation applied), or say why not."""
+    try:
+        with Image.open(path) as image:
+            image.seek(0)  # animated images: the first frame
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+            return upright if upright is not None else image.copy()
+    except FileNotFoundError:
+        raise InputImageError(f"no such file: {path}", field=field, hint="check the path") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InputImageError(
+            f"cannot read {path} as an image ({exc})",
+            field=field,
+            hint="use a PNG, JPEG or WebP file",
+        ) from None
+
+
+def save_image(image: Image.Image, path: Path) -> None:
+    """Write an image atomically: aside, fsync, rename; never a half-written file."""
+    fmt = OUTPUT_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise InputImageError(
+            f"cannot write {path.suffix or 'files without a suffix'}",
+            field="output",
+            hint="end the output name in .png, .jpg or .webp",
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            options = {"quality": 92} if fmt in ("JPEG", "WEBP") else {"optimize": True}
+            image.save(handle, fmt, **options)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def stylize_files(
+    photo: Path,
+    covers: Sequence[Path],
+    output: Path,
+    params: StyleParams,
+    engine: Engine,
+    *,
+    content_map: Path | None = None,
+    init_image: Path | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+) -> StylizeResult:
+    """Paint the photo in the style of the cover(s) and write the result to ``output``."""
+    if output.suffix.lower() not in OUTPUT_FORMATS:
+        save_image(Image.new("RGB", (1, 1)), output)  # raises the clear message
+    content = open_image(photo, "photo")
+    styles = [open_image(path, "cover") for path in covers]
+    weight_map = open_image(content_map, "content_map") if content_map else None
+    init = open_image(init_image, "init_image") if init_image else None
+    result = engine.stylize(
+        content,
+        styles,
+        params,
+        content_map=weight_map,
+        init_image=init,
+        progress=progress,
+        cancel=cancel,
+    )
+    save_image(result.image, output)
+    return result
