@@ -99,9 +99,13 @@ def match_color_statistics(source: torch.Tensor, reference: torch.Tensor) -> tor
     src = source.double().reshape(3, -1)
     ref = reference.double().reshape(3, -1)
     mu_s, mu_r = src.mean(1, keepdim=True), ref.mean(1, keepdim=True)
-    eye = torch.eye(3, dtype=torch.float64) * 1e-5
-    cov_s = torch.cov(src) + eye
-    cov_r = torch.cov(ref) + eye
+    cov_s, cov_r = torch.cov(src), torch.cov(ref)
+    # A flat-coloured cover has a singular covariance; a ridge tiny next to the images'
+    # own variance keeps the inverse root finite without visibly changing the result.
+    ridge = torch.eye(3, dtype=torch.float64) * (
+        1e-6 * float(cov_s.trace() + cov_r.trace()) + 1e-10
+    )
+    cov_s, cov_r = cov_s + ridge, cov_r + ridge
     vals_s, vecs_s = torch.linalg.eigh(cov_s)
     vals_r, vecs_r = torch.linalg.eigh(cov_r)
     inv_sqrt_s = vecs_s @ torch.diag(vals_s.rsqrt()) @ vecs_s.T

@@ -1,0 +1,172 @@
+"""Engine benchmarks on the current device, all in one process so the ratios are fair.
+
+For each size it prints:
+- seconds per iteration of the engine (steady state, targets excluded);
+- seconds per forward+backward of the bare network through the same layers, the
+  floor on this device; and their ratio (goal: under 1.10);
+- the loss reached at the final size within the same wall-clock budget by single-scale
+  and by multi-scale optimisation.
+
+Usage: python scripts/bench.py [--sizes 256 512] [--budget-256 40] [--device auto] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from covergen.nst import Cancelled, Engine, Runtime, StyleParams
+from covergen.nst.vgg import deepest_layer
+
+ROOT = Path(__file__).resolve().parent.parent
+PHOTO = ROOT / "samples" / "photos" / "astronaut.jpg"
+COVER = ROOT / "samples" / "covers" / "pulsar.png"
+
+
+def synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def engine_seconds_per_iteration(
+    engine: Engine, photo: Image.Image, cover: Image.Image, params: StyleParams
+) -> float:
+    """Steady-state time per iteration, from the progress callback's clock."""
+    stamps: list[float] = []
+
+    def tick(_event: object) -> None:
+        synchronise(engine.device)
+        stamps.append(time.perf_counter())
+
+    engine.stylize(photo, cover, params, progress=tick)
+    # Skip the first iterations (allocator and kernel warm-up).
+    warm = min(2, len(stamps) - 2)
+    return (stamps[-1] - stamps[warm]) / (len(stamps) - 1 - warm)
+
+
+def network_seconds_per_pass(
+    engine: Engine, params: StyleParams, size: tuple[int, int], repeats: int
+) -> float:
+    """Forward + backward to the input through the same layers: the floor for one iteration."""
+    encoder = engine.encoder(params)
+    layers = list(dict.fromkeys([*params.content_layers, *params.style_layers]))
+    assert deepest_layer(params.network, layers) == encoder.layer_names[-1]
+    x = torch.rand(1, 3, size[1], size[0], device=engine.device, requires_grad=True)
+    times = []
+    for _ in range(repeats + 2):
+        synchronise(engine.device)
+        start = time.perf_counter()
+        feats = engine._features(encoder, x, layers)
+        total = sum(f.float().sum() for f in feats.values())
+        torch.autograd.grad(total, x)
+        synchronise(engine.device)
+        times.append(time.perf_counter() - start)
+    return sorted(times[2:])[len(times[2:]) // 2]  # median after warm-up
+
+
+def loss_within_budget(
+    engine: Engine, photo: Image.Image, cover: Image.Image, params: StyleParams, budget: float
+) -> tuple[float, int]:
+    """Final-size loss reached when the budget runs out (or at convergence), iterations run."""
+    final_scale = len(params.scale_sizes()) - 1
+    state = {"loss": float("nan"), "iterations": 0, "start": time.perf_counter()}
+
+    def tick(event) -> None:
+        state["iterations"] += 1
+        if event.scale == final_scale:
+            state["loss"] = event.losses[0].total
+
+    def out_of_time() -> bool:
+        return time.perf_counter() - state["start"] > budget
+
+    state["start"] = time.perf_counter()
+    with contextlib.suppress(Cancelled):
+        engine.stylize(photo, cover, params, progress=tick, cancel=out_of_time)
+    return state["loss"], state["iterations"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--iterations", type=int, default=8, help="timed engine iterations")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        nargs="+",
+        default=None,
+        help="seconds per size for the single- vs multi-scale race",
+    )
+    parser.add_argument("--quick", action="store_true", help="small budgets, fewer repeats")
+    parser.add_argument("--cache-dir", type=Path, default=ROOT / "cache")
+    args = parser.parse_args(argv)
+
+    engine = Engine(Runtime(device=args.device, precision=args.precision), cache_dir=args.cache_dir)
+    photo, cover = Image.open(PHOTO).convert("RGB"), Image.open(COVER).convert("RGB")
+    device_name = (
+        torch.cuda.get_device_name(engine.device)
+        if engine.device.type == "cuda"
+        else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"# covergen engine benchmark — {engine.device} ({device_name}), torch "
+        f"{torch.__version__}, precision {args.precision}"
+    )
+    budgets = args.budget or [
+        (15 if args.quick else 60) * (s / 256) ** 2 * (0.1 if engine.device.type == "cuda" else 1)
+        for s in args.sizes
+    ]
+    if len(budgets) == 1:
+        budgets = budgets * len(args.sizes)
+    iterations = 4 if args.quick else args.iterations
+
+    print("\n| size | engine s/iter | network fwd+bwd s | ratio |")
+    print("| --- | --- | --- | --- |")
+    for size in args.sizes:
+        params = StyleParams(size=size, scales=1, iterations=iterations + 3, tolerance=0)
+        engine.stylize(photo, cover, params.replace(iterations=2))  # weights, targets warm
+        per_iteration = engine_seconds_per_iteration(engine, photo, cover, params)
+        width, height = photo.size
+        scale = size / max(width, height)
+        dims = (round(width * scale), round(height * scale))
+        per_pass = network_seconds_per_pass(engine, params, dims, repeats=iterations)
+        print(
+            f"| {size} | {per_iteration:.4f} | {per_pass:.4f} | {per_iteration / per_pass:.3f} |",
+            flush=True,
+        )
+
+    print(
+        "\n| size | budget s | single-scale loss (iterations) | multi-scale loss (iterations) "
+        "| multi / single |"
+    )
+    print("| --- | --- | --- | --- | --- |")
+    for size, budget in zip(args.sizes, budgets, strict=True):
+        single = StyleParams(size=size, scales=1, iterations=100000, tolerance=0)
+        multi = StyleParams(
+            size=size,
+            scales=3,
+            min_size=max(64, size // 4),
+            iterations=100000,
+            coarse_iterations=60,
+            tolerance=0,
+        )
+        loss_single, n_single = loss_within_budget(engine, photo, cover, single, budget)
+        loss_multi, n_multi = loss_within_budget(engine, photo, cover, multi, budget)
+        print(
+            f"| {size} | {budget:.0f} | {loss_single:.4f} ({n_single}) | "
+            f"{loss_multi:.4f} ({n_multi}) | {loss_multi / loss_single:.3f} |",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

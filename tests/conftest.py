@@ -1,0 +1,42 @@
+"""Shared fixtures: one engine per session (weights converted once), tiny test images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from covergen.nst import Engine, Runtime
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tests never touch the network: no torchvision download.
+    monkeypatch.setenv("COVERGEN_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    return Engine(Runtime(device="cpu"), cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+def gradient_photo(width: int = 64, height: int = 48, seed: int = 0) -> Image.Image:
+    """A smooth colourful 'photo' with a bright blob, deterministic."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    r = x / width
+    g = y / height
+    b = np.exp(
+        -(((x - width * 0.6) / (width * 0.2)) ** 2 + ((y - height * 0.4) / (height * 0.2)) ** 2)
+    )
+    image = np.stack([r, g, 0.3 + 0.6 * b], axis=2) + rng.normal(0, 0.02, (height, width, 3))
+    return Image.fromarray((image.clip(0, 1) * 255).astype(np.uint8))
+
+
+def stripe_cover(size: int = 64, colour=(220, 30, 30)) -> Image.Image:
+    """A bold striped 'cover'."""
+    image = np.full((size, size, 3), 240, np.uint8)
+    for i in range(0, size, 8):
+        image[i : i + 3, :] = colour
+        image[:, (i * 2) % size : (i * 2) % size + 2] = (20, 20, 20)
+    return Image.fromarray(image)

@@ -1,0 +1,201 @@
+"""The engine on real VGG weights and tiny images (32-64 px, few iterations)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import gradient_photo, stripe_cover
+from PIL import Image
+
+from covergen.nst import (
+    Cancelled,
+    Engine,
+    ParameterError,
+    Runtime,
+    StyleParams,
+    StylizeJob,
+    batch_signature,
+    imaging,
+)
+
+TINY = StyleParams(size=48, scales=1, iterations=12, tolerance=0)
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.float32) / 255
+
+
+def test_optimisation_lowers_the_loss_and_keeps_the_size(engine: Engine):
+    photo = gradient_photo(80, 60)
+    result = engine.stylize(photo, stripe_cover(), TINY)
+    assert result.image.size == (48, 36)
+    assert result.iterations == 12
+    totals = [h["total"] for h in result.history]
+    assert totals[-1] < 0.7 * totals[0]
+    assert result.history[0]["content"] == pytest.approx(0.0, abs=1e-6)  # starts at the photo
+    assert result.history[-1]["style"] < result.history[0]["style"]
+
+
+def test_same_seed_gives_identical_images_on_cpu(engine: Engine):
+    params = TINY.replace(init="noise", seed=7, iterations=6)
+    first = engine.stylize(gradient_photo(), stripe_cover(), params)
+    second = engine.stylize(gradient_photo(), stripe_cover(), params)
+    other = engine.stylize(gradient_photo(), stripe_cover(), params.replace(seed=8))
+    assert np.array_equal(pixels(first.image), pixels(second.image))
+    assert not np.array_equal(pixels(first.image), pixels(other.image))
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_a_batch_gives_the_images_of_running_each_job_alone(engine: Engine, optimizer: str):
+    base = TINY.replace(optimizer=optimizer, iterations=10, learning_rate=0.05)
+    jobs = [
+        StylizeJob(gradient_photo(seed=1), [stripe_cover()], base),
+        StylizeJob(gradient_photo(seed=2), [stripe_cover(colour=(30, 60, 220))],
+                   base.replace(content_weight=4, style_layer_weights=(1, 1, 1, 0, 0))),
+        # a different budget: this job is frozen while the others go on
+        StylizeJob(gradient_photo(seed=3), [stripe_cover()], base.replace(iterations=5)),
+    ]  # fmt: skip
+    assert len({batch_signature(job) for job in jobs}) == 1
+    together = engine.stylize_batch(jobs)
+    for job, batched in zip(jobs, together, strict=True):
+        alone = engine.stylize_batch([job])[0]
+        assert batched.iterations == alone.iterations == job.params.iterations
+        # Equal up to float rounding, which L-BFGS may amplify into a level or two on a
+        # few pixels; shared optimiser state would move every pixel by far more.
+        diff = np.abs(pixels(batched.image) - pixels(alone.image))
+        assert diff.mean() < 0.5 / 255
+        assert diff.max() <= 4 / 255
+        assert batched.losses.total == pytest.approx(alone.losses.total, rel=1e-3)
+
+
+def test_jobs_of_different_shapes_are_refused_in_one_batch(engine: Engine):
+    jobs = [StylizeJob(gradient_photo(64, 48), [stripe_cover()], TINY),
+            StylizeJob(gradient_photo(48, 64), [stripe_cover()], TINY)]  # fmt: skip
+    with pytest.raises(ParameterError, match="batch_signature"):
+        engine.stylize_batch(jobs)
+
+
+def test_multi_scale_runs_every_scale_and_reports_progress(engine: Engine):
+    params = TINY.replace(size=64, scales=2, min_size=32, iterations=4, coarse_iterations=3)
+    events = []
+    result = engine.stylize(gradient_photo(), stripe_cover(), params, progress=events.append)
+    assert [(e.scale, e.size) for e in events] == [(0, (32, 24))] * 3 + [(1, (64, 48))] * 4
+    assert events[-1].iteration == events[-1].iterations == 4
+    assert result.iterations == 7
+    assert result.image.size == (64, 48)
+
+
+def test_early_stop_ends_a_scale_when_the_loss_stops_improving(engine: Engine):
+    params = TINY.replace(iterations=400, tolerance=0.5, patience=3)
+    result = engine.stylize(gradient_photo(), stripe_cover(), params)
+    assert 3 < result.iterations < 400
+
+
+def test_cancellation_raises_and_returns_nothing(engine: Engine):
+    calls = []
+
+    def cancel() -> bool:
+        calls.append(1)
+        return len(calls) > 3
+
+    with pytest.raises(Cancelled):
+        engine.stylize(gradient_photo(), stripe_cover(), TINY, cancel=cancel)
+
+
+def test_luminance_transfer_keeps_the_photos_chrominance(engine: Engine):
+    photo = gradient_photo(64, 48)
+    params = TINY.replace(preserve_color="luminance", size=64)
+    result = engine.stylize(photo, stripe_cover(colour=(20, 220, 40)), params)
+    got = imaging.rgb_to_yiq(imaging.pil_to_tensor(result.image))
+    want = imaging.rgb_to_yiq(imaging.pil_to_tensor(photo))
+    # Same I and Q (up to 8-bit rounding and the odd clipped pixel) although Y changed.
+    assert float((got[:, 1:] - want[:, 1:]).abs().mean()) < 0.01
+    assert float((got[:, :1] - want[:, :1]).abs().mean()) > 0.01
+    plain = engine.stylize(photo, stripe_cover(colour=(20, 220, 40)), TINY.replace(size=64))
+    plain_iq = imaging.rgb_to_yiq(imaging.pil_to_tensor(plain.image))[:, 1:]
+    assert float((plain_iq - want[:, 1:]).abs().mean()) > 0.02  # without it, colour moves
+
+
+def test_histogram_matching_gives_the_cover_the_photos_palette():
+    torch.manual_seed(0)
+    cover = torch.rand(1, 3, 20, 20) * torch.tensor([1.0, 0.2, 0.1]).view(1, 3, 1, 1)
+    photo = torch.rand(1, 3, 16, 24) * 0.5 + torch.tensor([0.1, 0.3, 0.4]).view(1, 3, 1, 1)
+    matched = imaging.match_color_statistics(cover, photo)
+    flat, ref = matched.reshape(3, -1).double(), photo.reshape(3, -1).double()
+    torch.testing.assert_close(flat.mean(1), ref.mean(1), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.cov(flat), torch.cov(ref), rtol=1e-3, atol=1e-5)
+
+
+def test_style_scale_blend_meancov_and_avg_pooling_run(engine: Engine):
+    params = TINY.replace(style_loss="meancov", pooling="avg", style_scale=0.5,
+                          style_blend=(3, 1), iterations=5)  # fmt: skip
+    covers = [stripe_cover(), stripe_cover(colour=(30, 60, 220))]
+    result = engine.stylize(gradient_photo(), covers, params)
+    assert result.history[-1]["total"] < result.history[0]["total"]
+    with pytest.raises(ParameterError, match="style_blend"):
+        engine.stylize(gradient_photo(), covers, TINY.replace(style_blend=(1, 1, 1)))
+
+
+def test_blending_a_cover_with_itself_changes_nothing(engine: Engine):
+    one = engine.stylize(gradient_photo(), stripe_cover(), TINY)
+    two = engine.stylize(gradient_photo(), [stripe_cover(), stripe_cover()], TINY)
+    np.testing.assert_allclose(pixels(one.image), pixels(two.image), atol=2 / 255)
+
+
+def test_content_regions_keep_their_area_closer_to_the_photo(engine: Engine):
+    photo = gradient_photo(64, 64)
+    params = TINY.replace(size=64, style_weight=50, iterations=15)
+    protected = params.replace(content_regions=((0.0, 0.0, 0.5, 1.0, 20.0),))
+    base = pixels(engine.stylize(photo, stripe_cover(), params).image)
+    kept = pixels(engine.stylize(photo, stripe_cover(), protected).image)
+    original = pixels(photo)
+    left = np.s_[:, 4:28]
+    assert (
+        np.abs(kept[left] - original[left]).mean()
+        < 0.85 * np.abs(base[left] - original[left]).mean()
+    )
+
+
+def test_a_content_map_image_weights_pixels(engine: Engine):
+    photo = gradient_photo(64, 64)
+    black = Image.new("L", (64, 64), 0)
+    params = TINY.replace(size=64, iterations=3)
+    result = engine.stylize(photo, stripe_cover(), params, content_map=black)
+    assert all(h["content"] == 0 for h in result.history)
+
+
+def test_init_from_a_given_image_and_from_style(engine: Engine):
+    start = Image.new("RGB", (64, 48), (200, 10, 10))
+    params = TINY.replace(init="image", iterations=1)
+    result = engine.stylize(gradient_photo(), stripe_cover(), params, init_image=start)
+    assert result.history[0]["content"] > 0  # it did not start from the photo
+    with pytest.raises(ParameterError, match="init"):
+        engine.stylize(gradient_photo(), stripe_cover(), params)
+    assert engine.stylize(gradient_photo(), stripe_cover(), TINY.replace(init="style")).iterations
+
+
+def test_targets_are_computed_once_per_image_through_the_cache(tmp_path):
+    class CountingCache(dict):
+        puts = 0
+
+        def put(self, key, value):
+            self.puts += 1
+            self[key] = value
+
+    cache = CountingCache()
+    engine = Engine(cache_dir=tmp_path, target_cache=cache)
+    engine.stylize(gradient_photo(), stripe_cover(), TINY.replace(iterations=2))
+    assert cache.puts == 2  # one content, one style target
+    engine.stylize(gradient_photo(), stripe_cover(), TINY.replace(iterations=2, content_weight=9))
+    assert cache.puts == 2  # new weights, same targets: nothing recomputed
+    engine.stylize(gradient_photo(seed=5), stripe_cover(), TINY.replace(iterations=2))
+    assert cache.puts == 3  # a new photo with the same cover: only the content target
+
+
+def test_unknown_layers_and_devices_are_clear_errors(engine: Engine):
+    with pytest.raises(ParameterError) as info:
+        StyleParams(style_layers=("relu1_1", "relu6_1")).replace()
+    assert info.value.errors[0].field == "style_layers"
+    with pytest.raises(ParameterError, match="device"):
+        Engine(Runtime(device="cuda:7"))

@@ -1,0 +1,86 @@
+import pytest
+
+from covergen.nst import ParameterError, ParameterErrors, StyleParams, from_mapping, param_specs
+from covergen.nst.params import coerce, format_value
+
+
+def test_defaults_are_valid_and_specs_cover_every_field():
+    params = from_mapping({})
+    assert params == StyleParams()
+    names = [s.name for s in param_specs()]
+    assert names == list(StyleParams().to_dict())
+    for spec in param_specs():
+        assert spec.help and spec.group
+
+
+def test_values_from_the_command_line_are_coerced():
+    params = from_mapping({
+        "size": "256", "content_weight": "5", "style_layers": "relu1_1, relu3_1",
+        "style_layer_weights": "1,0.5", "content_regions": "0.2,0.1,0.8,0.6,4;0,0,0.1,0.1,0",
+    })  # fmt: skip
+    assert params.size == 256
+    assert params.content_weight == 5.0
+    assert params.style_layers == ("relu1_1", "relu3_1")
+    assert params.style_layer_weights == (1.0, 0.5)
+    assert params.content_regions == ((0.2, 0.1, 0.8, 0.6, 4.0), (0.0, 0.0, 0.1, 0.1, 0.0))
+
+
+def test_values_round_trip_through_their_text_form():
+    params = StyleParams(content_regions=((0.1, 0.2, 0.5, 0.9, 3.0),), style_blend=(0.7, 0.3))
+    for spec in param_specs():
+        value = getattr(params, spec.name)
+        assert coerce(spec.name, format_value(value)) == value
+
+
+def test_every_problem_is_reported_at_once_with_its_field():
+    with pytest.raises(ParameterErrors) as info:
+        from_mapping({"size": 100000, "style_weight": -1, "iterations": 0, "netwrk": "vgg19"})
+    fields = {e.field: e for e in info.value.errors}
+    assert set(fields) == {"size", "style_weight", "iterations", "netwrk"}
+    assert "4096" in fields["size"].hint
+    assert "network" in fields["netwrk"].hint  # did you mean
+
+
+@pytest.mark.parametrize(
+    ("values", "field", "words"),
+    [
+        ({"style_layers": "relu1_1,relu9_9"}, "style_layers", "relu9_9"),
+        ({"content_layers": "relu4_22"}, "content_layers", "did you mean"),
+        ({"style_layer_weights": "1,2"}, "style_layer_weights", "one weight per layer"),
+        ({"optimizer": "sgd"}, "optimizer", "lbfgs"),
+        ({"size": 2.5}, "size", "whole number"),
+        ({"size": True}, "size", "whole number"),
+        ({"content_weight": "nan"}, "content_weight", "finite"),
+        ({"content_regions": "0.5,0.5,0.4,0.9,2"}, "content_regions", "inside the image"),
+        ({"content_regions": "0.1,0.2,3"}, "content_regions", "5 numbers"),
+        ({"network": "vgg16", "weights": "caffe"}, "weights", "vgg16"),
+        ({"min_size": 1024, "size": 512}, "min_size", "at most size"),
+    ],
+)
+def test_bad_values_name_the_field_and_what_to_do(values, field, words):
+    with pytest.raises(ParameterError) as info:
+        from_mapping(values)
+    errors = getattr(info.value, "errors", [info.value])
+    assert errors[0].field == field
+    assert words in str(errors[0])
+
+
+def test_scale_sizes_are_geometric_and_end_at_size():
+    assert StyleParams(size=512, min_size=128, scales=3).scale_sizes() == [128, 256, 512]
+    assert StyleParams(size=512, scales=1).scale_sizes() == [512]
+    assert StyleParams(size=100, min_size=200, scales=3).scale_sizes() == [100]
+
+
+def test_layer_weights_default_to_halving_and_sum_to_one():
+    weights = StyleParams().resolved_style_layer_weights()
+    assert weights == pytest.approx([16 / 31, 8 / 31, 4 / 31, 2 / 31, 1 / 31])
+    assert StyleParams(style_layer_weights=(2, 2, 0, 0, 0)).resolved_style_layer_weights()[:2] == [
+        0.5,
+        0.5,
+    ]
+
+
+def test_replace_validates():
+    with pytest.raises(ParameterError):
+        StyleParams().replace(pooling="min")
+    assert StyleParams().replace(pooling="avg").pooling == "avg"
