@@ -20,6 +20,7 @@ from .nst.engine import PRECISIONS
 from .nst.params import ParamSpec, format_value, from_mapping, param_specs
 
 DEFAULT_CACHE = Path("cache")
+PROFILE_ENV = "COVERGEN_PROFILE"
 
 
 def add_param_options(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +61,11 @@ def _metavar(spec: ParamSpec) -> str:
 
 def params_from_args(args: argparse.Namespace, base: StyleParams | None = None) -> StyleParams:
     """Collect the given parameter options (and --set) into validated params."""
+    return from_mapping(param_values_from_args(args), base=base)
+
+
+def param_values_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The parameter options and --set values given, as raw name -> text."""
     values: dict[str, Any] = {}
     for item in args.param_set:
         name, sep, value = item.partition("=")
@@ -70,7 +76,7 @@ def params_from_args(args: argparse.Namespace, base: StyleParams | None = None) 
         value = getattr(args, f"param_{spec.name}")
         if value is not None:
             values[spec.name] = value
-    return from_mapping(values, base=base)
+    return values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,7 +105,76 @@ def build_parser() -> argparse.ArgumentParser:
 
     params = commands.add_parser("params", help="list the engine parameters and their defaults")
     params.add_argument("--markdown", action="store_true", help="as the docs' Markdown table")
+
+    check = commands.add_parser("check", help="validate the catalog and report every problem")
+    add_catalog_option(check)
+
+    build = commands.add_parser("build", help="paint new and changed pairs, render the site")
+    add_catalog_option(build)
+    build.add_argument("--only", nargs="+", metavar="ID", default=[], help="just these pairs")
+    build.add_argument("--force", action="store_true", help="repaint even if a result exists")
+    build.add_argument(
+        "--profile",
+        help=f"parameter profile from the catalog (or ${PROFILE_ENV}; "
+        "default: draft on CPU, final on GPU)",
+    )
+    build.add_argument("--dry-run", action="store_true", help="show the plan, paint nothing")
+    build.add_argument("--no-site", action="store_true", help="do not render the site")
+    add_build_options(build)
+
+    rerun = commands.add_parser(
+        "rerun",
+        help="repaint one pair, trying parameters without "
+        "editing the catalog (e.g. --set content_weight=5)",
+    )
+    add_catalog_option(rerun)
+    rerun.add_argument("pair", metavar="ID")
+    rerun.add_argument("--profile")
+    rerun.add_argument("--force", action="store_true", help="repaint even if a result exists")
+    rerun.add_argument("-o", "--output", type=Path, help="also copy the result here")
+    add_build_options(rerun)
+    add_param_options(rerun)
+
+    status = commands.add_parser("status", help="the latest run of every pair")
+    add_catalog_option(status)
+    listing = commands.add_parser("list", help="the catalog's pairs and their state")
+    add_catalog_option(listing)
+
+    clean = commands.add_parser("clean", help="remove results no pair refers to")
+    add_catalog_option(clean)
+    clean.add_argument("--downloads", action="store_true", help="also unused fetched images")
+    clean.add_argument("--features", action="store_true", help="also the feature cache")
+    clean.add_argument("--dry-run", action="store_true", help="only say what would go")
     return parser
+
+
+def add_catalog_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--catalog",
+        type=Path,
+        default=Path("catalog.yaml"),
+        help="the catalog file (default: catalog.yaml)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=DEFAULT_CACHE,
+        help="downloads, results, features and the run log (default: cache)",
+    )
+
+
+def add_build_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("runtime")
+    group.add_argument(
+        "--device",
+        default="auto",
+        help="auto (every GPU, else CPU), cpu, cuda:N, or a list cuda:0,cuda:1",
+    )
+    group.add_argument("--precision", default="auto", choices=PRECISIONS)
+    group.add_argument("--max-batch", type=int, default=4, help="jobs per batch on a GPU")
+    group.add_argument("--offline", action="store_true", help="use only fetched images")
+    group.add_argument("--site-dir", type=Path, default=Path("site"))
+    group.add_argument("-q", "--quiet", action="store_true", help="print failures only")
 
 
 def add_runtime_options(parser: argparse.ArgumentParser) -> None:
@@ -225,7 +300,191 @@ def params_markdown() -> str:
     return "\n".join(rows) + "\n"
 
 
-COMMANDS = {"stylize": run_stylize, "params": run_params}
+def run_check(args: argparse.Namespace) -> int:
+    from .catalog import load_catalog
+
+    catalog = load_catalog(args.catalog)
+    print(
+        f"{args.catalog}: {len(catalog.pairs)} pairs, "
+        f"{len(catalog.profiles)} profiles ({', '.join(catalog.profiles) or 'none'}) — OK"
+    )
+    return 0
+
+
+def _build_options(args: argparse.Namespace, **changes: Any) -> Any:
+    from .build import BuildOptions
+
+    return BuildOptions(
+        catalog=args.catalog,
+        cache_dir=args.cache_dir,
+        site_dir=args.site_dir,
+        device=args.device,
+        precision=args.precision,
+        max_batch=args.max_batch,
+        offline=args.offline,
+        **changes,
+    )
+
+
+def _run_build(options: Any, quiet: bool) -> tuple[int, Any]:
+    import signal
+
+    from .build import build
+    from .report import BuildReport
+
+    # SIGTERM stops a build the way Ctrl-C does: finished results are kept.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        with BuildReport(quiet=quiet) as report:
+            summary = build(options, report)
+            report.summary(summary)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if summary.interrupted:
+        return 130, summary
+    return (1 if summary.failed else 0), summary
+
+
+def run_build(args: argparse.Namespace) -> int:
+    options = _build_options(
+        args,
+        only=tuple(args.only),
+        force=args.force,
+        profile=args.profile,
+        dry_run=args.dry_run,
+        render_site=not args.no_site,
+    )
+    code, summary = _run_build(options, args.quiet)
+    if args.dry_run:
+        for outcome in summary.outcomes:
+            if outcome.status == "planned":
+                print(f"would paint {outcome.pair} ({outcome.key[:12]})")
+    return code
+
+
+def run_rerun(args: argparse.Namespace) -> int:
+    import shutil
+
+    extra = param_values_from_args(args)
+    options = _build_options(
+        args,
+        only=(args.pair,),
+        force=args.force,
+        profile=args.profile,
+        extra=extra,
+        kind="rerun",
+        render_site=False,
+    )
+    code, summary = _run_build(options, args.quiet)
+    for outcome in summary.outcomes:
+        if outcome.result is not None:
+            if args.output:
+                from PIL import Image
+
+                from .stylize import save_image
+
+                save_image(Image.open(outcome.result), args.output)
+                shutil.copystat(outcome.result, args.output)
+            print(f"{outcome.pair}: {args.output or outcome.result}")
+    return code
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from .build import cache_paths
+    from .catalog import load_catalog
+    from .inventory import pair_states
+    from .results import ResultStore
+    from .runlog import RunLog
+
+    paths = cache_paths(args.cache_dir)
+    catalog = load_catalog(args.catalog, strict=False)
+    runlog = RunLog(paths["runlog"])
+    states = pair_states(catalog, runlog, ResultStore(paths["results"]))
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{args.catalog} — latest runs")
+    for column in ("pair", "state", "device", "iterations", "seconds", "when", "note"):
+        table.add_column(column)
+    for state in states:
+        r = state.record
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.recorded)) if r else ""
+        note = (r.error or "").splitlines()[0] if r and r.error else ""
+        table.add_row(
+            state.pair,
+            state.state,
+            (r.device or "") if r else "",
+            str(r.iterations or "") if r else "",
+            f"{r.seconds:.0f}" if r and r.seconds else "",
+            when,
+            note,
+        )
+    Console().print(table)
+    last = runlog.last_build()
+    if last:
+        print(
+            f"last {last['kind']}: {last['status']}, profile {last['profile'] or 'none'}, "
+            + ", ".join(f"{n} {s}" for s, n in last["summary"].items())
+        )
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from .build import cache_paths
+    from .catalog import load_catalog
+    from .inventory import pair_states
+    from .results import ResultStore
+    from .runlog import RunLog
+
+    paths = cache_paths(args.cache_dir)
+    catalog = load_catalog(args.catalog, strict=False)
+    states = {
+        s.pair: s
+        for s in pair_states(catalog, RunLog(paths["runlog"]), ResultStore(paths["results"]))
+    }
+    for pair in catalog.pairs:
+        state = states[pair.id]
+        year = f" ({pair.year})" if pair.year else ""
+        overrides = f"  overrides: {', '.join(state.overrides)}" if state.overrides else ""
+        print(f"{pair.id:32} {state.state:9} {pair.band} — {pair.album}{year}{overrides}")
+    for problem in catalog.problems:
+        print(f"{problem.pair or '?':32} {'invalid':9} {problem.describe().splitlines()[0]}")
+    return 0
+
+
+def run_clean(args: argparse.Namespace) -> int:
+    from .build import BuildLock, cache_paths
+    from .catalog import load_catalog
+    from .inventory import clean
+
+    catalog = load_catalog(args.catalog, strict=False)
+    with BuildLock(cache_paths(args.cache_dir)["lock"]):
+        report = clean(
+            catalog,
+            args.cache_dir,
+            downloads=args.downloads,
+            features=args.features,
+            dry_run=args.dry_run,
+        )
+    verb = "would remove" if args.dry_run else "removed"
+    print(
+        f"{verb} {report.results_removed} results, {report.images_removed} downloads"
+        + (", the feature cache" if report.features_removed else "")
+        + f" ({report.bytes_freed / 1e6:.1f} MB)"
+    )
+    return 0
+
+
+COMMANDS = {
+    "stylize": run_stylize,
+    "params": run_params,
+    "check": run_check,
+    "build": run_build,
+    "rerun": run_rerun,
+    "status": run_status,
+    "list": run_list,
+    "clean": run_clean,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -54,7 +54,6 @@ def test_every_problem_is_reported_at_once_with_its_field():
         ({"content_regions": "0.5,0.5,0.4,0.9,2"}, "content_regions", "inside the image"),
         ({"content_regions": "0.1,0.2,3"}, "content_regions", "5 numbers"),
         ({"network": "vgg16", "weights": "caffe"}, "weights", "vgg16"),
-        ({"min_size": 1024, "size": 512}, "min_size", "at most size"),
     ],
 )
 def test_bad_values_name_the_field_and_what_to_do(values, field, words):

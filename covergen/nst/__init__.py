@@ -16,6 +16,7 @@ from .engine import (
     batch_signature,
     result_size,
     select_device,
+    shape_signature,
 )
 from .errors import Cancelled, EngineError, ParameterError, WeightsError
 from .params import ParameterErrors, ParamSpec, StyleParams, from_mapping, param_specs
@@ -41,4 +42,5 @@ __all__ = [
     "param_specs",
     "result_size",
     "select_device",
+    "shape_signature",
 ]

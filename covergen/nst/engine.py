@@ -149,21 +149,18 @@ def result_size(content: Image.Image, params: StyleParams) -> tuple[int, int]:
 
 def batch_signature(job: StylizeJob) -> tuple:
     """Jobs with equal signatures can share a batch; the scheduler groups by this."""
-    p = job.params
+    return shape_signature(job.params, job.content.size)
+
+
+def shape_signature(params: StyleParams, content_size: tuple[int, int]) -> tuple:
+    """The batch signature from the parameters and the photo's (width, height) alone."""
+    p = params
     return (
-        p.network,
-        p.weights,
-        p.pooling,
-        tuple(p.content_layers),
-        tuple(p.style_layers),
-        p.style_loss,
-        p.optimizer,
-        p.learning_rate,
-        p.average,
-        tuple(imaging.fit_long_side(*job.content.size, s) for s in p.scale_sizes()),
-        p.iterations > 0,
-        p.coarse_iterations > 0,
-    )
+        p.network, p.weights, p.pooling, tuple(p.content_layers), tuple(p.style_layers),
+        p.style_loss, p.optimizer, p.learning_rate, p.average,
+        tuple(imaging.fit_long_side(*content_size, s) for s in p.scale_sizes()),
+        p.iterations > 0, p.coarse_iterations > 0,
+    )  # fmt: skip
 
 
 @contextlib.contextmanager

@@ -47,7 +47,8 @@ class StyleParams:
     size: int = _p(512, "Long side of the result in pixels.", min=16, max=4096, group="schedule")
     scales: int = _p(
         3,
-        "Number of scales, coarse to fine, from min_size up to size (1: single scale).",
+        "Number of scales, coarse to fine, from min_size up to size "
+        "(1, or min_size ≥ size: a single scale).",
         min=1,
         max=8,
         group="schedule",
@@ -221,7 +222,7 @@ class ParamSpec:
     @property
     def range_text(self) -> str:
         if self.choices:
-            return " | ".join(self.choices)
+            return ", ".join(self.choices)
         lo = "" if self.min is None else f"{self.min:g}"
         hi = "" if self.max is None else f"{self.max:g}"
         if not lo and not hi:
@@ -426,14 +427,6 @@ def check(params: StyleParams) -> list[ParameterError]:
                     "give one weight per layer, or none for the default",
                 )
             )
-    if params.min_size > params.size and params.scales > 1:
-        errors.append(
-            ParameterError(
-                "min_size",
-                f"{params.min_size} is larger than size {params.size}",
-                "make min_size at most size",
-            )
-        )
     for i, (left, top, right, bottom, weight) in enumerate(params.content_regions):
         if not (0 <= left < right <= 1 and 0 <= top < bottom <= 1) or weight < 0:
             errors.append(

@@ -1,0 +1,156 @@
+"""Catalog parsing and validation: every problem at once, with pair, field, line and a hint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from covergen.catalog import CatalogError, load_catalog, parse_catalog, slugify
+from covergen.errors import CovergenError
+from covergen.nst import StyleParams
+
+ROOT = Path(__file__).resolve().parent.parent
+
+GOOD = """\
+site:
+  title: Test gallery
+defaults:
+  size: 64
+profiles:
+  draft: {size: 32, iterations: 5}
+  final: {size: 128}
+pairs:
+  - band: Motörhead
+    album: Ace of Spades
+    year: 1980
+    tags: [metal]
+    photo: {src: photos/a.jpg, credit: Someone, license: CC0-1.0, url: https://example.org/a}
+    cover: covers/b.png
+    overrides:
+      content_weight: 5
+  - id: second
+    band: B
+    album: C
+    photo: {src: "https://example.org/p.jpg"}
+    cover: {src: c.png}
+"""
+
+
+def parse(text: str, strict: bool = True):
+    return parse_catalog(text, Path("/tmp/catalog.yaml"), strict=strict)
+
+
+def problems_of(text: str):
+    with pytest.raises(CatalogError) as info:
+        parse(text)
+    return info.value.problems
+
+
+def test_a_good_catalog_resolves_defaults_profiles_and_overrides():
+    catalog = parse(GOOD)
+    first, second = catalog.pairs
+    assert first.id == "motorhead-ace-of-spades"
+    assert first.photo.credit == "Someone" and first.cover.src == "covers/b.png"
+    assert second.photo.is_remote
+    assert catalog.params_for(first) == StyleParams(size=64, content_weight=5)
+    assert catalog.params_for(first, "draft") == StyleParams(
+        size=32, iterations=5, content_weight=5
+    )
+    assert catalog.params_for(second, "final", {"tv_weight": "0"}).tv_weight == 0
+    assert catalog.choose_profile(None, "cpu") == "draft"
+    assert catalog.choose_profile(None, "cuda") == "final"
+    with pytest.raises(CovergenError, match="no profile"):
+        catalog.choose_profile("fast", "cpu")
+
+
+def test_the_shipped_sample_catalog_is_valid():
+    catalog = load_catalog(ROOT / "catalog.yaml")
+    assert len(catalog.pairs) >= 6
+    assert any(pair.overrides for pair in catalog.pairs)
+    for pair in catalog.pairs:
+        for ref in (pair.photo, pair.cover):
+            assert (catalog.root / ref.src).is_file(), ref.src
+            assert ref.credit and ref.license
+    assert "# The red strokes" in (ROOT / "catalog.yaml").read_text()  # the override says why
+
+
+def test_every_problem_is_reported_at_once():
+    text = (
+        GOOD.replace("year: 1980", "year: eighty")
+        .replace("content_weight: 5", "content_wieght: 5\n      size: 100000")
+        .replace("  - id: second", "  - id: Second Pair!\n    colour: red")
+    )
+    problems = problems_of(text)
+    described = "\n".join(p.describe() for p in problems)
+    assert "year" in described and "four digits" in described
+    assert "did you mean 'content_weight'" in described
+    assert "size" in described and "4096" in described
+    assert "not a slug" in described
+    assert "unknown key 'colour'" in described
+    assert all(p.line for p in problems)
+    assert [p.line for p in problems] == sorted(p.line for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("pairs: [1, 2", "malformed YAML"),
+        ("- just\n- a list\n", "must be a mapping"),
+        ("pairs:\n  - band: A\n    band: B\n", "duplicate key 'band'"),
+        ("site: {title: x}\n", "no `pairs:` list"),
+        ("pairs:\n  - band: A\n    album: B\n    photo: p.jpg\n", "cover: is missing"),
+        (
+            "pairs:\n  - band: A\n    album: B\n    photo: ftp://x/p.jpg\n    cover: c.png\n",
+            "ftp:// sources are not supported",
+        ),
+        ("pairs:\n  - album: B\n    photo: p.jpg\n    cover: c.png\n", "band: is missing"),
+        ("site: {base_url: example.org}\npairs: []\n", "not an http(s) URL"),
+        ("pairz: []\n", "did you mean 'pairs'"),
+        (
+            "defaults: {content_layers: relu4_9}\n"
+            "pairs:\n  - {band: A, album: B, photo: p, cover: c}\n",
+            "relu4_9",
+        ),
+    ],
+)
+def test_bad_catalogs_say_what_is_wrong(text, words):
+    described = "\n".join(p.describe() for p in problems_of(text))
+    assert words in described
+
+
+def test_duplicate_ids_are_refused_with_both_lines():
+    text = GOOD + "  - band: Motörhead\n    album: Ace of Spades\n    photo: x\n    cover: y\n"
+    (problem,) = problems_of(text)
+    assert problem.field == "id" and "line 9" in problem.hint
+
+
+def test_an_alias_bomb_is_stopped():
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for i in range(1, 9):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    lines.append("pairs: *a8")
+    described = "\n".join(p.describe() for p in problems_of("\n".join(lines)))
+    assert "alias bomb" in described
+
+
+def test_lenient_loading_leaves_out_bad_pairs_only():
+    text = GOOD.replace("  - id: second\n    band: B\n", "  - id: second\n    band: [B]\n")
+    catalog = parse(text, strict=False)
+    assert [p.id for p in catalog.pairs] == ["motorhead-ace-of-spades"]
+    assert catalog.problems[0].pair == "second"
+    with pytest.raises(CatalogError):  # a file-level problem still stops everything
+        parse("defaults: {size: huge}\n" + GOOD.split("\n", 4)[4], strict=False)
+
+
+def test_slugs():
+    assert slugify("Motörhead — Ace of Spades!") == "motorhead-ace-of-spades"
+    assert slugify("AC/DC") == "ac-dc"
+
+
+def test_missing_catalog_file(tmp_path):
+    with pytest.raises(CovergenError, match="no catalog"):
+        load_catalog(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_bytes(b"\xff\xfe pairs")
+    with pytest.raises(CatalogError, match="UTF-8"):
+        load_catalog(tmp_path / "bad.yaml")
