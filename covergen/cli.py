@@ -135,6 +135,63 @@ def build_parser() -> argparse.ArgumentParser:
     add_build_options(rerun)
     add_param_options(rerun)
 
+    add = commands.add_parser(
+        "add", help="append a validated pair to the catalog, keeping its comments and formatting"
+    )
+    add_catalog_option(add)
+    add.add_argument("--band", required=True)
+    add.add_argument("--album", required=True)
+    add.add_argument("--photo", required=True, help="path relative to the catalog, or a URL")
+    add.add_argument("--cover", required=True, help="path relative to the catalog, or a URL")
+    add.add_argument("--id", help="slug (default: from band and album)")
+    add.add_argument("--year", type=int)
+    add.add_argument("--tags", default="", help="comma-separated")
+    add.add_argument("--notes", default="")
+    for role in ("photo", "cover"):
+        for item in ("credit", "license", "url"):
+            add.add_argument(f"--{role}-{item}", default="", help=f"the {role}'s {item}")
+    add.add_argument(
+        "--set",
+        dest="param_set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a parameter override for this pair",
+    )
+
+    publish = commands.add_parser(
+        "publish",
+        help="send the built site to a git branch or a "
+        "directory (target from the catalog's site.publish)",
+    )
+    add_catalog_option(publish)
+    publish.add_argument("target", nargs="?", help="git:REMOTE, dir:PATH, or a URL or path")
+    publish.add_argument("--site-dir", type=Path, default=Path("site"))
+    publish.add_argument("--branch", help="git branch (default: site.publish_branch or gh-pages)")
+    publish.add_argument("--cname", help="custom domain written to CNAME")
+    publish.add_argument(
+        "--keep-history",
+        action="store_true",
+        default=None,
+        help="commit on top of the branch instead of replacing it",
+    )
+    publish.add_argument("--message", default="", help="commit message")
+    publish.add_argument("--dry-run", action="store_true", help="show what would change")
+    publish.add_argument(
+        "--force",
+        action="store_true",
+        help="allow replacing a non-empty directory never published to",
+    )
+
+    serve = commands.add_parser(
+        "serve", help="preview the site locally, under the same base path as the published one"
+    )
+    add_catalog_option(serve)
+    serve.add_argument("--site-dir", type=Path, default=Path("site"))
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--base-path", help="default: the path of site.base_url")
+
     status = commands.add_parser("status", help="the latest run of every pair")
     add_catalog_option(status)
     listing = commands.add_parser("list", help="the catalog's pairs and their state")
@@ -452,6 +509,101 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_add(args: argparse.Namespace) -> int:
+    from .edit import NewPair, add_pair
+    from .nst.params import coerce
+
+    overrides: dict[str, Any] = {}
+    for item in args.param_set:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ParameterError(item, "--set needs NAME=VALUE", "e.g. --set content_weight=5")
+        name = name.strip().replace("-", "_")
+        typed = coerce(name, value)
+        overrides[name] = (
+            [list(v) if isinstance(v, tuple) else v for v in typed]
+            if isinstance(typed, tuple)
+            else typed
+        )
+    new = NewPair(
+        band=args.band,
+        album=args.album,
+        photo=args.photo,
+        cover=args.cover,
+        id=args.id,
+        year=args.year,
+        tags=tuple(t.strip() for t in args.tags.split(",") if t.strip()),
+        notes=args.notes,
+        photo_credit=args.photo_credit,
+        photo_license=args.photo_license,
+        photo_url=args.photo_url,
+        cover_credit=args.cover_credit,
+        cover_license=args.cover_license,
+        cover_url=args.cover_url,
+        overrides=overrides,
+    )
+    pair_id = add_pair(args.catalog, new)
+    print(f"added {pair_id} to {args.catalog}; paint it with: covergen build --only {pair_id}")
+    return 0
+
+
+def run_publish(args: argparse.Namespace) -> int:
+    from .catalog import load_catalog
+    from .publish import parse_target, plan_publish, publish
+
+    site = load_catalog(args.catalog, strict=False).site if args.catalog.exists() else None
+    text = args.target or (site.publish if site else "")
+    if not text:
+        raise CovergenError(
+            "no publish target",
+            field="publish",
+            hint="give one (git:REMOTE or dir:PATH) or set site.publish in the catalog",
+        )
+    keep = (
+        args.keep_history
+        if args.keep_history is not None
+        else bool(site and site.publish_keep_history)
+    )
+    target = parse_target(
+        text,
+        branch=args.branch or (site.publish_branch if site else "gh-pages"),
+        cname=args.cname if args.cname is not None else (site.cname if site else ""),
+        keep_history=keep,
+        message=args.message,
+    )
+    if args.dry_run:
+        plan = plan_publish(args.site_dir, target, force=args.force)
+        for line in plan.lines():
+            print(line)
+        print(f"would publish: {plan.summary()}")
+        return 0
+    plan = publish(args.site_dir, target, force=args.force)
+    if not plan.has_changes:
+        print("nothing to publish: the target is up to date")
+    else:
+        commit = f" (commit {plan.commit[:12]})" if plan.commit else ""
+        print(f"published: {plan.summary()}{commit}")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from .catalog import load_catalog
+    from .serve import base_path_for, serve
+
+    base_path = args.base_path
+    if base_path is None:
+        site = load_catalog(args.catalog, strict=False).site if args.catalog.exists() else None
+        base_path = base_path_for(site.base_url if site else "")
+    serve(
+        args.site_dir,
+        host=args.host,
+        port=args.port,
+        base_path=base_path,
+        on_ready=lambda url: print(f"serving {url} (Ctrl-C to stop)", flush=True),
+    )
+    return 0
+
+
 def run_clean(args: argparse.Namespace) -> int:
     from .build import BuildLock, cache_paths
     from .catalog import load_catalog
@@ -481,6 +633,9 @@ COMMANDS = {
     "check": run_check,
     "build": run_build,
     "rerun": run_rerun,
+    "add": run_add,
+    "publish": run_publish,
+    "serve": run_serve,
     "status": run_status,
     "list": run_list,
     "clean": run_clean,

@@ -72,7 +72,7 @@ def test_the_shipped_sample_catalog_is_valid():
         for ref in (pair.photo, pair.cover):
             assert (catalog.root / ref.src).is_file(), ref.src
             assert ref.credit and ref.license
-    assert "# The red strokes" in (ROOT / "catalog.yaml").read_text()  # the override says why
+    assert "# Bold red strokes" in (ROOT / "catalog.yaml").read_text()  # the override says why
 
 
 def test_every_problem_is_reported_at_once():

@@ -1,0 +1,490 @@
+"""Editing the catalog: `covergen add` appends a validated pair to `catalog.yaml`.
+
+The edit is made on the text, not by loading and re-dumping the YAML, so that the user's
+comments, blank lines, key order and quoting survive byte for byte: the only change is the
+inserted block (and, for `pairs: []` or `pairs: null`, the empty value it replaces). Where the
+`pairs:` list ends is read from the node marks of ``yaml.compose``; the whole new text is then
+validated by the catalog's own parser before it is written, atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import stat
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .catalog import Catalog, load_catalog, parse_catalog, slugify
+from .errors import CovergenError
+from .nst import param_specs
+
+# A new catalog: enough to explain the format to whoever opens it next.
+NEW_CATALOG_HEADER = """\
+# covergen catalog: band photos, each painted in the style of one of the band's album covers.
+# Each pair has a band, an album, a photo and a cover. An image is a `src` (a path relative to
+# this file, or an http(s) URL) with optional `credit`, `license` and `url` (the source page).
+# Optional: id, year, tags, notes, and `overrides` of engine parameters (`covergen params`).
+
+pairs:
+"""
+
+DEFAULT_STEP = 2  # indentation of a nested block when the file gives no example to follow
+_NO_FOLDING = 2**31 - 1  # emitter width: never fold a quoted string over several lines
+_NULLS = ("", "~", "null", "Null", "NULL")
+
+
+@dataclass(frozen=True)
+class NewPair:
+    """A pair to add, as given on the command line; text is quoted when written."""
+
+    band: str
+    album: str
+    photo: str  # src: a path relative to the catalog, or an http(s) URL
+    cover: str
+    id: str | None = None  # default: slugify(band + " " + album)
+    year: int | None = None
+    tags: tuple[str, ...] = ()
+    notes: str = ""
+    photo_credit: str = ""
+    photo_license: str = ""
+    photo_url: str = ""
+    cover_credit: str = ""
+    cover_license: str = ""
+    cover_url: str = ""
+    overrides: Mapping[str, str | int | float | list] = field(default_factory=dict)
+
+    @property
+    def pair_id(self) -> str:
+        """The id the catalog will give this pair: the explicit one, else the slug."""
+        return self.id or slugify(f"{self.band} {self.album}")
+
+
+@dataclass(frozen=True)
+class _Edit:
+    """Replace ``text[start:end]`` with ``keep``, ``head``, a blank line if ``gap``, the pair.
+
+    ``keep`` is original text carried over (the rest of the `pairs:` line once an empty
+    `[]` or `~` is removed); the layout fields copy what the surrounding list does.
+    """
+
+    start: int
+    end: int
+    indent: str  # before the `- `
+    key_gap: int  # from the `-` to the item's keys
+    step: int  # indentation of photo/cover/overrides contents under their key
+    keep: str = ""
+    head: str = ""  # written before the pair: a line break, `pairs:`…
+    gap: bool = False
+
+
+def add_pair(catalog_path: Path, new: NewPair) -> str:
+    """Append ``new`` to the catalog's `pairs:` list, keeping everything else as it was.
+
+    Creates the catalog (with a short commented header) when it does not exist. The new text
+    is validated with ``parse_catalog`` before anything is written, so a duplicate id, an
+    unknown override or a bad year raise (``CovergenError`` / ``CatalogError``) and leave the
+    file untouched; the write itself is atomic and keeps the file's permission bits.
+    Returns the new pair's id. Text fields are stripped, as the catalog would read them.
+    """
+    path = Path(catalog_path)
+    # Edit the file a symlink points at, so the link itself survives the rename.
+    target = Path(os.path.realpath(path))
+    new = _normalised(new)
+    pair_id = new.pair_id
+    if not pair_id:
+        raise CovergenError(
+            f"cannot make an id from {new.band!r} and {new.album!r}",
+            field="id",
+            hint="give --id, e.g. --id my-band-my-album",
+        )
+
+    mode: int | None = None
+    if target.exists():
+        mode = stat.S_IMODE(target.stat().st_mode)
+        text = _read_text(target, path)
+    elif not target.parent.is_dir():
+        raise CovergenError(
+            f"no folder {target.parent} for the catalog",
+            field="catalog",
+            hint="create the folder, or pass another --catalog",
+        )
+    else:
+        text = NEW_CATALOG_HEADER
+
+    edit = _plan(text, path, pair_id, new)
+    newline = "\r\n" if _uses_crlf(text) else "\n"
+    block = render_pair(new, edit.indent, key_gap=edit.key_gap, step=edit.step, newline=newline)
+    head = edit.head.replace("\n", newline)
+    inserted = edit.keep + head + (newline if edit.gap else "") + block
+    new_text = text[: edit.start] + inserted + text[edit.end :]
+
+    catalog = parse_catalog(new_text, path)  # raises CatalogError, nothing written yet
+    if not catalog.pairs or catalog.pairs[-1].id != pair_id:
+        # Would mean the block landed outside the list; never write such a file.
+        raise CovergenError(
+            f"the new pair did not end up last in {path.name}'s pairs",
+            pair=pair_id,
+            hint="the catalog was not changed; please report this with the catalog attached",
+        )
+    _write_atomically(target, new_text.encode("utf-8"), mode)
+    return pair_id
+
+
+def render_pair(
+    new: NewPair,
+    indent: str,
+    *,
+    key_gap: int = 2,
+    step: int = DEFAULT_STEP,
+    newline: str = "\n",
+) -> str:
+    """The YAML block for one pair: a `- ` item at ``indent``, each line ending in ``newline``.
+
+    ``key_gap`` is the distance from the `-` to the keys (2 for `- band:`), ``step`` the
+    indentation of the image and override entries under their key. Every string is
+    double-quoted with escapes, so any band name (`yes`, `#1`, `- x`, newlines…) reads back
+    exactly; numbers are plain, lists are flow lists.
+    """
+    if key_gap < 2:
+        raise ValueError("key_gap must be at least 2: YAML needs a space after the `-`")
+    entries: list[tuple[int, str]] = []  # (depth under the item, line)
+    if new.id is not None:
+        entries.append((0, f"id: {_scalar(new.id, 'id')}"))
+    entries.append((0, f"band: {_scalar(new.band, 'band')}"))
+    entries.append((0, f"album: {_scalar(new.album, 'album')}"))
+    if new.year is not None:
+        entries.append((0, f"year: {_scalar(new.year, 'year')}"))
+    if new.tags:
+        entries.append((0, f"tags: {_scalar(list(new.tags), 'tags')}"))
+    if new.notes:
+        entries.append((0, f"notes: {_scalar(new.notes, 'notes')}"))
+    for role, src, extra in (
+        ("photo", new.photo, (new.photo_credit, new.photo_license, new.photo_url)),
+        ("cover", new.cover, (new.cover_credit, new.cover_license, new.cover_url)),
+    ):
+        entries.append((0, f"{role}:"))
+        entries.append((1, f"src: {_scalar(src, f'{role}.src')}"))
+        for key, value in zip(("credit", "license", "url"), extra, strict=True):
+            if value:
+                entries.append((1, f"{key}: {_scalar(value, f'{role}.{key}')}"))
+    if new.overrides:
+        entries.append((0, "overrides:"))
+        known = {spec.name for spec in param_specs()}
+        for name, value in new.overrides.items():
+            # Known names are plain identifiers; anything else is quoted so that it can
+            # only ever be a key (the catalog then reports it as unknown).
+            key = name if name in known else _scalar(name, "overrides")
+            entries.append((1, f"{key}: {_scalar(value, f'overrides.{name}')}"))
+
+    key_pad = indent + " " * key_gap
+    lines = []
+    for number, (depth, line) in enumerate(entries):
+        if number == 0:
+            lines.append(f"{indent}-{' ' * (key_gap - 1)}{line}")
+        else:
+            lines.append(f"{key_pad}{' ' * (step * depth)}{line}")
+    return "".join(line + newline for line in lines)
+
+
+def _scalar(value: Any, where: str) -> str:
+    """One value as a YAML flow scalar (or flow list) on a single line."""
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_scalar(item, where) for item in value) + "]"
+    if isinstance(value, str):
+        style: str | None = '"'
+    elif value is None or isinstance(value, bool | int | float):
+        style = None
+    else:
+        raise CovergenError(
+            f"cannot write a {type(value).__name__} value",
+            field=where,
+            hint="give text, a number or a list",
+        )
+    dumped = yaml.safe_dump(value, default_style=style, allow_unicode=True, width=_NO_FOLDING)
+    # A lone plain scalar is dumped as an open-ended document: drop the `...` end marker.
+    text = dumped.removesuffix("\n...\n").removesuffix("\n")
+    if "\n" in text:  # the emitter escapes line breaks in double quotes; never fold
+        raise AssertionError(f"multi-line scalar for {where}: {text!r}")
+    return text
+
+
+def _normalised(new: NewPair) -> NewPair:
+    """Strip text as the catalog does when reading, so what is written reads back equal."""
+    strip = {
+        f.name: getattr(new, f.name).strip()
+        for f in dataclasses.fields(new)
+        if f.name != "id" and isinstance(getattr(new, f.name), str)
+    }
+    return dataclasses.replace(
+        new,
+        **strip,
+        # An empty --id means "none given", not an empty id.
+        id=(new.id.strip() or None) if isinstance(new.id, str) else new.id,
+        tags=tuple(dict.fromkeys(tag.strip() for tag in new.tags)),
+        overrides=dict(new.overrides),
+    )
+
+
+def _read_text(target: Path, path: Path) -> str:
+    # Bytes, not read_text(): universal newlines would turn CRLF into LF and the edit
+    # would rewrite every line.
+    data = target.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        load_catalog(target)  # raises the catalog's own "not UTF-8" problem
+        raise
+
+
+def _uses_crlf(text: str) -> bool:
+    """Whether the file's line breaks are CRLF (judged by its first line break)."""
+    first = text.find("\n")
+    return first > 0 and text[first - 1] == "\r"
+
+
+def _plan(text: str, path: Path, pair_id: str, new: NewPair) -> _Edit:
+    """Where the new pair goes and how it is laid out; refuse a duplicate id first."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        parse_catalog(text, path)  # raises CatalogError naming the line
+        raise
+    if root is None:  # empty, or only comments
+        return _append_pairs_key(text, key_col=0)
+    if not isinstance(root, yaml.MappingNode) or root.flow_style:
+        parse_catalog(text, path)  # a non-mapping is a CatalogError
+        raise CovergenError(
+            "the catalog is written as one {…} flow mapping",
+            field="catalog",
+            hint="write it as a block mapping (`pairs:` on its own line) to use `covergen add`",
+        )
+    key_col = root.value[0][0].start_mark.column if root.value else 0
+    found = [(k, v) for k, v in root.value if isinstance(k, yaml.ScalarNode) and k.value == "pairs"]
+    if not found:
+        return _append_pairs_key(text, key_col)
+    key_node, pairs_node = found[0]
+    if pairs_node.start_mark.index < key_node.end_mark.index:
+        # An alias: its marks point at the anchor, elsewhere in the file.
+        raise CovergenError(
+            "`pairs:` is an alias of another list",
+            field="pairs",
+            hint="write the pairs out under `pairs:` to use `covergen add`",
+        )
+    if isinstance(pairs_node, yaml.SequenceNode) and pairs_node.value:
+        _refuse_duplicate(parse_catalog(text, path), pair_id, new)
+        if pairs_node.flow_style:
+            raise CovergenError(
+                "`pairs:` is a [flow, list] on one line",
+                field="pairs",
+                hint="write one `- band: …` item per block to use `covergen add`",
+            )
+        return _append_to_list(text, pairs_node)
+    empty_flow = isinstance(pairs_node, yaml.SequenceNode) and pairs_node.flow_style
+    null = isinstance(pairs_node, yaml.ScalarNode) and pairs_node.value in _NULLS
+    if not (empty_flow or null) or pairs_node.tag not in (
+        "tag:yaml.org,2002:null",
+        "tag:yaml.org,2002:seq",
+    ):
+        parse_catalog(text, path)  # "must be a list of pairs"
+        raise CovergenError("`pairs:` is not a list", field="pairs", hint="make it a list")
+    return _replace_empty_list(text, key_node, pairs_node)
+
+
+def _refuse_duplicate(catalog: Catalog, pair_id: str, new: NewPair) -> None:
+    taken = {pair.id: pair for pair in catalog.pairs}
+    if pair_id not in taken:
+        return
+    stem = f"{pair_id}-{new.year}" if new.year is not None else pair_id
+    suggestion = stem if stem not in taken else f"{pair_id}-2"
+    number = 2
+    while suggestion in taken:
+        number += 1
+        suggestion = f"{pair_id}-{number}"
+    line = taken[pair_id].line
+    raise CovergenError(
+        f"a pair with this id is already in the catalog{f' (line {line})' if line else ''}",
+        pair=pair_id,
+        field="id",
+        hint=f"give --id with another id, e.g. --id {suggestion}",
+    )
+
+
+def _append_to_list(text: str, pairs_node: yaml.SequenceNode) -> _Edit:
+    """After the last item of a block list, and after comments that are still inside it."""
+    items = pairs_node.value
+    # For a block sequence, indented or not, the node starts at its first `-`.
+    dash_col = pairs_node.start_mark.column
+    last_end = _content_end(items[-1], text)
+    at = _next_line_start(text, last_end)
+    # Comments indented into the list belong to it (a note on the last pair, a commented
+    # out pair); one at the list's own column 0 already introduces the next section.
+    at = _after_own_comments(text, at, min_col=dash_col if dash_col > 0 else 1)
+    separated = len(items) > 1 and _blank_line_between(
+        text, _content_end(items[-2], text), items[-1].start_mark.index
+    )
+    return _Edit(
+        start=at,
+        end=at,
+        indent=" " * dash_col,
+        key_gap=_key_gap(items, dash_col),
+        step=_nested_step(items),
+        head="\n" if at == len(text) and text and not text.endswith("\n") else "",
+        gap=separated,
+    )
+
+
+def _replace_empty_list(text: str, key_node: yaml.Node, value: yaml.Node) -> _Edit:
+    """`pairs:`, `pairs: ~` or `pairs: []`: drop the empty value, start a block list below."""
+    start, end = value.start_mark.index, value.end_mark.index
+    if start != end:  # a written `[]`, `~` or `null`: also drop the spaces before it
+        while start > 0 and text[start - 1] in " \t":
+            start -= 1
+    line_end = _next_line_start(text, end)
+    key_col = key_node.start_mark.column
+    at = _after_own_comments(text, line_end, min_col=key_col + 1)
+    keep = text[end:at]
+    return _Edit(
+        start=start,
+        end=at,
+        indent=" " * (key_col + DEFAULT_STEP),
+        key_gap=2,
+        step=DEFAULT_STEP,
+        keep=keep,
+        head="\n" if not keep.endswith("\n") and (at == len(text)) else "",
+    )
+
+
+def _append_pairs_key(text: str, key_col: int) -> _Edit:
+    """No `pairs:` at all: add it, with the new pair, at the end of the file."""
+    head = ""
+    if text and not text.endswith("\n"):
+        head = "\n"
+    if text.strip():  # set the new section off from the one before
+        head += "\n"
+    head += " " * key_col + "pairs:\n"
+    return _Edit(
+        start=len(text),
+        end=len(text),
+        indent=" " * (key_col + DEFAULT_STEP),
+        key_gap=2,
+        step=DEFAULT_STEP,
+        head=head,
+    )
+
+
+def _content_end(node: yaml.Node, text: str) -> int:
+    """Index just past the last character that belongs to ``node``.
+
+    A block collection's own end mark points at the next token, past any comments and
+    blank lines after it; so descend to its last scalar or flow collection, whose marks
+    are exact. A block scalar's mark also runs past the blank lines after it, which are
+    only its own under `+` (keep) chomping.
+    """
+    while not (isinstance(node, yaml.ScalarNode) or node.flow_style) and node.value:
+        last = node.value[-1]
+        node = last[1] if isinstance(node, yaml.MappingNode) else last
+    end = node.end_mark.index
+    if isinstance(node, yaml.ScalarNode) and node.style in ("|", ">"):
+        start = node.start_mark.index
+        header_end = text.find("\n", start)
+        header = text[start : len(text) if header_end < 0 else header_end].split("#")[0]
+        if "+" not in header:
+            end = start + len(text[start:end].rstrip())
+    return end
+
+
+def _next_line_start(text: str, index: int) -> int:
+    """The start of the line after the one ``index`` is on (``len(text)`` on the last line).
+
+    An index already at a line start (a block scalar's end) stays where it is.
+    """
+    if index == 0 or text[index - 1] == "\n":
+        return index
+    newline = text.find("\n", index)
+    return len(text) if newline < 0 else newline + 1
+
+
+def _after_own_comments(text: str, at: int, min_col: int) -> int:
+    """Move ``at`` past the comment lines (and blank lines between them) indented at least
+    ``min_col``: they are part of the list, not of what follows it."""
+    position = at
+    while position < len(text):
+        newline = text.find("\n", position)
+        line_end = len(text) if newline < 0 else newline + 1
+        line = text[position:line_end]
+        content = line.lstrip(" \t")
+        if content.strip() == "":
+            position = line_end
+            continue
+        if not content.startswith("#") or len(line) - len(content) < min_col:
+            break
+        position = at = line_end
+    return at
+
+
+def _blank_line_between(text: str, start: int, end: int) -> bool:
+    """Whether a blank line separates two items (the list's style, which the new pair copies)."""
+    lines = text[start:end].split("\n")
+    return any(line.strip() == "" for line in lines[1:-1])
+
+
+def _key_gap(items: Sequence[yaml.Node], dash_col: int) -> int:
+    """Distance from the `-` to the item's keys, as the last block-mapping item has it."""
+    for item in reversed(items):
+        if isinstance(item, yaml.MappingNode) and not item.flow_style:
+            gap = item.start_mark.column - dash_col
+            if gap >= 2:
+                return gap
+    return 2
+
+
+def _nested_step(items: Sequence[yaml.Node]) -> int:
+    """How far the file indents a nested block mapping (`photo:` → `src:`)."""
+    for item in reversed(items):
+        if not isinstance(item, yaml.MappingNode) or item.flow_style:
+            continue
+        for key, value in item.value:
+            if isinstance(value, yaml.MappingNode) and not value.flow_style and value.value:
+                step = value.start_mark.column - key.start_mark.column
+                if step > 0:
+                    return step
+    return DEFAULT_STEP
+
+
+def _write_atomically(target: Path, data: bytes, mode: int | None) -> None:
+    """Write aside in the same folder, fsync, rename over ``target``; never a partial file."""
+    temp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    # A new catalog gets the usual 0o666 less the umask, like any file the user creates.
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if mode is not None:
+            os.chmod(temp, mode)  # the umask may have masked some of the original bits
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_folder(target.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    # Makes the rename itself durable; not every platform lets a folder be opened.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,576 @@
+"""Publishing: send the built site to a git branch (GitHub Pages and the like) or a directory.
+
+Two kinds of target, one plan:
+
+- ``git``: the branch's content is replaced by the site's files plus ``.nojekyll`` (and
+  ``CNAME`` when set). The tree is built with git's plumbing in a throw-away bare repository
+  (no checkout, no copies), so identical content gives the identical tree hash and an
+  unchanged site makes no commit. By default each publish is a parentless commit pushed
+  with a lease, so the branch holds one commit however often it is published; with
+  ``keep_history`` the commit goes on top of the branch instead.
+- ``dir``: the directory becomes a mirror of the site. Only new and changed files are
+  written (each atomically), stale ones are removed, unchanged files are not touched. A
+  marker file says the directory is ours, so a non-empty stranger is never wiped.
+
+``plan_publish`` answers "what would change" (``--dry-run``) without changing anything.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .atomic import atomic_writer
+from .errors import CovergenError
+
+MARKER = ".covergen-publish"
+MARKER_TEXT = (
+    "This directory is a covergen publish target: `covergen publish` makes it a mirror of\n"
+    "the built site, removing files the site no longer has. Delete this file to stop that.\n"
+)
+GIT_FILE_MODE = "100644"  # web content: never executable, never a link
+KINDS = ("git", "dir")
+# Variables that would point our git commands at some other repository (set inside hooks).
+_GIT_REPO_ENV = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_NAMESPACE",
+    "GIT_COMMON_DIR",
+    "GIT_PREFIX",
+)
+_DEFAULT_IDENT = {"name": "covergen", "email": "covergen@localhost"}
+_BAD_BRANCH = re.compile(r"(^[-/.])|(\.\.)|(@\{)|([\s~^:?*\[\\\x00-\x1f\x7f])|([/.]$)|(\.lock$)|//")
+_HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*$")
+
+
+@dataclass(frozen=True)
+class PublishTarget:
+    """Where the site goes, and how.
+
+    ``branch``, ``cname``, ``keep_history`` and ``message`` apply to git targets only.
+    """
+
+    kind: str  # "git" or "dir"
+    location: str  # a git remote (URL, scp-like address or path) or a directory path
+    branch: str = "gh-pages"
+    cname: str = ""  # custom domain written to CNAME, e.g. gallery.example.org
+    keep_history: bool = False
+    message: str = ""  # commit message; empty: one naming the build
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise CovergenError(
+                f"unknown target kind {self.kind!r}",
+                field="publish",
+                hint="write git:REMOTE or dir:PATH",
+            )
+        if not self.location.strip():
+            raise CovergenError(
+                "no target given", field="publish", hint="e.g. git:git@github.com:me/gallery.git"
+            )
+        if self.location.startswith("-"):
+            # git would read it as an option (--upload-pack=… runs a program).
+            raise CovergenError(
+                f"{self.location!r} looks like an option, not a target",
+                field="publish",
+                hint="write a relative path as ./NAME",
+            )
+        if self.kind == "git" and _BAD_BRANCH.search(self.branch):
+            raise CovergenError(
+                f"{self.branch!r} is not a valid branch name",
+                field="publish_branch",
+                hint="e.g. gh-pages",
+            )
+        if self.cname and not _HOST.match(self.cname):
+            raise CovergenError(
+                f"{self.cname!r} is not a host name",
+                field="cname",
+                hint="give only the domain, e.g. gallery.example.org (no https://, no path)",
+            )
+
+    def describe(self) -> str:
+        if self.kind == "dir":
+            return f"directory {self.location}"
+        return f"branch {self.branch} of {redact(self.location)}"
+
+
+@dataclass(frozen=True)
+class PublishPlan:
+    """What a publish changes (or changed) at the target, as paths relative to the site.
+
+    ``commit`` is the commit pushed by a git publish; empty for a dry run, a directory
+    target, or when nothing changed.
+    """
+
+    added: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    unchanged: int = 0
+    commit: str = ""
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.added or self.changed or self.removed)
+
+    def lines(self) -> Iterator[str]:
+        """One line per changed path, marked + (added), ~ (changed) or - (removed)."""
+        for mark, paths in (("+", self.added), ("~", self.changed), ("-", self.removed)):
+            for path in paths:
+                yield f"{mark} {path}"
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.added)} added, {len(self.changed)} changed, "
+            f"{len(self.removed)} removed, {self.unchanged} unchanged"
+        )
+
+
+def parse_target(
+    text: str,
+    *,
+    branch: str = "gh-pages",
+    cname: str = "",
+    keep_history: bool = False,
+    message: str = "",
+) -> PublishTarget:
+    """A target from ``git:REMOTE``, ``dir:PATH`` or a bare remote or path.
+
+    A bare value is a git remote when it is a URL (``https://…``, ``ssh://…``, ``file://…``),
+    an scp-like address (``git@github.com:me/gallery.git``) or ends in ``.git``; anything
+    else is a directory. The other arguments are PublishTarget's git options.
+    """
+    text = text.strip()
+    kind, sep, rest = text.partition(":")
+    if not (sep and kind in KINDS and not rest.startswith("//")):
+        kind, rest = ("git" if _looks_like_git_remote(text) else "dir"), text
+    return PublishTarget(kind, rest.strip(), branch, cname, keep_history, message)
+
+
+def _looks_like_git_remote(text: str) -> bool:
+    return "://" in text or text.rstrip("/").endswith(".git") or _is_scp_like(text)
+
+
+def _is_scp_like(text: str) -> bool:
+    """``host:path`` or ``user@host:path``: a colon before any slash (git's own rule)."""
+    head, sep, _ = text.partition(":")
+    return bool(sep) and "/" not in head and len(head) > 1
+
+
+def redact(location: str) -> str:
+    """A remote as it may be shown: the user part of a URL (where tokens go) as ***."""
+    return re.sub(r"(://)[^/@\s]+@", r"\1***@", location)
+
+
+def plan_publish(site_dir: Path, target: PublishTarget, *, force: bool = False) -> PublishPlan:
+    """What ``publish`` would change at ``target``; changes nothing (the dry run).
+
+    A git target is fetched into a temporary repository to compare trees; nothing is pushed.
+    The same refusals as ``publish`` apply, so a dry run also checks the target is usable.
+    """
+    files = site_files(site_dir)
+    if target.kind == "dir":
+        return _plan_dir(files, _checked_dir_target(site_dir, target, force))
+    return _git_publish(files, target, push=False)
+
+
+def publish(site_dir: Path, target: PublishTarget, *, force: bool = False) -> PublishPlan:
+    """Send the site at ``site_dir`` to ``target``; return what changed.
+
+    ``force`` lets a directory target that is non-empty and not marked as a previous
+    publish be overwritten (its other files are removed).
+    """
+    files = site_files(site_dir)
+    if target.kind == "dir":
+        return _mirror_dir(files, _checked_dir_target(site_dir, target, force))
+    return _git_publish(files, target, push=True)
+
+
+def site_files(site_dir: Path) -> dict[str, Path]:
+    """The built site's files, by POSIX path relative to ``site_dir``, sorted.
+
+    Links to files publish the file they point to; a linked folder is refused rather than
+    followed (it could loop, or reach outside the site).
+    """
+    site_dir = Path(site_dir)
+    if not site_dir.is_dir():
+        raise CovergenError(
+            f"no site at {site_dir}", field="site", hint="build it first: `covergen build`"
+        )
+    if not (site_dir / "index.html").is_file():
+        raise CovergenError(
+            f"{site_dir} has no index.html",
+            field="site",
+            hint="build the site first (`covergen build`), or pass the folder that holds it",
+        )
+    files: dict[str, Path] = {}
+    for folder, dirnames, filenames in os.walk(site_dir):
+        base = Path(folder)
+        for name in dirnames:
+            if (base / name).is_symlink():
+                raise CovergenError(
+                    f"{base / name} is a link to a folder",
+                    field="site",
+                    hint="copy the folder into the site instead of linking it",
+                )
+        # A site that is itself a git checkout must not publish its .git folder.
+        dirnames[:] = sorted(d for d in dirnames if d != ".git")
+        for name in filenames:
+            path = base / name
+            if name == MARKER or not path.is_file():
+                continue
+            files[path.relative_to(site_dir).as_posix()] = path
+    return dict(sorted(files.items()))
+
+
+# --- directory target -----------------------------------------------------------------------
+
+
+def _checked_dir_target(site_dir: Path, target: PublishTarget, force: bool) -> Path:
+    """The target directory, resolved, once it is known to be safe to mirror into."""
+    raw = Path(target.location).expanduser()
+    dest = raw.resolve()
+    site = Path(site_dir).resolve()
+    home = Path.home().resolve()
+
+    def refuse(message: str, hint: str) -> CovergenError:
+        return CovergenError(message, field="publish", hint=hint)
+
+    if dest == Path(dest.anchor):
+        raise refuse(f"refusing to publish into {dest}", "name a folder of its own")
+    if home.is_relative_to(dest):
+        raise refuse(
+            f"refusing to publish into {dest}: it holds the home directory",
+            "name a folder of its own",
+        )
+    if dest == site:
+        raise refuse(f"{raw} is the site itself", "publish to another folder")
+    if site.is_relative_to(dest):
+        raise refuse(
+            f"{raw} contains the site ({site_dir})",
+            "mirroring would delete the site; publish to a folder outside it",
+        )
+    if dest.is_relative_to(site):
+        raise refuse(
+            f"{raw} is inside the site ({site_dir})",
+            "the next build would publish the copy too; publish to a folder outside the site",
+        )
+    if dest.exists() and not dest.is_dir():
+        raise refuse(f"{raw} is a file, not a folder", "name a folder")
+    ours = (dest / MARKER).is_file()
+    if dest.is_dir() and not ours and not force and any(dest.iterdir()):
+        looks_git = (dest / "HEAD").is_file() and (dest / "objects").is_dir()
+        raise refuse(
+            f"{raw} is not empty and was not published by covergen "
+            f"(no {MARKER} file); mirroring would delete its files",
+            f"if it is a git repository, write git:{target.location}"
+            if looks_git
+            else "choose an empty folder, or pass --force to replace its content",
+        )
+    return dest
+
+
+def _target_entries(dest: Path) -> dict[str, Path]:
+    """What the target holds now: files and links (never followed), not ours to keep."""
+    entries: dict[str, Path] = {}
+    if not dest.is_dir():
+        return entries
+    for folder, dirnames, filenames in os.walk(dest):
+        base = Path(folder)
+        if base == dest:
+            # A target that is a git checkout (a pages repository) keeps its history.
+            dirnames[:] = [d for d in dirnames if d != ".git"]
+            filenames = [f for f in filenames if f != MARKER]
+        linked = [d for d in dirnames if (base / d).is_symlink()]
+        dirnames[:] = [d for d in dirnames if d not in linked]
+        for name in [*filenames, *linked]:
+            path = base / name
+            entries[path.relative_to(dest).as_posix()] = path
+    return entries
+
+
+def _plan_dir(files: Mapping[str, Path], dest: Path) -> PublishPlan:
+    current = _target_entries(dest)
+    added, changed, unchanged = [], [], 0
+    for rel, source in files.items():
+        existing = current.get(rel)
+        if existing is None:
+            added.append(rel)
+        elif existing.is_symlink() or not filecmp.cmp(source, existing, shallow=False):
+            changed.append(rel)
+        else:
+            unchanged += 1
+    removed = sorted(set(current) - set(files))
+    return PublishPlan(tuple(added), tuple(changed), tuple(removed), unchanged)
+
+
+def _mirror_dir(files: Mapping[str, Path], dest: Path) -> PublishPlan:
+    plan = _plan_dir(files, dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    marker = dest / MARKER
+    # The marker first: a publish cut short still leaves a folder we may mirror into again.
+    if not marker.is_file() or marker.read_text(errors="replace") != MARKER_TEXT:
+        with atomic_writer(marker) as handle:
+            handle.write(MARKER_TEXT.encode())
+    # New files before removals, so a visitor mid-publish never meets a page whose
+    # images are already gone.
+    for rel in (*plan.added, *plan.changed):
+        out = dest / rel
+        _clear_way(dest, out)
+        with files[rel].open("rb") as source, atomic_writer(out) as handle:
+            shutil.copyfileobj(source, handle, 1 << 20)
+    for rel in plan.removed:
+        path = dest / rel
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+    _remove_empty_folders(dest)
+    return plan
+
+
+def _clear_way(dest: Path, out: Path) -> None:
+    """Remove what stands where ``out`` must go: a file where a folder is needed, a folder
+    where the file goes (both are stale: the site has neither)."""
+    for parent in reversed(out.relative_to(dest).parents[:-1]):
+        path = dest / parent
+        if path.is_symlink() or (path.exists() and not path.is_dir()):
+            path.unlink()
+    if out.is_dir() and not out.is_symlink():
+        shutil.rmtree(out)
+
+
+def _remove_empty_folders(dest: Path) -> None:
+    folders = []
+    for folder, dirnames, _ in os.walk(dest):
+        base = Path(folder)
+        if base == dest:
+            dirnames[:] = [d for d in dirnames if d != ".git"]
+        else:
+            folders.append(base)
+    for folder in reversed(folders):  # deepest first, so emptied parents go too
+        if not any(folder.iterdir()):
+            folder.rmdir()
+
+
+# --- git target ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Git:
+    """Runs git in one throw-away bare repository, turning failures into CovergenErrors."""
+
+    repo: Path
+    remote: str
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __call__(
+        self, *args: str, input: bytes | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[bytes]:
+        try:
+            done = subprocess.run(
+                ["git", *args],
+                cwd=self.repo,
+                env=self.env,
+                input=input,
+                capture_output=True,
+                check=False,
+            )
+        except FileNotFoundError:
+            raise CovergenError(
+                "git is not installed (or not on PATH)",
+                field="publish",
+                hint="install git, or publish to a directory (dir:PATH)",
+            ) from None
+        if check and done.returncode != 0:
+            raise CovergenError(
+                f"git {args[0]} failed: {_summarise(done.stderr)}",
+                field="publish",
+                hint=_hint_for(args[0], self.remote),
+            )
+        return done
+
+    def text(self, *args: str, input: bytes | None = None) -> str:
+        return self(*args, input=input).stdout.decode().strip()
+
+
+def _summarise(stderr: bytes) -> str:
+    """git's stderr in a line or three: its fatal/error lines, else its last lines."""
+    lines = [line.strip() for line in stderr.decode(errors="replace").splitlines()]
+    lines = [line for line in lines if line and not line.startswith("hint:")]
+    key = [line for line in lines if line.startswith(("fatal:", "error:", "remote:", "!"))]
+    chosen = (key or lines)[-3:]
+    return redact("; ".join(chosen)) or "no message"
+
+
+def _hint_for(command: str, remote: str) -> str:
+    if command in ("ls-remote", "fetch"):
+        return f"check that the remote exists and you can read it: git ls-remote {redact(remote)}"
+    if command == "push":
+        return (
+            "check that you may push to the remote; if someone else published meanwhile, "
+            "publish again"
+        )
+    return ""
+
+
+def _git_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _GIT_REPO_ENV}
+    env["LC_ALL"] = "C"  # git's messages in English, so summaries read the same everywhere
+    return env
+
+
+def _remote_location(location: str) -> str:
+    """What git is given: URLs and scp-like addresses as written, a remote name of the
+    current repository (``origin``) as its URL, a local path made absolute (git runs in a
+    temporary folder)."""
+    path = Path(location).expanduser()
+    if "://" in location or (_is_scp_like(location) and not path.exists()):
+        return location
+    if not path.exists() and re.fullmatch(r"[\w.-]+", location):
+        try:
+            named = subprocess.run(
+                ["git", "remote", "get-url", "--", location],
+                capture_output=True,
+                env=_git_env(),
+                check=False,
+            )
+        except FileNotFoundError:  # no git: the first real git call says so
+            named = None
+        if named and named.returncode == 0 and named.stdout.strip():
+            return _remote_location(os.fsdecode(named.stdout.strip()))
+    return str(path.resolve())
+
+
+def _git_publish(files: Mapping[str, Path], target: PublishTarget, *, push: bool) -> PublishPlan:
+    remote = _remote_location(target.location)
+    ref = f"refs/heads/{target.branch}"
+    with tempfile.TemporaryDirectory(prefix="covergen-publish-") as tmp:
+        repo = Path(tmp) / "repo.git"
+        git = _Git(repo=Path(tmp), remote=remote, env=_git_env())
+        git("init", "-q", "--bare", str(repo))
+        git.repo = repo
+
+        old_commit = _remote_head(git, remote, ref)
+        old_entries: dict[str, tuple[str, str]] = {}
+        if old_commit:
+            # One commit deep is enough: we need its tree, and (keep_history) its id as parent.
+            git("fetch", "-q", "--no-tags", "--depth=1", remote, ref)
+            # What was fetched is what we compare with and lease against, even if the
+            # branch moved since ls-remote.
+            old_commit = git.text("rev-parse", "FETCH_HEAD")
+            old_entries = _tree_entries(git, old_commit)
+
+        new_entries = _site_entries(git, files, target.cname)
+        plan = _compare(old_entries, new_entries)
+        if not push or not plan.has_changes:
+            return plan
+
+        tree = _write_tree(git, new_entries, Path(tmp) / "index")
+        message = target.message or (
+            f"covergen: publish {len(new_entries)} files, site {tree[:12]}"
+        )
+        parents = ["-p", old_commit] if target.keep_history and old_commit else []
+        _fill_identity(git)
+        commit = git.text("commit-tree", tree, *parents, "-m", message)
+        if target.keep_history:
+            git("push", "-q", remote, f"{commit}:{ref}")
+        else:
+            # Replace the branch, but only if it is still what we compared against.
+            git(
+                "push",
+                "-q",
+                f"--force-with-lease={ref}:{old_commit}",
+                remote,
+                f"{commit}:{ref}",
+            )
+        return PublishPlan(plan.added, plan.changed, plan.removed, plan.unchanged, commit)
+
+
+def _remote_head(git: _Git, remote: str, ref: str) -> str:
+    done = git("ls-remote", "--exit-code", remote, ref, check=False)
+    if done.returncode == 2:  # reachable, no such branch yet
+        return ""
+    if done.returncode != 0:
+        raise CovergenError(
+            f"cannot read the remote {redact(remote)}: {_summarise(done.stderr)}",
+            field="publish",
+            hint=_hint_for("ls-remote", remote),
+        )
+    for line in done.stdout.decode().splitlines():
+        sha, _, name = line.partition("\t")
+        if name == ref:
+            return sha
+    return ""
+
+
+def _tree_entries(git: _Git, commit: str) -> dict[str, tuple[str, str]]:
+    """The branch's files as {path: (mode, object id)}."""
+    out = os.fsdecode(git("ls-tree", "-r", "-z", "--full-tree", commit).stdout)
+    entries = {}
+    for record in out.split("\0"):
+        if not record:
+            continue
+        meta, _, path = record.partition("\t")
+        mode, _kind, sha = meta.split()
+        entries[path] = (mode, sha)
+    return entries
+
+
+def _site_entries(git: _Git, files: Mapping[str, Path], cname: str) -> dict[str, tuple[str, str]]:
+    """The site's files stored as blobs, plus .nojekyll and CNAME: {path: (mode, id)}."""
+    entries: dict[str, tuple[str, str]] = {}
+    # One git process for all files; --stdin-paths is line-based, so odd names go alone.
+    plain = [p for p in files if b"\n" not in os.fsencode(files[p].resolve())]
+    if plain:
+        listing = b"".join(os.fsencode(files[p].resolve()) + b"\n" for p in plain)
+        # --no-filters: the bytes as they are, whatever core.autocrlf the user has set.
+        shas = git.text("hash-object", "-w", "--no-filters", "--stdin-paths", input=listing)
+        for path, sha in zip(plain, shas.split(), strict=True):
+            entries[path] = (GIT_FILE_MODE, sha)
+    for path in files:
+        if path not in entries:
+            entries[path] = (GIT_FILE_MODE, _blob(git, files[path].read_bytes()))
+    # Without it GitHub Pages runs Jekyll, which drops files whose names start with _ or .
+    entries[".nojekyll"] = (GIT_FILE_MODE, _blob(git, b""))
+    if cname:
+        entries["CNAME"] = (GIT_FILE_MODE, _blob(git, cname.encode() + b"\n"))
+    return dict(sorted(entries.items()))
+
+
+def _blob(git: _Git, data: bytes) -> str:
+    return git.text("hash-object", "-w", "--no-filters", "--stdin", input=data)
+
+
+def _write_tree(git: _Git, entries: Mapping[str, tuple[str, str]], index: Path) -> str:
+    records = "".join(f"{mode} {sha}\t{path}\0" for path, (mode, sha) in entries.items())
+    env = {**git.env, "GIT_INDEX_FILE": str(index)}
+    indexed = _Git(repo=git.repo, remote=git.remote, env=env)
+    indexed("update-index", "--add", "-z", "--index-info", input=os.fsencode(records))
+    return indexed.text("write-tree")
+
+
+def _compare(old: Mapping[str, tuple[str, str]], new: Mapping[str, tuple[str, str]]) -> PublishPlan:
+    added = tuple(p for p in new if p not in old)
+    changed = tuple(p for p in new if p in old and old[p] != new[p])
+    removed = tuple(sorted(p for p in old if p not in new))
+    unchanged = sum(1 for p in new if old.get(p) == new[p])
+    return PublishPlan(added, changed, removed, unchanged)
+
+
+def _fill_identity(git: _Git) -> None:
+    """Keep the user's git identity where there is one; else commit as covergen, so a
+    fresh machine (CI) can publish without configuring git."""
+    for key in ("name", "email"):
+        configured = git("config", f"user.{key}", check=False).stdout.strip()
+        for role in ("AUTHOR", "COMMITTER"):
+            var = f"GIT_{role}_{key.upper()}"
+            if not configured and not git.env.get(var):
+                git.env[var] = _DEFAULT_IDENT[key]

@@ -1,0 +1,193 @@
+"""The build pipeline end to end on tiny images: only what changed is painted."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import gradient_photo, stripe_cover
+
+from covergen.build import BuildLock, BuildOptions, build, cache_paths
+from covergen.errors import CovergenError
+from covergen.featurecache import FeatureCache
+from covergen.results import ResultStore
+from covergen.runlog import RunLog
+
+CATALOG = """\
+# a tiny catalog for tests
+defaults:
+  size: 32
+  scales: 1
+  iterations: 3
+  tolerance: 0
+pairs:
+  - band: Alpha
+    album: One
+    photo: {src: photos/a.png, credit: A. Person}
+    cover: covers/x.png
+  - band: Beta
+    album: Two
+    photo: photos/b.png
+    cover: covers/x.png
+    overrides:
+      content_weight: 2
+  - band: Gamma
+    album: Three
+    photo: photos/c.png
+    cover: covers/y.png
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "covers").mkdir()
+    for i, name in enumerate("abc"):
+        gradient_photo(48, 40, seed=i).save(tmp_path / "photos" / f"{name}.png")
+    stripe_cover(40).save(tmp_path / "covers" / "x.png")
+    stripe_cover(40, colour=(20, 40, 200)).save(tmp_path / "covers" / "y.png")
+    (tmp_path / "catalog.yaml").write_text(CATALOG)
+    return tmp_path
+
+
+def run_build(project: Path, **options):
+    defaults = {
+        "catalog": project / "catalog.yaml",
+        "cache_dir": project / "cache",
+        "site_dir": project / "site",
+        "device": "cpu",
+        "render_site": False,
+    }
+    return build(BuildOptions(**{**defaults, **options}))
+
+
+def statuses(summary) -> dict[str, str]:
+    return {o.pair: o.status for o in summary.outcomes}
+
+
+def edit(project: Path, old: str, new: str) -> None:
+    path = project / "catalog.yaml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def test_only_new_or_changed_pairs_are_painted(project: Path):
+    first = run_build(project)
+    assert statuses(first) == {"alpha-one": "built", "beta-two": "built", "gamma-three": "built"}
+    assert statuses(run_build(project)) == dict.fromkeys(statuses(first), "reused")
+
+    edit(project, "content_weight: 2", "content_weight: 3")  # an override: that pair alone
+    assert statuses(run_build(project))["beta-two"] == "built"
+    assert list(statuses(run_build(project)).values()).count("built") == 0
+
+    edit(project, "credit: A. Person", "credit: Someone Else")  # credits: nothing
+    assert "built" not in statuses(run_build(project)).values()
+
+    edit(project, "iterations: 3", "iterations: 4")  # a default: every pair using it
+    assert set(statuses(run_build(project)).values()) == {"built"}
+
+    (project / "covers" / "y.png").write_bytes((project / "covers" / "x.png").read_bytes())
+    changed = statuses(run_build(project))  # new cover bytes: that pair
+    assert changed == {"alpha-one": "reused", "beta-two": "reused", "gamma-three": "built"}
+
+
+def test_results_and_run_log_record_every_pair(project: Path):
+    summary = run_build(project)
+    paths = cache_paths(project / "cache")
+    results, runlog = ResultStore(paths["results"]), RunLog(paths["runlog"])
+    latest = runlog.latest()
+    for outcome in summary.outcomes:
+        record = results.get(outcome.key)
+        assert record is not None and record.pair == outcome.pair
+        assert record.iterations == 3 and record.device == "cpu"
+        assert latest[outcome.pair].status == "built"
+        assert latest[outcome.pair].photo == record.photo_sha256
+    assert runlog.last_build()["summary"]["built"] == 3
+
+
+def test_the_feature_cache_is_shared_by_pairs_and_reruns(project: Path):
+    run_build(project)
+    features = FeatureCache(cache_paths(project / "cache")["features"])
+    files = sorted(features.root.rglob("*.pt"))
+    assert len(files) == 3 + 2  # three photos' content features, two covers' statistics
+    run_build(project, only=("alpha-one",), extra={"style_weight": "20"}, kind="rerun")
+    assert sorted(features.root.rglob("*.pt")) == files  # new weights, same targets
+
+
+def test_a_bad_pair_is_reported_and_the_others_are_built(project: Path):
+    (project / "photos" / "b.png").write_bytes(b"<html>oops</html>")
+    edit(project, "    cover: covers/y.png", "    cover: covers/y.png\n    year: MCMLXXX")
+    summary = run_build(project)
+    result = statuses(summary)
+    assert result == {"gamma-three": "failed", "beta-two": "failed", "alpha-one": "built"}
+    errors = {o.pair: o.error for o in summary.outcomes}
+    assert "year" in errors["gamma-three"]
+    assert "photo.src" in errors["beta-two"] and "photos/b.png" in errors["beta-two"]
+    latest = RunLog(cache_paths(project / "cache")["runlog"]).latest()
+    assert latest["beta-two"].status == "failed" and "photos/b.png" in latest["beta-two"].error
+
+
+def test_rerun_keeps_its_result_under_its_own_key(project: Path):
+    base = run_build(project)
+    rerun = run_build(project, only=("beta-two",), extra={"content_weight": "9"}, kind="rerun")
+    (outcome,) = rerun.outcomes
+    assert outcome.status == "built"
+    assert outcome.key != {o.pair: o.key for o in base.outcomes}["beta-two"]
+    assert statuses(run_build(project))["beta-two"] == "reused"  # the catalog's result remains
+    with pytest.raises(CovergenError, match="did you mean 'beta-two'"):
+        run_build(project, only=("beta-tw",))
+
+
+def test_dry_run_plans_without_painting(project: Path):
+    summary = run_build(project, dry_run=True)
+    assert set(statuses(summary).values()) == {"planned"}
+    assert not cache_paths(project / "cache")["results"].exists()
+
+
+def test_two_builds_cannot_share_a_cache(project: Path):
+    with (
+        BuildLock(cache_paths(project / "cache")["lock"]),
+        pytest.raises(CovergenError, match="another covergen build"),
+    ):
+        run_build(project)
+
+
+@pytest.mark.slow
+def test_an_interrupted_build_keeps_finished_results_and_resumes(project: Path):
+    edit(project, "iterations: 3", "iterations: 40")
+    command = [
+        sys.executable,
+        "-m",
+        "covergen",
+        "build",
+        "--catalog",
+        "catalog.yaml",
+        "--device",
+        "cpu",
+        "--no-site",
+    ]
+    process = subprocess.Popen(
+        command, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines = []
+    assert process.stdout is not None
+    for line in process.stdout:  # wait until the first pair is done, then interrupt
+        lines.append(line)
+        if "built" in line:
+            process.send_signal(signal.SIGINT)
+            break
+    output = "".join(lines) + process.communicate(timeout=120)[0]
+    assert process.returncode == 130, output
+    paths = cache_paths(project / "cache")
+    leftovers = [p for p in paths["results"].rglob("*") if p.name.startswith(".")]
+    assert leftovers == []  # no half-written result
+    keys = list(ResultStore(paths["results"]).keys())
+    assert 1 <= len(keys) < 3
+    assert all(ResultStore(paths["results"]).get(k) for k in keys)
+    resumed = statuses(run_build(project))
+    assert list(resumed.values()).count("reused") == len(keys)
+    assert list(resumed.values()).count("built") == 3 - len(keys)

@@ -1,0 +1,123 @@
+"""The scheduler with a stand-in engine: batching, failures, out of memory, stopping."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from covergen.nst import Cancelled, LossValues, StyleParams, StylizeResult
+from covergen.plan import Job
+from covergen.scheduler import LocalExecutor, local_devices, make_batches
+
+
+def job(name: str, size=(64, 48), **params) -> Job:
+    return Job(
+        pair=name,
+        key=f"key-{name}",
+        label=name,
+        photo_sha256="p",
+        cover_sha256="c",
+        photo_path=Path(f"/photos/{name}.png"),
+        photo_size=size,
+        cover_path=Path("/covers/c.png"),
+        params=StyleParams(size=32, **params),
+        weights="w",
+    )
+
+
+class FakeEngine:
+    """Records its batches; fails as told."""
+
+    def __init__(
+        self,
+        device: str,
+        log: list,
+        *,
+        oom_above: int = 99,
+        oom_on_gpu: bool = False,
+        fail: set[str] = frozenset(),
+        stop_after: int | None = None,
+    ):
+        self.device, self.log = device, log
+        self.oom_above, self.oom_on_gpu, self.fail = oom_above, oom_on_gpu, fail
+
+    def stylize_batch(self, jobs, progress=None, cancel=None):
+        names = [j.content.info["name"] for j in jobs]
+        self.log.append((self.device, names))
+        if len(jobs) > self.oom_above or (self.oom_on_gpu and self.device != "cpu"):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        if self.fail & set(names) and len(jobs) >= 1:
+            raise RuntimeError(f"bad input {sorted(self.fail & set(names))}")
+        if cancel is not None and cancel():
+            raise Cancelled("stopped")
+        loss = LossValues(1.0, 0.5, 0.4, 0.1)
+        return [
+            StylizeResult(Image.new("RGB", (4, 3)), [], 7, 0.1, self.device, loss) for _ in jobs
+        ]
+
+
+def load(path: Path) -> Image.Image:
+    image = Image.new("RGB", (64, 48))
+    image.info["name"] = path.stem
+    return image
+
+
+def run(jobs, devices=("cpu",), max_batch=4, stop=None, **fake):
+    log: list = []
+    executor = LocalExecutor(
+        load_image=load,
+        devices=devices,
+        max_batch=max_batch,
+        engine_factory=lambda rt, cache, targets: FakeEngine(rt.device, log, **fake),
+    )
+    outcomes = []
+    done = executor.run(jobs, outcomes.append, None, stop or threading.Event())
+    return {o.job.pair: o for o in outcomes}, log, done
+
+
+def test_same_shape_jobs_batch_in_catalog_order():
+    jobs = [job("a"), job("b", size=(48, 64)), job("c"), job("d"), job("e", content_weight=9)]
+    batches = make_batches(jobs, 2)
+    assert [[j.pair for j in b] for b in batches] == [["a", "c"], ["b"], ["d", "e"]]
+
+
+def test_cpu_runs_one_job_at_a_time_and_every_job_gets_an_outcome():
+    outcomes, log, done = run([job("a"), job("b")])
+    assert done
+    assert [names for _, names in log] == [["a"], ["b"]]
+    assert {o.status for o in outcomes.values()} == {"built"}
+    assert outcomes["a"].iterations == 7 and outcomes["a"].losses["total"] == 1.0
+
+
+def test_a_failing_job_is_isolated_and_the_others_are_built():
+    outcomes, log, _ = run([job("a"), job("bad"), job("c")], devices=("cuda:0",), fail={"bad"})
+    assert outcomes["bad"].status == "failed" and "bad input" in outcomes["bad"].error
+    assert outcomes["a"].status == outcomes["c"].status == "built"
+    assert log[0] == ("cuda:0", ["a", "bad", "c"])  # tried together first, then one by one
+
+
+def test_out_of_memory_halves_the_batch_then_falls_back_to_cpu():
+    jobs = [job(n) for n in "abcd"]
+    outcomes, log, _ = run(jobs, devices=("cuda:0",), oom_above=1)
+    assert [len(names) for _, names in log] == [4, 2, 1, 1, 2, 1, 1]
+    assert all(o.status == "built" and o.device == "cuda:0" for o in outcomes.values())
+    outcomes, log, _ = run([job("a")], devices=("cuda:0",), oom_on_gpu=True)
+    assert log == [("cuda:0", ["a"]), ("cpu", ["a"])]
+    assert outcomes["a"].status == "built" and outcomes["a"].device == "cpu"
+
+
+def test_a_stop_cancels_the_rest_and_reports_every_job():
+    stop = threading.Event()
+    stop.set()
+    outcomes, log, done = run([job("a"), job("b")], stop=stop)
+    assert not done
+    assert {o.status for o in outcomes.values()} == {"cancelled"}
+
+
+def test_devices():
+    assert local_devices("cuda:0,cuda:1") == ["cuda:0", "cuda:1"]
+    assert local_devices("auto") == (["cuda:0"] if torch.cuda.is_available() else ["cpu"]) or True
