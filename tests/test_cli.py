@@ -9,7 +9,7 @@ from conftest import gradient_photo, stripe_cover
 from PIL import Image
 
 from covergen import cli
-from covergen.nst import StyleParams
+from covergen.nst import StyleParams, param_specs
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -17,9 +17,11 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 def test_every_parameter_is_an_option_with_its_default_in_the_help(capsys):
     with pytest.raises(SystemExit):
         cli.main(["stylize", "--help"])
-    text = capsys.readouterr().out
-    for name, value in StyleParams().to_dict().items():
-        assert "--" + name.replace("_", "-") in text
+    text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+    for spec in param_specs():
+        assert "--" + spec.name.replace("_", "-") in text
+        assert f"(default: {spec.default_text or 'none'})" in text
+    assert len(param_specs()) == len(StyleParams().to_dict())
 
 
 def test_options_and_set_become_validated_params():

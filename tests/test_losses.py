@@ -106,3 +106,19 @@ def test_losses_are_per_batch_item():
         [losses.gram_style_loss(a[i : i + 1], losses.gram_matrix(b[i : i + 1])) for i in range(3)]
     )
     torch.testing.assert_close(batched, singles)
+
+
+def test_meancov_small_and_large_decompositions_agree():
+    """Fewer positions than channels takes the N×N route; it must equal the C×C formula."""
+    torch.manual_seed(5)
+    target = torch.rand(1, 8, 6, 6)
+    mean, cov = losses.mean_covariance(target)
+    sqrt = losses.symmetric_sqrt(cov)
+    a = torch.rand(1, 8, 2, 2)  # N = 4 < C = 8
+    got = losses.meancov_style_loss(a, mean, cov, sqrt)
+    a_mean, a_cov = losses.mean_covariance(a)
+    inner = sqrt @ a_cov @ sqrt
+    cross = torch.linalg.eigvalsh(inner).clamp_min(0).sqrt().sum()
+    w2 = (a_mean - mean).square().sum() + a_cov[0].trace() + cov[0].trace() - 2 * cross
+    expected = w2 / (mean.square().sum() + cov[0].trace())
+    torch.testing.assert_close(got, expected.reshape(1), rtol=1e-4, atol=1e-5)

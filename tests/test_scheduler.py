@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-import pytest
 import torch
 from PIL import Image
 
@@ -113,7 +112,7 @@ def test_out_of_memory_halves_the_batch_then_falls_back_to_cpu():
 def test_a_stop_cancels_the_rest_and_reports_every_job():
     stop = threading.Event()
     stop.set()
-    outcomes, log, done = run([job("a"), job("b")], stop=stop)
+    outcomes, _, done = run([job("a"), job("b")], stop=stop)
     assert not done
     assert {o.status for o in outcomes.values()} == {"cancelled"}
 

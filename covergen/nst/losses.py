@@ -68,15 +68,29 @@ def meancov_style_loss(
 
     W2² = |μ - μt|² + tr Σ + tr Σt - 2 tr (Σt^½ Σ Σt^½)^½, made relative to the target's
     second moment |μt|² + tr Σt. Only eigenvalues are differentiated (never eigenvectors),
-    which keeps the gradient stable when eigenvalues repeat.
+    which keeps the gradient stable when eigenvalues repeat. With Σ = F Fᵀ / N, the matrix
+    Σt^½ Σ Σt^½ = (Σt^½ F)(Σt^½ F)ᵀ / N has the same non-zero eigenvalues as the N×N
+    matrix (Σt^½ F)ᵀ(Σt^½ F) / N, so the smaller of the two is decomposed: a deep layer of a
+    small image has far fewer positions than channels.
     """
-    mean, cov = mean_covariance(features.float())
-    inner = target_cov_sqrt @ cov @ target_cov_sqrt
+    b, c, h, w = features.shape
+    flat = features.float().reshape(b, c, h * w)
+    mean = flat.mean(dim=2)
+    centred = flat - mean.unsqueeze(2)
+    whitened = target_cov_sqrt @ centred  # (B, C, N)
+    n = h * w
+    if n < c:
+        inner = whitened.transpose(1, 2) @ whitened / n
+    else:
+        inner = whitened @ whitened.transpose(1, 2) / n
     inner = (inner + inner.transpose(1, 2)) / 2  # symmetric up to rounding; eigvalsh needs it
-    eigenvalues = torch.linalg.eigvalsh(inner)
-    cross = eigenvalues.clamp_min(EPS).sqrt().sum(dim=1)
-    trace = torch.diagonal(cov, dim1=1, dim2=2).sum(dim=1)
+    eigenvalues = torch.linalg.eigvalsh(inner).clamp_min(0)
     target_trace = torch.diagonal(target_cov, dim1=1, dim2=2).sum(dim=1)
+    # sqrt(λ + δ²) - δ keeps the gradient finite at λ = 0 and lets zero eigenvalues add
+    # nothing; δ, a millionth of the target's mean variance, biases the loss by < 1e-6.
+    delta = (1e-6 * target_trace / c).unsqueeze(1) + EPS
+    cross = ((eigenvalues + delta.square()).sqrt() - delta).sum(dim=1)
+    trace = centred.square().sum(dim=(1, 2)) / n
     w2 = (mean - target_mean).square().sum(dim=1) + trace + target_trace - 2 * cross
     return w2 / (target_mean.square().sum(dim=1) + target_trace + EPS)
 
