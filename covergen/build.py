@@ -44,6 +44,7 @@ class BuildOptions:
     max_batch: int = 4
     offline: bool = False
     render_site: bool = True
+    docs_dir: Path | None = None  # a built user guide, published under site/docs/
     dry_run: bool = False
 
 

@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--dry-run", action="store_true", help="show the plan, paint nothing")
     build.add_argument("--no-site", action="store_true", help="do not render the site")
+    build.add_argument(
+        "--docs-dir", type=Path, help="a built user guide (mkdocs) to publish under site/docs/"
+    )
     add_build_options(build)
 
     rerun = commands.add_parser(
@@ -461,12 +464,14 @@ def run_status(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title=f"{args.catalog} — latest runs")
-    for column in ("pair", "state", "device", "iterations", "seconds", "when", "note"):
-        table.add_column(column)
+    for column in ("pair", "state", "device", "iter.", "secs", "when"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("note", overflow="fold")
     for state in states:
         r = state.record
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.recorded)) if r else ""
+        when = time.strftime("%m-%d %H:%M", time.localtime(r.recorded)) if r else ""
         note = (r.error or "").splitlines()[0] if r and r.error else ""
+        note = note.removeprefix(f"pair {state.pair!r}: ")
         table.add_row(
             state.pair,
             state.state,

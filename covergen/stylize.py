@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .atomic import atomic_writer
 from .errors import InputImageError
 from .nst import Engine, StyleParams, StylizeResult
 from .nst.engine import CancelCheck, ProgressCallback
@@ -43,18 +42,9 @@ def save_image(image: Image.Image, path: Path) -> None:
             field="output",
             hint="end the output name in .png, .jpg or .webp",
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            options = {"quality": 92} if fmt in ("JPEG", "WEBP") else {"optimize": True}
-            image.save(handle, fmt, **options)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    options = {"quality": 92} if fmt in ("JPEG", "WEBP") else {"optimize": True}
+    with atomic_writer(path) as handle:
+        image.save(handle, fmt, **options)
 
 
 def stylize_files(

@@ -165,6 +165,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{loss_multi:.4f} ({n_multi}) | {loss_multi / loss_single:.3f} |",
             flush=True,
         )
+
+    size = min(args.sizes)
+    budget = budgets[args.sizes.index(size)]
+    print(f"\n| optimiser ({size} px, single scale) | loss within {budget:.0f} s (iterations) |")
+    print("| --- | --- |")
+    for optimizer in ("lbfgs", "adam"):
+        params = StyleParams(
+            size=size, scales=1, iterations=100000, tolerance=0, optimizer=optimizer
+        )
+        loss, n = loss_within_budget(engine, photo, cover, params, budget)
+        print(f"| {optimizer} | {loss:.4f} ({n}) |", flush=True)
     return 0
 
 

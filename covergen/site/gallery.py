@@ -1,0 +1,403 @@
+"""What the site shows: one entry per catalog pair, from the run log and the result store.
+
+A pair is *ready* when the latest build record names a job key whose result verifies;
+otherwise (never built, failed, cancelled, result gone) it is *pending*. Entries are plain
+frozen data for the templates; nothing here writes files or knows HTML.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from ..results import ResultRecord, ResultStore
+from ..runlog import RunRecord
+from .images import DerivedImage
+
+if TYPE_CHECKING:  # the catalog pulls in the engine's parameters (and torch): types only
+    from ..catalog import ImageRef, Pair
+
+IMAGE_DIR = "img"
+PAIR_DIR = "pairs"
+SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+# The JPEG that stands for a picture without srcset support, and the one for share cards.
+FALLBACK_WIDTH = 640
+SHARE_WIDTH = 1280
+STATUS_TEXT = {
+    "ready": "",
+    "not-built": "Not painted yet",
+    "failed": "Not painted yet",
+    "cancelled": "Not painted yet",
+}
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """One file of a picture, by its path from the site's root."""
+
+    path: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Picture:
+    """One image in every width and format the site has for it."""
+
+    width: int
+    height: int
+    webp: tuple[ImageFile, ...]
+    jpeg: tuple[ImageFile, ...]
+
+    @property
+    def fallback(self) -> ImageFile:
+        """The JPEG for browsers that ignore srcset: the first at least FALLBACK_WIDTH wide."""
+        return next((f for f in self.jpeg if f.width >= FALLBACK_WIDTH), self.jpeg[-1])
+
+    @property
+    def share(self) -> ImageFile:
+        """The JPEG for link previews: the widest up to SHARE_WIDTH."""
+        fitting = [f for f in self.jpeg if f.width <= SHARE_WIDTH]
+        return fitting[-1] if fitting else self.jpeg[0]
+
+    @property
+    def aspect(self) -> str:
+        return f"{self.width} / {self.height}"
+
+
+@dataclass(frozen=True)
+class Original:
+    """The full-size result, as the engine wrote it."""
+
+    path: str
+    width: int
+    height: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Credit:
+    text: str
+    license: str
+    license_label: str
+    license_url: str  # "" unless a known licence or an http(s) URL
+    source_url: str  # "" unless http(s): only those become links
+
+
+@dataclass(frozen=True)
+class ParamRow:
+    name: str
+    value: str
+    overridden: bool
+
+
+@dataclass(frozen=True)
+class Render:
+    seconds: float | None
+    device: str
+    iterations: int | None
+    engine: str
+
+
+@dataclass(frozen=True)
+class AltTexts:
+    result: str
+    photo: str
+    cover: str
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    page: str
+    title: str
+
+
+@dataclass(frozen=True)
+class GalleryEntry:
+    pair: Pair
+    status: str  # ready, not-built, failed, cancelled
+    page: str | None  # pairs/<id>.html, for ready entries
+    result: Picture | None
+    photo: Picture | None
+    cover: Picture | None
+    original: Original | None
+    credits: Mapping[str, Credit]
+    alt: AltTexts
+    summary: str
+    render: Render | None = None
+    params: tuple[ParamRow, ...] = ()
+    overrides: tuple[ParamRow, ...] = ()
+    previous: Neighbour | None = None
+    next: Neighbour | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "ready"
+
+    @property
+    def status_text(self) -> str:
+        return STATUS_TEXT.get(self.status, "Not painted yet")
+
+    @property
+    def title(self) -> str:
+        return f"{self.pair.band} — {self.pair.album}"
+
+
+@dataclass(frozen=True)
+class PairState:
+    """A pair with what the run log and the result store know of it."""
+
+    pair: Pair
+    record: RunRecord | None
+    result: ResultRecord | None
+    result_path: Path | None
+    photo_sha256: str | None
+    cover_sha256: str | None
+
+    @property
+    def status(self) -> str:
+        if self.result is not None:
+            return "ready"
+        if self.record is None or self.record.status in ("built", "reused"):
+            return "not-built"  # never built, or its result has gone from the store
+        return self.record.status
+
+
+def pair_states(
+    pairs: Sequence[Pair], latest: Mapping[str, RunRecord], results: ResultStore
+) -> list[PairState]:
+    """Each pair's latest build record and, when it verifies, its result."""
+    states = []
+    for pair in pairs:
+        if not SLUG.match(pair.id):
+            # Ids become file names; the catalog checks them, but a Pair made by hand is not.
+            raise ValueError(f"pair id {pair.id!r} is not a slug")
+        record = latest.get(pair.id)
+        # Results are addressed by content: two pairs with the same inputs and parameters
+        # share one, so the record's pair name is not checked.
+        result = results.get(record.key) if record is not None and record.key else None
+        photo = result.photo_sha256 if result else (record.photo if record else None)
+        cover = result.cover_sha256 if result else (record.cover if record else None)
+        path = results.image_path(result.key) if result else None
+        states.append(PairState(pair, record, result, path, photo or None, cover or None))
+    return states
+
+
+def image_sources(
+    states: Sequence[PairState],
+    results: ResultStore,
+    input_image: Callable[[str], Path | None],
+) -> dict[str, Path]:
+    """Every image the site will show, as ``{sha256: file}``; unknown inputs are left out."""
+    sources: dict[str, Path] = {}
+    for state in states:
+        if state.result is not None:
+            sources[state.result.sha256] = results.image_path(state.result.key)
+        roles = (state.photo_sha256, state.cover_sha256) if state.result else (state.cover_sha256,)
+        for sha in roles:
+            if sha and sha not in sources:
+                try:
+                    path = input_image(sha)
+                except (OSError, ValueError):  # a store that raises for what it lacks
+                    path = None
+                if path is not None:
+                    sources[sha] = Path(path)
+    return sources
+
+
+def build_entries(
+    states: Sequence[PairState], derived: Mapping[str, DerivedImage]
+) -> list[GalleryEntry]:
+    """The entries to show, in the given order, with previous/next among the ready ones."""
+    entries = [_entry(state, derived) for state in states]
+    ready = [i for i, e in enumerate(entries) if e.ready]
+    for position, index in enumerate(ready):
+        before = entries[ready[position - 1]] if position > 0 else None
+        after = entries[ready[position + 1]] if position + 1 < len(ready) else None
+        entries[index] = _with_neighbours(entries[index], before, after)
+    return entries
+
+
+def _with_neighbours(
+    entry: GalleryEntry, before: GalleryEntry | None, after: GalleryEntry | None
+) -> GalleryEntry:
+    def link(other: GalleryEntry | None) -> Neighbour | None:
+        return Neighbour(other.page or "", other.title) if other else None
+
+    return replace(entry, previous=link(before), next=link(after))
+
+
+def _entry(state: PairState, derived: Mapping[str, DerivedImage]) -> GalleryEntry:
+    pair = state.pair
+    credits = {"photo": credit_for(pair.photo), "cover": credit_for(pair.cover)}
+    alt = alt_texts(pair)
+    cover = picture(derived.get(state.cover_sha256 or ""))
+    result = picture(derived.get(state.result.sha256)) if state.result else None
+    if state.result is None or result is None:
+        # A result the site cannot show (it would not decode) is pending, never a broken image.
+        status = state.status if state.result is None else "not-built"
+        return GalleryEntry(
+            pair=pair,
+            status=status,
+            page=None,
+            result=None,
+            photo=None,
+            cover=cover,
+            original=None,
+            credits=credits,
+            alt=alt,
+            summary=summary_text(pair),
+        )
+    record, stored = state.record, state.result
+    return GalleryEntry(
+        pair=pair,
+        status="ready",
+        page=f"{PAIR_DIR}/{pair.id}.html",
+        result=result,
+        photo=picture(derived.get(state.photo_sha256 or "")),
+        cover=cover,
+        original=Original(
+            original_path(stored.sha256), stored.width, stored.height, _size_of(state)
+        ),
+        credits=credits,
+        alt=alt,
+        summary=summary_text(pair),
+        render=Render(
+            # The run log's figures; a reused record copies them from the result record.
+            seconds=_first(record.seconds if record else None, stored.seconds),
+            device=_first(record.device if record else None, stored.device) or "",
+            iterations=_first(record.iterations if record else None, stored.iterations),
+            engine=stored.engine_version,
+        ),
+        params=param_rows(stored.params or (record.params if record else {}), pair.overrides),
+        overrides=override_rows(stored.params, pair.overrides),
+    )
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v not in (None, "")), None)
+
+
+def _size_of(state: PairState) -> int:
+    try:
+        return state.result_path.stat().st_size if state.result_path else 0
+    except OSError:
+        return 0
+
+
+def picture(image: DerivedImage | None) -> Picture | None:
+    if image is None or not image.variants:
+        return None
+
+    def files(fmt: str) -> tuple[ImageFile, ...]:
+        return tuple(ImageFile(f"{IMAGE_DIR}/{v.name}", v.width, v.height) for v in image.of(fmt))
+
+    return Picture(image.width, image.height, files("webp"), files("jpeg"))
+
+
+def original_path(sha256: str) -> str:
+    return f"{IMAGE_DIR}/{sha256[:20]}.png"
+
+
+def alt_texts(pair: Pair) -> AltTexts:
+    """Alt text for each role, written from the catalog's metadata."""
+    year = f" ({pair.year})" if pair.year else ""
+    return AltTexts(
+        result=f"Band photo of {pair.band}, painted in the style of the album cover of "
+        f"{pair.album}{year}",
+        photo=f"Band photo of {pair.band}",
+        cover=f"Album cover of {pair.album} by {pair.band}{year}",
+    )
+
+
+def summary_text(pair: Pair) -> str:
+    year = f" ({pair.year})" if pair.year else ""
+    return f"A photo of {pair.band}, painted in the style of the cover of {pair.album}{year}."
+
+
+def is_web_url(url: str) -> bool:
+    """Only http(s) URLs with a host become links; anything else is shown as text."""
+    if not url or any(c.isspace() or ord(c) < 32 for c in url):
+        return False
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+_CC = re.compile(r"^CC[- ]?(BY(?:-NC)?(?:-SA|-ND)?)[- ](\d\.\d)$", re.IGNORECASE)
+_KNOWN_LICENCES = {
+    "cc0": ("CC0 1.0", "https://creativecommons.org/publicdomain/zero/1.0/"),
+    "cc0-1.0": ("CC0 1.0", "https://creativecommons.org/publicdomain/zero/1.0/"),
+    "public-domain": ("Public domain", "https://creativecommons.org/publicdomain/mark/1.0/"),
+    "public domain": ("Public domain", "https://creativecommons.org/publicdomain/mark/1.0/"),
+    "pd": ("Public domain", "https://creativecommons.org/publicdomain/mark/1.0/"),
+}
+
+
+def licence_link(licence: str) -> tuple[str, str]:
+    """A licence as shown (label) and where its terms are (URL, or "" when unknown)."""
+    text = licence.strip()
+    if not text:
+        return "", ""
+    known = _KNOWN_LICENCES.get(text.lower())
+    if known:
+        return known
+    match = _CC.match(text)
+    if match:
+        kind, version = match.group(1).lower(), match.group(2)
+        return (
+            f"CC {kind.upper()} {version}",
+            f"https://creativecommons.org/licenses/{kind}/{version}/",
+        )
+    if is_web_url(text):
+        return text, text
+    return text, ""
+
+
+def credit_for(ref: ImageRef) -> Credit:
+    label, url = licence_link(ref.license)
+    return Credit(
+        text=ref.credit,
+        license=ref.license,
+        license_label=label,
+        license_url=url,
+        source_url=ref.url if is_web_url(ref.url) else "",
+    )
+
+
+def format_value(value: Any) -> str:
+    """A parameter value as the catalog would write it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple):
+        if not value:
+            return "—"
+        if all(isinstance(v, list | tuple) for v in value):
+            return "; ".join(", ".join(format_value(x) for x in v) for v in value)
+        return ", ".join(format_value(v) for v in value)
+    if value is None:
+        return "—"
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def param_rows(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> tuple[ParamRow, ...]:
+    """Every resolved parameter, by name; those the pair overrides are marked."""
+    return tuple(
+        ParamRow(name, format_value(params[name]), name in overrides) for name in sorted(params)
+    )
+
+
+def override_rows(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> tuple[ParamRow, ...]:
+    """The pair's own settings, in the catalog's order, with the values actually used."""
+    return tuple(
+        ParamRow(name, format_value(params.get(name, value)), True)
+        for name, value in overrides.items()
+    )

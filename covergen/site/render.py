@@ -1,0 +1,319 @@
+"""`render_site`: catalog + run log + results -> a static gallery in ``site/``.
+
+The steps: find each pair's state (gallery), derive the images (images), render the pages
+(theme), and write the whole site as one new version (staging). Pages link relatively, with
+explicit ``index.html``, so the site works from disk, at a domain root and under a sub-path.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from ..errors import CovergenError
+from ..results import ResultStore
+from ..runlog import RunLog
+from .gallery import (
+    GalleryEntry,
+    Picture,
+    build_entries,
+    image_sources,
+    pair_states,
+)
+from .images import ImageDeriver
+from .staging import StagedSite, check_replaceable
+from .theme import Theme
+
+# Files of an extra folder left out of the site: mkdocs' sitemaps carry the build date (and
+# the gzip one a timestamp), so they would change every build and defeat byte-stable output.
+EXTRA_SKIP = frozenset({"sitemap.xml", "sitemap.xml.gz"})
+
+if TYPE_CHECKING:  # the catalog pulls in the engine's parameters (and torch): types only
+    from ..catalog import Catalog, SiteSettings
+
+
+@dataclass(frozen=True)
+class SiteReport:
+    """What a render did."""
+
+    out_dir: Path
+    pages: int  # HTML pages written or kept
+    written: int  # files new or changed
+    unchanged: int  # files kept as they were (same inode and mtime)
+    removed: int  # files that no longer belong to the site
+    shown: int  # pairs on the index, pending ones included
+    pending: tuple[str, ...]  # ids of pairs without a result to show (shown or left out)
+
+    def describe(self) -> str:
+        """One line for the build's summary."""
+        pending = f", {len(self.pending)} pending" if self.pending else ""
+        return (
+            f"site: {self.shown} pairs{pending}, {self.pages} pages; {self.written} files "
+            f"written, {self.unchanged} unchanged, {self.removed} removed → {self.out_dir}"
+        )
+
+
+@dataclass(frozen=True)
+class SiteView:
+    """The site's settings as templates see them."""
+
+    title: str
+    description: str
+    author: str
+    base_url: str  # "" or an http(s) URL ending in "/"
+    language: str = "en"
+
+    @property
+    def base_path(self) -> str:
+        """The path part of base_url ("/gallery/"), or "" without one."""
+        return (urlsplit(self.base_url).path or "/") if self.base_url else ""
+
+    def absolute(self, path: str) -> str:
+        """An absolute URL for a path from the site's root, or "" without a base URL."""
+        return f"{self.base_url}{path}" if self.base_url else ""
+
+
+@dataclass(frozen=True)
+class PageView:
+    kind: str  # index, pair, about, 404
+    path: str  # from the site's root
+    url: str  # canonical absolute URL, or ""
+
+
+@dataclass(frozen=True)
+class ShareImage:
+    url: str
+    width: int
+    height: int
+    alt: str
+
+
+@dataclass(frozen=True)
+class TagCount:
+    name: str
+    count: int
+
+
+def render_site(
+    catalog: Catalog,
+    runlog: RunLog,
+    results: ResultStore,
+    input_image: Callable[[str], Path | None],
+    out_dir: Path,
+    *,
+    cache_dir: Path,
+    templates_dir: Path | None = None,
+    show_pending: bool | None = None,
+    extra_dirs: Mapping[str, Path] | None = None,
+) -> SiteReport:
+    """Render the gallery into ``out_dir``, replacing the previous version in one step.
+
+    ``input_image`` maps an input's SHA-256 to its stored file (None when unknown).
+    ``templates_dir`` overrides the built-in theme file by file; by default the
+    ``templates/`` folder beside the catalog, when there is one. ``show_pending`` (default:
+    the catalog's ``site.show_pending``) shows pairs without a result as placeholders
+    instead of leaving them out. ``extra_dirs`` maps a folder of the site (``docs``) to a
+    built folder copied in as it is, e.g. the mkdocs user guide. Files whose bytes did not
+    change are kept, not rewritten.
+    """
+    check_replaceable(Path(out_dir))  # before any work: a folder we may not replace
+    settings = catalog.site
+    show = settings.show_pending if show_pending is None else show_pending
+    theme = Theme(_user_templates(catalog, templates_dir))
+    try:
+        states = pair_states(catalog.pairs, runlog.latest("build"), results)
+    except ValueError as exc:
+        raise CovergenError(str(exc), field="id", hint="ids must be slugs") from None
+    visible = [s for s in states if show or s.result is not None]
+    deriver = ImageDeriver(Path(cache_dir) / "derived")
+    derived = deriver.derive_all(image_sources(visible, results, input_image))
+    all_entries = build_entries(states, derived)
+    pending = tuple(e.pair.id for e in all_entries if not e.ready)
+    shown = [(s, e) for s, e in zip(states, all_entries, strict=True) if show or e.ready]
+    entries = [e for _, e in shown]
+
+    site = _site_view(settings)
+    assets = theme.assets()
+    common: dict[str, Any] = {
+        "site": site,
+        "assets": {name: asset.url for name, asset in assets.items()},
+        "entries": entries,
+        "base": "",
+    }
+    pages = _pages(theme, site, common, entries)
+
+    files = {f"img/{v.name}": v.path for d in derived.values() for v in d.variants}
+    with StagedSite(Path(out_dir)) as staged:
+        for path, data in pages.items():
+            staged.write(path, data)
+        for name, asset in assets.items():
+            staged.copy(f"assets/{name}", asset.source)
+        for path in sorted(_pictures_used(entries)):
+            staged.copy(path, files[path])
+        originals = {
+            entry.original.path: state.result_path
+            for state, entry in shown
+            if entry.original is not None and state.result_path is not None
+        }  # a dict: pairs with the same inputs and parameters share one result
+        for path, source in sorted(originals.items()):
+            staged.copy(path, source)
+        for prefix, folder in sorted((extra_dirs or {}).items()):
+            for source in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+                relative = source.relative_to(folder).as_posix()
+                if relative not in EXTRA_SKIP:
+                    staged.copy(f"{prefix}/{relative}", source)
+        counts = staged.commit()
+    return SiteReport(
+        out_dir=Path(out_dir),
+        pages=sum(1 for p in pages if p.endswith(".html")),
+        written=counts.written,
+        unchanged=counts.unchanged,
+        removed=counts.removed,
+        shown=len(entries),
+        pending=pending,
+    )
+
+
+def _user_templates(catalog: Catalog, templates_dir: Path | None) -> Path | None:
+    if templates_dir is not None:
+        return Path(templates_dir)
+    candidate = catalog.root / "templates"
+    return candidate if candidate.is_dir() else None
+
+
+def _site_view(settings: SiteSettings) -> SiteView:
+    base_url = settings.base_url.strip()
+    if base_url and not base_url.endswith("/"):
+        base_url += "/"
+    return SiteView(
+        title=settings.title,
+        description=settings.description,
+        author=settings.author,
+        base_url=base_url,
+    )
+
+
+def _pages(
+    theme: Theme, site: SiteView, common: Mapping[str, Any], entries: Sequence[GalleryEntry]
+) -> dict[str, bytes]:
+    """Every rendered page, by its path from the site's root."""
+    ready = [e for e in entries if e.ready]
+    tags = Counter(tag for e in entries for tag in e.pair.tags)
+    pages: dict[str, bytes] = {}
+
+    def page(kind: str, path: str, template: str, root: str = "", **extra: Any) -> None:
+        url = site.absolute("" if path == "index.html" else path)
+        context = {**common, "page": PageView(kind, path, url), "root": root, **extra}
+        pages[path] = theme.render(template, context)
+
+    page(
+        "index",
+        "index.html",
+        "index.html",
+        tags=[TagCount(t, tags[t]) for t in sorted(tags, key=lambda t: (t.casefold(), t))],
+        counts={"ready": len(ready), "pending": len(entries) - len(ready)},
+        share=_share(site, ready[0].result, ready[0].alt.result) if ready else None,
+    )
+    for entry in ready:
+        assert entry.page is not None and entry.result is not None
+        page(
+            "pair",
+            entry.page,
+            "pair.html",
+            root="../",
+            entry=entry,
+            share=_share(site, entry.result, entry.alt.result),
+            structured_data=structured_data(entry, site, root="../"),
+        )
+    page("about", "about.html", "about.html")
+    # Hosts serve 404.html for a missing path at any depth: with a base URL its links are
+    # made to resolve from the base path (<base href>), wherever it is served.
+    page("404", "404.html", "404.html", base=site.base_path)
+    page(
+        "robots",
+        "robots.txt",
+        "robots.txt",
+        sitemap_url=site.absolute("sitemap.xml"),
+    )
+    if site.base_url:
+        urls = [site.absolute(""), site.absolute("about.html")]
+        urls += [site.absolute(e.page or "") for e in ready]
+        page("sitemap", "sitemap.xml", "sitemap.xml", urls=urls)
+    return pages
+
+
+def _share(site: SiteView, image: Picture | None, alt: str) -> ShareImage | None:
+    """The Open Graph image: needs an absolute URL, so only with a base URL."""
+    if image is None or not site.base_url:
+        return None
+    chosen = image.share
+    return ShareImage(site.absolute(chosen.path), chosen.width, chosen.height, alt)
+
+
+def structured_data(entry: GalleryEntry, site: SiteView, root: str) -> dict[str, Any]:
+    """schema.org ImageObjects for the painting and the two images it is made from."""
+
+    def url(path: str) -> str:
+        return site.absolute(path) or f"{root}{path}"
+
+    page_url = site.absolute(entry.page or "")
+
+    def node_id(name: str) -> str:
+        return f"{page_url}#{name}"
+
+    def source(role: str, picture: Picture | None, name: str) -> dict[str, Any]:
+        credit = entry.credits[role]
+        node: dict[str, Any] = {"@type": "ImageObject", "@id": node_id(role), "name": name}
+        if picture is not None:
+            widest = picture.jpeg[-1]
+            node |= {"contentUrl": url(widest.path), "width": widest.width, "height": widest.height}
+        optional = {
+            "creditText": credit.text,
+            "copyrightNotice": ", ".join(t for t in (credit.text, credit.license_label) if t),
+            # Both are URLs to schema.org's readers: a licence without a known URL stays text.
+            "license": credit.license_url,
+            "acquireLicensePage": credit.source_url,
+        }
+        return node | {k: v for k, v in optional.items() if v}
+
+    assert entry.result is not None
+    painting: dict[str, Any] = {
+        "@type": "ImageObject",
+        "@id": node_id("painting"),
+        "name": entry.title,
+        "description": entry.summary,
+        "caption": entry.alt.result,
+        "width": entry.result.width,
+        "height": entry.result.height,
+        "thumbnailUrl": url(entry.result.share.path),
+        "creditText": site.author or site.title,
+        "isBasedOn": [{"@id": node_id("photo")}, {"@id": node_id("cover")}],
+    }
+    if entry.original is not None:
+        painting |= {"contentUrl": url(entry.original.path), "encodingFormat": "image/png"}
+    if site.author:
+        painting["creator"] = {"@type": "Person", "name": site.author}
+    return {
+        "@context": "https://schema.org",
+        "@graph": [
+            painting,
+            source("photo", entry.photo, entry.alt.photo),
+            source("cover", entry.cover, entry.alt.cover),
+        ],
+    }
+
+
+def _pictures_used(entries: Sequence[GalleryEntry]) -> set[str]:
+    used: set[str] = set()
+    for entry in entries:
+        for picture in (entry.result, entry.photo, entry.cover):
+            if picture is not None:
+                used.update(f.path for f in (*picture.webp, *picture.jpeg))
+    return used
+
+
+__all__ = ["SiteReport", "render_site"]

@@ -1,0 +1,124 @@
+"""The site's look: Jinja templates and static assets, a user folder over the built-in theme.
+
+The built-in theme (``covergen/site/theme/``) is complete. A user folder (the repository's
+``templates/``, next to ``catalog.yaml``) overrides it file by file, like sigal's themes: a
+template or asset found there wins, anything missing falls back to the theme. Restyling is
+editing templates and CSS, never Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from ..errors import CovergenError
+
+THEME_DIR = Path(__file__).parent / "theme"
+ASSETS = "assets"
+# Templates that render_site fills; each must exist in the user folder or the theme.
+PAGE_TEMPLATES = ("index.html", "pair.html", "about.html", "404.html", "robots.txt", "sitemap.xml")
+
+
+@dataclass(frozen=True)
+class Asset:
+    name: str  # path under assets/, e.g. site.css
+    source: Path
+    digest: str  # first hex digits of the content's SHA-256, for cache busting
+
+    @property
+    def url(self) -> str:
+        # A query string busts caches and still works from disk (file:// ignores it).
+        return f"{ASSETS}/{self.name}?v={self.digest}"
+
+
+class Theme:
+    """Templates and assets, looked up in ``folders`` in order."""
+
+    def __init__(self, user_dir: Path | None = None):
+        if user_dir is not None and not Path(user_dir).is_dir():
+            raise CovergenError(
+                f"no templates folder at {user_dir}",
+                field="templates",
+                hint="create it, or leave it out to use the built-in theme",
+            )
+        self.folders: tuple[Path, ...] = tuple(
+            p for p in (Path(user_dir) if user_dir else None, THEME_DIR) if p is not None
+        )
+        self.env = jinja2.Environment(
+            loader=jinja2.ChoiceLoader([jinja2.FileSystemLoader(p) for p in self.folders]),
+            # Every HTML and XML template escapes by default; robots.txt is plain text.
+            autoescape=jinja2.select_autoescape(
+                enabled_extensions=("html", "htm", "xml", "svg"), default_for_string=True
+            ),
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+            auto_reload=False,
+        )
+        self.env.filters["duration"] = duration
+        self.env.filters["filesize"] = filesize
+
+    def render(self, name: str, context: dict[str, object]) -> bytes:
+        """Render one template to UTF-8 bytes; template mistakes become CovergenError."""
+        try:
+            return self.env.get_template(name).render(context).encode("utf-8")
+        except jinja2.TemplateSyntaxError as exc:
+            raise CovergenError(
+                f"{exc.filename or exc.name}, line {exc.lineno}: {exc.message}",
+                field="templates",
+                hint="fix the template's Jinja syntax",
+            ) from None
+        except jinja2.TemplateNotFound as exc:
+            raise CovergenError(
+                f"template {exc.name!r} not found in {', '.join(map(str, self.folders))}",
+                field="templates",
+                hint="check the names in {% extends %}, {% include %} and {% import %}",
+            ) from None
+        except jinja2.UndefinedError as exc:
+            raise CovergenError(
+                f"{name}: {exc.message}",
+                field="templates",
+                hint="docs/site.md lists the variables each template gets",
+            ) from None
+
+    def assets(self) -> dict[str, Asset]:
+        """Every file under ``assets/``, the user's copy winning, by name."""
+        found: dict[str, Asset] = {}
+        for folder in reversed(self.folders):  # the theme first, then user files replace
+            root = folder / ASSETS
+            if not root.is_dir():
+                continue
+            for path in sorted(root.rglob("*")):
+                relative = path.relative_to(root)
+                # Editors' swap files and .DS_Store are not part of the site.
+                if path.is_file() and not any(p.startswith(".") for p in relative.parts):
+                    name = relative.as_posix()
+                    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:10]
+                    found[name] = Asset(name, path, digest)
+        return dict(sorted(found.items()))
+
+
+def duration(seconds: float | None) -> str:
+    """12.3 -> '12.3 s', 75 -> '1 min 15 s', 4000 -> '1 h 6 min'."""
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{round(seconds)} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def filesize(size: int) -> str:
+    """1536 -> '1.5 KB' (decimal units, as browsers and file managers show them)."""
+    if size < 1000:
+        return f"{size} bytes"
+    if size < 1_000_000:
+        return f"{size / 1000:.1f} KB"
+    return f"{size / 1_000_000:.1f} MB"
