@@ -33,6 +33,23 @@ def write_bytes(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
+def remove_leftovers(root: Path) -> int:
+    """Delete the temporary files of writers killed mid-write under ``root``; return how many.
+
+    They are named ``.<final name>.<random>.tmp`` (here and by the image store) and never
+    read. Only call it while no other process can be writing there: the build holds the
+    cache's lock when it does.
+    """
+    removed = 0
+    if not root.is_dir():
+        return removed
+    for path in root.rglob(".*.tmp"):
+        if path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def _fsync_dir(folder: Path) -> None:
     # The rename itself is durable only once the directory entry is flushed.
     with contextlib.suppress(OSError):

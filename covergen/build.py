@@ -6,6 +6,7 @@ outcome in the run log, and keeps going when a single pair fails.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import os
 import threading
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from .atomic import remove_leftovers
 from .catalog import Catalog, Pair, load_catalog
 from .errors import CovergenError
 from .featurecache import FeatureCache
@@ -46,6 +48,9 @@ class BuildOptions:
     render_site: bool = True
     docs_dir: Path | None = None  # a built user guide, published under site/docs/
     dry_run: bool = False
+    # Limits and network behaviour of the sources (sizes, timeouts, retries, allow_outside);
+    # ``offline`` above is added to them.
+    fetch: FetchSettings = field(default_factory=FetchSettings)
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,7 @@ def cache_paths(cache_dir: Path) -> dict[str, Path]:
         "images": cache_dir / "images",
         "results": cache_dir / "results",
         "features": cache_dir / "features",
+        "derived": cache_dir / "derived",
         "runlog": cache_dir / "runs.sqlite",
         "lock": cache_dir / "build.lock",
     }
@@ -146,6 +152,10 @@ def build(
     stop = stop or threading.Event()
     summary = BuildSummary()
     with BuildLock(paths["lock"]):
+        # Temporary files of a writer that was killed (SIGKILL, power loss) are never read;
+        # only a lock holder may remove them, as no one else writes these stores.
+        for store_name in ("images", "results", "features", "derived"):
+            remove_leftovers(paths[store_name])
         catalog = load_catalog(options.catalog, strict=False)
         selected = _select(catalog, options.only)
         devices = local_devices(options.device)
@@ -156,6 +166,7 @@ def build(
         )
         summary.profile = profile
         runlog = RunLog(paths["runlog"])
+        runlog.close_abandoned()  # under the lock, a "running" build is a dead one
         results = ResultStore(paths["results"])
         build_id = 0 if options.dry_run else runlog.start_build(options.kind, profile)
 
@@ -183,7 +194,8 @@ def build(
 
         if events:
             events.stage(f"fetching images for {len(selected)} pairs")
-        store = ImageStore(paths["images"], FetchSettings(offline=options.offline))
+        fetch = dataclasses.replace(options.fetch, offline=options.fetch.offline or options.offline)
+        store = ImageStore(paths["images"], fetch)
         planned: list[PlannedPair] = []
         inputs: dict[str, tuple[StoredImage, StoredImage]] = {}
         for pair in selected:
@@ -243,16 +255,37 @@ def build(
                 "losses": outcome.losses,
             }
             if outcome.status == "built" and outcome.image is not None:
-                results.put(
-                    outcome.image,
-                    {
-                        **job.record_fields(),
-                        "iterations": outcome.iterations,
-                        "seconds": outcome.seconds,
-                        "device": outcome.device,
-                        "losses": outcome.losses,
-                    },
-                )
+                try:
+                    results.put(
+                        outcome.image,
+                        {
+                            **job.record_fields(),
+                            "iterations": outcome.iterations,
+                            "seconds": outcome.seconds,
+                            "device": outcome.device,
+                            "losses": outcome.losses,
+                        },
+                    )
+                except (OSError, KeyboardInterrupt) as exc:
+                    # A full disk fails this pair alone; Ctrl-C while storing cancels it. The
+                    # atomic write left nothing half-written either way, and the run log
+                    # says why the painting is missing.
+                    interrupted = isinstance(exc, KeyboardInterrupt)
+                    finish(
+                        PairOutcome(
+                            job.pair,
+                            "cancelled" if interrupted else "failed",
+                            key=job.key,
+                            device=outcome.device,
+                            seconds=outcome.seconds,
+                            iterations=outcome.iterations,
+                            error=_store_error(exc, job.pair, results.root),
+                        ),
+                        **log,
+                    )
+                    if interrupted:
+                        raise
+                    return
                 finish(
                     PairOutcome(
                         job.pair,
@@ -292,18 +325,32 @@ def build(
             completed = executor.run(plan.to_run, collect, events, stop)
             summary.interrupted = not completed
 
+        counts = {s: summary.count(s) for s in ("built", "reused", "failed", "cancelled")}
         if options.render_site and options.kind == "build" and not summary.interrupted:
             if events:
                 events.stage(f"rendering the site into {options.site_dir}")
-            summary.site = _render_site(catalog, runlog, results, store, options)
+            try:
+                summary.site = _render_site(catalog, runlog, results, store, options)
+            except CovergenError:
+                # The previous site stays; the pairs' results are kept and recorded.
+                runlog.finish_build(build_id, "failed", counts)
+                raise
         status = "interrupted" if summary.interrupted else "finished"
         summary.seconds = time.perf_counter() - start
-        runlog.finish_build(
-            build_id,
-            status,
-            {s: summary.count(s) for s in ("built", "reused", "failed", "cancelled")},
-        )
+        runlog.finish_build(build_id, status, counts)
     return summary
+
+
+def _store_error(exc: BaseException, pair: str, root: Path) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted while its result was being stored; it is painted again next time"
+    strerror = getattr(exc, "strerror", None) or str(exc)
+    return CovergenError(
+        f"the painting could not be stored in {root} ({strerror})",
+        pair=pair,
+        field="cache",
+        hint="free some space (or fix the permissions) there, then build again",
+    ).describe()
 
 
 def _select(catalog: Catalog, only: Sequence[str]) -> list[Pair]:
@@ -343,8 +390,29 @@ def _render_site(
 ) -> Any:
     from .site import render_site
 
+    def find(sha256: str) -> Path | None:
+        try:
+            return store.path_for(sha256)
+        except (FileNotFoundError, ValueError):
+            return None
+
+    extra = {}
+    if options.docs_dir is not None:
+        if not (options.docs_dir / "index.html").is_file():
+            raise CovergenError(
+                f"no built user guide in {options.docs_dir}",
+                field="docs_dir",
+                hint="build it first: make docs",
+            )
+        extra["docs"] = options.docs_dir
     return render_site(
-        catalog, runlog, results, store.find, options.site_dir, cache_dir=options.cache_dir
+        catalog,
+        runlog,
+        results,
+        find,
+        options.site_dir,
+        cache_dir=options.cache_dir,
+        extra_dirs=extra,
     )
 
 

@@ -233,6 +233,12 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--precision", default="auto", choices=PRECISIONS)
     group.add_argument("--max-batch", type=int, default=4, help="jobs per batch on a GPU")
     group.add_argument("--offline", action="store_true", help="use only fetched images")
+    group.add_argument(
+        "--allow-outside",
+        action="store_true",
+        help="accept local images outside the catalog's folder (../, absolute paths, "
+        "symbolic links leading out)",
+    )
     group.add_argument("--site-dir", type=Path, default=Path("site"))
     group.add_argument("-q", "--quiet", action="store_true", help="print failures only")
 
@@ -373,6 +379,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 def _build_options(args: argparse.Namespace, **changes: Any) -> Any:
     from .build import BuildOptions
+    from .sources import FetchSettings
 
     return BuildOptions(
         catalog=args.catalog,
@@ -382,6 +389,7 @@ def _build_options(args: argparse.Namespace, **changes: Any) -> Any:
         precision=args.precision,
         max_batch=args.max_batch,
         offline=args.offline,
+        fetch=FetchSettings(allow_outside=args.allow_outside),
         **changes,
     )
 
@@ -413,6 +421,7 @@ def run_build(args: argparse.Namespace) -> int:
         profile=args.profile,
         dry_run=args.dry_run,
         render_site=not args.no_site,
+        docs_dir=args.docs_dir,
     )
     code, summary = _run_build(options, args.quiet)
     if args.dry_run:

@@ -84,7 +84,12 @@ class ResultStore:
         )
         image_path, meta_path = self._paths(record.key)
         write_bytes(image_path, data)
-        write_bytes(meta_path, json.dumps(asdict(record), indent=1, sort_keys=True).encode())
+        try:
+            write_bytes(meta_path, json.dumps(asdict(record), indent=1, sort_keys=True).encode())
+        except BaseException:
+            # A full disk or Ctrl-C between the two writes: leave no image without its record.
+            self.remove(record.key)
+            raise
         return record
 
     def remove(self, key: str) -> None:

@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS builds (
     started REAL NOT NULL,
     finished REAL,
     profile TEXT,
-    status TEXT NOT NULL,          -- running, finished, interrupted, failed
+    status TEXT NOT NULL,          -- running, finished, interrupted, failed, killed
     summary TEXT                   -- JSON counts
 );
 CREATE TABLE IF NOT EXISTS runs (
@@ -94,6 +94,18 @@ class RunLog:
                 (kind, time.time(), profile),
             )
             return int(cursor.lastrowid or 0)
+
+    def close_abandoned(self) -> int:
+        """Mark builds still "running" as killed; return how many.
+
+        Call it only while holding the cache's build lock: then no other build is running,
+        so such a row belongs to a process that died without a word (SIGKILL, power loss).
+        """
+        if not self.path.exists():
+            return 0
+        with self._connect() as db:
+            cursor = db.execute("UPDATE builds SET status = 'killed' WHERE status = 'running'")
+            return cursor.rowcount
 
     def finish_build(self, build: int, status: str, summary: dict[str, Any]) -> None:
         with self._connect() as db:

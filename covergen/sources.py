@@ -23,6 +23,7 @@ import re
 import secrets
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ from urllib.parse import urljoin, urlsplit
 
 import numpy as np
 import requests
+import urllib3.exceptions
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from . import __version__
@@ -62,6 +64,7 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 # Schemes recognised even without "//" (a bare "name:" prefix could be part of a file name).
 _BARE_SCHEMES = {"file", "data", "ftp", "ftps", "sftp", "javascript", "mailto"}
 _EXIF_ORIENTATION = 0x0112
+_INCOMPLETE = re.compile(r"IncompleteRead\((\d+) bytes read, (\d+) more expected\)")
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,10 @@ class FetchSettings:
     min_side: int = 16  # smaller images are refused (too small to paint)
     max_aspect: float = 8.0  # long/short side; beyond is refused
     connect_timeout: float = 10.0
-    read_timeout: float = 30.0
+    read_timeout: float = 30.0  # the longest wait for any one piece of the answer
+    # A whole download's limit: a server trickling a byte now and then never trips the read
+    # timeout, but it cannot hold a build for longer than this.
+    download_timeout: float = 300.0
     retries: int = 3  # extra attempts on connection errors, timeouts, 429 and 5xx
     backoff: float = 0.5  # seconds, doubled each retry
     offline: bool = False  # never touch the network; use the store
@@ -240,7 +246,8 @@ class ImageStore:
         base = base_dir.resolve()
         outside_hint = (
             f"copy the image into {base} and give its path relative to it, "
-            "or allow images outside the catalog folder (allow_outside)"
+            "or allow images outside it (`covergen build --allow-outside`, "
+            "FetchSettings.allow_outside)"
         )
         if relative.is_absolute() and not settings.allow_outside:
             raise where.error(
@@ -410,17 +417,27 @@ class ImageStore:
         )
 
     def _read_body(self, response: requests.Response, where: _Where) -> bytes:
-        """The body, refused as soon as it passes max_bytes (announced or counted)."""
-        limit = self.settings.max_bytes
+        """The body, refused as soon as it passes max_bytes (announced or counted), and given
+        up when the whole download takes longer than download_timeout."""
+        settings = self.settings
+        limit = settings.max_bytes
         declared = response.headers.get("Content-Length", "").strip()
         if declared.isdigit() and int(declared) > limit:
             raise where.error(*_too_large(int(declared), limit))
+        deadline = time.monotonic() + settings.download_timeout
         chunks: list[bytes] = []
         total = 0
-        for chunk in response.iter_content(chunk_size=_CHUNK):
+        for chunk in _arriving(response):
             total += len(chunk)
             if total > limit:
                 raise where.error(*_too_large(total, limit, counted=True))
+            if time.monotonic() > deadline:
+                # Not retried: a server this slow will not be quicker a second time.
+                raise _Transient(
+                    f"the download took longer than {settings.download_timeout:g} s "
+                    f"({total:,} bytes arrived)",
+                    retry=False,
+                )
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -714,6 +731,26 @@ def _scheme(src: str) -> str:
     return ""
 
 
+def _arriving(response: requests.Response) -> Iterator[bytes]:
+    """The body in pieces as they arrive, each from one socket read.
+
+    ``iter_content`` blocks until a whole chunk is in, so a server sending a byte at a time
+    just inside the read timeout could hold it for hours; ``read1`` returns what one read
+    brought. urllib3's errors are raised as requests' own, as ``iter_content`` raises them.
+    """
+    try:
+        while chunk := response.raw.read1(_CHUNK, decode_content=True):
+            yield chunk
+    except urllib3.exceptions.ProtocolError as exc:  # connection reset, body cut short
+        raise requests.exceptions.ChunkedEncodingError(exc) from None
+    except urllib3.exceptions.DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(exc) from None
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise requests.ConnectionError(exc) from None
+    except urllib3.exceptions.SSLError as exc:
+        raise requests.exceptions.SSLError(exc) from None
+
+
 def _check_content_type(response: requests.Response, where: _Where) -> None:
     """Refuse a body that is clearly not an image; image/*, octet-stream and none pass."""
     header = response.headers.get("Content-Type", "")
@@ -786,6 +823,12 @@ def _network_reason(exc: requests.RequestException, settings: FetchSettings) -> 
         return f"read timeout: no answer within {settings.read_timeout:g} s"
     if isinstance(exc, requests.ConnectionError) and "refused" in text.lower():
         return "connection refused"
+    cut = _INCOMPLETE.search(text)
+    if cut:  # the connection dropped mid-body: say how far it got, not urllib3's repr
+        got, missing = int(cut.group(1)), int(cut.group(2))
+        return f"the connection dropped after {got:,} of {got + missing:,} bytes"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return "the connection dropped during the download"
     return text[:200]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -191,3 +192,27 @@ def test_an_interrupted_build_keeps_finished_results_and_resumes(project: Path):
     resumed = statuses(run_build(project))
     assert list(resumed.values()).count("reused") == len(keys)
     assert list(resumed.values()).count("built") == 3 - len(keys)
+
+
+def test_end_to_end_from_catalog_to_rendered_pages(project: Path):
+    docs = project / "docs-html"
+    docs.mkdir()
+    (docs / "index.html").write_text("<!doctype html><title>guide</title>")
+    (docs / "sitemap.xml.gz").write_bytes(b"dated")  # mkdocs' dated sitemap stays out
+    (project / "photos" / "c.png").write_bytes(b"not an image")
+    summary = run_build(project, render_site=True, docs_dir=docs)
+    assert statuses(summary) == {"alpha-one": "built", "beta-two": "built", "gamma-three": "failed"}
+    site = project / "site"
+    index = (site / "index.html").read_text()
+    for pair in ("alpha-one", "beta-two", "gamma-three"):
+        assert f"pairs/{pair}.html" in index or pair == "gamma-three"
+    page = (site / "pairs" / "alpha-one.html").read_text()
+    assert "Alpha" in page and "One" in page and "A. Person" in page
+    links = [src.split("?")[0] for src in re.findall(r'src="([^"]+)"', page)]
+    assert links and all((site / "pairs" / src).resolve().is_file() for src in links)
+    assert (site / "docs" / "index.html").is_file()
+    assert not (site / "docs" / "sitemap.xml.gz").exists()
+    before = {p: p.stat().st_mtime_ns for p in site.rglob("*") if p.is_file()}
+    assert statuses(run_build(project, render_site=True, docs_dir=docs))["alpha-one"] == "reused"
+    after = {p: p.stat().st_mtime_ns for p in site.rglob("*") if p.is_file()}
+    assert after == before  # nothing changed, nothing rewritten

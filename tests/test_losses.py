@@ -122,3 +122,14 @@ def test_meancov_small_and_large_decompositions_agree():
     w2 = (a_mean - mean).square().sum() + a_cov[0].trace() + cov[0].trace() - 2 * cross
     expected = w2 / (mean.square().sum() + cov[0].trace())
     torch.testing.assert_close(got, expected.reshape(1), rtol=1e-4, atol=1e-5)
+
+
+def test_gram_gradient_matches_autograd_of_the_plain_formula():
+    torch.manual_seed(6)
+    f = torch.rand(2, 5, 4, 3, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(losses.gram_matrix, (f,))
+    weights = torch.rand(2, 5, 5, dtype=torch.float64)
+    (ours,) = torch.autograd.grad((losses.gram_matrix(f) * weights).sum(), f)
+    flat = f.reshape(2, 5, 12)
+    (plain,) = torch.autograd.grad((torch.bmm(flat, flat.transpose(1, 2)) / 12 * weights).sum(), f)
+    torch.testing.assert_close(ours, plain)

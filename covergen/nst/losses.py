@@ -20,11 +20,28 @@ import torch.nn.functional as F
 EPS = 1e-8
 
 
+class _Gram(torch.autograd.Function):
+    """G = F Fᵀ / N with a one-matmul backward: dF = (dG + dGᵀ) F / N.
+
+    Autograd's own backward of ``bmm(F, Fᵀ)`` takes two matmuls over the N positions; the
+    Gram matmuls are the engine's main cost beyond the network itself.
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, flat: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(flat)
+        return torch.bmm(flat, flat.transpose(1, 2)) / flat.shape[2]
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+        (flat,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        return torch.bmm(grad + grad.transpose(1, 2), flat) / flat.shape[2]
+
+
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, C) second moments, averaged over the H*W positions."""
     b, c, h, w = features.shape
-    flat = features.reshape(b, c, h * w)
-    return torch.bmm(flat, flat.transpose(1, 2)) / (h * w)
+    return _Gram.apply(features.reshape(b, c, h * w))
 
 
 def mean_covariance(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

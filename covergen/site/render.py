@@ -130,7 +130,10 @@ def render_site(
         raise CovergenError(str(exc), field="id", hint="ids must be slugs") from None
     visible = [s for s in states if show or s.result is not None]
     deriver = ImageDeriver(Path(cache_dir) / "derived")
-    derived = deriver.derive_all(image_sources(visible, results, input_image))
+    try:
+        derived = deriver.derive_all(image_sources(visible, results, input_image))
+    except OSError as exc:
+        raise _cannot_write(exc, deriver.root) from None
     all_entries = build_entries(states, derived)
     pending = tuple(e.pair.id for e in all_entries if not e.ready)
     shown = [(s, e) for s, e in zip(states, all_entries, strict=True) if show or e.ready]
@@ -147,26 +150,29 @@ def render_site(
     pages = _pages(theme, site, common, entries)
 
     files = {f"img/{v.name}": v.path for d in derived.values() for v in d.variants}
-    with StagedSite(Path(out_dir)) as staged:
-        for path, data in pages.items():
-            staged.write(path, data)
-        for name, asset in assets.items():
-            staged.copy(f"assets/{name}", asset.source)
-        for path in sorted(_pictures_used(entries)):
-            staged.copy(path, files[path])
-        originals = {
-            entry.original.path: state.result_path
-            for state, entry in shown
-            if entry.original is not None and state.result_path is not None
-        }  # a dict: pairs with the same inputs and parameters share one result
-        for path, source in sorted(originals.items()):
-            staged.copy(path, source)
-        for prefix, folder in sorted((extra_dirs or {}).items()):
-            for source in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-                relative = source.relative_to(folder).as_posix()
-                if relative not in EXTRA_SKIP:
-                    staged.copy(f"{prefix}/{relative}", source)
-        counts = staged.commit()
+    try:
+        with StagedSite(Path(out_dir)) as staged:
+            for path, data in pages.items():
+                staged.write(path, data)
+            for name, asset in assets.items():
+                staged.copy(f"assets/{name}", asset.source)
+            for path in sorted(_pictures_used(entries)):
+                staged.copy(path, files[path])
+            originals = {
+                entry.original.path: state.result_path
+                for state, entry in shown
+                if entry.original is not None and state.result_path is not None
+            }  # a dict: pairs with the same inputs and parameters share one result
+            for path, source in sorted(originals.items()):
+                staged.copy(path, source)
+            for prefix, folder in sorted((extra_dirs or {}).items()):
+                for source in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+                    relative = source.relative_to(folder).as_posix()
+                    if relative not in EXTRA_SKIP:
+                        staged.copy(f"{prefix}/{relative}", source)
+            counts = staged.commit()
+    except OSError as exc:  # a full disk, say: the staged copy is gone, the site as it was
+        raise _cannot_write(exc, Path(out_dir)) from None
     return SiteReport(
         out_dir=Path(out_dir),
         pages=sum(1 for p in pages if p.endswith(".html")),
@@ -175,6 +181,15 @@ def render_site(
         removed=counts.removed,
         shown=len(entries),
         pending=pending,
+    )
+
+
+def _cannot_write(exc: OSError, where: Path) -> CovergenError:
+    return CovergenError(
+        f"cannot write {exc.filename or where} ({exc.strerror or exc})",
+        field="site",
+        hint=f"free some space (or fix the permissions) under {where}, then build again; "
+        "until then the site keeps its previous version",
     )
 
 
