@@ -1,20 +1,19 @@
 """Engine benchmarks on the current device, all in one process so the ratios are fair.
 
 For each size it prints:
-- seconds per iteration of the engine (steady state, targets excluded);
-- seconds per forward+backward of the bare network through the same layers, the
-  floor on this device; and their ratio (goal: under 1.10);
+- seconds per iteration of the engine (steady state, targets excluded) and seconds per
+  forward+backward of the bare network through the same layers, the floor on this device,
+  measured interleaved so both see the same machine; and their ratio (goal: under 1.10);
 - the loss reached at the final size within the same wall-clock budget by single-scale
   and by multi-scale optimisation.
 
-Usage: python scripts/bench.py [--sizes 256 512] [--budget-256 40] [--device auto] [--quick]
+Usage: python scripts/bench.py [--sizes 256 512] [--budget S ...] [--device auto] [--quick] [--timing-only]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import platform
 import statistics
 import sys
@@ -37,39 +36,41 @@ def synchronise(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def engine_seconds_per_iteration(
+def interleaved_seconds(
     engine: Engine, photo: Image.Image, cover: Image.Image, params: StyleParams
-) -> float:
-    """Median time per iteration after warm-up, from the progress callback's clock."""
-    stamps: list[float] = []
+) -> tuple[float, float]:
+    """Median seconds of an engine iteration and of a bare network pass, interleaved.
 
-    def tick(_event: object) -> None:
-        synchronise(engine.device)
-        stamps.append(time.perf_counter())
-
-    engine.stylize(photo, cover, params, progress=tick)
-    deltas = [b - a for a, b in itertools.pairwise(stamps[2:])]  # skip warm-up
-    return statistics.median(deltas)
-
-
-def network_seconds_per_pass(
-    engine: Engine, params: StyleParams, size: tuple[int, int], repeats: int
-) -> float:
-    """Forward + backward to the input through the same layers: the floor for one iteration."""
+    After each engine iteration (in the progress callback) one forward+backward pass of the
+    bare network through the same layers runs and is timed on its own, so both figures are
+    taken under the same conditions even on a busy machine; the engine's figure excludes
+    the bare pass. The first iterations (warm-up) are dropped.
+    """
     encoder = engine.encoder(params)
     layers = list(dict.fromkeys([*params.content_layers, *params.style_layers]))
     assert deepest_layer(params.network, layers) == encoder.layer_names[-1]
-    x = torch.rand(1, 3, size[1], size[0], device=engine.device, requires_grad=True)
-    times = []
-    for _ in range(repeats + 2):
+    width, height = photo.size
+    scale = params.size / max(width, height)
+    x = torch.rand(
+        1, 3, round(height * scale), round(width * scale), device=engine.device, requires_grad=True
+    )
+    engine_times: list[float] = []
+    bare_times: list[float] = []
+    resumed: list[float] = []
+
+    def tick(_event: object) -> None:
         synchronise(engine.device)
+        if resumed:
+            engine_times.append(time.perf_counter() - resumed[-1])
         start = time.perf_counter()
         feats = engine._features(encoder, x, layers)
-        total = sum(f.float().sum() for f in feats.values())
-        torch.autograd.grad(total, x)
+        torch.autograd.grad(sum(f.float().sum() for f in feats.values()), x)
         synchronise(engine.device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[2:])  # after warm-up, like the engine's figure
+        bare_times.append(time.perf_counter() - start)
+        resumed.append(time.perf_counter())
+
+    engine.stylize(photo, cover, params, progress=tick)
+    return statistics.median(engine_times[2:]), statistics.median(bare_times[2:])
 
 
 def loss_within_budget(
@@ -107,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds per size for the single- vs multi-scale race",
     )
     parser.add_argument("--quick", action="store_true", help="small budgets, fewer repeats")
+    parser.add_argument(
+        "--timing-only", action="store_true", help="only the engine-versus-network table"
+    )
     parser.add_argument("--cache-dir", type=Path, default=ROOT / "cache")
     args = parser.parse_args(argv)
 
@@ -135,17 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     for size in args.sizes:
         params = StyleParams(size=size, scales=1, iterations=iterations + 3, tolerance=0)
         engine.stylize(photo, cover, params.replace(iterations=2))  # weights, targets warm
-        per_iteration = engine_seconds_per_iteration(engine, photo, cover, params)
-        width, height = photo.size
-        scale = size / max(width, height)
-        dims = (round(width * scale), round(height * scale))
-        per_pass = network_seconds_per_pass(engine, params, dims, repeats=iterations)
-        per_size[size] = per_iteration
+        per_iteration, per_pass = interleaved_seconds(engine, photo, cover, params)
         print(
             f"| {size} | {per_iteration:.4f} | {per_pass:.4f} | {per_iteration / per_pass:.3f} |",
             flush=True,
         )
+        per_size[size] = per_iteration
 
+    if args.timing_only:
+        return 0
     print(
         "\n| size | budget s | single-scale loss (iterations) | multi-scale loss (iterations) "
         "| multi / single |"
