@@ -7,7 +7,8 @@ For each size it prints:
 - the loss reached at the final size within the same wall-clock budget by single-scale
   and by multi-scale optimisation.
 
-Usage: python scripts/bench.py [--sizes 256 512] [--budget S ...] [--device auto] [--quick] [--timing-only]
+Usage: python scripts/bench.py [--sizes 256 512] [--budget S ...] [--device auto]
+                               [--quick] [--timing-only]
 """
 
 from __future__ import annotations
