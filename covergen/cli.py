@@ -400,14 +400,19 @@ def _run_build(options: Any, quiet: bool) -> tuple[int, Any]:
     from .build import build
     from .report import BuildReport
 
-    # SIGTERM stops a build the way Ctrl-C does: finished results are kept.
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Ctrl-C and SIGTERM stop a build cleanly: finished results are kept. SIGINT is set
+    # explicitly because a process started in the background inherits it ignored.
+    previous = {
+        sig: signal.signal(sig, signal.default_int_handler)
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         with BuildReport(quiet=quiet) as report:
             summary = build(options, report)
             report.summary(summary)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if summary.interrupted:
         return 130, summary
     return (1 if summary.failed else 0), summary

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -40,3 +42,41 @@ def stripe_cover(size: int = 64, colour=(220, 30, 30)) -> Image.Image:
         image[i : i + 3, :] = colour
         image[:, (i * 2) % size : (i * 2) % size + 2] = (20, 20, 20)
     return Image.fromarray(image)
+
+
+CATALOG = """\
+# a tiny catalog for tests
+defaults:
+  size: 32
+  scales: 1
+  iterations: 3
+  tolerance: 0
+pairs:
+  - band: Alpha
+    album: One
+    photo: {src: photos/a.png, credit: A. Person}
+    cover: covers/x.png
+  - band: Beta
+    album: Two
+    photo: photos/b.png
+    cover: covers/x.png
+    overrides:
+      content_weight: 2
+  - band: Gamma
+    album: Three
+    photo: photos/c.png
+    cover: covers/y.png
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A tiny catalog (three pairs, 32 px, 3 iterations) with its photos and covers."""
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "covers").mkdir()
+    for i, name in enumerate("abc"):
+        gradient_photo(48, 40, seed=i).save(tmp_path / "photos" / f"{name}.png")
+    stripe_cover(40).save(tmp_path / "covers" / "x.png")
+    stripe_cover(40, colour=(20, 40, 200)).save(tmp_path / "covers" / "y.png")
+    (tmp_path / "catalog.yaml").write_text(CATALOG)
+    return tmp_path

@@ -9,49 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import gradient_photo, stripe_cover
 
 from covergen.build import BuildLock, BuildOptions, build, cache_paths
 from covergen.errors import CovergenError
 from covergen.featurecache import FeatureCache
 from covergen.results import ResultStore
 from covergen.runlog import RunLog
-
-CATALOG = """\
-# a tiny catalog for tests
-defaults:
-  size: 32
-  scales: 1
-  iterations: 3
-  tolerance: 0
-pairs:
-  - band: Alpha
-    album: One
-    photo: {src: photos/a.png, credit: A. Person}
-    cover: covers/x.png
-  - band: Beta
-    album: Two
-    photo: photos/b.png
-    cover: covers/x.png
-    overrides:
-      content_weight: 2
-  - band: Gamma
-    album: Three
-    photo: photos/c.png
-    cover: covers/y.png
-"""
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    (tmp_path / "photos").mkdir()
-    (tmp_path / "covers").mkdir()
-    for i, name in enumerate("abc"):
-        gradient_photo(48, 40, seed=i).save(tmp_path / "photos" / f"{name}.png")
-    stripe_cover(40).save(tmp_path / "covers" / "x.png")
-    stripe_cover(40, colour=(20, 40, 200)).save(tmp_path / "covers" / "y.png")
-    (tmp_path / "catalog.yaml").write_text(CATALOG)
-    return tmp_path
 
 
 def run_build(project: Path, **options):

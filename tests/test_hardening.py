@@ -694,6 +694,15 @@ def test_site_is_the_previous_version_or_the_new_one_never_a_mix(
 def test_ctrl_c_while_a_result_is_written_keeps_nothing_half_written(
     project: Project, monkeypatch: pytest.MonkeyPatch
 ):
+    # A test run started in the background inherits SIGINT ignored; a Ctrl-C needs it live.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _ctrl_c_while_a_result_is_written(project, monkeypatch)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _ctrl_c_while_a_result_is_written(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     planned = {o.pair: o.key for o in project.build(dry_run=True).outcomes}
     real = os.fsync
     sent = []

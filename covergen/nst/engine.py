@@ -30,7 +30,7 @@ from .weights import VGGWeights, load_weights, resolve_flavour
 # Bump when a change to the engine changes the images it makes for the same inputs.
 ENGINE_VERSION = "1"
 
-PRECISIONS = ("auto", "fp32", "tf32", "bf16")
+PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp64")
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,11 @@ class Runtime:
     """Where and how jobs run; none of it changes what a job means, only how fast it runs.
 
     ``precision``: fp32 everywhere; tf32 lets CUDA matmuls and convolutions use TF32;
-    bf16 runs the network under bfloat16 autocast (losses stay in float32). ``auto`` is
-    tf32 on CUDA and fp32 elsewhere. ``channels_last`` (None: on CUDA only) stores
-    activations NHWC, the layout tensor cores prefer.
+    bf16 runs the network under bfloat16 autocast (losses stay in float32); fp64 computes
+    everything in double precision — slow, for exact comparisons such as the tests' proof
+    that a batch equals its jobs run alone. ``auto`` is tf32 on CUDA and fp32 elsewhere.
+    ``channels_last`` (None: on CUDA only) stores activations NHWC, the layout tensor cores
+    prefer.
     """
 
     device: str = "auto"
@@ -166,10 +168,6 @@ def shape_signature(params: StyleParams, content_size: tuple[int, int]) -> tuple
 @contextlib.contextmanager
 def _precision(device: torch.device, precision: str) -> Iterator[None]:
     """Apply TF32 / bf16 settings for the duration of a run, restoring torch's flags after."""
-    if precision not in PRECISIONS:
-        raise ParameterError(
-            "precision", f"unknown precision {precision!r}", f"use one of {', '.join(PRECISIONS)}"
-        )
     if device.type != "cuda":
         yield
         return
@@ -201,7 +199,14 @@ class Engine:
         target_cache: TargetCache | None = None,
     ):
         self.runtime = runtime or Runtime()
+        if self.runtime.precision not in PRECISIONS:
+            raise ParameterError(
+                "precision",
+                f"unknown precision {self.runtime.precision!r}",
+                f"use one of {', '.join(PRECISIONS)}",
+            )
         self.device = select_device(self.runtime.device)
+        self.dtype = torch.float64 if self.runtime.precision == "fp64" else torch.float32
         self.cache_dir = Path(cache_dir)
         self.weights_file = weights_file
         self.target_cache = target_cache
@@ -233,7 +238,7 @@ class Engine:
         if key not in self._encoders:
             encoder = VGGEncoder(params.network, deepest, weights.flavour, params.pooling)
             encoder.load_vgg_state_dict(weights.state_dict)
-            encoder = encoder.to(self.device)
+            encoder = encoder.to(self.device, dtype=self.dtype)
             if self.channels_last:
                 encoder = encoder.to(memory_format=torch.channels_last)
             self._encoders[key] = encoder
@@ -242,6 +247,7 @@ class Engine:
     def _features(
         self, encoder: VGGEncoder, image: torch.Tensor, layers: Sequence[str]
     ) -> dict[str, torch.Tensor]:
+        image = image.to(self.dtype)
         if self.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
         precision = self.runtime.precision
@@ -272,7 +278,7 @@ class Engine:
         def statistics(feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             out: dict[str, torch.Tensor] = {}
             for name in layers:
-                f = feats[name].float()
+                f = feats[name]
                 if params.style_loss == "gram":
                     out[name] = losses.gram_matrix(f)
                 else:
@@ -299,6 +305,7 @@ class Engine:
                 self.weights_identity(params),
                 params.network,
                 params.pooling,
+                str(self.dtype),
                 ",".join(layers),
                 str(tuple(image.shape)),
             ):
@@ -397,7 +404,9 @@ class Engine:
             width, height = imaging.fit_long_side(*jobs[0].content.shape[-1:-3:-1], long_side)
             problem = self._problem(jobs, encoder, width, height)
             if x is None:
-                x = torch.cat([job.initial(width, height) for job in jobs]).to(self.device)
+                x = torch.cat([job.initial(width, height) for job in jobs]).to(
+                    self.device, self.dtype
+                )
             else:
                 x = F.interpolate(x, size=(height, width), mode="bicubic", align_corners=False)
                 x = x.clamp(0, 1)
@@ -479,14 +488,16 @@ class Engine:
             weight_map = None
         else:
             ones = torch.ones(1, 1, height, width)
-            weight_map = torch.cat([ones if m is None else m for m in maps]).to(self.device)
+            weight_map = torch.cat([ones if m is None else m for m in maps]).to(
+                self.device, self.dtype
+            )
         stacked_style = {name: torch.cat(ts) for name, ts in style_targets.items()}
         if first.style_loss == "meancov":
             for name in first.style_layers:
                 stacked_style[f"{name}.sqrt"] = losses.symmetric_sqrt(stacked_style[f"{name}.cov"])
 
         def column(values: list[list[float]]) -> torch.Tensor:
-            return torch.tensor(values, dtype=torch.float32, device=self.device)
+            return torch.tensor(values, dtype=self.dtype, device=self.device)
 
         return _Problem(
             engine=self,
@@ -548,9 +559,7 @@ class _Problem:
         feats = self.engine._features(self.encoder, x, layers)
         content = x.new_zeros(x.shape[0])
         for i, name in enumerate(p.content_layers):
-            term = losses.content_loss(
-                feats[name].float(), self.content_targets[name], self.weight_map
-            )
+            term = losses.content_loss(feats[name], self.content_targets[name], self.weight_map)
             content = content + self.content_layer_weights[:, i] * term
         style = x.new_zeros(x.shape[0])
         for i, name in enumerate(p.style_layers):
@@ -564,7 +573,7 @@ class _Problem:
                     self.style_targets[f"{name}.sqrt"],
                 )
             style = style + self.style_layer_weights[:, i] * term
-        tv = losses.tv_loss(x.float())
+        tv = losses.tv_loss(x)
         w = self.term_weights
         content, style, tv = w[:, 0] * content, w[:, 1] * style, w[:, 2] * tv
         return {"total": content + style + tv, "content": content, "style": style, "tv": tv}

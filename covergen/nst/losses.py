@@ -70,7 +70,7 @@ def content_loss(
 
 def gram_style_loss(features: torch.Tensor, target_gram: torch.Tensor) -> torch.Tensor:
     """Squared Gram error relative to the target Gram's squared norm, per batch item."""
-    gram = gram_matrix(features.float())
+    gram = gram_matrix(features)
     err = (gram - target_gram).square().sum(dim=(1, 2))
     return err / (target_gram.square().sum(dim=(1, 2)) + EPS)
 
@@ -91,7 +91,7 @@ def meancov_style_loss(
     small image has far fewer positions than channels.
     """
     b, c, h, w = features.shape
-    flat = features.float().reshape(b, c, h * w)
+    flat = features.reshape(b, c, h * w)
     mean = flat.mean(dim=2)
     centred = flat - mean.unsqueeze(2)
     whitened = target_cov_sqrt @ centred  # (B, C, N)

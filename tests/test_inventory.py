@@ -1,0 +1,77 @@
+"""`covergen list`, `status` and `clean` on a tiny built project."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from covergen import cli
+from covergen.build import BuildOptions, build, cache_paths
+from covergen.catalog import load_catalog
+from covergen.inventory import clean, pair_states
+from covergen.results import ResultStore
+from covergen.runlog import RunLog
+
+
+def built(project: Path, **options):
+    return build(
+        BuildOptions(
+            catalog=project / "catalog.yaml",
+            cache_dir=project / "cache",
+            device="cpu",
+            render_site=False,
+            **options,
+        )
+    )
+
+
+def test_states_follow_the_run_log_and_the_results(project: Path):
+    catalog = load_catalog(project / "catalog.yaml")
+    paths = cache_paths(project / "cache")
+    runlog, results = RunLog(paths["runlog"]), ResultStore(paths["results"])
+    assert {s.state for s in pair_states(catalog, runlog, results)} == {"new"}
+    summary = built(project, only=("alpha-one",))
+    states = {s.pair: s for s in pair_states(catalog, runlog, results)}
+    assert states["alpha-one"].state == "built" and states["alpha-one"].result.is_file()
+    assert states["beta-two"].state == "new" and states["beta-two"].overrides == ("content_weight",)
+    results.remove(summary.outcomes[0].key)
+    assert {s.pair: s.state for s in pair_states(catalog, runlog, results)}[
+        "alpha-one"
+    ] == "missing"
+
+
+def test_clean_removes_only_results_no_pair_refers_to(project: Path):
+    first = {o.pair: o.key for o in built(project).outcomes}
+    text = (project / "catalog.yaml").read_text().replace("content_weight: 2", "content_weight: 3")
+    (project / "catalog.yaml").write_text(text)
+    second = {o.pair: o.key for o in built(project).outcomes}
+    rerun = built(project, only=("beta-two",), extra={"content_weight": "7"}, kind="rerun")
+    rerun_key = rerun.outcomes[0].key
+    catalog = load_catalog(project / "catalog.yaml")
+    results = ResultStore(cache_paths(project / "cache")["results"])
+    assert set(results.keys()) == {*first.values(), *second.values(), rerun_key}
+
+    dry = clean(catalog, project / "cache", dry_run=True)
+    assert dry.results_removed == 1 and len(set(results.keys())) == 5  # nothing removed
+    report = clean(catalog, project / "cache", downloads=True, features=True)
+    assert report.results_removed == 1  # beta-two's old result; the newest rerun stays
+    assert set(results.keys()) == {*second.values(), rerun_key}
+    assert report.images_removed == 0  # every download is still used
+    assert not cache_paths(project / "cache")["features"].exists()
+    assert report.bytes_freed > 0
+    built(project)  # a build after the rerun: the experiment is no longer referred to
+    assert clean(catalog, project / "cache").results_removed == 1
+    assert set(results.keys()) == set(second.values())
+
+
+def test_list_and_status_commands(project: Path, capsys, monkeypatch):
+    monkeypatch.chdir(project)
+    built(project, only=("alpha-one",))
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "alpha-one" in out and "built" in out and "beta-two" in out and "new" in out
+    assert "overrides: content_weight" in out
+    assert cli.main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "alpha-one" in out and "cpu" in out and "last build: finished" in out
+    assert cli.main(["clean", "--dry-run"]) == 0
+    assert "would remove 0 results" in capsys.readouterr().out
