@@ -25,7 +25,7 @@ def atomic_writer(path: Path) -> Iterator[BinaryIO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -50,7 +50,7 @@ def remove_leftovers(root: Path) -> int:
     return removed
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     # The rename itself is durable only once the directory entry is flushed.
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)

@@ -463,7 +463,8 @@ def run_rerun(args: argparse.Namespace) -> int:
     return code
 
 
-def run_status(args: argparse.Namespace) -> int:
+def _pair_states(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
+    """The catalog (lenient), its run log and each pair's state, for list and status."""
     from .build import cache_paths
     from .catalog import load_catalog
     from .inventory import pair_states
@@ -473,9 +474,14 @@ def run_status(args: argparse.Namespace) -> int:
     paths = cache_paths(args.cache_dir)
     catalog = load_catalog(args.catalog, strict=False)
     runlog = RunLog(paths["runlog"])
-    states = pair_states(catalog, runlog, ResultStore(paths["results"]))
+    return catalog, runlog, pair_states(catalog, runlog, ResultStore(paths["results"]))
+
+
+def run_status(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
+
+    _, runlog, states = _pair_states(args)
 
     table = Table(title=f"{args.catalog} — latest runs")
     for column in ("pair", "state", "device", "iter.", "secs", "when"):
@@ -506,18 +512,8 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from .build import cache_paths
-    from .catalog import load_catalog
-    from .inventory import pair_states
-    from .results import ResultStore
-    from .runlog import RunLog
-
-    paths = cache_paths(args.cache_dir)
-    catalog = load_catalog(args.catalog, strict=False)
-    states = {
-        s.pair: s
-        for s in pair_states(catalog, RunLog(paths["runlog"]), ResultStore(paths["results"]))
-    }
+    catalog, _, pair_states = _pair_states(args)
+    states = {s.pair: s for s in pair_states}
     for pair in catalog.pairs:
         state = states[pair.id]
         year = f" ({pair.year})" if pair.year else ""

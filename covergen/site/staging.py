@@ -8,7 +8,6 @@ object store) uploads nothing. Files the new version does not have disappear wit
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import filecmp
 import os
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 
+from ..atomic import fsync_dir
 from ..errors import CovergenError
 
 # Marks a folder as one that covergen made and may replace whole; a folder without it is
@@ -206,7 +206,7 @@ def _swap(staging: Path, out_dir: Path) -> None:
         os.rename(out_dir, old)
         os.rename(staging, out_dir)
         shutil.rmtree(old)
-    _fsync_dir(out_dir.parent)
+    fsync_dir(out_dir.parent)
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -232,13 +232,4 @@ def _exchange(a: Path, b: Path) -> bool:
 
 def _fsync_tree_dirs(root: Path) -> None:
     for folder, _, _ in os.walk(root):
-        _fsync_dir(Path(folder))
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(Path(folder))
