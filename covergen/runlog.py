@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import CovergenError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS builds (
     id INTEGER PRIMARY KEY,
@@ -77,15 +79,30 @@ class RunLog:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=30)
+        """A connection in a transaction; SQLite's errors (a full disk, a damaged file)
+        become one clear CovergenError (SQLite rolls the transaction back)."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(self.path, timeout=30)
+        except (OSError, sqlite3.Error) as exc:
+            raise self._error(exc) from None
         try:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.executescript(SCHEMA)
             with connection:
                 yield connection
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
         finally:
             connection.close()
+
+    def _error(self, exc: BaseException) -> CovergenError:
+        return CovergenError(
+            f"the run log {self.path} cannot be written ({exc})",
+            field="runlog",
+            hint="free disk space (or fix the folder's permissions) and build again; a damaged "
+            "run log can be deleted: it only records history",
+        )
 
     def start_build(self, kind: str = "build", profile: str | None = None) -> int:
         with self._connect() as db:

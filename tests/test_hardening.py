@@ -877,3 +877,15 @@ def test_out_of_gpu_memory_falls_back_to_a_smaller_batch_then_to_the_cpu(project
     for outcome in summary.outcomes:
         assert outcome.device == "cpu" and latest[outcome.pair].device == "cpu"
         assert project.results.get(outcome.key).device == "cpu"
+
+
+def test_a_run_log_that_cannot_be_written_is_a_clear_error(tmp_path: Path):
+    from covergen.errors import CovergenError
+    from covergen.runlog import RunLog
+
+    damaged = tmp_path / "runs.sqlite"
+    damaged.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(CovergenError) as caught:
+        RunLog(damaged).start_build()
+    assert caught.value.field == "runlog" and "runs.sqlite" in caught.value.message
+    assert "delete" in caught.value.hint
