@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .atomic import remove_leftovers
-from .catalog import Catalog, Pair, load_catalog
+from .catalog import PROFILE_ENV, Catalog, Pair, load_catalog
 from .errors import CovergenError
 from .featurecache import FeatureCache
 from .nst import StyleParams
@@ -27,8 +27,6 @@ from .results import ResultStore
 from .runlog import RunLog
 from .scheduler import Executor, JobOutcome, LocalExecutor, SchedulerEvents, local_devices
 from .sources import FetchSettings, ImageStore, StoredImage, decode_image
-
-PROFILE_ENV = "COVERGEN_PROFILE"
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .catalog import PROFILE_ENV
 from .errors import CovergenError
 from .nst import Engine, EngineError, ParameterError, Progress, Runtime, StyleParams
 from .nst.engine import PRECISIONS
 from .nst.params import ParamSpec, format_value, from_mapping, param_specs
 
 DEFAULT_CACHE = Path("cache")
-PROFILE_ENV = "COVERGEN_PROFILE"
 
 
 def add_param_options(parser: argparse.ArgumentParser) -> None:

@@ -117,7 +117,7 @@ class BuildReport:
             scale, before = self._scale_base.get(worker, (0, 0))
             if event.scale != scale:
                 params = jobs[0].params
-                before = sum(params.coarse_iterations for _ in range(event.scale))
+                before = params.coarse_iterations * event.scale
                 self._scale_base[worker] = (event.scale, before)
             loss = event.losses[0]
             text = (

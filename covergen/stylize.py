@@ -5,36 +5,39 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from .atomic import atomic_writer
 from .errors import InputImageError
 from .nst import Engine, StyleParams, StylizeResult
 from .nst.engine import CancelCheck, ProgressCallback
+from .sources import decode_image
 
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
 
 def open_image(path: Path, field: str) -> Image.Image:
-    """Open an image file fully, upright (EXIF orientation applied), or say why not."""
+    """Decode an image file with the same checks as the build's sources, or say why not."""
     try:
-        with Image.open(path) as image:
-            image.seek(0)  # animated images: the first frame
-            image.load()
-            upright = ImageOps.exif_transpose(image)
-            return upright if upright is not None else image.copy()
+        data = path.read_bytes()
     except FileNotFoundError:
         raise InputImageError(f"no such file: {path}", field=field, hint="check the path") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except OSError as exc:
         raise InputImageError(
-            f"cannot read {path} as an image ({exc})",
+            f"cannot read {path} ({exc.strerror or exc})",
             field=field,
-            hint="use a PNG, JPEG or WebP file",
+            hint="check the file's permissions",
+        ) from None
+    try:
+        return decode_image(data, src=str(path))
+    except InputImageError as exc:
+        raise InputImageError(
+            f"cannot read {path} as an image ({exc.message})", field=field, hint=exc.hint
         ) from None
 
 
-def save_image(image: Image.Image, path: Path) -> None:
-    """Write an image atomically: aside, fsync, rename; never a half-written file."""
+def output_format(path: Path) -> str:
+    """The image format an output name asks for, or a clear error."""
     fmt = OUTPUT_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise InputImageError(
@@ -42,6 +45,12 @@ def save_image(image: Image.Image, path: Path) -> None:
             field="output",
             hint="end the output name in .png, .jpg or .webp",
         )
+    return fmt
+
+
+def save_image(image: Image.Image, path: Path) -> None:
+    """Write an image atomically: aside, fsync, rename; never a half-written file."""
+    fmt = output_format(path)
     options = {"quality": 92} if fmt in ("JPEG", "WEBP") else {"optimize": True}
     with atomic_writer(path) as handle:
         image.save(handle, fmt, **options)
@@ -60,8 +69,7 @@ def stylize_files(
     cancel: CancelCheck | None = None,
 ) -> StylizeResult:
     """Paint the photo in the style of the cover(s) and write the result to ``output``."""
-    if output.suffix.lower() not in OUTPUT_FORMATS:
-        save_image(Image.new("RGB", (1, 1)), output)  # raises the clear message
+    output_format(output)  # refuse a bad name before an hour of painting
     content = open_image(photo, "photo")
     styles = [open_image(path, "cover") for path in covers]
     weight_map = open_image(content_map, "content_map") if content_map else None

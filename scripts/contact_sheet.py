@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 import time
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from covergen.nst import ENGINE_VERSION, Engine, Runtime, StyleParams, from_mapping
+from covergen.nst import Engine, Runtime, StyleParams, from_mapping
+from covergen.plan import job_key
 from covergen.stylize import open_image, save_image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,16 +39,8 @@ LABEL = 26
 def cached_result(
     engine: Engine, photo: Path, cover: Path, params: StyleParams, cache: Path
 ) -> Image.Image:
-    digest = hashlib.sha256()
-    for part in (
-        photo.read_bytes(),
-        cover.read_bytes(),
-        json.dumps(params.to_dict(), sort_keys=True).encode(),
-        ENGINE_VERSION.encode(),
-        engine.weights_identity(params).encode(),
-    ):
-        digest.update(hashlib.sha256(part).digest())
-    path = cache / f"{digest.hexdigest()[:24]}.png"
+    key = job_key(_sha256(photo), _sha256(cover), params, engine.weights_identity(params))
+    path = cache / f"{key[:24]}.png"
     if path.exists():
         return Image.open(path).convert("RGB")
     start = time.perf_counter()
@@ -60,6 +52,10 @@ def cached_result(
         flush=True,
     )
     return result.image
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def fit(image: Image.Image, size: int = TILE) -> Image.Image:

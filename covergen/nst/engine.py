@@ -401,7 +401,8 @@ class Engine:
             budgets = [p.iterations if final else p.coarse_iterations for p in params]
             if max(budgets) == 0:
                 continue
-            width, height = imaging.fit_long_side(*jobs[0].content.shape[-1:-3:-1], long_side)
+            full_height, full_width = jobs[0].content.shape[-2:]
+            width, height = imaging.fit_long_side(full_width, full_height, long_side)
             problem = self._problem(jobs, encoder, width, height)
             if x is None:
                 x = torch.cat([job.initial(width, height) for job in jobs]).to(
