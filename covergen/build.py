@@ -7,7 +7,6 @@ outcome in the run log, and keeps going when a single pair fails.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import os
 import threading
 import time
@@ -20,6 +19,7 @@ from .atomic import remove_leftovers
 from .catalog import PROFILE_ENV, Catalog, Pair, load_catalog
 from .errors import CovergenError
 from .featurecache import FeatureCache
+from .locks import cache_lock
 from .nst import StyleParams
 from .nst.weights import load_weights, resolve_flavour
 from .plan import Job, Plan, PlannedPair, plan_jobs
@@ -90,43 +90,6 @@ class BuildEvents(SchedulerEvents, Protocol):
     def pair_done(self, outcome: PairOutcome) -> None: ...
 
 
-class BuildLock:
-    """An exclusive lock on the cache: two builds never write the same cache at once."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._handle: Any = None
-
-    def __enter__(self) -> BuildLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise CovergenError(
-                f"another covergen build is using {self.path.parent} ({holder})",
-                field="cache",
-                hint="wait for it to finish, or use another --cache-dir",
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
-        self._handle = handle
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._handle is not None:
-            self._handle.seek(0)
-            self._handle.truncate()
-            fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
-            self._handle.close()
-            self._handle = None
-
-
 def cache_paths(cache_dir: Path) -> dict[str, Path]:
     return {
         "images": cache_dir / "images",
@@ -146,10 +109,11 @@ def build(
 ) -> BuildSummary:
     """Run the pipeline for the catalog's pairs (or ``options.only``)."""
     start = time.perf_counter()
+    check_folders(options)
     paths = cache_paths(options.cache_dir)
     stop = stop or threading.Event()
     summary = BuildSummary()
-    with BuildLock(paths["lock"]):
+    with cache_lock(options.cache_dir):
         # Temporary files of a writer that was killed (SIGKILL, power loss) are never read;
         # only a lock holder may remove them, as no one else writes these stores.
         for store_name in ("images", "results", "features", "derived"):
@@ -337,6 +301,18 @@ def build(
         summary.seconds = time.perf_counter() - start
         runlog.finish_build(build_id, status, counts)
     return summary
+
+
+def check_folders(options: BuildOptions) -> None:
+    """Refuse folder choices that would destroy or publish one another."""
+    cache, site = options.cache_dir.resolve(), options.site_dir.resolve()
+    if cache == site or cache.is_relative_to(site):
+        raise CovergenError(
+            f"the cache {options.cache_dir} lies inside the site folder {options.site_dir}",
+            field="cache",
+            hint="every build replaces the site folder whole (the cache would be wiped) and "
+            "publishing would send it out: choose a cache folder outside the site",
+        )
 
 
 def _store_error(exc: BaseException, pair: str, root: Path) -> str:

@@ -183,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument(
         "--force",
         action="store_true",
-        help="allow replacing a non-empty directory never published to",
+        help="allow replacing what covergen did not make: a non-empty directory never "
+        "published to, or a git branch whose last commit is not covergen's",
     )
 
     serve = commands.add_parser(
@@ -620,12 +621,12 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_clean(args: argparse.Namespace) -> int:
-    from .build import BuildLock, cache_paths
     from .catalog import load_catalog
     from .inventory import clean
+    from .locks import cache_lock
 
     catalog = load_catalog(args.catalog, strict=False)
-    with BuildLock(cache_paths(args.cache_dir)["lock"]):
+    with cache_lock(args.cache_dir):
         report = clean(
             catalog,
             args.cache_dir,

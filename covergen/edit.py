@@ -22,6 +22,7 @@ import yaml
 
 from .catalog import Catalog, load_catalog, parse_catalog, slugify
 from .errors import CovergenError
+from .locks import catalog_lock
 from .nst import param_specs
 
 # A new catalog: enough to explain the format to whoever opens it next.
@@ -104,35 +105,38 @@ def add_pair(catalog_path: Path, new: NewPair) -> str:
             hint="give --id, e.g. --id my-band-my-album",
         )
 
-    mode: int | None = None
-    if target.exists():
-        mode = stat.S_IMODE(target.stat().st_mode)
-        text = _read_text(target, path)
-    elif not target.parent.is_dir():
+    if not target.parent.is_dir():
         raise CovergenError(
             f"no folder {target.parent} for the catalog",
             field="catalog",
             hint="create the folder, or pass another --catalog",
         )
-    else:
-        text = NEW_CATALOG_HEADER
+    # Read, edit and replace under the catalog's lock: two `add`s at once must not each
+    # write their own version of the file and lose the other's pair.
+    with catalog_lock(target):
+        mode: int | None = None
+        if target.exists():
+            mode = stat.S_IMODE(target.stat().st_mode)
+            text = _read_text(target, path)
+        else:
+            text = NEW_CATALOG_HEADER
 
-    edit = _plan(text, path, pair_id, new)
-    newline = "\r\n" if _uses_crlf(text) else "\n"
-    block = render_pair(new, edit.indent, key_gap=edit.key_gap, step=edit.step, newline=newline)
-    head = edit.head.replace("\n", newline)
-    inserted = edit.keep + head + (newline if edit.gap else "") + block
-    new_text = text[: edit.start] + inserted + text[edit.end :]
+        edit = _plan(text, path, pair_id, new)
+        newline = "\r\n" if _uses_crlf(text) else "\n"
+        block = render_pair(new, edit.indent, key_gap=edit.key_gap, step=edit.step, newline=newline)
+        head = edit.head.replace("\n", newline)
+        inserted = edit.keep + head + (newline if edit.gap else "") + block
+        new_text = text[: edit.start] + inserted + text[edit.end :]
 
-    catalog = parse_catalog(new_text, path)  # raises CatalogError, nothing written yet
-    if not catalog.pairs or catalog.pairs[-1].id != pair_id:
-        # Would mean the block landed outside the list; never write such a file.
-        raise CovergenError(
-            f"the new pair did not end up last in {path.name}'s pairs",
-            pair=pair_id,
-            hint="the catalog was not changed; please report this with the catalog attached",
-        )
-    _write_atomically(target, new_text.encode("utf-8"), mode)
+        catalog = parse_catalog(new_text, path)  # raises CatalogError, nothing written yet
+        if not catalog.pairs or catalog.pairs[-1].id != pair_id:
+            # Would mean the block landed outside the list; never write such a file.
+            raise CovergenError(
+                f"the new pair did not end up last in {path.name}'s pairs",
+                pair=pair_id,
+                hint="the catalog was not changed; please report this with the catalog attached",
+            )
+        _write_atomically(target, new_text.encode("utf-8"), mode)
     return pair_id
 
 

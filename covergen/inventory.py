@@ -6,7 +6,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .catalog import Catalog
+from .catalog import SLUG, Catalog
+from .errors import CovergenError
 from .results import ResultStore
 from .runlog import RunLog, RunRecord
 
@@ -55,22 +56,43 @@ def clean(catalog: Catalog, cache_dir: Path, *, downloads: bool = False,
           features: bool = False, dry_run: bool = False) -> CleanReport:  # fmt: skip
     """Remove results no pair refers to (and, when asked, unused downloads and features).
 
-    A result is referred to when it is the latest build result of a pair in the catalog, or
-    the latest rerun of such a pair (so an experiment survives until the next build).
+    A result is referred to when it is the latest build result of a pair in the catalog, the
+    latest successful one (shown while a later attempt failed), or the latest rerun of such a
+    pair (so an experiment survives until the next build). A pair the catalog cannot read
+    right now (a typo in its overrides) keeps everything it ever used: it is broken, not gone.
     """
     from .build import cache_paths
 
     paths = cache_paths(cache_dir)
     runlog = RunLog(paths["runlog"])
+    unreadable = [p for p in catalog.problems if not p.pair or not SLUG.match(p.pair)]
+    if unreadable:
+        raise CovergenError(
+            f"{len(unreadable)} pair(s) of the catalog have no usable id, so what they built "
+            f"cannot be told from garbage: {unreadable[0].describe().splitlines()[0]}",
+            field="catalog",
+            hint="fix the catalog (`covergen check`), then clean",
+        )
     ids = {pair.id for pair in catalog.pairs}
+    broken = {p.pair for p in catalog.problems if p.pair}
     keep: set[str] = set()
     inputs: set[str] = set()
+
+    def hold(record: RunRecord) -> None:
+        if record.key:
+            keep.add(record.key)
+        inputs.update(h for h in (record.photo, record.cover) if h)
+
     for kind in ("build", None):
         for pair, record in runlog.latest(kind).items():
-            if pair in ids and record.key:
-                keep.add(record.key)
             if pair in ids:
-                inputs.update(h for h in (record.photo, record.cover) if h)
+                hold(record)
+    for pair, record in runlog.latest("build", succeeded=True).items():
+        if pair in ids:
+            hold(record)
+    for pair in sorted(broken):
+        for record in runlog.history(pair, limit=None):
+            hold(record)
     results = ResultStore(paths["results"])
     freed = removed = 0
     for key in list(results.keys()):

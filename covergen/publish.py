@@ -29,6 +29,7 @@ from pathlib import Path
 
 from .atomic import atomic_writer
 from .errors import CovergenError
+from .site.staging import MARKER as SITE_MARKER
 
 MARKER = ".covergen-publish"
 MARKER_TEXT = (
@@ -36,6 +37,11 @@ MARKER_TEXT = (
     "the built site, removing files the site no longer has. Delete this file to stop that.\n"
 )
 GIT_FILE_MODE = "100644"  # web content: never executable, never a link
+# Every commit covergen makes ends with this trailer; a branch whose tip lacks it was not
+# made by covergen and is never replaced without --force.
+TRAILER = "Published-by: covergen"
+# What earlier releases wrote before the trailer existed.
+_LEGACY_SUBJECT = "covergen: publish "
 KINDS = ("git", "dir")
 # Variables that would point our git commands at some other repository (set inside hooks).
 _GIT_REPO_ENV = (
@@ -180,19 +186,20 @@ def plan_publish(site_dir: Path, target: PublishTarget, *, force: bool = False) 
     files = site_files(site_dir)
     if target.kind == "dir":
         return _plan_dir(files, _checked_dir_target(site_dir, target, force))
-    return _git_publish(files, target, push=False)
+    return _git_publish(files, target, push=False, force=force)
 
 
 def publish(site_dir: Path, target: PublishTarget, *, force: bool = False) -> PublishPlan:
     """Send the site at ``site_dir`` to ``target``; return what changed.
 
-    ``force`` lets a directory target that is non-empty and not marked as a previous
-    publish be overwritten (its other files are removed).
+    ``force`` lets covergen replace what it did not make: a non-empty directory not marked
+    as a previous publish (its other files are removed), or a git branch whose last commit
+    was not made by covergen (its history is replaced, unless ``keep_history``).
     """
     files = site_files(site_dir)
     if target.kind == "dir":
         return _mirror_dir(files, _checked_dir_target(site_dir, target, force))
-    return _git_publish(files, target, push=True)
+    return _git_publish(files, target, push=True, force=force)
 
 
 def site_files(site_dir: Path) -> dict[str, Path]:
@@ -226,7 +233,7 @@ def site_files(site_dir: Path) -> dict[str, Path]:
         dirnames[:] = sorted(d for d in dirnames if d != ".git")
         for name in filenames:
             path = base / name
-            if name == MARKER or not path.is_file():
+            if name in (MARKER, SITE_MARKER) or not path.is_file():
                 continue
             files[path.relative_to(site_dir).as_posix()] = path
     return dict(sorted(files.items()))
@@ -449,7 +456,9 @@ def _remote_location(location: str) -> str:
     return str(path.resolve())
 
 
-def _git_publish(files: Mapping[str, Path], target: PublishTarget, *, push: bool) -> PublishPlan:
+def _git_publish(
+    files: Mapping[str, Path], target: PublishTarget, *, push: bool, force: bool = False
+) -> PublishPlan:
     remote = _remote_location(target.location)
     ref = f"refs/heads/{target.branch}"
     with tempfile.TemporaryDirectory(prefix="covergen-publish-") as tmp:
@@ -466,6 +475,8 @@ def _git_publish(files: Mapping[str, Path], target: PublishTarget, *, push: bool
             # What was fetched is what we compare with and lease against, even if the
             # branch moved since ls-remote.
             old_commit = git.text("rev-parse", "FETCH_HEAD")
+            if not target.keep_history and not force:
+                _refuse_foreign_branch(git, old_commit, target)
             old_entries = _tree_entries(git, old_commit)
 
         new_entries = _site_entries(git, files, target.cname)
@@ -474,9 +485,10 @@ def _git_publish(files: Mapping[str, Path], target: PublishTarget, *, push: bool
             return plan
 
         tree = _write_tree(git, new_entries, Path(tmp) / "index")
-        message = target.message or (
+        subject = target.message or (
             f"covergen: publish {len(new_entries)} files, site {tree[:12]}"
         )
+        message = f"{subject.rstrip()}\n\n{TRAILER}\n"
         parents = ["-p", old_commit] if target.keep_history and old_commit else []
         _fill_identity(git)
         commit = git.text("commit-tree", tree, *parents, "-m", message)
@@ -492,6 +504,24 @@ def _git_publish(files: Mapping[str, Path], target: PublishTarget, *, push: bool
                 f"{commit}:{ref}",
             )
         return PublishPlan(plan.added, plan.changed, plan.removed, plan.unchanged, commit)
+
+
+def _refuse_foreign_branch(git: _Git, commit: str, target: PublishTarget) -> None:
+    """Refuse to replace a branch whose last commit covergen did not make: its history
+    (someone's `main`, a hand-made pages branch) would be gone."""
+    message = git.text("log", "-1", "--format=%B", commit)
+    ours = TRAILER in message.splitlines() or message.startswith(_LEGACY_SUBJECT)
+    if ours:
+        return
+    subject = message.splitlines()[0] if message else ""
+    raise CovergenError(
+        f"branch {target.branch} of {redact(target.location)} was not published by covergen "
+        f"(its last commit is {commit[:12]} {subject[:60]!r}); publishing would replace "
+        "its history",
+        field="publish",
+        hint=f"publish to another branch (--branch gh-pages), add on top of it with "
+        f"--keep-history, or pass --force to replace {target.branch}",
+    )
 
 
 def _remote_head(git: _Git, remote: str, ref: str) -> str:

@@ -171,12 +171,22 @@ class RunLog:
                 ),
             )
 
-    def latest(self, kind: str | None = "build") -> dict[str, RunRecord]:
-        """The newest record of each pair (from builds of ``kind``; None: any kind)."""
+    def latest(
+        self, kind: str | None = "build", *, succeeded: bool = False
+    ) -> dict[str, RunRecord]:
+        """The newest record of each pair (from builds of ``kind``; None: any kind).
+
+        ``succeeded``: the newest record that left a result (built or reused).
+        """
+        where = []
+        if kind:
+            where.append("b2.kind = ?")
+        if succeeded:
+            where.append("r2.status IN ('built', 'reused')")
         query = (
             f"SELECT {COLUMNS} FROM runs r JOIN builds b ON b.id = r.build"
             " WHERE r.id IN (SELECT MAX(r2.id) FROM runs r2 JOIN builds b2 ON b2.id = r2.build"
-            + (" WHERE b2.kind = ?" if kind else "")
+            + (" WHERE " + " AND ".join(where) if where else "")
             + " GROUP BY r2.pair)"
         )
         if not self.path.exists():
@@ -185,14 +195,15 @@ class RunLog:
             rows = db.execute(query, (kind,) if kind else ()).fetchall()
         return {row[2]: _record(row) for row in rows}
 
-    def history(self, pair: str, limit: int = 20) -> list[RunRecord]:
+    def history(self, pair: str, limit: int | None = 20) -> list[RunRecord]:
+        """A pair's records, newest first (``limit`` None: all of them)."""
         if not self.path.exists():
             return []
         with self._connect() as db:
             rows = db.execute(
                 f"SELECT {COLUMNS} FROM runs r"
                 " JOIN builds b ON b.id = r.build WHERE r.pair = ? ORDER BY r.id DESC LIMIT ?",
-                (pair, limit),
+                (pair, -1 if limit is None else limit),
             ).fetchall()
         return [_record(row) for row in rows]
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from covergen.build import BuildLock, BuildOptions, build, cache_paths
+from covergen.build import BuildOptions, build, cache_paths
 from covergen.errors import CovergenError
 from covergen.featurecache import FeatureCache
+from covergen.locks import cache_lock
 from covergen.results import ResultStore
 from covergen.runlog import RunLog
 
@@ -114,7 +115,7 @@ def test_dry_run_plans_without_painting(project: Path):
 
 def test_two_builds_cannot_share_a_cache(project: Path):
     with (
-        BuildLock(cache_paths(project / "cache")["lock"]),
+        cache_lock(project / "cache"),
         pytest.raises(CovergenError, match="another covergen build"),
     ):
         run_build(project)
@@ -179,3 +180,17 @@ def test_end_to_end_from_catalog_to_rendered_pages(project: Path):
     assert statuses(run_build(project, render_site=True, docs_dir=docs))["alpha-one"] == "reused"
     after = {p: p.stat().st_mtime_ns for p in site.rglob("*") if p.is_file()}
     assert after == before  # nothing changed, nothing rewritten
+
+
+def test_a_cache_inside_the_site_is_refused_before_anything_is_written(project: Path):
+    with pytest.raises(CovergenError, match="inside the site folder") as info:
+        build(
+            BuildOptions(
+                catalog=project / "catalog.yaml",
+                cache_dir=project / "site" / "cache",
+                site_dir=project / "site",
+                device="cpu",
+            )
+        )
+    assert info.value.field == "cache"
+    assert not (project / "site").exists()

@@ -585,3 +585,27 @@ def test_render_pair_quotes_unknown_override_names() -> None:
     text = render_pair(full_pair(overrides={"x: 1\n  y": 2}), "")
 
     assert yaml.safe_load(text)[0]["overrides"] == {"x: 1\n  y": 2}
+
+
+def _add_one(catalog: str, number: int, start) -> None:
+    start.wait()
+    add_pair(Path(catalog), NewPair(f"Band {number}", "Album", "p.jpg", "c.jpg"))
+
+
+def test_concurrent_adds_keep_every_pair(tmp_path: Path):
+    import multiprocessing
+
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(CATALOG)
+    before = len(load_catalog(catalog).pairs)
+    context = multiprocessing.get_context("fork")
+    start = context.Barrier(12)
+    workers = [context.Process(target=_add_one, args=(str(catalog), n, start)) for n in range(12)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert [w.exitcode for w in workers] == [0] * 12
+    ids = {pair.id for pair in load_catalog(catalog).pairs}
+    assert len(ids) == before + 12
+    assert {f"band-{n}-album" for n in range(12)} <= ids

@@ -75,3 +75,29 @@ def test_list_and_status_commands(project: Path, capsys, monkeypatch):
     assert "alpha-one" in out and "cpu" in out and "last build: finished" in out
     assert cli.main(["clean", "--dry-run"]) == 0
     assert "would remove 0 results" in capsys.readouterr().out
+
+
+def test_clean_keeps_what_a_pair_the_catalog_cannot_read_has_built(project: Path):
+    keys = {o.pair: o.key for o in built(project).outcomes}
+    store = cache_paths(project / "cache")["images"] / "sha256"
+    downloads = sorted(store.glob("*/*"))
+    # A typo in beta-two's overrides: the pair is broken, not gone.
+    text = (project / "catalog.yaml").read_text().replace("content_weight: 2", "sise: 64")
+    (project / "catalog.yaml").write_text(text)
+    catalog = load_catalog(project / "catalog.yaml", strict=False)
+    assert [p.pair for p in catalog.problems] == ["beta-two"]
+    report = clean(catalog, project / "cache", downloads=True)
+    assert report.results_removed == 0 and report.images_removed == 0
+    results = ResultStore(cache_paths(project / "cache")["results"])
+    assert keys["beta-two"] in set(results.keys())
+    assert sorted(store.glob("*/*")) == downloads
+
+
+def test_clean_keeps_the_last_good_result_while_a_later_attempt_failed(project: Path):
+    keys = {o.pair: o.key for o in built(project).outcomes}
+    (project / "photos" / "a.png").rename(project / "photos" / "a-moved.png")
+    failed = {o.pair: o.status for o in built(project).outcomes}
+    assert failed["alpha-one"] == "failed"
+    catalog = load_catalog(project / "catalog.yaml")
+    assert clean(catalog, project / "cache").results_removed == 0
+    assert keys["alpha-one"] in set(ResultStore(cache_paths(project / "cache")["results"]).keys())

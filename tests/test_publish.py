@@ -131,6 +131,12 @@ def test_a_folder_without_index_html_is_not_published(tmp_path: Path):
         plan_publish(tmp_path / "cache", PublishTarget("dir", str(tmp_path / "out")))
 
 
+def test_the_site_marker_is_not_published(site: Path, tmp_path: Path):
+    (site / ".covergen-site").write_text("generated")
+    plan = plan_publish(site, PublishTarget("dir", str(tmp_path / "out")))
+    assert ".covergen-site" not in plan.added
+
+
 # --- git target ------------------------------------------------------------------------------
 
 
@@ -222,6 +228,46 @@ def test_git_publish_to_another_branch_leaves_main_alone(site, remote, tmp_path)
     publish(site, parse_target(f"git:{remote}", branch="pages"))
     assert set(branch_files(remote, "pages")) == {*SITE, ".nojekyll"}
     assert set(branch_files(remote, "main")) == {"README"}
+
+
+@needs_git
+def test_git_never_replaces_a_branch_covergen_did_not_make(site, remote, tmp_path):
+    work = tmp_path / "work"
+    git("init", "-q", "-b", "main", str(work))
+    (work / "README").write_text("source")
+    git("add", "README", cwd=work)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "src", cwd=work)
+    git("push", "-q", str(remote), "main", cwd=work)
+    head = git("--git-dir", str(remote), "rev-parse", "main").strip()
+    target = parse_target(f"git:{remote}", branch="main")
+    for attempt in (plan_publish, publish):  # the dry run refuses too
+        with pytest.raises(CovergenError, match="not published by covergen") as info:
+            attempt(site, target)
+        assert info.value.field == "publish"
+        assert "--force" in info.value.hint and "--keep-history" in info.value.hint
+    assert git("--git-dir", str(remote), "rev-parse", "main").strip() == head
+
+    # On top of it is not a loss: allowed, and the old history stays.
+    publish(site, parse_target(f"git:{remote}", branch="main", keep_history=True))
+    assert commit_count(remote, "main") == 2
+    # Our commit is now the tip, so a later replacing publish is ours to make.
+    make_site(site, {"index.html": "<h1>v2</h1>"})
+    publish(site, parse_target(f"git:{remote}", branch="main"))
+    assert commit_count(remote, "main") == 1
+
+
+@needs_git
+def test_git_force_replaces_a_foreign_branch(site, remote, tmp_path):
+    work = tmp_path / "work"
+    git("init", "-q", "-b", "main", str(work))
+    (work / "README").write_text("source")
+    git("add", "README", cwd=work)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "src", cwd=work)
+    git("push", "-q", str(remote), "main", cwd=work)
+    publish(site, parse_target(f"git:{remote}", branch="main"), force=True)
+    assert set(branch_files(remote, "main")) == {*SITE, ".nojekyll"}
+    message = git("--git-dir", str(remote), "log", "-1", "--format=%B", "main")
+    assert "Published-by: covergen" in message
 
 
 @needs_git
