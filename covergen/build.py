@@ -1,7 +1,9 @@
 """`covergen build`: catalog -> sources -> plan -> scheduler -> results -> site.
 
-Every stage is a function of its own module; this one wires them, records every pair's
-outcome in the run log, and keeps going when a single pair fails.
+Every stage is a function of its own module; this one wires them, in the order the steps
+of ``_Build.run`` read top to bottom, records every pair's outcome in the run log, and
+keeps going when a single pair fails. A dry run takes the same steps without writing
+anything: no lock, no run log, no download, nothing stored, nothing painted.
 """
 
 from __future__ import annotations
@@ -18,15 +20,22 @@ from typing import Any, Protocol
 from .atomic import remove_leftovers
 from .catalog import PROFILE_ENV, Catalog, Pair, load_catalog
 from .errors import CovergenError
-from .featurecache import FeatureCache
 from .locks import cache_lock
-from .nst import StyleParams
-from .nst.weights import load_weights, resolve_flavour
-from .plan import Job, Plan, PlannedPair, plan_jobs
-from .results import ResultStore
+from .nst import EngineError, ParameterError, StyleParams, device_kind
+from .nst.weightsources import choose_source
+from .plan import ImageInput, Job, Plan, make_job, plan_jobs
+from .results import ResultRecord, ResultStore
 from .runlog import RunLog
-from .scheduler import Executor, JobOutcome, LocalExecutor, SchedulerEvents, local_devices
-from .sources import FetchSettings, ImageStore, StoredImage, decode_image
+from .scheduler import (
+    Executor,
+    ExecutorSettings,
+    JobOutcome,
+    SchedulerEvents,
+    make_executor,
+)
+from .sources import FetchSettings, ImageStore
+
+PAIR_STATUSES = ("built", "reused", "failed", "cancelled", "planned")
 
 
 @dataclass(frozen=True)
@@ -42,10 +51,12 @@ class BuildOptions:
     device: str = "auto"
     precision: str = "auto"
     max_batch: int = 4
-    offline: bool = False
+    offline: bool = False  # no downloads at all: images come from the store, weights too
     render_site: bool = True
     docs_dir: Path | None = None  # a built user guide, published under site/docs/
     dry_run: bool = False
+    executor: str = "local"  # local, process or ray (see scheduler.make_executor)
+    ray_address: str | None = None
     # Limits and network behaviour of the sources (sizes, timeouts, retries, allow_outside);
     # ``offline`` above is added to them.
     fetch: FetchSettings = field(default_factory=FetchSettings)
@@ -53,14 +64,39 @@ class BuildOptions:
 
 @dataclass(frozen=True)
 class PairOutcome:
+    """What a build did with one pair; also what the run log records of it."""
+
     pair: str
     status: str  # built, reused, failed, cancelled, planned (dry run)
     key: str | None = None
+    photo: str | None = None
+    cover: str | None = None
     seconds: float | None = None
     device: str | None = None
     iterations: int | None = None
+    losses: Mapping[str, float] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Any] = field(default_factory=dict)
     error: str | None = None
     result: Path | None = None
+
+    @classmethod
+    def of_job(cls, job: Job, status: str, **values: Any) -> PairOutcome:
+        return cls(
+            pair=job.pair,
+            status=status,
+            key=job.key,
+            photo=job.photo.sha256,
+            cover=job.cover.sha256,
+            params=job.params.to_dict(),
+            **values,
+        )
+
+    def log_values(self) -> dict[str, Any]:
+        """The fields the run log keeps."""
+        values = dataclasses.asdict(self)
+        del values["result"]
+        return values
 
 
 @dataclass
@@ -74,6 +110,9 @@ class BuildSummary:
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
+
+    def counts(self) -> dict[str, int]:
+        return {s: self.count(s) for s in ("built", "reused", "failed", "cancelled")}
 
     @property
     def failed(self) -> list[PairOutcome]:
@@ -97,7 +136,7 @@ def cache_paths(cache_dir: Path) -> dict[str, Path]:
         "features": cache_dir / "features",
         "derived": cache_dir / "derived",
         "runlog": cache_dir / "runs.sqlite",
-        "lock": cache_dir / "build.lock",
+        "lock": cache_dir / "build.lock",  # see locks.cache_lock
     }
 
 
@@ -108,199 +147,12 @@ def build(
     stop: threading.Event | None = None,
 ) -> BuildSummary:
     """Run the pipeline for the catalog's pairs (or ``options.only``)."""
-    start = time.perf_counter()
     check_folders(options)
-    paths = cache_paths(options.cache_dir)
-    stop = stop or threading.Event()
-    summary = BuildSummary()
+    run = _Build(options, events, stop or threading.Event())
+    if options.dry_run:
+        return run.dry()
     with cache_lock(options.cache_dir):
-        # Temporary files of a writer that was killed (SIGKILL, power loss) are never read;
-        # only a lock holder may remove them, as no one else writes these stores.
-        for store_name in ("images", "results", "features", "derived"):
-            remove_leftovers(paths[store_name])
-        catalog = load_catalog(options.catalog, strict=False)
-        selected = _select(catalog, options.only)
-        devices = local_devices(options.device)
-        summary.devices = devices
-        device_type = devices[0].split(":")[0]
-        profile = catalog.choose_profile(
-            options.profile or os.environ.get(PROFILE_ENV), device_type
-        )
-        summary.profile = profile
-        runlog = RunLog(paths["runlog"])
-        runlog.close_abandoned()  # under the lock, a "running" build is a dead one
-        results = ResultStore(paths["results"])
-        build_id = 0 if options.dry_run else runlog.start_build(options.kind, profile)
-
-        def finish(outcome: PairOutcome, **log: Any) -> None:
-            summary.outcomes.append(outcome)
-            if not options.dry_run and outcome.status != "planned":
-                runlog.record(
-                    build_id,
-                    outcome.pair,
-                    outcome.status,
-                    key=outcome.key,
-                    device=outcome.device,
-                    iterations=outcome.iterations,
-                    seconds=outcome.seconds,
-                    error=outcome.error,
-                    **log,
-                )
-            if events is not None:
-                events.pair_done(outcome)
-
-        wanted = set(options.only) if options.only else None
-        for problem in catalog.problems:
-            if wanted is None or problem.pair in wanted:
-                finish(PairOutcome(problem.pair or "?", "failed", error=problem.describe()))
-
-        if events:
-            events.stage(f"fetching images for {len(selected)} pairs")
-        fetch = dataclasses.replace(options.fetch, offline=options.fetch.offline or options.offline)
-        store = ImageStore(paths["images"], fetch)
-        planned: list[PlannedPair] = []
-        inputs: dict[str, tuple[StoredImage, StoredImage]] = {}
-        for pair in selected:
-            try:
-                photo = store.fetch(pair.photo.src, catalog.root, pair=pair.id, field="photo.src")
-                cover = store.fetch(pair.cover.src, catalog.root, pair=pair.id, field="cover.src")
-                params = catalog.params_for(pair, profile, options.extra)
-            except CovergenError as exc:
-                finish(PairOutcome(pair.id, "failed", error=exc.describe()))
-                continue
-            inputs[pair.id] = (photo, cover)
-            planned.append(
-                PlannedPair(
-                    pair=pair.id,
-                    label=pair.title,
-                    photo_sha256=photo.sha256,
-                    photo_path=photo.path,
-                    photo_size=(photo.width, photo.height),
-                    cover_sha256=cover.sha256,
-                    cover_path=cover.path,
-                    params=params,
-                    extra=dict(options.extra),
-                )
-            )
-
-        plan = _plan(planned, results, options, finish)
-        for job, record in plan.reused:
-            finish(
-                PairOutcome(
-                    job.pair,
-                    "reused",
-                    key=job.key,
-                    seconds=record.seconds,
-                    device=record.device,
-                    iterations=record.iterations,
-                    result=results.image_path(job.key),
-                ),
-                photo=job.photo_sha256,
-                cover=job.cover_sha256,
-                losses=record.losses,
-                params=record.params,
-            )
-        if events:
-            events.planned(plan.to_run, len(plan.reused), summary.count("failed"))
-        if options.dry_run:
-            for job in plan.to_run:
-                finish(PairOutcome(job.pair, "planned", key=job.key))
-            summary.seconds = time.perf_counter() - start
-            return summary
-
-        def collect(outcome: JobOutcome) -> None:
-            job = outcome.job
-            log = {
-                "photo": job.photo_sha256,
-                "cover": job.cover_sha256,
-                "params": job.params.to_dict(),
-                "losses": outcome.losses,
-            }
-            if outcome.status == "built" and outcome.image is not None:
-                try:
-                    results.put(
-                        outcome.image,
-                        {
-                            **job.record_fields(),
-                            "iterations": outcome.iterations,
-                            "seconds": outcome.seconds,
-                            "device": outcome.device,
-                            "losses": outcome.losses,
-                        },
-                    )
-                except (OSError, KeyboardInterrupt) as exc:
-                    # A full disk fails this pair alone; Ctrl-C while storing cancels it. The
-                    # atomic write left nothing half-written either way, and the run log
-                    # says why the painting is missing.
-                    interrupted = isinstance(exc, KeyboardInterrupt)
-                    finish(
-                        PairOutcome(
-                            job.pair,
-                            "cancelled" if interrupted else "failed",
-                            key=job.key,
-                            device=outcome.device,
-                            seconds=outcome.seconds,
-                            iterations=outcome.iterations,
-                            error=_store_error(exc, job.pair, results.root),
-                        ),
-                        **log,
-                    )
-                    if interrupted:
-                        raise
-                    return
-                finish(
-                    PairOutcome(
-                        job.pair,
-                        "built",
-                        key=job.key,
-                        seconds=outcome.seconds,
-                        device=outcome.device,
-                        iterations=outcome.iterations,
-                        result=results.image_path(job.key),
-                    ),
-                    **log,
-                )
-            else:
-                finish(
-                    PairOutcome(
-                        job.pair,
-                        outcome.status,
-                        key=job.key,
-                        device=outcome.device,
-                        seconds=outcome.seconds or None,
-                        error=outcome.error,
-                    ),
-                    **log,
-                )
-
-        if plan.to_run:
-            if events:
-                events.stage(f"painting {len(plan.to_run)} pairs on {', '.join(devices)}")
-            executor = executor or LocalExecutor(
-                load_image=_load_stored,
-                devices=devices,
-                precision=options.precision,
-                max_batch=options.max_batch,
-                cache_dir=options.cache_dir,
-                target_cache=FeatureCache(paths["features"]),
-            )
-            completed = executor.run(plan.to_run, collect, events, stop)
-            summary.interrupted = not completed
-
-        counts = {s: summary.count(s) for s in ("built", "reused", "failed", "cancelled")}
-        if options.render_site and options.kind == "build" and not summary.interrupted:
-            if events:
-                events.stage(f"rendering the site into {options.site_dir}")
-            try:
-                summary.site = _render_site(catalog, runlog, results, store, options)
-            except CovergenError:
-                # The previous site stays; the pairs' results are kept and recorded.
-                runlog.finish_build(build_id, "failed", counts)
-                raise
-        status = "interrupted" if summary.interrupted else "finished"
-        summary.seconds = time.perf_counter() - start
-        runlog.finish_build(build_id, status, counts)
-    return summary
+        return run.run(executor)
 
 
 def check_folders(options: BuildOptions) -> None:
@@ -313,6 +165,280 @@ def check_folders(options: BuildOptions) -> None:
             hint="every build replaces the site folder whole (the cache would be wiped) and "
             "publishing would send it out: choose a cache folder outside the site",
         )
+
+
+class _Build:
+    """One build's state, and its steps in the order they run."""
+
+    def __init__(self, options: BuildOptions, events: BuildEvents | None, stop: threading.Event):
+        self.options = options
+        self.events = events
+        self.stop = stop
+        self.paths = cache_paths(options.cache_dir)
+        self.summary = BuildSummary()
+        self.start = time.perf_counter()
+        self.runlog = RunLog(self.paths["runlog"])
+        self.results = ResultStore(self.paths["results"], read_only=options.dry_run)
+        self.build_id = 0
+
+    # -------------------------------------------------------------------- the steps
+
+    def run(self, executor: Executor | None) -> BuildSummary:
+        options = self.options
+        self._sweep_leftovers()
+        catalog = load_catalog(options.catalog, strict=False)
+        selected = _select(catalog, options.only)
+        executor = executor or make_executor(options.executor, self._executor_settings())
+        profile = self._profile(catalog, executor.device_kind())
+        self.runlog.close_abandoned()  # under the lock, a "running" build is a dead one
+        self.build_id = self.runlog.start_build(options.kind, profile)
+        status = "failed"
+        try:
+            self._report_invalid(catalog)
+            with self._store() as store:
+                jobs = self._prepare_jobs(catalog, selected, store, profile)
+                plan = self._plan(jobs)
+                if plan.to_run and not self.stop.is_set():
+                    self._check_inputs(plan.to_run, store)
+                    self._paint(plan.to_run, executor)
+            if options.render_site and options.kind == "build" and not self.summary.interrupted:
+                self._render_site(catalog)
+            status = "interrupted" if self.summary.interrupted else "finished"
+        except KeyboardInterrupt:
+            # Ctrl-C while fetching or planning: what was done is kept, the rest waits.
+            self.summary.interrupted = True
+            status = "interrupted"
+        finally:
+            self.summary.seconds = time.perf_counter() - self.start
+            self.runlog.finish_build(self.build_id, status, self.summary.counts())
+        return self.summary
+
+    def dry(self) -> BuildSummary:
+        """The plan alone: what would be painted, with nothing written anywhere."""
+        options = self.options
+        catalog = load_catalog(options.catalog, strict=False)
+        selected = _select(catalog, options.only)
+        profile = self._profile(catalog, device_kind(options.device))
+        self._report_invalid(catalog)
+        with self._store() as store:
+            jobs = self._prepare_jobs(catalog, selected, store, profile)
+            plan = self._plan(jobs)
+        for job in plan.to_run:
+            self._finish(PairOutcome.of_job(job, "planned"))
+        self.summary.seconds = time.perf_counter() - self.start
+        return self.summary
+
+    def _sweep_leftovers(self) -> None:
+        # Temporary files of a writer that was killed (SIGKILL, power loss) are never read;
+        # only a lock holder may remove them, as no one else writes these stores.
+        for name in ("images", "results", "features", "derived"):
+            remove_leftovers(self.paths[name])
+
+    def _report_invalid(self, catalog: Catalog) -> None:
+        wanted = set(self.options.only) if self.options.only else None
+        for problem in catalog.problems:
+            if wanted is None or problem.pair in wanted:
+                self._finish(PairOutcome(problem.pair or "?", "failed", error=problem.describe()))
+
+    def _prepare_jobs(
+        self, catalog: Catalog, pairs: Sequence[Pair], store: ImageStore, profile: str | None
+    ) -> list[Job]:
+        """A job per pair whose images and parameters are good; the others fail alone."""
+        self._stage(f"fetching images for {len(pairs)} pairs")
+        identities: dict[tuple[str, str], str] = {}
+        jobs = []
+        for pair in pairs:
+            if self.stop.is_set():
+                break
+            try:
+                params = catalog.params_for(pair, profile, self.options.extra)
+                photo = store.fetch(pair.photo.src, catalog.root, pair=pair.id, field="photo.src")
+                cover = store.fetch(pair.cover.src, catalog.root, pair=pair.id, field="cover.src")
+                weights = self._weights_identity(params, identities, pair.id)
+            except CovergenError as exc:
+                self._finish(PairOutcome(pair.id, "failed", error=exc.describe()))
+                continue
+            jobs.append(
+                make_job(
+                    pair.id,
+                    pair.title,
+                    ImageInput(photo.sha256, photo.width, photo.height),
+                    ImageInput(cover.sha256, cover.width, cover.height),
+                    params,
+                    weights,
+                    self.options.extra,
+                )
+            )
+        return jobs
+
+    def _plan(self, jobs: list[Job]) -> Plan:
+        plan = plan_jobs(jobs, self.results, force=self.options.force)
+        for job, record in plan.reused:
+            self._finish(_reused(job, record, self.results.image_path(job.key)))
+        if self.events:
+            self.events.planned(plan.to_run, len(plan.reused), self.summary.count("failed"))
+        return plan
+
+    def _check_inputs(self, jobs: list[Job], store: ImageStore) -> None:
+        """Before painting, the stored copies of the jobs' inputs are checked once more; a
+        damaged copy is dropped (the next build fetches it again) and its pair fails now."""
+        bad: dict[str, str] = {}
+        for job in jobs:
+            for role, image in (("photo", job.photo), ("cover", job.cover)):
+                try:
+                    store.verified_bytes(image.sha256)
+                except CovergenError as exc:
+                    bad.setdefault(job.key, f"{role}: {exc.message}")
+        for job in [j for j in jobs if j.key in bad]:
+            jobs.remove(job)
+            self._finish(PairOutcome.of_job(job, "failed", error=bad[job.key]))
+
+    def _paint(self, jobs: list[Job], executor: Executor) -> None:
+        # Devices are checked (torch is loaded) only now that there is something to paint;
+        # a device this machine lacks stops the build before any pair is tried.
+        self.summary.devices = list(executor.prepare())
+        self._stage(
+            f"painting {len(jobs)} pairs on {', '.join(self.summary.devices)} "
+            f"({executor.name} executor)"
+        )
+        completed = executor.run(jobs, self._collect, self.events, self.stop)
+        self.summary.interrupted = not completed
+
+    def _collect(self, outcome: JobOutcome) -> None:
+        """An executor's outcome, stored (built) and recorded; called in this thread."""
+        job = outcome.job
+        common = {
+            "device": outcome.device or None,
+            "seconds": outcome.seconds or None,
+            "losses": outcome.losses,
+            "metrics": outcome.metrics,
+        }
+        if outcome.status != "built" or outcome.png is None:
+            self._finish(PairOutcome.of_job(job, outcome.status, error=outcome.error, **common))
+            return
+        try:
+            self.results.put(
+                outcome.png,
+                outcome.width,
+                outcome.height,
+                {
+                    **job.record_fields(),
+                    "iterations": outcome.iterations,
+                    "seconds": outcome.seconds,
+                    "device": outcome.device,
+                    "losses": outcome.losses,
+                    "metrics": outcome.metrics,
+                },
+            )
+        except (OSError, KeyboardInterrupt) as exc:
+            # A full disk fails this pair alone; Ctrl-C while storing cancels it. The atomic
+            # write left nothing half-written either way, and the run log says why the
+            # painting is missing.
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            status = "cancelled" if interrupted else "failed"
+            error = _store_error(exc, job.pair, self.results.root)
+            self._finish(PairOutcome.of_job(job, status, error=error, **common))
+            if interrupted:
+                raise
+            return
+        result = self.results.image_path(job.key)
+        self._finish(
+            PairOutcome.of_job(job, "built", iterations=outcome.iterations, result=result, **common)
+        )
+
+    def _render_site(self, catalog: Catalog) -> None:
+        from .site import render_site
+
+        self._stage(f"rendering the site into {self.options.site_dir}")
+        extra = {}
+        docs = self.options.docs_dir
+        if docs is not None:
+            if not (docs / "index.html").is_file():
+                raise CovergenError(
+                    f"no built user guide in {docs}",
+                    field="docs_dir",
+                    hint="build it first: make docs",
+                )
+            extra["docs"] = docs
+        store = ImageStore(self.paths["images"])
+        self.summary.site = render_site(
+            catalog,
+            self.runlog,
+            self.results,
+            store.find,
+            self.options.site_dir,
+            cache_dir=self.options.cache_dir,
+            extra_dirs=extra,
+        )
+
+    # -------------------------------------------------------------------- helpers
+
+    def _finish(self, outcome: PairOutcome) -> None:
+        self.summary.outcomes.append(outcome)
+        if not self.options.dry_run and outcome.status != "planned":
+            self.runlog.record(self.build_id, **outcome.log_values())
+        if self.events is not None:
+            self.events.pair_done(outcome)
+
+    def _stage(self, text: str) -> None:
+        if self.events is not None:
+            self.events.stage(text)
+
+    def _store(self) -> ImageStore:
+        options = self.options
+        fetch = dataclasses.replace(options.fetch, offline=options.fetch.offline or options.offline)
+        return ImageStore(self.paths["images"], fetch, read_only=options.dry_run)
+
+    def _executor_settings(self) -> ExecutorSettings:
+        options = self.options
+        return ExecutorSettings(
+            cache_dir=options.cache_dir,
+            devices=tuple(p.strip() for p in options.device.split(",") if p.strip()),
+            precision=options.precision,
+            max_batch=options.max_batch,
+            offline=options.offline,
+            ray_address=options.ray_address,
+        )
+
+    def _profile(self, catalog: Catalog, device_kind: str) -> str | None:
+        profile = catalog.choose_profile(
+            self.options.profile or os.environ.get(PROFILE_ENV), device_kind
+        )
+        self.summary.profile = profile
+        return profile
+
+    def _weights_identity(
+        self, params: StyleParams, known: dict[tuple[str, str], str], pair: str
+    ) -> str:
+        key = (params.network, params.weights)
+        if key not in known:
+            try:
+                known[key] = choose_source(
+                    params.network,
+                    params.weights,
+                    cache_dir=self.options.cache_dir,
+                    offline=self.options.offline,
+                ).identity
+            except ParameterError as exc:
+                raise CovergenError(
+                    exc.message, pair=pair, field=exc.field, hint=exc.hint
+                ) from None
+            except EngineError as exc:  # no usable weights: the message says what to run
+                raise CovergenError(str(exc), pair=pair, field="network") from None
+        return known[key]
+
+
+def _reused(job: Job, record: ResultRecord, result: Path) -> PairOutcome:
+    return PairOutcome.of_job(
+        job,
+        "reused",
+        seconds=record.seconds,
+        device=record.device,
+        iterations=record.iterations,
+        losses=record.losses,
+        metrics=record.metrics,
+        result=result,
+    )
 
 
 def _store_error(exc: BaseException, pair: str, root: Path) -> str:
@@ -332,64 +458,3 @@ def _select(catalog: Catalog, only: Sequence[str]) -> list[Pair]:
         return list(catalog.pairs)
     invalid = {p.pair for p in catalog.problems}
     return [catalog.pair(pair_id) for pair_id in only if pair_id not in invalid]
-
-
-def _plan(
-    planned: list[PlannedPair], results: ResultStore, options: BuildOptions, finish: Any
-) -> Plan:
-    """Plan the fetched pairs; a pair whose weights cannot be loaded fails alone."""
-    identities: dict[tuple[str, str], str] = {}
-
-    def identity(params: StyleParams) -> str:
-        key = (params.network, resolve_flavour(params.network, params.weights))
-        if key not in identities:
-            identities[key] = load_weights(*key, cache_dir=options.cache_dir).identity
-        return identities[key]
-
-    plan = Plan()
-    for item in planned:
-        try:
-            part = plan_jobs([item], results, identity, force=options.force)
-        except Exception as exc:  # WeightsError and friends: this pair cannot run
-            describe = getattr(exc, "describe", None)
-            finish(PairOutcome(item.pair, "failed", error=describe() if describe else str(exc)))
-            continue
-        plan.to_run += part.to_run
-        plan.reused += part.reused
-    return plan
-
-
-def _render_site(
-    catalog: Catalog, runlog: RunLog, results: ResultStore, store: ImageStore, options: BuildOptions
-) -> Any:
-    from .site import render_site
-
-    def find(sha256: str) -> Path | None:
-        try:
-            return store.path_for(sha256)
-        except (FileNotFoundError, ValueError):
-            return None
-
-    extra = {}
-    if options.docs_dir is not None:
-        if not (options.docs_dir / "index.html").is_file():
-            raise CovergenError(
-                f"no built user guide in {options.docs_dir}",
-                field="docs_dir",
-                hint="build it first: make docs",
-            )
-        extra["docs"] = options.docs_dir
-    return render_site(
-        catalog,
-        runlog,
-        results,
-        find,
-        options.site_dir,
-        cache_dir=options.cache_dir,
-        extra_dirs=extra,
-    )
-
-
-def _load_stored(path: Path) -> Any:
-    """Decode an input from the image store (it was verified when it entered the store)."""
-    return decode_image(path.read_bytes(), src=path.name)

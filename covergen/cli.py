@@ -1,26 +1,34 @@
 """The `covergen` command: parses arguments, calls one function per command, reports errors.
 
-Engine options are derived from ``StyleParams`` (see ``covergen.nst.params``), never
-listed here by hand.
+Engine options are derived from ``StyleParams`` (``covergen.nst.params``), never listed here
+by hand. Nothing heavy is imported at start: each command imports what it uses, so commands
+that paint nothing never load torch.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .catalog import PROFILE_ENV
 from .errors import CovergenError
-from .nst import Engine, EngineError, ParameterError, Progress, Runtime, StyleParams
-from .nst.engine import PRECISIONS
-from .nst.params import ParamSpec, format_value, from_mapping, param_specs
+from .nst.errors import EngineError, ParameterError
+from .nst.params import ParamSpec, from_mapping, param_specs, parse_assignments
+from .nst.runtime import PRECISIONS
 
 DEFAULT_CACHE = Path("cache")
+OFFLINE_ENV = "COVERGEN_OFFLINE"
+EXIT_INTERRUPTED = 130
+EXIT_USAGE = 2
+EXIT_INTERNAL = 70
+
+
+# ----------------------------------------------------------------------------- options
 
 
 def add_param_options(parser: argparse.ArgumentParser) -> None:
@@ -30,20 +38,18 @@ def add_param_options(parser: argparse.ArgumentParser) -> None:
         group = groups.get(spec.group)
         if group is None:
             group = groups[spec.group] = parser.add_argument_group(f"{spec.group} parameters")
-        flag = "--" + spec.name.replace("_", "-")
         group.add_argument(
-            flag,
+            "--" + spec.name.replace("_", "-"),
             dest=f"param_{spec.name}",
             metavar=_metavar(spec),
-            help=f"{spec.help} (default: {spec.default_text or 'none'})",
+            help=f"{spec.help} (default: {spec.default_text or 'none'})".replace("%", "%%"),
         )
+    add_set_option(parser, "set any parameter by name (repeatable)")
+
+
+def add_set_option(parser: argparse.ArgumentParser, text: str) -> None:
     parser.add_argument(
-        "--set",
-        dest="param_set",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="set any parameter by name (repeatable)",
+        "--set", dest="param_set", action="append", default=[], metavar="NAME=VALUE", help=text
     )
 
 
@@ -59,24 +65,38 @@ def _metavar(spec: ParamSpec) -> str:
     }.get(spec.kind, "VALUE")
 
 
-def params_from_args(args: argparse.Namespace, base: StyleParams | None = None) -> StyleParams:
-    """Collect the given parameter options (and --set) into validated params."""
-    return from_mapping(param_values_from_args(args), base=base)
-
-
-def param_values_from_args(args: argparse.Namespace) -> dict[str, Any]:
+def param_values(args: argparse.Namespace) -> dict[str, Any]:
     """The parameter options and --set values given, as raw name -> text."""
-    values: dict[str, Any] = {}
-    for item in args.param_set:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise ParameterError(item, "--set needs NAME=VALUE", "e.g. --set content_weight=5")
-        values[name.strip().replace("-", "_")] = value
+    values: dict[str, Any] = parse_assignments(args.param_set)
     for spec in param_specs():
-        value = getattr(args, f"param_{spec.name}")
+        value = getattr(args, f"param_{spec.name}", None)
         if value is not None:
             values[spec.name] = value
     return values
+
+
+def port_number(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (use 1–65535, 0: any)")
+    return port
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,18 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
     params.add_argument("--markdown", action="store_true", help="as the docs' Markdown table")
 
     check = commands.add_parser("check", help="validate the catalog and report every problem")
-    add_catalog_option(check)
+    add_catalog_option(check, cache=False)
 
     build = commands.add_parser("build", help="paint new and changed pairs, render the site")
     add_catalog_option(build)
     build.add_argument("--only", nargs="+", metavar="ID", default=[], help="just these pairs")
     build.add_argument("--force", action="store_true", help="repaint even if a result exists")
+    add_profile_option(build)
     build.add_argument(
-        "--profile",
-        help=f"parameter profile from the catalog (or ${PROFILE_ENV}; "
-        "default: draft on CPU, final on GPU)",
+        "--dry-run", action="store_true", help="show the plan; write, fetch and paint nothing"
     )
-    build.add_argument("--dry-run", action="store_true", help="show the plan, paint nothing")
     build.add_argument("--no-site", action="store_true", help="do not render the site")
     build.add_argument(
         "--docs-dir", type=Path, help="a built user guide (mkdocs) to publish under site/docs/"
@@ -132,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_catalog_option(rerun)
     rerun.add_argument("pair", metavar="ID")
-    rerun.add_argument("--profile")
+    add_profile_option(rerun)
     rerun.add_argument("--force", action="store_true", help="repaint even if a result exists")
     rerun.add_argument("-o", "--output", type=Path, help="also copy the result here")
     add_build_options(rerun)
@@ -141,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     add = commands.add_parser(
         "add", help="append a validated pair to the catalog, keeping its comments and formatting"
     )
-    add_catalog_option(add)
+    add_catalog_option(add, cache=False)
     add.add_argument("--band", required=True)
     add.add_argument("--album", required=True)
     add.add_argument("--photo", required=True, help="path relative to the catalog, or a URL")
@@ -153,24 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
     for role in ("photo", "cover"):
         for item in ("credit", "license", "url"):
             add.add_argument(f"--{role}-{item}", default="", help=f"the {role}'s {item}")
-    add.add_argument(
-        "--set",
-        dest="param_set",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a parameter override for this pair",
-    )
+    add_set_option(add, "a parameter override for this pair (repeatable)")
 
     publish = commands.add_parser(
         "publish",
         help="send the built site to a git branch or a "
         "directory (target from the catalog's site.publish)",
     )
-    add_catalog_option(publish)
+    add_catalog_option(publish, cache=False)
     publish.add_argument("target", nargs="?", help="git:REMOTE, dir:PATH, or a URL or path")
     publish.add_argument("--site-dir", type=Path, default=Path("site"))
-    publish.add_argument("--branch", help="git branch (default: site.publish_branch or gh-pages)")
+    publish.add_argument("--branch", help="git branch (default: site.publish_branch)")
     publish.add_argument("--cname", help="custom domain written to CNAME")
     publish.add_argument(
         "--keep-history",
@@ -190,10 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve", help="preview the site locally, under the same base path as the published one"
     )
-    add_catalog_option(serve)
+    add_catalog_option(serve, cache=False)
     serve.add_argument("--site-dir", type=Path, default=Path("site"))
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=port_number, default=8000)
     serve.add_argument("--base-path", help="default: the path of site.base_url")
 
     status = commands.add_parser("status", help="the latest run of every pair")
@@ -209,18 +220,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_catalog_option(parser: argparse.ArgumentParser) -> None:
+def add_catalog_option(parser: argparse.ArgumentParser, *, cache: bool = True) -> None:
     parser.add_argument(
         "--catalog",
         type=Path,
         default=Path("catalog.yaml"),
         help="the catalog file (default: catalog.yaml)",
     )
+    if cache:
+        parser.add_argument(
+            "--cache-dir",
+            type=Path,
+            default=DEFAULT_CACHE,
+            help="downloads, results, features and the run log (default: cache)",
+        )
+
+
+def add_profile_option(parser: argparse.ArgumentParser) -> None:
+    from .catalog import PROFILE_ENV
+
     parser.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=DEFAULT_CACHE,
-        help="downloads, results, features and the run log (default: cache)",
+        "--profile",
+        help=f"parameter profile from the catalog (or ${PROFILE_ENV}; "
+        "default: draft on CPU, final on GPU)",
     )
 
 
@@ -232,8 +254,15 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
         help="auto (every GPU, else CPU), cpu, cuda:N, or a list cuda:0,cuda:1",
     )
     group.add_argument("--precision", default="auto", choices=PRECISIONS)
-    group.add_argument("--max-batch", type=int, default=4, help="jobs per batch on a GPU")
-    group.add_argument("--offline", action="store_true", help="use only fetched images")
+    group.add_argument(
+        "--max-batch", type=positive, default=4, help="jobs per batch on a GPU (default: 4)"
+    )
+    group.add_argument(
+        "--offline",
+        action="store_true",
+        default=env_flag(OFFLINE_ENV),
+        help=f"download nothing: images and weights from the cache only (or ${OFFLINE_ENV}=1)",
+    )
     group.add_argument(
         "--allow-outside",
         action="store_true",
@@ -257,19 +286,35 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--weights-file", type=Path, help="VGG weights file to use instead of the packaged ones"
     )
+    group.add_argument(
+        "--offline",
+        action="store_true",
+        default=env_flag(OFFLINE_ENV),
+        help=f"download no weights (or ${OFFLINE_ENV}=1)",
+    )
+
+
+# ----------------------------------------------------------------------------- commands
 
 
 def run_stylize(args: argparse.Namespace) -> int:
+    from .console import Printer
+    from .nst import Engine, Runtime
+    from .report import BuildReport, total_iterations
     from .stylize import stylize_files
 
-    params = params_from_args(args)
+    params = from_mapping(param_values(args))
     engine = Engine(
         Runtime(device=args.device, precision=args.precision),
         cache_dir=args.cache_dir,
         weights_file=args.weights_file,
+        offline=args.offline,
     )
-    report = _ProgressReport(enabled=not args.quiet)
-    with report:
+    label = args.photo.name
+    with BuildReport(quiet=args.quiet) as report:
+        report.paint_started(
+            str(engine.device), label, total_iterations(params), params.coarse_iterations
+        )
         result = stylize_files(
             args.photo,
             args.covers,
@@ -278,10 +323,10 @@ def run_stylize(args: argparse.Namespace) -> int:
             engine,
             content_map=args.content_map,
             init_image=args.init_image,
-            progress=report.update,
+            progress=lambda event: report.paint_progress(str(engine.device), label, event),
         )
     if not args.quiet:
-        print(
+        Printer().line(
             f"wrote {args.output} ({result.image.width}×{result.image.height}, "
             f"{result.iterations} iterations, {result.seconds:.1f} s on {result.device}, "
             f"loss {result.losses.total:.4g})"
@@ -289,96 +334,26 @@ def run_stylize(args: argparse.Namespace) -> int:
     return 0
 
 
-class _ProgressReport:
-    """A rich progress bar on a terminal, a line every few seconds elsewhere."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.tty = enabled and sys.stderr.isatty()
-        self._progress: Any = None
-        self._task: Any = None
-        self._scale = -1
-        self._last_line = 0.0
-
-    def __enter__(self) -> _ProgressReport:
-        if self.tty:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total}"),
-                TextColumn("{task.fields[loss]}"),
-                TimeRemainingColumn(),
-                transient=True,
-            )
-            self._progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
-
-    def update(self, event: Progress) -> None:
-        if not self.enabled:
-            return
-        loss = event.losses[0]
-        text = f"loss {loss.total:.4g} (content {loss.content:.3g}, style {loss.style:.3g})"
-        label = f"scale {event.scale + 1}/{event.scales} {event.size[0]}×{event.size[1]}"
-        if self._progress is not None:
-            if event.scale != self._scale:
-                if self._task is not None:
-                    self._progress.remove_task(self._task)
-                self._task = self._progress.add_task(label, total=event.iterations, loss=text)
-                self._scale = event.scale
-            self._progress.update(self._task, completed=event.iteration, loss=text)
-            return
-        now = time.monotonic()
-        if now - self._last_line >= 5 or event.iteration == event.iterations:
-            self._last_line = now
-            print(
-                f"{label} iteration {event.iteration}/{event.iterations} {text}",
-                file=sys.stderr,
-                flush=True,
-            )
-
-
 def run_params(args: argparse.Namespace) -> int:
-    print(params_markdown() if args.markdown else params_text(), end="")
+    from .nst.params import params_markdown, params_text
+
+    sys.stdout.write(params_markdown() if args.markdown else params_text())
     return 0
-
-
-def params_text() -> str:
-    lines = []
-    for spec in param_specs():
-        lines.append(f"{spec.name} = {format_value(spec.default) or '(none)'}")
-        lines.append(f"    {spec.help}" + (f" [{spec.range_text}]" if spec.range_text else ""))
-    return "\n".join(lines) + "\n"
-
-
-def params_markdown() -> str:
-    """The docs' parameter table, generated from StyleParams."""
-    rows = ["| parameter | default | range | effect |", "| --- | --- | --- | --- |"]
-    for spec in param_specs():
-        default = f"`{spec.default_text}`" if spec.default_text else "(none)"
-        rows.append(
-            f"| `{spec.name}` | {default} | {spec.range_text} | {spec.help.replace('|', '/')} |"
-        )
-    return "\n".join(rows) + "\n"
 
 
 def run_check(args: argparse.Namespace) -> int:
     from .catalog import load_catalog
+    from .console import Printer
 
     catalog = load_catalog(args.catalog)
-    print(
+    Printer().line(
         f"{args.catalog}: {len(catalog.pairs)} pairs, "
         f"{len(catalog.profiles)} profiles ({', '.join(catalog.profiles) or 'none'}) — OK"
     )
     return 0
 
 
-def _build_options(args: argparse.Namespace, **changes: Any) -> Any:
+def build_options(args: argparse.Namespace, **changes: Any) -> Any:
     from .build import BuildOptions
     from .sources import FetchSettings
 
@@ -395,32 +370,23 @@ def _build_options(args: argparse.Namespace, **changes: Any) -> Any:
     )
 
 
-def _run_build(options: Any, quiet: bool) -> tuple[int, Any]:
-    import signal
-
+def run_with_report(options: Any, quiet: bool) -> tuple[int, Any]:
+    """Run a build with its display; Ctrl-C and SIGTERM stop it cleanly (see ``_Interrupts``)."""
     from .build import build
     from .report import BuildReport
 
-    # Ctrl-C and SIGTERM stop a build cleanly: finished results are kept. SIGINT is set
-    # explicitly because a process started in the background inherits it ignored.
-    previous = {
-        sig: signal.signal(sig, signal.default_int_handler)
-        for sig in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
-        with BuildReport(quiet=quiet) as report:
-            summary = build(options, report)
-            report.summary(summary)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with _Interrupts(), BuildReport(quiet=quiet) as report:
+        summary = build(options, report)
+        report.summary(summary)
     if summary.interrupted:
-        return 130, summary
+        return EXIT_INTERRUPTED, summary
     return (1 if summary.failed else 0), summary
 
 
 def run_build(args: argparse.Namespace) -> int:
-    options = _build_options(
+    from .console import Printer
+
+    options = build_options(
         args,
         only=tuple(args.only),
         force=args.force,
@@ -429,118 +395,115 @@ def run_build(args: argparse.Namespace) -> int:
         render_site=not args.no_site,
         docs_dir=args.docs_dir,
     )
-    code, summary = _run_build(options, args.quiet)
+    code, summary = run_with_report(options, args.quiet)
     if args.dry_run:
+        printer = Printer()
         for outcome in summary.outcomes:
             if outcome.status == "planned":
-                print(f"would paint {outcome.pair} ({outcome.key[:12]})")
+                printer.line(f"would paint {outcome.pair} ({(outcome.key or '')[:12]})")
     return code
 
 
 def run_rerun(args: argparse.Namespace) -> int:
-    import shutil
+    from .console import Printer
+    from .stylize import export_result
 
-    extra = param_values_from_args(args)
-    options = _build_options(
+    options = build_options(
         args,
         only=(args.pair,),
         force=args.force,
         profile=args.profile,
-        extra=extra,
+        extra=param_values(args),
         kind="rerun",
         render_site=False,
     )
-    code, summary = _run_build(options, args.quiet)
+    code, summary = run_with_report(options, args.quiet)
     for outcome in summary.outcomes:
         if outcome.result is not None:
             if args.output:
-                from PIL import Image
-
-                from .stylize import save_image
-
-                save_image(Image.open(outcome.result), args.output)
-                shutil.copystat(outcome.result, args.output)
-            print(f"{outcome.pair}: {args.output or outcome.result}")
+                export_result(outcome.result, args.output)
+            Printer().line(f"{outcome.pair}: {args.output or outcome.result}")
     return code
 
 
-def _pair_states(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
-    """The catalog (lenient), its run log and each pair's state, for list and status."""
-    from .build import cache_paths
-    from .catalog import load_catalog
-    from .inventory import pair_states
-    from .results import ResultStore
-    from .runlog import RunLog
-
-    paths = cache_paths(args.cache_dir)
-    catalog = load_catalog(args.catalog, strict=False)
-    runlog = RunLog(paths["runlog"])
-    return catalog, runlog, pair_states(catalog, runlog, ResultStore(paths["results"]))
-
-
 def run_status(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
+    import time
 
-    _, runlog, states = _pair_states(args)
+    from .catalog import load_catalog
+    from .console import Printer, styled
+    from .inventory import load_states
+    from .report import STATUS_STYLE
 
-    table = Table(title=f"{args.catalog} — latest runs")
-    for column in ("pair", "state", "device", "iter.", "secs", "when"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("note", overflow="fold")
+    catalog = load_catalog(args.catalog, strict=False)
+    runlog, states = load_states(catalog, args.cache_dir)
+    rows = []
     for state in states:
         r = state.record
+        metrics = state.metrics
         when = time.strftime("%m-%d %H:%M", time.localtime(r.recorded)) if r else ""
-        note = (r.error or "").splitlines()[0] if r and r.error else ""
-        note = note.removeprefix(f"pair {state.pair!r}: ")
-        table.add_row(
-            state.pair,
-            state.state,
-            (r.device or "") if r else "",
-            str(r.iterations or "") if r else "",
-            f"{r.seconds:.0f}" if r and r.seconds else "",
-            when,
-            note,
+        rows.append(
+            [
+                state.id,
+                styled(
+                    state.state + (" (shows older)" if state.stale else ""),
+                    STATUS_STYLE.get(state.state, ""),
+                ),
+                (r.device or "") if r else "",
+                str(r.iterations or "") if r else "",
+                f"{r.seconds:.0f}" if r and r.seconds else "",
+                _score(metrics.get("content_kept")),
+                _score(metrics.get("style_taken")),
+                when,
+                state.note,
+            ]
         )
-    Console().print(table)
+    printer = Printer()
+    printer.table(
+        ["pair", "state", "device", "iter.", "secs", "content", "style", "when", "note"],
+        rows,
+        title=f"{args.catalog} — latest runs",
+        wrap=["note"],
+    )
     last = runlog.last_build()
     if last:
-        print(
+        printer.line(
             f"last {last['kind']}: {last['status']}, profile {last['profile'] or 'none'}, "
             + ", ".join(f"{n} {s}" for s, n in last["summary"].items())
         )
     return 0
 
 
+def _score(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, int | float) else ""
+
+
 def run_list(args: argparse.Namespace) -> int:
-    catalog, _, pair_states = _pair_states(args)
-    states = {s.pair: s for s in pair_states}
-    for pair in catalog.pairs:
-        state = states[pair.id]
+    from .catalog import load_catalog
+    from .console import Printer
+    from .inventory import load_states
+
+    catalog = load_catalog(args.catalog, strict=False)
+    _, states = load_states(catalog, args.cache_dir)
+    printer = Printer()
+    for state in states:
+        if state.pair is None:
+            printer.line(f"{state.id:32} {'invalid':9} {state.note}")
+            continue
+        pair = state.pair
         year = f" ({pair.year})" if pair.year else ""
         overrides = f"  overrides: {', '.join(state.overrides)}" if state.overrides else ""
-        print(f"{pair.id:32} {state.state:9} {pair.band} — {pair.album}{year}{overrides}")
-    for problem in catalog.problems:
-        print(f"{problem.pair or '?':32} {'invalid':9} {problem.describe().splitlines()[0]}")
+        printer.line(f"{pair.id:32} {state.state:9} {pair.title}{year}{overrides}")
     return 0
 
 
 def run_add(args: argparse.Namespace) -> int:
+    from .console import Printer
     from .edit import NewPair, add_pair
     from .nst.params import coerce
 
-    overrides: dict[str, Any] = {}
-    for item in args.param_set:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise ParameterError(item, "--set needs NAME=VALUE", "e.g. --set content_weight=5")
-        name = name.strip().replace("-", "_")
-        typed = coerce(name, value)
-        overrides[name] = (
-            [list(v) if isinstance(v, tuple) else v for v in typed]
-            if isinstance(typed, tuple)
-            else typed
-        )
+    overrides = {
+        name: coerce(name, value) for name, value in parse_assignments(args.param_set).items()
+    }
     new = NewPair(
         band=args.band,
         album=args.album,
@@ -559,83 +522,80 @@ def run_add(args: argparse.Namespace) -> int:
         overrides=overrides,
     )
     pair_id = add_pair(args.catalog, new)
-    print(f"added {pair_id} to {args.catalog}; paint it with: covergen build --only {pair_id}")
+    Printer().line(
+        f"added {pair_id} to {args.catalog}; paint it with: covergen build --only {pair_id}"
+    )
     return 0
 
 
-def run_publish(args: argparse.Namespace) -> int:
+def _site_settings(catalog: Path) -> Any:
     from .catalog import load_catalog
-    from .publish import parse_target, plan_publish, publish
 
-    site = load_catalog(args.catalog, strict=False).site if args.catalog.exists() else None
-    text = args.target or (site.publish if site else "")
-    if not text:
-        raise CovergenError(
-            "no publish target",
-            field="publish",
-            hint="give one (git:REMOTE or dir:PATH) or set site.publish in the catalog",
-        )
-    keep = (
-        args.keep_history
-        if args.keep_history is not None
-        else bool(site and site.publish_keep_history)
-    )
-    target = parse_target(
-        text,
-        branch=args.branch or (site.publish_branch if site else "gh-pages"),
-        cname=args.cname if args.cname is not None else (site.cname if site else ""),
-        keep_history=keep,
+    return load_catalog(catalog, strict=False).site if catalog.exists() else None
+
+
+def run_publish(args: argparse.Namespace) -> int:
+    from .console import Printer
+    from .publish import plan_publish, publish, target_from_settings
+
+    target = target_from_settings(
+        args.target,
+        _site_settings(args.catalog),
+        branch=args.branch,
+        cname=args.cname,
+        keep_history=args.keep_history,
         message=args.message,
     )
+    printer = Printer()
     if args.dry_run:
         plan = plan_publish(args.site_dir, target, force=args.force)
         for line in plan.lines():
-            print(line)
-        print(f"would publish: {plan.summary()}")
+            printer.line(line)
+        printer.line(f"would publish to {target.describe()}: {plan.summary()}")
         return 0
     plan = publish(args.site_dir, target, force=args.force)
     if not plan.has_changes:
-        print("nothing to publish: the target is up to date")
+        printer.line("nothing to publish: the target is up to date")
     else:
         commit = f" (commit {plan.commit[:12]})" if plan.commit else ""
-        print(f"published: {plan.summary()}{commit}")
+        printer.line(f"published to {target.describe()}: {plan.summary()}{commit}")
     return 0
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from .catalog import load_catalog
+    from .console import Printer
     from .serve import base_path_for, serve
 
     base_path = args.base_path
     if base_path is None:
-        site = load_catalog(args.catalog, strict=False).site if args.catalog.exists() else None
+        site = _site_settings(args.catalog)
         base_path = base_path_for(site.base_url if site else "")
+    printer = Printer()
     serve(
         args.site_dir,
         host=args.host,
         port=args.port,
         base_path=base_path,
-        on_ready=lambda url: print(f"serving {url} (Ctrl-C to stop)", flush=True),
+        on_ready=lambda url: printer.line(f"serving {url} (Ctrl-C to stop)"),
     )
     return 0
 
 
 def run_clean(args: argparse.Namespace) -> int:
     from .catalog import load_catalog
+    from .console import Printer
     from .inventory import clean
-    from .locks import cache_lock
 
     catalog = load_catalog(args.catalog, strict=False)
-    with cache_lock(args.cache_dir):
-        report = clean(
-            catalog,
-            args.cache_dir,
-            downloads=args.downloads,
-            features=args.features,
-            dry_run=args.dry_run,
-        )
+    report = clean(
+        catalog,
+        args.cache_dir,
+        downloads=args.downloads,
+        features=args.features,
+        dry_run=args.dry_run,
+    )
     verb = "would remove" if args.dry_run else "removed"
-    print(
+    Printer().line(
         f"{verb} {report.results_removed} results, {report.images_removed} downloads"
         + (", the feature cache" if report.features_removed else "")
         + f" ({report.bytes_freed / 1e6:.1f} MB)"
@@ -643,7 +603,7 @@ def run_clean(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "stylize": run_stylize,
     "params": run_params,
     "check": run_check,
@@ -658,22 +618,77 @@ COMMANDS = {
 }
 
 
+# ----------------------------------------------------------------------------- errors
+
+
+class _Interrupts:
+    """Ctrl-C and SIGTERM during a build: the first stops it cleanly (finished results are
+    kept, the next build resumes), the second says it is stopping, the third quits at once
+    (every write is atomic, so that is as safe as a SIGKILL). Set explicitly, because a
+    process started in the background inherits SIGINT ignored."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Interrupts:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.count += 1
+        if self.count == 1:
+            raise KeyboardInterrupt
+        if self.count == 2:
+            sys.stderr.write("\nstopping; press Ctrl-C again to quit at once\n")
+            return
+        os._exit(EXIT_INTERRUPTED)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """The command line; returns the exit status and never lets a traceback out (but with
+    --debug): 0 done, 1 some pairs failed, 2 bad input, 130 interrupted, 70 a bug."""
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
+        args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: no traceback either
+        sys.stderr.write("interrupted\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `covergen list | head`
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), sys.stdout.fileno())
+        return 0
     except (CovergenError, EngineError) as exc:
-        if args.debug:
+        if debug:
             raise
-        print(f"covergen: error: {_describe(exc)}", file=sys.stderr)
-        return 2
+        _complain(describe(exc))
+        return EXIT_USAGE
+    except Exception as exc:
+        if debug:
+            raise
+        _complain(
+            f"internal error: {type(exc).__name__}: {exc}\n"
+            "  → this is a bug in covergen: run again with --debug for the details and "
+            "report it"
+        )
+        return EXIT_INTERNAL
 
 
-def _describe(exc: Exception) -> str:
+def _complain(text: str) -> None:
+    from .text import printable
+
+    sys.stderr.write(f"covergen: error: {printable(text)}\n")
+
+
+def describe(exc: Exception) -> str:
+    """A message for the user from one of our errors."""
     if isinstance(exc, CovergenError):
         return exc.describe()
     errors = getattr(exc, "errors", None) or [exc]

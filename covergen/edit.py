@@ -4,14 +4,21 @@ The edit is made on the text, not by loading and re-dumping the YAML, so that th
 comments, blank lines, key order and quoting survive byte for byte: the only change is the
 inserted block (and, for `pairs: []` or `pairs: null`, the empty value it replaces). Where the
 `pairs:` list ends is read from the node marks of ``yaml.compose``; the whole new text is then
-validated by the catalog's own parser before it is written, atomically.
+validated by the catalog's own parser before it is written, atomically, under the catalog's
+lock (two `add`s at once keep both pairs).
+
+Why not ruamel.yaml's round trip, which keeps comments too: tried on this module's tests, it
+reproduces unchanged files exactly, but an appended pair lands *after* the comments that
+introduce the next section (``# Site settings`` ends up above the new pair, not below it),
+CRLF files come back with LF line ends, and ``pairs: []   # none yet`` cannot become a block
+list keeping its comment where it was. Each would need surgery on ruamel's comment tokens,
+which is this module's text surgery again, with a library's internals in the way.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import secrets
 import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,10 +27,12 @@ from typing import Any
 
 import yaml
 
+from .atomic import write_bytes
 from .catalog import Catalog, load_catalog, parse_catalog, slugify
 from .errors import CovergenError
 from .locks import catalog_lock
-from .nst import param_specs
+from .nst.params import param_specs
+from .text import unsafe_character
 
 # A new catalog: enough to explain the format to whoever opens it next.
 NEW_CATALOG_HEADER = """\
@@ -97,6 +106,7 @@ def add_pair(catalog_path: Path, new: NewPair) -> str:
     # Edit the file a symlink points at, so the link itself survives the rename.
     target = Path(os.path.realpath(path))
     new = _normalised(new)
+    _refuse_unsafe_text(new)
     pair_id = new.pair_id
     if not pair_id:
         raise CovergenError(
@@ -136,7 +146,7 @@ def add_pair(catalog_path: Path, new: NewPair) -> str:
                 pair=pair_id,
                 hint="the catalog was not changed; please report this with the catalog attached",
             )
-        _write_atomically(target, new_text.encode("utf-8"), mode)
+        write_bytes(target, new_text.encode("utf-8"), mode=mode)
     return pair_id
 
 
@@ -233,6 +243,22 @@ def _normalised(new: NewPair) -> NewPair:
         tags=tuple(dict.fromkeys(tag.strip() for tag in new.tags)),
         overrides=dict(new.overrides),
     )
+
+
+def _refuse_unsafe_text(new: NewPair) -> None:
+    """Text the catalog would refuse is refused here, naming the option it came from (YAML's
+    own escapes would otherwise turn it into a syntax error somewhere in the new block)."""
+    for f in dataclasses.fields(new):
+        value = getattr(new, f.name)
+        values = value if isinstance(value, tuple) else (value,)
+        for text in values:
+            if isinstance(text, str) and (bad := unsafe_character(text)):
+                option = "--" + f.name.replace("_", "-")
+                raise CovergenError(
+                    f"contains {bad}",
+                    field=f.name,
+                    hint=f"retype {option} without it",
+                )
 
 
 def _read_text(target: Path, path: Path) -> str:
@@ -459,36 +485,3 @@ def _nested_step(items: Sequence[yaml.Node]) -> int:
                 if step > 0:
                     return step
     return DEFAULT_STEP
-
-
-def _write_atomically(target: Path, data: bytes, mode: int | None) -> None:
-    """Write aside in the same folder, fsync, rename over ``target``; never a partial file."""
-    temp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-    # A new catalog gets the usual 0o666 less the umask, like any file the user creates.
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else mode)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if mode is not None:
-            os.chmod(temp, mode)  # the umask may have masked some of the original bits
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_folder(target.parent)
-
-
-def _fsync_folder(folder: Path) -> None:
-    # Makes the rename itself durable; not every platform lets a folder be opened.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

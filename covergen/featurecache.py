@@ -27,8 +27,6 @@ class FeatureCache:
 
     def __init__(self, root: Path):
         self.root = Path(root)
-        self.hits = 0
-        self.misses = 0
 
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.pt"
@@ -38,14 +36,10 @@ class FeatureCache:
         try:
             data = path.read_bytes()
         except OSError:
-            self.misses += 1
             return None
         value = _verified_load(data)
         if value is None:  # damaged, truncated or of an older format: recompute, overwrite
             path.unlink(missing_ok=True)
-            self.misses += 1
-            return None
-        self.hits += 1
         return value
 
     def put(self, key: str, value: dict[str, torch.Tensor]) -> None:

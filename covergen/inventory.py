@@ -1,47 +1,134 @@
-"""What is built and what can go: the logic of `covergen list`, `status` and `clean`."""
+"""What is built and what can go: each pair's state (for `list`, `status` and the site) and
+`covergen clean`.
+
+One vocabulary for a pair's state, used everywhere:
+
+- ``new``: never attempted;
+- ``built``: its latest attempt left a result, which verifies;
+- ``failed`` / ``cancelled``: its latest attempt did not finish;
+- ``missing``: its latest result has gone from the store (cleaned, or found damaged);
+- ``invalid``: the catalog cannot read the pair right now.
+
+Apart from the state, a pair has the painting it *shows*: the latest result that verifies,
+even when a later attempt failed — a photo briefly missing must not take a finished
+painting off the site.
+"""
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from .catalog import SLUG, Catalog
+from .catalog import SLUG, Catalog, Pair, Problem
 from .errors import CovergenError
-from .results import ResultStore
+from .locks import cache_lock
+from .results import ResultRecord, ResultStore
 from .runlog import RunLog, RunRecord
+
+STATES = ("new", "built", "failed", "cancelled", "missing", "invalid")
 
 
 @dataclass(frozen=True)
 class PairState:
-    pair: str
-    title: str
-    state: str  # built, reused (= built), failed, cancelled, invalid, new
-    record: RunRecord | None
-    result: Path | None
-    overrides: tuple[str, ...]
+    """A pair with what the run log and the result store know of it."""
+
+    id: str
+    state: str  # one of STATES
+    pair: Pair | None  # None when invalid
+    record: RunRecord | None  # the latest build record
+    result: ResultRecord | None  # the painting shown (verified), if any
+    result_path: Path | None
+    shown: RunRecord | None  # the record that made ``result``
+    problem: Problem | None = None
+
+    @property
+    def title(self) -> str:
+        return self.pair.title if self.pair else ""
+
+    @property
+    def overrides(self) -> tuple[str, ...]:
+        return tuple(sorted(self.pair.overrides)) if self.pair else ()
+
+    @property
+    def photo_sha256(self) -> str | None:
+        if self.result is not None:
+            return self.result.photo_sha256
+        return self.record.photo if self.record else None
+
+    @property
+    def cover_sha256(self) -> str | None:
+        if self.result is not None:
+            return self.result.cover_sha256
+        return self.record.cover if self.record else None
+
+    @property
+    def stale(self) -> bool:
+        """Shows a painting although its latest attempt did not give one."""
+        return self.result is not None and self.state != "built"
+
+    @property
+    def metrics(self) -> Mapping[str, Any]:
+        """Quality scores and automatic choices of the painting shown (or the latest run)."""
+        if self.result is not None and self.result.metrics:
+            return self.result.metrics
+        return self.record.metrics if self.record else {}
+
+    @property
+    def note(self) -> str:
+        """The first line of why the latest attempt failed, without the pair's own name."""
+        if self.problem is not None:
+            return self.problem.describe().splitlines()[0]
+        if self.record is None or not self.record.error:
+            return ""
+        line = self.record.error.splitlines()[0]
+        return line.removeprefix(f"pair {self.id!r}: ")
 
 
 def pair_states(catalog: Catalog, runlog: RunLog, results: ResultStore) -> list[PairState]:
-    """Each catalog pair (and each invalid one) with its latest build record, in catalog order."""
-    latest = runlog.latest()
+    """Each catalog pair (then each invalid one) with its state, in catalog order."""
+    latest = runlog.latest("build")
+    succeeded = runlog.latest("build", succeeded=True)
     states = []
     for pair in catalog.pairs:
+        if not SLUG.match(pair.id):
+            # Ids become file names; the catalog checks them, but a Pair made by hand is not.
+            raise CovergenError(f"pair id {pair.id!r} is not a slug", field="id")
         record = latest.get(pair.id)
-        result = None
+        result = path = shown = None
+        for candidate in (record, succeeded.get(pair.id)):
+            if candidate is None or candidate.status not in ("built", "reused"):
+                continue
+            # Results are addressed by content: two pairs with the same inputs and
+            # parameters share one, so the record's pair name is not checked.
+            found = results.get(candidate.key) if candidate.key else None
+            if found is not None:
+                result, path, shown = found, results.image_path(found.key), candidate
+                break
         if record is None:
             state = "new"
-        elif record.status in ("built", "reused") and record.key and results.exists(record.key):
-            state, result = "built", results.image_path(record.key)
         elif record.status in ("built", "reused"):
-            state = "missing"  # the result was cleaned or damaged since
+            state = "built" if shown is record else "missing"
         else:
             state = record.status
-        states.append(PairState(pair.id, pair.title, state, record, result,
-                                tuple(sorted(pair.overrides))))  # fmt: skip
+        states.append(PairState(pair.id, state, pair, record, result, path, shown))
     for problem in catalog.problems:
-        states.append(PairState(problem.pair or "?", "", "invalid", None, None, ()))
+        states.append(
+            PairState(problem.pair or "?", "invalid", None, None, None, None, None, problem)
+        )
     return states
+
+
+def load_states(catalog: Catalog, cache_dir: Path) -> tuple[RunLog, list[PairState]]:
+    """The run log of ``cache_dir`` and every pair's state; reads, never writes."""
+    from .build import cache_paths
+
+    paths = cache_paths(cache_dir)
+    runlog = RunLog(paths["runlog"])
+    results = ResultStore(paths["results"], read_only=True)
+    return runlog, pair_states(catalog, runlog, results)
 
 
 @dataclass(frozen=True)
@@ -54,7 +141,8 @@ class CleanReport:
 
 def clean(catalog: Catalog, cache_dir: Path, *, downloads: bool = False,
           features: bool = False, dry_run: bool = False) -> CleanReport:  # fmt: skip
-    """Remove results no pair refers to (and, when asked, unused downloads and features).
+    """Remove results no pair refers to (and, when asked, unused downloads and features),
+    holding the cache's lock.
 
     A result is referred to when it is the latest build result of a pair in the catalog, the
     latest successful one (shown while a later attempt failed), or the latest rerun of such a
@@ -83,39 +171,40 @@ def clean(catalog: Catalog, cache_dir: Path, *, downloads: bool = False,
             keep.add(record.key)
         inputs.update(h for h in (record.photo, record.cover) if h)
 
-    for kind in ("build", None):
-        for pair, record in runlog.latest(kind).items():
+    with cache_lock(cache_dir):
+        for kind in ("build", None):
+            for pair, record in runlog.latest(kind).items():
+                if pair in ids:
+                    hold(record)
+        for pair, record in runlog.latest("build", succeeded=True).items():
             if pair in ids:
                 hold(record)
-    for pair, record in runlog.latest("build", succeeded=True).items():
-        if pair in ids:
-            hold(record)
-    for pair in sorted(broken):
-        for record in runlog.history(pair, limit=None):
-            hold(record)
-    results = ResultStore(paths["results"])
-    freed = removed = 0
-    for key in list(results.keys()):
-        if key in keep:
-            continue
-        for path in (results.image_path(key), results.image_path(key).with_suffix(".json")):
-            if path.exists():
-                freed += path.stat().st_size
-        removed += 1
-        if not dry_run:
-            results.remove(key)
-    images_removed = 0
-    if downloads and paths["images"].exists():
-        for path in sorted((paths["images"] / "sha256").glob("*/*")):
-            if path.name.split(".")[0] not in inputs:
-                freed += path.stat().st_size
-                images_removed += 1
-                if not dry_run:
-                    path.unlink()
-    features_removed = False
-    if features and paths["features"].exists():
-        freed += sum(p.stat().st_size for p in paths["features"].rglob("*") if p.is_file())
-        features_removed = True
-        if not dry_run:
-            shutil.rmtree(paths["features"])
+        for pair in sorted(broken):
+            for record in runlog.history(pair, limit=None):
+                hold(record)
+        results = ResultStore(paths["results"])
+        freed = removed = 0
+        for key in list(results.keys()):
+            if key in keep:
+                continue
+            for path in (results.image_path(key), results.image_path(key).with_suffix(".json")):
+                if path.exists():
+                    freed += path.stat().st_size
+            removed += 1
+            if not dry_run:
+                results.remove(key)
+        images_removed = 0
+        if downloads and paths["images"].exists():
+            for path in sorted((paths["images"] / "sha256").glob("*/*")):
+                if path.name.split(".")[0] not in inputs:
+                    freed += path.stat().st_size
+                    images_removed += 1
+                    if not dry_run:
+                        path.unlink()
+        features_removed = False
+        if features and paths["features"].exists():
+            freed += sum(p.stat().st_size for p in paths["features"].rglob("*") if p.is_file())
+            features_removed = True
+            if not dry_run:
+                shutil.rmtree(paths["features"])
     return CleanReport(removed, images_removed, features_removed, freed)

@@ -3,15 +3,18 @@
 A job key is the hash of everything that decides the image: the photo's bytes, the
 cover's bytes, the fully resolved parameters, the engine version and the weights'
 identity. Credits, notes and file names are not in it, so editing them reruns nothing.
+
+A ``Job`` is plain data — hashes, sizes, parameters — with no path on this machine and no
+torch, so any executor can run it: a thread here, another process, a Ray actor elsewhere.
+The images are fetched by their SHA-256 from wherever the executor keeps them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .nst import ENGINE_VERSION, StyleParams
@@ -19,20 +22,30 @@ from .results import ResultRecord, ResultStore
 
 
 @dataclass(frozen=True)
+class ImageInput:
+    """An input image as a job knows it: by the hash of its bytes, with its upright size."""
+
+    sha256: str
+    width: int
+    height: int
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.width, self.height)
+
+
+@dataclass(frozen=True)
 class Job:
-    """One pair to paint: plain data, so any executor (local threads, a cluster) can run it."""
+    """One pair to paint."""
 
     pair: str
     key: str
     label: str
-    photo_sha256: str
-    photo_path: Path
-    photo_size: tuple[int, int]
-    cover_sha256: str
-    cover_path: Path
+    photo: ImageInput
+    cover: ImageInput
     params: StyleParams
     weights: str  # identity of the network weights
-    extra: dict[str, Any] = field(default_factory=dict)  # e.g. the --set values of a rerun
+    extra: Mapping[str, Any] = field(default_factory=dict)  # e.g. the --set values of a rerun
 
     def record_fields(self) -> dict[str, Any]:
         """Fields of the ResultRecord this job will produce, less the run's own figures."""
@@ -40,27 +53,12 @@ class Job:
             "key": self.key,
             "pair": self.pair,
             "params": self.params.to_dict(),
-            "photo_sha256": self.photo_sha256,
-            "cover_sha256": self.cover_sha256,
+            "photo_sha256": self.photo.sha256,
+            "cover_sha256": self.cover.sha256,
             "engine_version": ENGINE_VERSION,
             "weights": self.weights,
-            "extra": self.extra,
+            "extra": dict(self.extra),
         }
-
-
-@dataclass(frozen=True)
-class PlannedPair:
-    """What the planner needs of a pair whose inputs are fetched."""
-
-    pair: str
-    label: str
-    photo_sha256: str
-    photo_path: Path
-    photo_size: tuple[int, int]
-    cover_sha256: str
-    cover_path: Path
-    params: StyleParams
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,33 +80,43 @@ def job_key(photo_sha256: str, cover_sha256: str, params: StyleParams, weights: 
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def make_job(
+    pair: str,
+    label: str,
+    photo: ImageInput,
+    cover: ImageInput,
+    params: StyleParams,
+    weights: str,
+    extra: Mapping[str, Any] | None = None,
+) -> Job:
+    """A job, its key derived from its inputs."""
+    return Job(
+        pair=pair,
+        key=job_key(photo.sha256, cover.sha256, params, weights),
+        label=label,
+        photo=photo,
+        cover=cover,
+        params=params,
+        weights=weights,
+        extra=dict(extra or {}),
+    )
+
+
 def plan_jobs(
-    pairs: Iterable[PlannedPair],
+    jobs: Iterable[Job],
     results: ResultStore,
-    weights_identity: Callable[[StyleParams], str],
     *,
     force: bool = False,
 ) -> Plan:
-    """Split pairs into jobs to run and finished results to reuse (``force``: run all)."""
+    """Split jobs into those to run and finished results to reuse (``force``: run all)."""
     plan = Plan()
-    for item in pairs:
-        weights = weights_identity(item.params)
-        job = Job(
-            pair=item.pair,
-            label=item.label,
-            key=job_key(item.photo_sha256, item.cover_sha256, item.params, weights),
-            photo_sha256=item.photo_sha256,
-            photo_path=item.photo_path,
-            photo_size=item.photo_size,
-            cover_sha256=item.cover_sha256,
-            cover_path=item.cover_path,
-            params=item.params,
-            weights=weights,
-            extra=item.extra,
-        )
+    for job in jobs:
         record = None if force else results.get(job.key)
         if record is None:
             plan.to_run.append(job)
         else:
             plan.reused.append((job, record))
     return plan
+
+
+WeightsIdentity = Callable[[StyleParams], str]

@@ -28,8 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .atomic import atomic_writer
+from .catalog import DEFAULT_BRANCH, SiteSettings
 from .errors import CovergenError
 from .site.staging import MARKER as SITE_MARKER
+from .text import redact
 
 MARKER = ".covergen-publish"
 MARKER_TEXT = (
@@ -68,7 +70,7 @@ class PublishTarget:
 
     kind: str  # "git" or "dir"
     location: str  # a git remote (URL, scp-like address or path) or a directory path
-    branch: str = "gh-pages"
+    branch: str = DEFAULT_BRANCH
     cname: str = ""  # custom domain written to CNAME, e.g. gallery.example.org
     keep_history: bool = False
     message: str = ""  # commit message; empty: one naming the build
@@ -95,7 +97,7 @@ class PublishTarget:
             raise CovergenError(
                 f"{self.branch!r} is not a valid branch name",
                 field="publish_branch",
-                hint="e.g. gh-pages",
+                hint=f"e.g. {DEFAULT_BRANCH}",
             )
         if self.cname and not _HOST.match(self.cname):
             raise CovergenError(
@@ -144,7 +146,7 @@ class PublishPlan:
 def parse_target(
     text: str,
     *,
-    branch: str = "gh-pages",
+    branch: str = DEFAULT_BRANCH,
     cname: str = "",
     keep_history: bool = False,
     message: str = "",
@@ -172,9 +174,32 @@ def _is_scp_like(text: str) -> bool:
     return bool(sep) and "/" not in head and len(head) > 1
 
 
-def redact(location: str) -> str:
-    """A remote as it may be shown: the user part of a URL (where tokens go) as ***."""
-    return re.sub(r"(://)[^/@\s]+@", r"\1***@", location)
+def target_from_settings(
+    text: str | None,
+    site: SiteSettings | None,
+    *,
+    branch: str | None = None,
+    cname: str | None = None,
+    keep_history: bool | None = None,
+    message: str = "",
+) -> PublishTarget:
+    """The target a publish command means: what it gives, else the catalog's ``site`` block
+    (``publish``, ``publish_branch``, ``cname``, ``publish_keep_history``)."""
+    site = site or SiteSettings()
+    chosen = text or site.publish
+    if not chosen:
+        raise CovergenError(
+            "no publish target",
+            field="publish",
+            hint="give one (git:REMOTE or dir:PATH) or set site.publish in the catalog",
+        )
+    return parse_target(
+        chosen,
+        branch=branch or site.publish_branch,
+        cname=site.cname if cname is None else cname,
+        keep_history=site.publish_keep_history if keep_history is None else keep_history,
+        message=message,
+    )
 
 
 def plan_publish(site_dir: Path, target: PublishTarget, *, force: bool = False) -> PublishPlan:
@@ -519,7 +544,7 @@ def _refuse_foreign_branch(git: _Git, commit: str, target: PublishTarget) -> Non
         f"(its last commit is {commit[:12]} {subject[:60]!r}); publishing would replace "
         "its history",
         field="publish",
-        hint=f"publish to another branch (--branch gh-pages), add on top of it with "
+        hint=f"publish to another branch (--branch {DEFAULT_BRANCH}), add on top of it with "
         f"--keep-history, or pass --force to replace {target.branch}",
     )
 

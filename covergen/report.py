@@ -1,27 +1,21 @@
-"""What a build shows the user: rich progress bars on a terminal, plain lines elsewhere."""
+"""What a build (or one `stylize`) shows the user: rich progress bars on a terminal, plain
+lines elsewhere, and a summary at the end. Everything is written through ``Printer``.
+"""
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
+from .console import Printer, styled
 
-from .build import BuildSummary, PairOutcome
-from .nst import Progress as EngineProgress
-from .plan import Job
+if TYPE_CHECKING:
+    from .build import BuildSummary, PairOutcome
+    from .nst import Progress as EngineProgress
+    from .nst import StyleParams
+    from .plan import Job
 
 STATUS_STYLE = {
     "built": "green",
@@ -32,10 +26,10 @@ STATUS_STYLE = {
 }
 
 
-def total_iterations(job: Job) -> int:
-    p = job.params
-    scales = len(p.scale_sizes())
-    return p.iterations + (scales - 1) * p.coarse_iterations
+def total_iterations(params: StyleParams) -> int:
+    """The most iterations a job of these parameters can run, over all its scales."""
+    scales = len(params.scale_sizes())
+    return params.iterations + (scales - 1) * params.coarse_iterations
 
 
 class BuildReport:
@@ -44,19 +38,18 @@ class BuildReport:
     def __init__(
         self, *, quiet: bool = False, plain: bool | None = None, stream: TextIO | None = None
     ):
-        self.stream = stream or sys.stderr
+        import sys
+
+        self.printer = Printer(stream or sys.stderr, plain=plain)
         self.quiet = quiet
-        self.plain = (not self.stream.isatty()) if plain is None else plain
-        self.console = Console(
-            file=self.stream, highlight=False, force_terminal=not self.plain, soft_wrap=True
-        )
+        self.plain = self.printer.plain
         self._lock = threading.Lock()
-        self._progress: Progress | None = None
+        self._progress: Any = None
         self._overall: Any = None
         self._workers: dict[str, Any] = {}
         self._done = 0
         self._to_run = 0
-        self._scale_base: dict[str, tuple[int, int]] = {}  # worker -> (scale, iterations before)
+        self._base: dict[str, tuple[int, int, int]] = {}  # worker -> scale, before, coarse
         self._last_line: dict[str, float] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -64,61 +57,89 @@ class BuildReport:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stop_bars()
+
+    def _stop_bars(self) -> None:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
 
-    def _line(self, text: str, *, always: bool = False) -> None:
+    def _line(self, *pieces: Any, always: bool = False) -> None:
         if self.quiet and not always:
             return
+        text = self.printer.text(*pieces)
         if self._progress is not None:
             self._progress.console.print(text)
         else:
-            self.console.print(text)
+            self.printer.console.print(text)
+
+    def _bars(self, total: int | None) -> None:
+        """Start the progress display (terminal only), with an overall bar when ``total``."""
+        if self._progress is not None or self.plain or self.quiet:
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("{task.description}", markup=False),
+            BarColumn(bar_width=30),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[losses]}", markup=False),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.printer.console,
+            transient=True,
+        )
+        self._progress.start()
+        if total is not None:
+            self._overall = self._progress.add_task("pairs", total=total, losses="")
 
     # -- build events ----------------------------------------------------------------------
     def stage(self, text: str) -> None:
-        self._line(f"[dim]·[/dim] {text}")
+        self._line(styled("·", "dim"), " ", text)
 
     def planned(self, to_run: Sequence[Job], reused: int, failed: int) -> None:
         self._to_run = len(to_run)
-        self._line(f"[dim]·[/dim] plan: {len(to_run)} to paint, {reused} reused, {failed} failed")
-        if to_run and not self.plain and not self.quiet:
-            self._progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(bar_width=30),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[losses]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=self.console,
-                transient=True,
-            )
-            self._progress.start()
-            self._overall = self._progress.add_task("pairs", total=len(to_run), losses="")
+        self._line(
+            styled("·", "dim"), f" plan: {len(to_run)} to paint, {reused} reused, {failed} failed"
+        )
+        if to_run:
+            self._bars(len(to_run))
 
     def batch_started(self, worker: str, jobs: Sequence[Job]) -> None:
         names = ", ".join(job.pair for job in jobs)
-        total = sum(total_iterations(job) for job in jobs) // len(jobs)
+        total = max(total_iterations(job.params) for job in jobs)
+        self.paint_started(worker, names, total, jobs[0].params.coarse_iterations)
+
+    def progress(self, worker: str, jobs: Sequence[Job], event: EngineProgress) -> None:
+        self.paint_progress(worker, jobs[0].pair, event)
+
+    def paint_started(self, worker: str, label: str, total: int, coarse: int) -> None:
+        """A worker starts painting ``label`` (one job or a batch): ``total`` iterations."""
         with self._lock:
-            self._scale_base[worker] = (0, 0)
+            self._base[worker] = (0, 0, coarse)
             if self._progress is not None:
                 task = self._workers.get(worker)
                 if task is not None:
                     self._progress.remove_task(task)
                 self._workers[worker] = self._progress.add_task(
-                    f"  {worker} {names}", total=total, losses=""
+                    f"  {worker} {label}", total=total, losses=""
                 )
             else:
-                self._line(f"  painting {names} on {worker}")
+                self._line(f"  painting {label} on {worker}")
 
-    def progress(self, worker: str, jobs: Sequence[Job], event: EngineProgress) -> None:
+    def paint_progress(self, worker: str, label: str, event: EngineProgress) -> None:
         with self._lock:
-            scale, before = self._scale_base.get(worker, (0, 0))
+            scale, before, coarse = self._base.get(worker, (0, 0, 0))
             if event.scale != scale:
-                params = jobs[0].params
-                before = params.coarse_iterations * event.scale
-                self._scale_base[worker] = (event.scale, before)
+                before = coarse * event.scale
+                self._base[worker] = (event.scale, before, coarse)
             loss = event.losses[0]
             text = (
                 f"scale {event.scale + 1}/{event.scales} loss {loss.total:.3g} "
@@ -130,10 +151,10 @@ class BuildReport:
                 )
             elif self.plain and not self.quiet:
                 now = time.monotonic()
-                if now - self._last_line.get(worker, 0) >= 10:
+                if now - self._last_line.get(worker, 0) >= 10 or event.iteration == 1:
                     self._last_line[worker] = now
                     self._line(
-                        f"  {worker} {jobs[0].pair}: {event.size[0]}×{event.size[1]} "
+                        f"  {worker} {label}: {event.size[0]}×{event.size[1]} "
                         f"iteration {event.iteration}/{event.iterations}, {text}"
                     )
 
@@ -149,39 +170,57 @@ class BuildReport:
             details.append(outcome.device)
         if outcome.seconds is not None and outcome.status == "built":
             details.append(f"{outcome.seconds:.0f} s")
-        text = f"[{style}]{outcome.status:>9}[/{style}] {outcome.pair}"
+        quality = quality_text(outcome.metrics)
+        if quality and outcome.status in ("built", "reused"):
+            details.append(quality)
+        pieces: list[Any] = [styled(f"{outcome.status:>9}", style), " ", outcome.pair]
         if details:
-            text += f" [dim]({', '.join(details)})[/dim]"
+            pieces.append(styled(f" ({', '.join(details)})", "dim"))
         if outcome.error and outcome.status == "failed":
-            text += "\n" + "\n".join(f"          {line}" for line in outcome.error.splitlines())
-        self._line(text, always=outcome.status == "failed")
+            pieces.append(
+                "\n" + "\n".join(f"          {line}" for line in outcome.error.splitlines())
+            )
+        self._line(*pieces, always=outcome.status == "failed")
 
     # -- the end ---------------------------------------------------------------------------
     def summary(self, summary: BuildSummary) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
-        counts = {s: summary.count(s) for s in ("built", "reused", "failed", "cancelled")}
+        self._stop_bars()
+        counts = summary.counts()
+        printer = self.printer
         if self.quiet:
             if counts["failed"]:
-                self.console.print(f"{counts['failed']} pair(s) failed")
+                printer.line(f"{counts['failed']} pair(s) failed")
             return
+        site = f"; {summary.site.describe()}" if summary.site is not None else ""
         if self.plain:
             parts = ", ".join(f"{n} {s}" for s, n in counts.items())
             state = " (interrupted)" if summary.interrupted else ""
-            self.console.print(
+            printer.line(
                 f"done{state}: {parts} in {summary.seconds:.0f} s"
-                f" (profile {summary.profile or 'none'})"
+                f" (profile {summary.profile or 'none'}){site}"
             )
             return
-        table = Table(title="covergen build" + (" — interrupted" if summary.interrupted else ""))
-        for status in counts:
-            table.add_column(status, justify="right", style=STATUS_STYLE[status])
-        table.add_column("time", justify="right")
-        table.add_column("profile")
-        table.add_row(
-            *(str(n) for n in counts.values()),
-            f"{summary.seconds:.0f} s",
-            summary.profile or "none",
+        title = "covergen build" + (" — interrupted" if summary.interrupted else "")
+        printer.table(
+            [*counts, "time", "profile"],
+            [
+                [
+                    *(styled(n, STATUS_STYLE[s]) for s, n in counts.items()),
+                    f"{summary.seconds:.0f} s",
+                    summary.profile or "none",
+                ]
+            ],
+            title=title,
         )
-        self.console.print(table)
+        if summary.site is not None:
+            printer.line(styled(summary.site.describe(), "dim"))
+
+
+def quality_text(metrics: Any) -> str:
+    """The quality scores of a result as a short text: "content 0.62, style 0.71"."""
+    if not isinstance(metrics, dict):
+        return ""
+    content, style = metrics.get("content_kept"), metrics.get("style_taken")
+    if not isinstance(content, int | float) or not isinstance(style, int | float):
+        return ""
+    return f"content {content:.2f}, style {style:.2f}"

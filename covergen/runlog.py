@@ -1,21 +1,57 @@
-"""The run log: every job's record in SQLite, read by `covergen status` and by the site.
+"""The run log: every pair's outcome in every build, in SQLite; read by `status`, `list`,
+`clean` and the site.
 
-One row per pair per build (built, reused, failed, cancelled, or skipped before planning),
-so the latest row of a pair says what the site should show for it and why.
+One row per pair per build (built, reused, failed, cancelled), so a pair's latest row says
+what happened to it last and why. The columns are ``RunRecord``'s fields, listed once; rows
+are checked when read, and a row that does not check out is skipped, never trusted.
+Reading never writes: `status` works on a read-only cache and on no cache at all.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import CovergenError
+
+STATUSES = ("built", "reused", "failed", "cancelled")
+BUILD_STATUSES = ("running", "finished", "interrupted", "failed", "killed")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One pair's outcome in one build, as stored."""
+
+    build: int
+    kind: str  # of the build: build or rerun
+    pair: str
+    status: str  # built, reused, failed, cancelled
+    key: str | None = None
+    photo: str | None = None  # SHA-256 of the photo's bytes, when fetched
+    cover: str | None = None  # SHA-256 of the cover's bytes, when fetched
+    device: str | None = None
+    iterations: int | None = None
+    seconds: float | None = None
+    losses: dict[str, float] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    # quality scores, values chosen automatically, faces protected (see ResultRecord.metrics)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    recorded: float = 0.0
+
+
+# The columns of the runs table: every RunRecord field but those of the build it belongs to.
+_JSON = ("losses", "params", "metrics")
+_TYPES = {"build": "INTEGER", "iterations": "INTEGER", "seconds": "REAL", "recorded": "REAL"}
+RUN_COLUMNS = tuple(f.name for f in dataclasses.fields(RunRecord) if f.name not in ("kind",))
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS builds (
@@ -27,48 +63,8 @@ CREATE TABLE IF NOT EXISTS builds (
     status TEXT NOT NULL,          -- running, finished, interrupted, failed, killed
     summary TEXT                   -- JSON counts
 );
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY,
-    build INTEGER NOT NULL REFERENCES builds(id),
-    pair TEXT NOT NULL,
-    key TEXT,
-    photo TEXT,                    -- SHA-256 of the photo's bytes, when fetched
-    cover TEXT,                    -- SHA-256 of the cover's bytes, when fetched
-    status TEXT NOT NULL,          -- built, reused, failed, cancelled
-    device TEXT,
-    iterations INTEGER,
-    seconds REAL,
-    losses TEXT,                   -- JSON
-    params TEXT,                   -- JSON
-    error TEXT,
-    recorded REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS runs_pair ON runs(pair, id);
+CREATE TABLE IF NOT EXISTS runs (id INTEGER PRIMARY KEY);  -- columns: RUN_COLUMNS
 """
-
-STATUSES = ("built", "reused", "failed", "cancelled")
-COLUMNS = (
-    "r.build, b.kind, r.pair, r.key, r.photo, r.cover, r.status, r.device, r.iterations,"
-    " r.seconds, r.losses, r.params, r.error, r.recorded"
-)
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    build: int
-    kind: str
-    pair: str
-    key: str | None
-    photo: str | None
-    cover: str | None
-    status: str
-    device: str | None
-    iterations: int | None
-    seconds: float | None
-    losses: dict[str, float]
-    params: dict[str, Any]
-    error: str | None
-    recorded: float
 
 
 class RunLog:
@@ -77,35 +73,63 @@ class RunLog:
     def __init__(self, path: Path):
         self.path = Path(path)
 
+    # ----------------------------------------------------------------- connections
+
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        """A connection in a transaction; SQLite's errors (a full disk, a damaged file)
-        become one clear CovergenError (SQLite rolls the transaction back)."""
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A connection in a transaction, the schema made current; SQLite's errors (a full
+        disk, a damaged file, a read-only folder) become one clear CovergenError."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(self.path, timeout=30)
         except (OSError, sqlite3.Error) as exc:
-            raise self._error(exc) from None
+            raise self._error(exc, writing=True) from None
         try:
             connection.execute("PRAGMA journal_mode=WAL")
-            connection.executescript(SCHEMA)
+            _migrate(connection)
             with connection:
                 yield connection
         except sqlite3.Error as exc:
-            raise self._error(exc) from None
+            raise self._error(exc, writing=True) from None
         finally:
             connection.close()
 
-    def _error(self, exc: BaseException) -> CovergenError:
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection | None]:
+        """A read-only connection, or None when there is no run log yet."""
+        if not self.path.is_file():
+            yield None
+            return
+        try:
+            connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+        except sqlite3.Error as exc:
+            raise self._error(exc, writing=False) from None
+        try:
+            yield connection
+        except sqlite3.Error as exc:
+            raise self._error(exc, writing=False) from None
+        finally:
+            connection.close()
+
+    def _error(self, exc: BaseException, *, writing: bool) -> CovergenError:
+        if writing:
+            return CovergenError(
+                f"the run log {self.path} cannot be written ({exc})",
+                field="runlog",
+                hint="free disk space (or fix the folder's permissions) and build again; a "
+                "damaged run log can be deleted: it only records history",
+            )
         return CovergenError(
-            f"the run log {self.path} cannot be written ({exc})",
+            f"the run log {self.path} cannot be read ({exc})",
             field="runlog",
-            hint="free disk space (or fix the folder's permissions) and build again; a damaged "
-            "run log can be deleted: it only records history",
+            hint="check the file's permissions; a damaged run log can be deleted: it only "
+            "records history (the next build starts a new one)",
         )
 
+    # ----------------------------------------------------------------- builds
+
     def start_build(self, kind: str = "build", profile: str | None = None) -> int:
-        with self._connect() as db:
+        with self._write() as db:
             cursor = db.execute(
                 "INSERT INTO builds (kind, started, profile, status) VALUES (?, ?, ?, 'running')",
                 (kind, time.time(), profile),
@@ -120,55 +144,61 @@ class RunLog:
         """
         if not self.path.exists():
             return 0
-        with self._connect() as db:
+        with self._write() as db:
             cursor = db.execute("UPDATE builds SET status = 'killed' WHERE status = 'running'")
             return cursor.rowcount
 
-    def finish_build(self, build: int, status: str, summary: dict[str, Any]) -> None:
-        with self._connect() as db:
+    def finish_build(self, build: int, status: str, summary: Mapping[str, Any]) -> None:
+        if status not in BUILD_STATUSES:
+            raise ValueError(f"unknown build status {status!r}")
+        with self._write() as db:
             db.execute(
                 "UPDATE builds SET finished = ?, status = ?, summary = ? WHERE id = ?",
-                (time.time(), status, json.dumps(summary), build),
+                (time.time(), status, json.dumps(dict(summary)), build),
             )
 
-    def record(
-        self,
-        build: int,
-        pair: str,
-        status: str,
-        *,
-        key: str | None = None,
-        photo: str | None = None,
-        cover: str | None = None,
-        device: str | None = None,
-        iterations: int | None = None,
-        seconds: float | None = None,
-        losses: dict[str, float] | None = None,
-        params: dict[str, Any] | None = None,
-        error: str | None = None,
-    ) -> None:
+    def last_build(self) -> dict[str, Any] | None:
+        with self._read() as db:
+            if db is None:
+                return None
+            row = db.execute(
+                "SELECT id, kind, started, finished, profile, status, summary"
+                " FROM builds ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        if row is None:
+            return None
+        keys = ("id", "kind", "started", "finished", "profile", "status", "summary")
+        out = dict(zip(keys, row, strict=True))
+        try:
+            summary = json.loads(out["summary"] or "{}")
+        except ValueError:
+            summary = {}
+        out["summary"] = {
+            k: v for k, v in summary.items() if isinstance(k, str) and isinstance(v, int)
+        } if isinstance(summary, dict) else {}  # fmt: skip
+        if out["status"] not in BUILD_STATUSES:
+            out["status"] = "unknown"
+        return out
+
+    # ----------------------------------------------------------------- pairs
+
+    def record(self, build: int, pair: str, status: str, **values: Any) -> None:
+        """Append one pair's outcome; ``values`` are other RunRecord fields (unknown ones
+        are ignored, so an outcome's own fields can be passed as they are)."""
         if status not in STATUSES:
             raise ValueError(f"unknown run status {status!r}")
-        with self._connect() as db:
+        values = {**values, "pair": pair, "status": status}
+        row = {name: values.get(name) for name in RUN_COLUMNS}
+        row["build"] = build
+        row["recorded"] = time.time()
+        for name in _JSON:
+            row[name] = json.dumps(values.get(name) or {}, sort_keys=True)
+        names = ", ".join(RUN_COLUMNS)
+        marks = ", ".join("?" for _ in RUN_COLUMNS)
+        with self._write() as db:
             db.execute(
-                "INSERT INTO runs (build, pair, key, photo, cover, status, device, iterations,"
-                " seconds, losses, params, error, recorded)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    build,
-                    pair,
-                    key,
-                    photo,
-                    cover,
-                    status,
-                    device,
-                    iterations,
-                    seconds,
-                    json.dumps(losses or {}),
-                    json.dumps(params or {}),
-                    error,
-                    time.time(),
-                ),
+                f"INSERT INTO runs ({names}) VALUES ({marks})",
+                tuple(row[name] for name in RUN_COLUMNS),
             )
 
     def latest(
@@ -184,75 +214,86 @@ class RunLog:
         if succeeded:
             where.append("r2.status IN ('built', 'reused')")
         query = (
-            f"SELECT {COLUMNS} FROM runs r JOIN builds b ON b.id = r.build"
+            f"SELECT b.kind, {_select()} FROM runs r JOIN builds b ON b.id = r.build"
             " WHERE r.id IN (SELECT MAX(r2.id) FROM runs r2 JOIN builds b2 ON b2.id = r2.build"
             + (" WHERE " + " AND ".join(where) if where else "")
             + " GROUP BY r2.pair)"
         )
-        if not self.path.exists():
-            return {}
-        with self._connect() as db:
-            rows = db.execute(query, (kind,) if kind else ()).fetchall()
-        return {row[2]: _record(row) for row in rows}
+        records = self._query(query, (kind,) if kind else ())
+        return {record.pair: record for record in records}
 
     def history(self, pair: str, limit: int | None = 20) -> list[RunRecord]:
         """A pair's records, newest first (``limit`` None: all of them)."""
-        if not self.path.exists():
-            return []
-        with self._connect() as db:
-            rows = db.execute(
-                f"SELECT {COLUMNS} FROM runs r"
-                " JOIN builds b ON b.id = r.build WHERE r.pair = ? ORDER BY r.id DESC LIMIT ?",
-                (pair, -1 if limit is None else limit),
-            ).fetchall()
-        return [_record(row) for row in rows]
+        return self._query(
+            f"SELECT b.kind, {_select()} FROM runs r JOIN builds b ON b.id = r.build"
+            " WHERE r.pair = ? ORDER BY r.id DESC LIMIT ?",
+            (pair, -1 if limit is None else limit),
+        )
 
-    def last_build(self) -> dict[str, Any] | None:
-        if not self.path.exists():
-            return None
-        with self._connect() as db:
-            row = db.execute(
-                "SELECT id, kind, started, finished, profile, status, summary"
-                " FROM builds ORDER BY id DESC LIMIT 1"
-            ).fetchone()
-        if row is None:
-            return None
-        keys = ("id", "kind", "started", "finished", "profile", "status", "summary")
-        out = dict(zip(keys, row, strict=True))
-        out["summary"] = json.loads(out["summary"] or "{}")
+    def _query(self, query: str, args: tuple[Any, ...]) -> list[RunRecord]:
+        with self._read() as db:
+            if db is None:
+                return []
+            try:
+                rows = db.execute(query, args).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "no such" in str(exc):  # a log from before a column existed: nothing yet
+                    return []
+                raise
+        out = []
+        for row in rows:
+            record = _record(row)
+            if record is not None:
+                out.append(record)
         return out
 
 
-def _record(row: tuple[Any, ...]) -> RunRecord:
-    (
-        build,
-        kind,
-        pair,
-        key,
-        photo,
-        cover,
-        status,
-        device,
-        iterations,
-        seconds,
-        losses,
-        params,
-        error,
-        at,
-    ) = row
-    return RunRecord(
-        build=build,
-        kind=kind,
-        pair=pair,
-        key=key,
-        photo=photo,
-        cover=cover,
-        status=status,
-        device=device,
-        iterations=iterations,
-        seconds=seconds,
-        losses=json.loads(losses or "{}"),
-        params=json.loads(params or "{}"),
-        error=error,
-        recorded=at,
+def _select() -> str:
+    return ", ".join(f"r.{name}" for name in RUN_COLUMNS)
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Create the tables, and add the columns a newer RunRecord has to an older log."""
+    db.executescript(SCHEMA)
+    have = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+    for name in RUN_COLUMNS:
+        if name not in have:
+            db.execute(f"ALTER TABLE runs ADD COLUMN {name} {_TYPES.get(name, 'TEXT')}")
+    db.execute("CREATE INDEX IF NOT EXISTS runs_pair ON runs(pair, id)")
+
+
+def _record(row: tuple[Any, ...]) -> RunRecord | None:
+    """A checked RunRecord from a row (kind first, then RUN_COLUMNS), or None."""
+    kind, *rest = row
+    values = dict(zip(RUN_COLUMNS, rest, strict=True))
+    values["kind"] = kind
+    for name in _JSON:
+        try:
+            decoded = json.loads(values[name] or "{}")
+        except (TypeError, ValueError, RecursionError):
+            return None
+        if not isinstance(decoded, dict):
+            return None
+        values[name] = decoded
+    checks = (
+        isinstance(values["build"], int),
+        isinstance(values["kind"], str),
+        isinstance(values["pair"], str),
+        values["status"] in STATUSES,
+        all(
+            values[n] is None or isinstance(values[n], str)
+            for n in ("key", "photo", "cover", "device", "error")
+        ),
+        values["iterations"] is None
+        or (isinstance(values["iterations"], int) and values["iterations"] >= 0),
+        values["seconds"] is None or (_finite(values["seconds"]) and values["seconds"] >= 0),
+        _finite(values["recorded"]),
+        all(_finite(v) for v in values["losses"].values()),
     )
+    if not all(checks):
+        return None
+    return RunRecord(**values)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,45 +1,57 @@
-"""The scheduler: hands jobs to an executor and collects their outcomes.
+"""The scheduler: jobs handed to an executor, outcomes collected. Torch-free.
 
-``LocalExecutor`` runs one worker thread per visible GPU (or one on the CPU). Jobs of the
-same shape are batched on a GPU. A failing job is reported and the others go on; out of
-memory retries with half the batch, then on the CPU. A stop request (Ctrl-C) cancels the
-running batches at their next iteration; every finished outcome has been handed over by
-then. The executor seam is what a cluster executor (Ray) would implement.
+An executor runs jobs somewhere — threads on this machine's devices (``LocalExecutor``),
+separate processes (``ProcessExecutor``, which proves that jobs travel as plain data), a Ray
+cluster (``covergen.rayexec``) — and hands each outcome back to the caller's thread. Every
+executor paints through ``Painter.run_batch`` (``covergen.painter``): same-shape batches,
+out of memory → half the batch → the CPU, a failing job isolated from the others.
+Executors are chosen by name (``make_executor``).
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
-from PIL import Image
-
-from .nst import Cancelled, Engine, Progress, Runtime, StylizeJob, TargetCache, shape_signature
+from .errors import CovergenError
+from .nst import ParameterError, device_kind, resolve_devices, shape_signature
 from .plan import Job
 
-OutcomeSink = Callable[["JobOutcome"], None]
+if TYPE_CHECKING:
+    from .nst import Progress
+    from .painter import Painter
+
+EXECUTORS = ("local", "process", "ray")
 
 
 @dataclass(frozen=True)
 class JobOutcome:
+    """What became of a job. A built one carries its painting as PNG bytes: encoded where
+    it was painted, so every executor stores the very same bytes."""
+
     job: Job
     status: str  # built, failed or cancelled
-    image: Image.Image | None = None
+    png: bytes | None = None
+    width: int = 0
+    height: int = 0
     iterations: int = 0
     seconds: float = 0.0
     device: str = ""
     losses: dict[str, float] = field(default_factory=dict)
+    # What the job found out on its own: quality scores, chosen values, faces protected.
+    metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
 
 
+OutcomeSink = Callable[[JobOutcome], None]
+
+
 class SchedulerEvents(Protocol):
-    """What a progress display hears from the workers (called from worker threads)."""
+    """What a progress display hears from the workers (called from any thread)."""
 
     def batch_started(self, worker: str, jobs: Sequence[Job]) -> None: ...
 
@@ -47,6 +59,20 @@ class SchedulerEvents(Protocol):
 
 
 class Executor(Protocol):
+    """Runs jobs somewhere and reports each outcome in the caller's thread."""
+
+    name: str
+
+    def device_kind(self) -> str:
+        """cpu or gpu: what the jobs will run on, to choose the catalog's profile; cheap
+        (no torch, no cluster start), as builds that paint nothing ask it too."""
+        ...
+
+    def prepare(self) -> list[str]:
+        """Check the devices (start the cluster) before any job; return the workers' names.
+        Raises CovergenError when the executor cannot run here."""
+        ...
+
     def run(
         self,
         jobs: Sequence[Job],
@@ -61,53 +87,57 @@ class Executor(Protocol):
         ...
 
 
-def local_devices(name: str = "auto") -> list[str]:
-    """The devices to run workers on: every visible GPU, else mps, else the CPU."""
-    if name != "auto":
-        return [part.strip() for part in name.split(",") if part.strip()]
-    if torch.cuda.is_available():
-        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return ["mps"]
-    return ["cpu"]
+@dataclass(frozen=True)
+class ExecutorSettings:
+    """What every executor needs to paint; plain data, so it can travel to workers."""
 
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    cache_dir: Path = Path("cache")
+    devices: tuple[str, ...] = ("auto",)  # as named; resolved when painting starts
+    precision: str = "auto"
+    max_batch: int = 4
+    offline: bool = False
+    ray_address: str | None = None
 
 
 def make_batches(jobs: Sequence[Job], max_batch: int) -> list[list[Job]]:
     """Group same-shape jobs, in the order their first job comes, chunks of ``max_batch``."""
     groups: dict[tuple, list[Job]] = {}
     for job in jobs:
-        groups.setdefault(shape_signature(job.params, job.photo_size), []).append(job)
-    batches = []
-    for group in groups.values():
-        for start in range(0, len(group), max(1, max_batch)):
-            batches.append(group[start : start + max(1, max_batch)])
+        groups.setdefault(shape_signature(job.params, job.photo.size), []).append(job)
+    size = max(1, max_batch)
+    batches = [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
     order = {job.key: i for i, job in enumerate(jobs)}
     return sorted(batches, key=lambda batch: order[batch[0].key])
 
 
+def batch_limit(devices: Sequence[str], max_batch: int) -> int:
+    """Jobs per batch: batching pays on a GPU; on a CPU one job at a time is as fast."""
+    return max_batch if any(d.startswith("cuda") for d in devices) else 1
+
+
 @dataclass
 class LocalExecutor:
-    """Workers on this machine: one per device, batching same-shape jobs on GPUs."""
+    """Worker threads on this machine, one per device, each painting whole batches.
 
-    load_image: Callable[[Path], Image.Image]
-    devices: Sequence[str] = ("cpu",)
-    precision: str = "auto"
-    max_batch: int = 4
-    cache_dir: Path = Path("cache")
-    target_cache: TargetCache | None = None
-    engine_factory: Callable[[Runtime, Path, TargetCache | None], Engine] | None = None
+    ``painter`` (made on first use when not given) holds the engines; tests pass one with a
+    stand-in engine.
+    """
 
-    def _engine(self, device: str) -> Engine:
-        runtime = Runtime(device=device, precision=self.precision)
-        if self.engine_factory is not None:
-            return self.engine_factory(runtime, self.cache_dir, self.target_cache)
-        return Engine(runtime, cache_dir=self.cache_dir, target_cache=self.target_cache)
+    settings: ExecutorSettings = field(default_factory=ExecutorSettings)
+    painter: Painter | None = None
+    name: str = "local"
+    # Take the device names as given, unchecked: for stand-in engines that play a GPU.
+    trust_devices: bool = False
+    _devices: list[str] = field(default_factory=list)
+
+    def device_kind(self) -> str:
+        return device_kind(",".join(self.settings.devices))
+
+    def prepare(self) -> list[str]:
+        if not self._devices:
+            names = self.settings.devices
+            self._devices = list(names) if self.trust_devices else checked_devices(names)
+        return self._devices
 
     def run(
         self,
@@ -116,158 +146,93 @@ class LocalExecutor:
         events: SchedulerEvents | None,
         stop: threading.Event,
     ) -> bool:
-        gpu = any(d.startswith("cuda") for d in self.devices)
+        if self.painter is None:
+            from .painter import Painter, StoreInputs
+
+            self.painter = Painter.from_settings(
+                self.settings, StoreInputs(self.settings.cache_dir)
+            )
+        painter = self.painter
+        devices = self.prepare()
         batches: queue.Queue[list[Job]] = queue.Queue()
-        for batch in make_batches(jobs, self.max_batch if gpu else 1):
+        for batch in make_batches(jobs, batch_limit(devices, self.settings.max_batch)):
             batches.put(batch)
         outcomes: queue.Queue[JobOutcome | None] = queue.Queue()
-        workers = [
-            threading.Thread(
-                target=self._work,
-                args=(device, batches, outcomes, events, stop),
-                name=f"covergen-{device}",
-                daemon=True,
-            )
-            for device in self.devices
-        ]
-        for worker in workers:
-            worker.start()
-        finished_workers = 0
-        reported: set[str] = set()
-        while finished_workers < len(workers):
-            try:
-                item = outcomes.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            except KeyboardInterrupt:
-                stop.set()
-                continue
-            if item is None:
-                finished_workers += 1
-                continue
-            reported.add(item.job.key)
-            try:
-                on_outcome(item)
-            except KeyboardInterrupt:
-                stop.set()
-        for job in jobs:  # batches never started
-            if job.key not in reported:
-                on_outcome(JobOutcome(job, "cancelled", error="stopped before it started"))
-        return not stop.is_set()
 
-    def _work(
-        self,
-        device: str,
-        batches: queue.Queue[list[Job]],
-        outcomes: queue.Queue[JobOutcome | None],
-        events: SchedulerEvents | None,
-        stop: threading.Event,
-    ) -> None:
-        try:
-            engines: dict[str, Engine] = {}
-            pending: list[list[Job]] = []
-            while not stop.is_set():
-                if pending:
-                    batch = pending.pop(0)
-                else:
+        def work(device: str) -> None:
+            try:
+                while not stop.is_set():
                     try:
                         batch = batches.get_nowait()
                     except queue.Empty:
                         return
-                for outcome, retry in self._attempt(device, batch, engines, events, stop):
-                    if outcome is not None:
+                    for outcome in painter.run_batch(device, batch, events, stop):
                         outcomes.put(outcome)
-                    if retry:
-                        pending[:0] = retry
-        finally:
-            outcomes.put(None)
+            finally:
+                outcomes.put(None)
 
-    def _attempt(
-        self,
-        device: str,
-        batch: list[Job],
-        engines: dict[str, Engine],
-        events: SchedulerEvents | None,
-        stop: threading.Event,
-    ):
-        """Run one batch; yield (outcome, batches to retry) pairs."""
+        workers = [
+            threading.Thread(target=work, args=(d,), name=f"covergen-{d}", daemon=True)
+            for d in devices
+        ]
+        for worker in workers:
+            worker.start()
+        return collect(jobs, outcomes, len(workers), on_outcome, stop)
+
+
+def collect(
+    jobs: Sequence[Job],
+    outcomes: queue.Queue[JobOutcome | None],
+    producers: int,
+    on_outcome: OutcomeSink,
+    stop: threading.Event,
+) -> bool:
+    """Hand outcomes to ``on_outcome`` in this thread until every producer said None; then
+    report the jobs that never started as cancelled. Ctrl-C here sets ``stop``."""
+    finished = 0
+    reported: set[str] = set()
+    while finished < producers:
         try:
-            if device not in engines:
-                engines[device] = self._engine(device)
-            engine = engines[device]
-            stylize_jobs = [
-                StylizeJob(
-                    self.load_image(job.photo_path), [self.load_image(job.cover_path)], job.params
-                )
-                for job in batch
-            ]
-        except Exception as exc:
-            if len(batch) > 1:
-                yield None, [[job] for job in batch]
-            else:
-                yield JobOutcome(batch[0], "failed", device=device, error=_message(exc)), None
-            return
-        if events is not None:
-            events.batch_started(device, batch)
-
-        def report(event: Progress) -> None:
-            if events is not None:
-                events.progress(device, batch, event)
-
-        start = time.perf_counter()
+            item = outcomes.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        except KeyboardInterrupt:
+            stop.set()
+            continue
+        if item is None:
+            finished += 1
+            continue
+        reported.add(item.job.key)
         try:
-            results = engine.stylize_batch(stylize_jobs, progress=report, cancel=stop.is_set)
-        except Cancelled:
-            for job in batch:
-                yield JobOutcome(job, "cancelled", device=device, error="interrupted"), None
-            return
-        except Exception as exc:
-            if is_out_of_memory(exc):
-                if device.startswith("cuda"):
-                    torch.cuda.empty_cache()
-                if len(batch) > 1:
-                    half = len(batch) // 2
-                    yield None, [batch[:half], batch[half:]]
-                    return
-                if device != "cpu":
-                    yield from self._attempt("cpu", batch, engines, events, stop)
-                    return
-            if len(batch) > 1:  # find the job that fails; the others still run
-                yield None, [[job] for job in batch]
-                return
-            yield (
-                JobOutcome(
-                    batch[0],
-                    "failed",
-                    device=device,
-                    error=_message(exc),
-                    seconds=time.perf_counter() - start,
-                ),
-                None,
-            )
-            return
-        for job, result in zip(batch, results, strict=True):
-            losses = {
-                "total": result.losses.total,
-                "content": result.losses.content,
-                "style": result.losses.style,
-                "tv": result.losses.tv,
-            }
-            yield (
-                JobOutcome(
-                    job,
-                    "built",
-                    image=result.image,
-                    iterations=result.iterations,
-                    seconds=result.seconds,
-                    device=result.device,
-                    losses=losses,
-                ),
-                None,
-            )
+            on_outcome(item)
+        except KeyboardInterrupt:
+            stop.set()
+    for job in jobs:
+        if job.key not in reported:
+            on_outcome(JobOutcome(job, "cancelled", error="stopped before it started"))
+    return not stop.is_set()
 
 
-def _message(exc: BaseException) -> str:
-    describe = getattr(exc, "describe", None)
-    text = describe() if callable(describe) else str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+def checked_devices(names: Sequence[str]) -> list[str]:
+    """The devices named (``auto``: every GPU, else the CPU), each checked to exist here."""
+    try:
+        return resolve_devices(",".join(names) or "auto")
+    except ParameterError as exc:
+        raise CovergenError(exc.message, field="device", hint=exc.hint) from None
+
+
+def make_executor(name: str, settings: ExecutorSettings) -> Executor:
+    """The executor called ``name``: local, process or ray."""
+    if name == "local":
+        return LocalExecutor(settings)
+    if name == "process":
+        from .procexec import ProcessExecutor
+
+        return ProcessExecutor(settings)
+    if name == "ray":
+        from .rayexec import RayExecutor
+
+        return RayExecutor(settings)
+    raise CovergenError(
+        f"unknown executor {name!r}", field="executor", hint=f"use one of {', '.join(EXECUTORS)}"
+    )

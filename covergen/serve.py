@@ -5,23 +5,28 @@ once published. The preview serves the site under the published base path and be
 GitHub Pages where it matters: ``/`` redirects to the base path, a folder without a trailing
 slash redirects to one, ``/page`` finds ``page.html``, a missing file answers ``404.html``
 with status 404, and there are no directory listings.
+
+It is the standard library's ``SimpleHTTPRequestHandler`` (``directory=``, conditional GETs,
+HEAD, its own path normalisation) with those rules added; it serves only a folder covergen
+built (one with the site marker), and nothing outside it, links included.
 """
 
 from __future__ import annotations
 
 import contextlib
-import email.utils
+import functools
 import logging
-import mimetypes
-import shutil
+import os
 import socket
 from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit
+from typing import ClassVar
+from urllib.parse import unquote, urlsplit
 
 from .errors import CovergenError
+from .site.staging import MARKER, MARKER_TEXT
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +70,6 @@ def normalise_base_path(base_path: str) -> str:
     return "/" + "".join(f"{p}/" for p in parts)
 
 
-def content_type(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix in CONTENT_TYPES:
-        return CONTENT_TYPES[suffix]
-    guessed, _ = mimetypes.guess_type(path.name)
-    return guessed or "application/octet-stream"
-
-
 class SiteServer(ThreadingHTTPServer):
     """An HTTP server for one built site under one base path."""
 
@@ -83,7 +80,8 @@ class SiteServer(ThreadingHTTPServer):
         self.base_path = normalise_base_path(base_path)
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
-        super().__init__(address, SiteRequestHandler)
+        handler = functools.partial(SiteRequestHandler, directory=str(self.site_dir))
+        super().__init__(address, handler)
 
     @property
     def url(self) -> str:
@@ -96,98 +94,110 @@ class SiteServer(ThreadingHTTPServer):
         return f"http://{host}:{port}{self.base_path}"
 
 
-class SiteRequestHandler(BaseHTTPRequestHandler):
-    """GET and HEAD for files of ``server.site_dir``; nothing outside it, no listings."""
+class SiteRequestHandler(SimpleHTTPRequestHandler):
+    """The standard file handler, with the preview's rules."""
 
     server: SiteServer
     server_version = "covergen-serve"
+    extensions_map: ClassVar[dict[str, str]] = {
+        **SimpleHTTPRequestHandler.extensions_map,
+        **CONTENT_TYPES,
+    }
 
-    def do_GET(self) -> None:
-        self._respond(body=True)
+    def send_head(self):  # type: ignore[no-untyped-def]
+        base = self.server.base_path
+        path = unquote(urlsplit(self.path).path)
+        if base != "/" and path in ("/", base.rstrip("/")):
+            query = urlsplit(self.path).query
+            self.send_response(HTTPStatus.MOVED_PERMANENTLY)
+            self.send_header("Location", base + (f"?{query}" if query else ""))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        return super().send_head()
 
-    def do_HEAD(self) -> None:
-        self._respond(body=False)
+    def translate_path(self, path: str) -> str:
+        """The file a request names under the base path, or a path that is never found:
+        outside the base path, outside the site (links included), or not a name at all."""
+        root = self.server.site_dir
+        # Under the marker file, which is no folder: opening it fails, the answer is 404.
+        nowhere = str(root / MARKER / "not-found")
+        request = unquote(urlsplit(path).path)
+        base = self.server.base_path
+        if not request.startswith(base):
+            return nowhere
+        parts = [p for p in request[len(base) :].split("/") if p]
+        if any(p in (".", "..", MARKER) or "\\" in p or "\0" in p for p in parts):
+            return nowhere
+        candidate = root.joinpath(*parts)
+        try:
+            if not candidate.exists() and parts and not parts[-1].endswith(".html"):
+                # GitHub Pages serves /about from about.html
+                candidate = candidate.with_name(parts[-1] + ".html")
+            resolved = candidate.resolve()
+        except (OSError, ValueError):  # a name too long, say
+            return nowhere
+        if resolved != root and not resolved.is_relative_to(root):
+            return nowhere  # a link inside the site must not lead out of it
+        text = str(resolved)
+        return text + "/" if request.endswith("/") and resolved.is_dir() else text
+
+    def list_directory(self, path: str | os.PathLike[str]):  # type: ignore[no-untyped-def]
+        self.send_error(HTTPStatus.NOT_FOUND)  # no listings
+        return None
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        if code != HTTPStatus.NOT_FOUND:
+            super().send_error(code, message, explain)
+            return
+        page = self.server.site_dir / "404.html"
+        body = NOT_FOUND_BODY
+        with contextlib.suppress(OSError):
+            body = page.read_bytes()
+        self.send_response(HTTPStatus.NOT_FOUND)
+        self.send_header("Content-Type", CONTENT_TYPES[".html"])
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.wfile.write(body)
+
+    def send_header(self, keyword: str, value: str) -> None:
+        # The standard handler writes "Content-type"; headers are case-insensitive, but
+        # naive clients (and our tests' dicts) are not.
+        super().send_header("Content-Type" if keyword.lower() == "content-type" else keyword, value)
+
+    def end_headers(self) -> None:
+        # A preview: always show the latest build.
+        self.send_header("Cache-Control", "no-cache")
+        super().end_headers()
+
+    def copyfile(self, source, outputfile) -> None:  # type: ignore[no-untyped-def]
+        # The browser may go away mid-file; there is no one left to tell.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            super().copyfile(source, outputfile)
 
     def log_message(self, format: str, *args: object) -> None:
         log.info("%s %s", self.address_string(), format % args)
 
-    def _respond(self, body: bool) -> None:
-        split = urlsplit(self.path)
-        path = unquote(split.path)
-        base = self.server.base_path
-        if base != "/" and path in ("/", base.rstrip("/")):
-            self._redirect(base, split.query)
-            return
-        if not path.startswith(base):
-            self._not_found(body)
-            return
-        found = self._resolve(path[len(base) :])
-        if found is None:
-            self._not_found(body)
-            return
-        if found.is_dir():
-            if not path.endswith("/"):
-                self._redirect(quote(path) + "/", split.query)
-                return
-            found = found / "index.html"
-            if not found.is_file():  # no listings
-                self._not_found(body)
-                return
-        self._send_file(found, HTTPStatus.OK, body)
 
-    def _resolve(self, relative: str) -> Path | None:
-        """The file or folder a request names, or None: missing, or outside the site."""
-        parts = [p for p in relative.split("/") if p]
-        if any(p in (".", "..") or "\\" in p or "\0" in p for p in parts):
-            return None
-        root = self.server.site_dir
-        candidate = root.joinpath(*parts)
-        if not candidate.exists() and parts and not parts[-1].endswith(".html"):
-            # GitHub Pages serves /about from about.html
-            candidate = candidate.with_name(parts[-1] + ".html")
-        if not candidate.exists():
-            return None
-        # A link inside the site must not lead out of it.
-        resolved = candidate.resolve()
-        return resolved if resolved.is_relative_to(root) else None
-
-    def _redirect(self, location: str, query: str) -> None:
-        self.send_response(HTTPStatus.MOVED_PERMANENTLY)
-        self.send_header("Location", location + (f"?{query}" if query else ""))
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def _not_found(self, body: bool) -> None:
-        page = self.server.site_dir / "404.html"
-        if page.is_file():
-            self._send_file(page, HTTPStatus.NOT_FOUND, body)
-            return
-        self.send_response(HTTPStatus.NOT_FOUND)
-        self.send_header("Content-Type", CONTENT_TYPES[".html"])
-        self.send_header("Content-Length", str(len(NOT_FOUND_BODY)))
-        self.end_headers()
-        if body:
-            self.wfile.write(NOT_FOUND_BODY)
-
-    def _send_file(self, path: Path, status: HTTPStatus, body: bool) -> None:
-        try:
-            handle = path.open("rb")
-        except OSError:
-            self.send_error(HTTPStatus.FORBIDDEN)
-            return
-        with handle:
-            stat = path.stat()
-            self.send_response(status)
-            self.send_header("Content-Type", content_type(path))
-            self.send_header("Content-Length", str(stat.st_size))
-            self.send_header("Last-Modified", email.utils.formatdate(stat.st_mtime, usegmt=True))
-            # A preview: always show the latest build.
-            self.send_header("Cache-Control", "no-cache")
-            self.end_headers()
-            if body:
-                # The browser may go away mid-file; there is no one left to tell.
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    shutil.copyfileobj(handle, self.wfile)
+def check_site(site_dir: Path) -> None:
+    """Refuse to serve a folder that is not a site covergen built."""
+    if not site_dir.is_dir():
+        raise CovergenError(
+            f"no site at {site_dir}", field="site", hint="build it first: `covergen build`"
+        )
+    marker = site_dir / MARKER
+    try:
+        ours = marker.read_bytes().startswith(MARKER_TEXT)
+    except OSError:
+        ours = False
+    if not ours:
+        raise CovergenError(
+            f"{site_dir} is not a site covergen built (it has no {MARKER})",
+            field="site",
+            hint="pass the site folder of a build (--site-dir), or build one: `covergen build`",
+        )
 
 
 def make_server(
@@ -199,15 +209,17 @@ def make_server(
     thread for tests), then ``shutdown()`` and ``server_close()``.
     """
     site_dir = Path(site_dir)
-    if not site_dir.is_dir():
+    check_site(site_dir)
+    if not 0 <= port <= 65535:
         raise CovergenError(
-            f"no site at {site_dir}", field="site", hint="build it first: `covergen build`"
+            f"{port} is not a port number", field="port", hint="use 1–65535, or 0 for any free one"
         )
     try:
         return SiteServer((host, port), site_dir, base_path)
-    except OSError as exc:
+    except (OSError, OverflowError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
         raise CovergenError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+            f"cannot listen on {host}:{port}: {reason}",
             field="port",
             hint="choose another --port (0 picks a free one)",
         ) from None

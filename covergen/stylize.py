@@ -8,10 +8,10 @@ from pathlib import Path
 from PIL import Image
 
 from .atomic import atomic_writer
+from .decode import decode_image
 from .errors import InputImageError
 from .nst import Engine, StyleParams, StylizeResult
 from .nst.engine import CancelCheck, ProgressCallback
-from .sources import decode_image
 
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
@@ -85,3 +85,10 @@ def stylize_files(
     )
     save_image(result.image, output)
     return result
+
+
+def export_result(result: Path, output: Path) -> None:
+    """Copy a stored result to ``output`` in the format its name asks for (a rerun's -o)."""
+    output_format(output)
+    image = open_image(result, "result")
+    save_image(image, output)

@@ -13,13 +13,13 @@ from covergen.nst import Engine, Runtime
 
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Tests never touch the network: no torchvision download.
+    # Tests never touch the network: commands run offline (their --offline default).
     monkeypatch.setenv("COVERGEN_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
-    return Engine(Runtime(device="cpu"), cache_dir=tmp_path_factory.mktemp("cache"))
+    return Engine(Runtime(device="cpu"), cache_dir=tmp_path_factory.mktemp("cache"), offline=True)
 
 
 def gradient_photo(width: int = 64, height: int = 48, seed: int = 0) -> Image.Image:

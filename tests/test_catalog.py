@@ -9,6 +9,7 @@ import pytest
 from covergen.catalog import CatalogError, load_catalog, parse_catalog, slugify
 from covergen.errors import CovergenError
 from covergen.nst import StyleParams
+from covergen.text import is_web_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,7 +53,7 @@ def test_a_good_catalog_resolves_defaults_profiles_and_overrides():
     first, second = catalog.pairs
     assert first.id == "motorhead-ace-of-spades"
     assert first.photo.credit == "Someone" and first.cover.src == "covers/b.png"
-    assert second.photo.is_remote
+    assert is_web_url(second.photo.src)
     assert catalog.params_for(first) == StyleParams(size=64, content_weight=5)
     assert catalog.params_for(first, "draft") == StyleParams(
         size=32, iterations=5, content_weight=5

@@ -9,7 +9,8 @@ from conftest import gradient_photo, stripe_cover
 from PIL import Image
 
 from covergen import cli
-from covergen.nst import StyleParams, param_specs
+from covergen.nst import StyleParams, from_mapping, param_specs
+from covergen.nst.params import params_markdown
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -41,7 +42,7 @@ def test_options_and_set_become_validated_params():
             "tv-weight=0",
         ]
     )
-    params = cli.params_from_args(args)
+    params = from_mapping(cli.param_values(args))
     assert params.content_weight == 5
     assert params.style_layers == ("relu1_1", "relu2_1")
     assert params.tv_weight == 0
@@ -112,4 +113,4 @@ def test_unreadable_inputs_name_the_field(tmp_path, capsys):
 
 def test_the_docs_parameter_table_is_generated_from_the_dataclass():
     page = (DOCS / "parameters.md").read_text()
-    assert cli.params_markdown() in page, "run: covergen params --markdown, paste into docs"
+    assert params_markdown() in page, "run: covergen params --markdown, paste into docs"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -113,7 +114,6 @@ HOSTILE = [
     ">folded",
     "<script>alert(1)</script>",
     "emoji 🎸 and \u2028 separator",
-    "\x7fdel",
 ]
 
 
@@ -609,3 +609,22 @@ def test_concurrent_adds_keep_every_pair(tmp_path: Path):
     ids = {pair.id for pair in load_catalog(catalog).pairs}
     assert len(ids) == before + 12
     assert {f"band-{n}-album" for n in range(12)} <= ids
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("\x7fdel", "U+007F"),
+        ("\x1b[31mred", "U+001B"),
+        ("a\u202eb", "U+202E"),
+        ("\udcff", "surrogate"),
+    ],
+)
+def test_control_characters_are_refused_and_nothing_is_written(
+    tmp_path: Path, text: str, words: str
+) -> None:
+    path = write(tmp_path, CATALOG)
+    with pytest.raises(CovergenError, match=re.escape(words)) as caught:
+        add_pair(path, full_pair(band=text))
+    assert caught.value.field == "band" and "--band" in caught.value.hint
+    assert path.read_text() == CATALOG

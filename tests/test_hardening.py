@@ -43,11 +43,12 @@ from covergen.catalog import CatalogError, parse_catalog
 from covergen.errors import CovergenError, InputImageError
 from covergen.featurecache import FeatureCache
 from covergen.nst import LossValues, StyleParams, StylizeResult
-from covergen.nst.weights import load_weights, resolve_flavour
+from covergen.nst.weights import load_weights
+from covergen.painter import Painter, StoreInputs
 from covergen.results import ResultStore
 from covergen.runlog import RunLog
-from covergen.scheduler import LocalExecutor
-from covergen.sources import FetchSettings, ImageStore, decode_image
+from covergen.scheduler import ExecutorSettings, LocalExecutor
+from covergen.sources import FetchSettings, ImageStore
 
 CATALOG = """\
 # hardening tests: tiny, quick, and never to be modified by a build
@@ -98,15 +99,13 @@ class StandInEngine:
         return out
 
 
-def stand_in(devices: tuple[str, ...] = ("cpu",), **engine: Any) -> LocalExecutor:
-    """The real scheduler, with the stand-in engine; ``.log`` lists (device, batch size)."""
+def stand_in(cache: Path, devices: tuple[str, ...] = ("cpu",), **engine: Any) -> LocalExecutor:
+    """The real scheduler and painter, with the stand-in engine; ``.log`` lists (device,
+    batch size)."""
     log: list[tuple[str, int]] = []
-    executor = LocalExecutor(
-        load_image=lambda path: decode_image(path.read_bytes(), src=path.name),
-        devices=devices,
-        max_batch=4,
-        engine_factory=lambda runtime, cache, targets: StandInEngine(runtime.device, log, **engine),
-    )
+    painter = Painter(StoreInputs(cache), lambda device: StandInEngine(device, log, **engine))
+    settings = ExecutorSettings(cache_dir=cache, devices=devices, max_batch=4)
+    executor = LocalExecutor(settings, painter, trust_devices=True)
     executor.log = log  # type: ignore[attr-defined]
     return executor
 
@@ -119,7 +118,7 @@ def converted_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default network's weights, converted once; each project's cache links to them."""
     cache = tmp_path_factory.mktemp("weights")
     params = StyleParams()
-    load_weights(params.network, resolve_flavour(params.network, params.weights), cache_dir=cache)
+    load_weights(params.network, params.weights, cache_dir=cache, offline=True)
     return cache / "weights"
 
 
@@ -170,7 +169,7 @@ class Project:
             "render_site": False,
             **options,
         }
-        chosen = stand_in() if executor == "stand-in" else executor
+        chosen = stand_in(self.cache) if executor == "stand-in" else executor
         return build(BuildOptions(**values), executor=chosen)  # type: ignore[arg-type]
 
     @property
@@ -308,7 +307,7 @@ HOSTILE_PAIRS = [
      "below the minimum 0"),
     ("zero", "overrides: {iterations: 0}", "overrides.iterations", "below the minimum 1"),
     ("wordy", "overrides: {style_weight: lots}", "overrides.style_weight", "'lots'"),
-    ("listed", "notes: [a, b]", "notes", "must be text, not list"),
+    ("listed", "notes: [a, b]", "notes", "must be text, not a list"),
     ("colourful", "colour: red", "colour", "unknown key 'colour'"),
     ("script-link", "photo: {src: photos/a.png, url: 'javascript:alert(1)'}", "photo.url",
      "not an http(s) link"),
@@ -620,7 +619,6 @@ def test_the_feature_cache_survives_a_full_disk_and_recomputes_damaged_files(
     assert project.results.image_path(again.outcomes[0].key).read_bytes() == painted
     cache = FeatureCache(features)
     assert all(cache.get(file.stem) is not None for file in files)  # rewritten, verified
-    assert cache.hits == 2
     project.assert_catalog_untouched()
 
 
@@ -750,7 +748,8 @@ def fsync(fd):
     real(fd)
 
 os.fsync = fsync
-ResultStore(root).put(Image.new("RGB", (32, 27), (200, 30, 30)), fields)
+from covergen.painter import encode_png
+ResultStore(root).put(encode_png(Image.new("RGB", (32, 27), (200, 30, 30))), 32, 27, fields)
 print("done", flush=True)
 """
 
@@ -762,7 +761,7 @@ def test_sigkill_while_a_result_is_written_leaves_no_partial_result(project: Pro
     planned = {o.pair: o.key for o in project.build(dry_run=True).outcomes}
     key = planned["alpha-one"]
     fields = {"key": key, "pair": "alpha-one", "iterations": 2, "seconds": 0.1, "device": "cpu",
-              "losses": {}, "params": {}, "photo_sha256": "p", "cover_sha256": "c",
+              "losses": {}, "params": {}, "photo_sha256": "0" * 64, "cover_sha256": "1" * 64,
               "engine_version": "x", "weights": "w"}  # fmt: skip
     writer = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(project.results.root), f"/.{key}.{file}.",
@@ -869,7 +868,7 @@ def test_a_damaged_result_is_detected_by_its_checksum_and_painted_again(project:
 
 
 def test_out_of_gpu_memory_falls_back_to_a_smaller_batch_then_to_the_cpu(project: Project):
-    executor = stand_in(devices=("cuda:0",), oom_on_gpu=True)
+    executor = stand_in(project.cache, devices=("cuda:0",), oom_on_gpu=True)
     summary = project.build(executor=executor)
     assert statuses(summary) == dict.fromkeys(PAIRS, "built")
     assert executor.log == [("cuda:0", 2), ("cuda:0", 1), ("cpu", 1), ("cuda:0", 1), ("cpu", 1)]

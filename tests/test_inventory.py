@@ -30,13 +30,11 @@ def test_states_follow_the_run_log_and_the_results(project: Path):
     runlog, results = RunLog(paths["runlog"]), ResultStore(paths["results"])
     assert {s.state for s in pair_states(catalog, runlog, results)} == {"new"}
     summary = built(project, only=("alpha-one",))
-    states = {s.pair: s for s in pair_states(catalog, runlog, results)}
-    assert states["alpha-one"].state == "built" and states["alpha-one"].result.is_file()
+    states = {s.id: s for s in pair_states(catalog, runlog, results)}
+    assert states["alpha-one"].state == "built" and states["alpha-one"].result_path.is_file()
     assert states["beta-two"].state == "new" and states["beta-two"].overrides == ("content_weight",)
     results.remove(summary.outcomes[0].key)
-    assert {s.pair: s.state for s in pair_states(catalog, runlog, results)}[
-        "alpha-one"
-    ] == "missing"
+    assert {s.id: s.state for s in pair_states(catalog, runlog, results)}["alpha-one"] == "missing"
 
 
 def test_clean_removes_only_results_no_pair_refers_to(project: Path):

@@ -1,16 +1,19 @@
-"""The scheduler with a stand-in engine: batching, failures, out of memory, stopping."""
+"""The scheduler and the painter with a stand-in engine: batching, failures, out of memory,
+stopping, and the one device resolver."""
 
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 
-from covergen.nst import Cancelled, LossValues, StyleParams, StylizeResult
-from covergen.plan import Job
-from covergen.scheduler import LocalExecutor, local_devices, make_batches
+from covergen.errors import CovergenError
+from covergen.nst import Cancelled, LossValues, StyleParams, StylizeResult, resolve_devices
+from covergen.painter import Painter
+from covergen.plan import ImageInput, Job
+from covergen.scheduler import ExecutorSettings, LocalExecutor, checked_devices, make_batches
 
 
 def job(name: str, size=(64, 48), **params) -> Job:
@@ -18,14 +21,20 @@ def job(name: str, size=(64, 48), **params) -> Job:
         pair=name,
         key=f"key-{name}",
         label=name,
-        photo_sha256="p",
-        cover_sha256="c",
-        photo_path=Path(f"/photos/{name}.png"),
-        photo_size=size,
-        cover_path=Path("/covers/c.png"),
+        photo=ImageInput(f"photo-{name}", *size),
+        cover=ImageInput("cover", 40, 40),
         params=StyleParams(size=32, **params),
         weights="w",
     )
+
+
+class NamedInputs:
+    """Images that carry the name of the job they were made for."""
+
+    def image(self, sha256: str) -> Image.Image:
+        image = Image.new("RGB", (64, 48))
+        image.info["name"] = sha256.removeprefix("photo-")
+        return image
 
 
 class FakeEngine:
@@ -38,8 +47,7 @@ class FakeEngine:
         *,
         oom_above: int = 99,
         oom_on_gpu: bool = False,
-        fail: set[str] = frozenset(),
-        stop_after: int | None = None,
+        fail: frozenset[str] = frozenset(),
     ):
         self.device, self.log = device, log
         self.oom_above, self.oom_on_gpu, self.fail = oom_above, oom_on_gpu, fail
@@ -49,7 +57,7 @@ class FakeEngine:
         self.log.append((self.device, names))
         if len(jobs) > self.oom_above or (self.oom_on_gpu and self.device != "cpu"):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        if self.fail & set(names) and len(jobs) >= 1:
+        if self.fail & set(names):
             raise RuntimeError(f"bad input {sorted(self.fail & set(names))}")
         if cancel is not None and cancel():
             raise Cancelled("stopped")
@@ -59,20 +67,12 @@ class FakeEngine:
         ]
 
 
-def load(path: Path) -> Image.Image:
-    image = Image.new("RGB", (64, 48))
-    image.info["name"] = path.stem
-    return image
-
-
 def run(jobs, devices=("cpu",), max_batch=4, stop=None, **fake):
+    """Run jobs through a LocalExecutor whose devices are taken as given (no GPU needed)."""
     log: list = []
-    executor = LocalExecutor(
-        load_image=load,
-        devices=devices,
-        max_batch=max_batch,
-        engine_factory=lambda rt, cache, targets: FakeEngine(rt.device, log, **fake),
-    )
+    painter = Painter(NamedInputs(), lambda device: FakeEngine(device, log, **fake))
+    settings = ExecutorSettings(devices=devices, max_batch=max_batch)
+    executor = LocalExecutor(settings, painter, trust_devices=True)  # stand-in GPUs
     outcomes = []
     done = executor.run(jobs, outcomes.append, None, stop or threading.Event())
     return {o.job.pair: o for o in outcomes}, log, done
@@ -90,13 +90,21 @@ def test_cpu_runs_one_job_at_a_time_and_every_job_gets_an_outcome():
     assert [names for _, names in log] == [["a"], ["b"]]
     assert {o.status for o in outcomes.values()} == {"built"}
     assert outcomes["a"].iterations == 7 and outcomes["a"].losses["total"] == 1.0
+    # The painting travels as PNG bytes, encoded where it was painted.
+    assert outcomes["a"].png.startswith(b"\x89PNG") and (
+        outcomes["a"].width,
+        outcomes["a"].height,
+    ) == (4, 3)
 
 
 def test_a_failing_job_is_isolated_and_the_others_are_built():
-    outcomes, log, _ = run([job("a"), job("bad"), job("c")], devices=("cuda:0",), fail={"bad"})
+    outcomes, log, _ = run(
+        [job("a"), job("bad"), job("c")], devices=("cuda:0",), fail=frozenset({"bad"})
+    )
     assert outcomes["bad"].status == "failed" and "bad input" in outcomes["bad"].error
     assert outcomes["a"].status == outcomes["c"].status == "built"
     assert log[0] == ("cuda:0", ["a", "bad", "c"])  # tried together first, then one by one
+    assert sorted(names[0] for _, names in log[1:]) == ["a", "bad", "c"]
 
 
 def test_out_of_memory_halves_the_batch_then_falls_back_to_cpu():
@@ -112,11 +120,19 @@ def test_out_of_memory_halves_the_batch_then_falls_back_to_cpu():
 def test_a_stop_cancels_the_rest_and_reports_every_job():
     stop = threading.Event()
     stop.set()
-    outcomes, _, done = run([job("a"), job("b")], stop=stop)
+    outcomes, log, done = run([job("a"), job("b")], stop=stop)
     assert not done
+    assert log == []  # nothing was started
     assert {o.status for o in outcomes.values()} == {"cancelled"}
 
 
-def test_devices():
-    assert local_devices("cuda:0,cuda:1") == ["cuda:0", "cuda:1"]
-    assert local_devices("auto") == (["cuda:0"] if torch.cuda.is_available() else ["cpu"]) or True
+def test_devices_are_resolved_in_one_place():
+    assert resolve_devices("cpu") == ["cpu"]
+    expected = [f"cuda:{i}" for i in range(torch.cuda.device_count())] or ["cpu"]
+    assert resolve_devices("auto") == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(CovergenError, match="CUDA is not available") as caught:
+            checked_devices(["cuda:0"])
+        assert caught.value.field == "device"
+    with pytest.raises(CovergenError, match="unknown device"):
+        checked_devices(["tpu:3"])

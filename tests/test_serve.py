@@ -11,6 +11,7 @@ import pytest
 
 from covergen.errors import CovergenError
 from covergen.serve import SiteServer, base_path_for, make_server, normalise_base_path
+from covergen.site.staging import MARKER_TEXT
 
 
 def make_site(root: Path) -> Path:
@@ -23,6 +24,7 @@ def make_site(root: Path) -> Path:
         "logo.svg": b"<svg/>",
         "sitemap.xml": b"<urlset/>",
         "empty/.keep": b"",
+        ".covergen-site": MARKER_TEXT,
     }
     for rel, data in files.items():
         path = root / rel
@@ -102,6 +104,7 @@ def test_a_site_without_404_page_still_answers_404(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     (site / "index.html").write_text("x")
+    (site / ".covergen-site").write_bytes(MARKER_TEXT)
     for server in running(make_server(site, port=0)):
         status, _, body = get(server, "/missing")
         assert status == 404 and b"404" in body
@@ -153,3 +156,24 @@ def test_missing_site_and_busy_port_are_clear_errors(site, tmp_path, root_server
     with pytest.raises(CovergenError, match="cannot listen") as info:
         make_server(site, port=root_server.server_address[1])
     assert "--port" in info.value.hint
+    with pytest.raises(CovergenError, match="not a port number"):
+        make_server(site, port=99999)
+
+
+def test_only_a_site_covergen_built_is_served(tmp_path: Path):
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    (folder / "passwd").write_text("root:x:0:0")
+    with pytest.raises(CovergenError, match="not a site covergen built") as info:
+        make_server(folder, port=0)
+    assert info.value.field == "site" and "--site-dir" in info.value.hint
+
+
+def test_hostile_paths_answer_404_or_stay_on_this_site(root_server):
+    status, _, _ = get(root_server, "/" + "a" * 300)  # a name longer than the file system takes
+    assert status == 404
+    status, headers, _ = get(root_server, "/%2fpairs")
+    assert status in (301, 404)
+    assert not headers.get("Location", "/").startswith("//")  # never another host
+    status, _, _ = get(root_server, "/.covergen-site")  # the marker is not part of the site
+    assert status == 404

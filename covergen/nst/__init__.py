@@ -1,28 +1,68 @@
 """The style-transfer engine: Gatys et al. neural style transfer on VGG features.
 
-It imports torch and nothing of covergen outside this package, never reads catalogs or
-writes the site, and reports through callbacks.
+It imports torch and, of covergen outside this package, only the standard-library atomic
+file writer; it never reads catalogs or writes the site, and reports through callbacks.
+
+The package imports lazily: parameters, their specs, layer tables, runtimes and errors are
+plain Python, so commands that paint nothing (and job planning) never load torch. The
+engine itself (``Engine`` and friends) is imported on first use.
 """
 
-from .engine import (
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .errors import Cancelled, EngineError, ParameterError, WeightsError
+from .params import (
     ENGINE_VERSION,
-    Engine,
-    LossValues,
-    Progress,
-    Runtime,
-    StylizeJob,
-    StylizeResult,
-    TargetCache,
-    batch_signature,
+    ParameterErrors,
+    ParamSpec,
+    StyleParams,
+    from_mapping,
+    param_specs,
     result_size,
-    select_device,
     shape_signature,
 )
-from .errors import Cancelled, EngineError, ParameterError, WeightsError
-from .params import ParameterErrors, ParamSpec, StyleParams, from_mapping, param_specs
+from .runtime import PRECISIONS, Runtime, device_kind, resolve_devices
+
+if TYPE_CHECKING:
+    from .engine import (
+        Engine,
+        LossValues,
+        Progress,
+        StylizeJob,
+        StylizeResult,
+        TargetCache,
+        batch_signature,
+        select_device,
+    )
+
+_LAZY = {
+    name: "engine"
+    for name in (
+        "Engine",
+        "LossValues",
+        "Progress",
+        "StylizeJob",
+        "StylizeResult",
+        "TargetCache",
+        "batch_signature",
+        "select_device",
+    )
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)
+
 
 __all__ = [
     "ENGINE_VERSION",
+    "PRECISIONS",
     "Cancelled",
     "Engine",
     "EngineError",
@@ -38,8 +78,10 @@ __all__ = [
     "TargetCache",
     "WeightsError",
     "batch_signature",
+    "device_kind",
     "from_mapping",
     "param_specs",
+    "resolve_devices",
     "result_size",
     "select_device",
     "shape_signature",

@@ -22,65 +22,23 @@ from PIL import Image
 
 from . import imaging, losses
 from .errors import Cancelled, ParameterError
+from .layers import deepest_layer
 from .optim import BatchAdam, BatchLBFGS
-from .params import StyleParams
-from .vgg import VGGEncoder, deepest_layer
-from .weights import VGGWeights, load_weights, resolve_flavour
-
-# Bump when a change to the engine changes the images it makes for the same inputs.
-ENGINE_VERSION = "1"
-
-PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp64")
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """Where and how jobs run; none of it changes what a job means, only how fast it runs.
-
-    ``precision``: fp32 everywhere; tf32 lets CUDA matmuls and convolutions use TF32;
-    bf16 runs the network under bfloat16 autocast (losses stay in float32); fp64 computes
-    everything in double precision — slow, for exact comparisons such as the tests' proof
-    that a batch equals its jobs run alone. ``auto`` is tf32 on CUDA and fp32 elsewhere.
-    ``channels_last`` (None: on CUDA only) stores activations NHWC, the layout tensor cores
-    prefer.
-    """
-
-    device: str = "auto"
-    precision: str = "auto"
-    channels_last: bool | None = None
+from .params import ENGINE_VERSION, StyleParams, result_size, shape_signature
+from .runtime import Runtime, resolve_devices
+from .vgg import VGGEncoder
+from .weights import VGGWeights, load_weights
+from .weightsources import choose_source, resolve_flavour
 
 
 def select_device(name: str = "auto") -> torch.device:
-    """cuda (first GPU), then mps, then cpu for ``auto``; otherwise the named device, checked."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", 0)
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
+    """The one device an engine runs on: the first that ``resolve_devices`` gives."""
+    devices = resolve_devices(name)
+    if len(devices) > 1 and name.strip() != "auto":
         raise ParameterError(
-            "device", f"unknown device {name!r}", "use auto, cpu, cuda, cuda:N or mps"
-        ) from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ParameterError(
-                "device", "CUDA is not available on this machine", "use --device cpu or auto"
-            )
-        index = device.index or 0
-        if index >= torch.cuda.device_count():
-            raise ParameterError(
-                "device",
-                f"there is no GPU {index}",
-                f"this machine has {torch.cuda.device_count()}",
-            )
-    if device.type == "mps" and not (
-        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    ):
-        raise ParameterError("device", "MPS is not available on this machine", "use cpu")
-    return device
+            "device", f"an engine runs on one device, not {name!r}", "name one, e.g. cuda:0"
+        )
+    return torch.device(devices[0])
 
 
 @dataclass(frozen=True)
@@ -144,25 +102,9 @@ class StylizeResult:
     losses: LossValues
 
 
-def result_size(content: Image.Image, params: StyleParams) -> tuple[int, int]:
-    """(width, height) of the image a job produces."""
-    return imaging.fit_long_side(*content.size, params.size)
-
-
 def batch_signature(job: StylizeJob) -> tuple:
     """Jobs with equal signatures can share a batch; the scheduler groups by this."""
     return shape_signature(job.params, job.content.size)
-
-
-def shape_signature(params: StyleParams, content_size: tuple[int, int]) -> tuple:
-    """The batch signature from the parameters and the photo's (width, height) alone."""
-    p = params
-    return (
-        p.network, p.weights, p.pooling, tuple(p.content_layers), tuple(p.style_layers),
-        p.style_loss, p.optimizer, p.learning_rate, p.average,
-        tuple(imaging.fit_long_side(*content_size, s) for s in p.scale_sizes()),
-        p.iterations > 0, p.coarse_iterations > 0,
-    )  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -187,7 +129,8 @@ class Engine:
 
     ``cache_dir`` holds the converted network weights; ``target_cache`` (optional)
     stores content features and style statistics so that covers shared by several pairs,
-    and reruns with new weights, skip recomputing them.
+    and reruns with new weights, skip recomputing them. ``offline`` forbids downloading
+    weights (torchvision's files); the packaged weights need no network.
     """
 
     def __init__(
@@ -197,19 +140,15 @@ class Engine:
         cache_dir: Path = Path("cache"),
         weights_file: Path | None = None,
         target_cache: TargetCache | None = None,
+        offline: bool = False,
     ):
         self.runtime = runtime or Runtime()
-        if self.runtime.precision not in PRECISIONS:
-            raise ParameterError(
-                "precision",
-                f"unknown precision {self.runtime.precision!r}",
-                f"use one of {', '.join(PRECISIONS)}",
-            )
         self.device = select_device(self.runtime.device)
         self.dtype = torch.float64 if self.runtime.precision == "fp64" else torch.float32
         self.cache_dir = Path(cache_dir)
         self.weights_file = weights_file
         self.target_cache = target_cache
+        self.offline = offline
         self._weights: dict[tuple[str, str], VGGWeights] = {}
         self._encoders: dict[tuple[str, str, str, str], VGGEncoder] = {}
         channels_last = self.runtime.channels_last
@@ -222,13 +161,25 @@ class Engine:
         key = (params.network, flavour)
         if key not in self._weights:
             self._weights[key] = load_weights(
-                params.network, flavour, cache_dir=self.cache_dir, explicit=self.weights_file
+                params.network,
+                flavour,
+                cache_dir=self.cache_dir,
+                explicit=self.weights_file,
+                offline=self.offline,
             )
         return self._weights[key]
 
     def weights_identity(self, params: StyleParams) -> str:
-        """Content address of the weights a job uses, for job keys."""
-        return self.weights(params).identity
+        """Content address of the weights a job uses, for job keys (loads nothing)."""
+        if (params.network, resolve_flavour(params.network, params.weights)) in self._weights:
+            return self.weights(params).identity
+        return choose_source(
+            params.network,
+            params.weights,
+            cache_dir=self.cache_dir,
+            explicit=self.weights_file,
+            offline=self.offline,
+        ).identity
 
     def encoder(self, params: StyleParams) -> VGGEncoder:
         """A frozen encoder just deep enough for the job's layers, on this engine's device."""
@@ -631,7 +582,7 @@ class _PreparedJob:
         if total <= 0:
             raise ParameterError("style_blend", "weights sum to zero", "give a positive weight")
         blend = [b / total for b in blend]
-        width, height = result_size(job.content, p)
+        width, height = result_size(job.content.size, p)
         content = imaging.pil_to_tensor(imaging.resized(job.content, (width, height)))
         style_long = max(8, round(p.size * p.style_scale))
         styles = []

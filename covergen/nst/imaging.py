@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from .params import Region
+from .params import fit_long_side as fit_long_side  # re-exported for callers
 
 # NTSC YIQ, the space Gatys et al. (2016) use for luminance-only transfer.
 _RGB_TO_YIQ = torch.tensor(
@@ -42,12 +43,6 @@ def tensor_to_pil(tensor: torch.Tensor) -> Image.Image:
         tensor = tensor[0]
     array = tensor.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0)
     return Image.fromarray(array.cpu().numpy(), "RGB")
-
-
-def fit_long_side(width: int, height: int, long_side: int) -> tuple[int, int]:
-    """(width, height) scaled so the longer side is ``long_side``; each side at least 1."""
-    scale = long_side / max(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def resized(image: Image.Image, size: tuple[int, int]) -> Image.Image:

@@ -2,6 +2,8 @@
 
 The catalog schema, the CLI options and the docs' parameter table are all derived from
 ``StyleParams`` through ``param_specs()``; nothing here is repeated elsewhere by hand.
+Torch-free, like everything a command that paints nothing needs: the geometry of a job
+(its result size, which jobs can share a batch) is decided here too.
 """
 
 from __future__ import annotations
@@ -11,14 +13,17 @@ import difflib
 import functools
 import math
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ParameterError
-from .vgg import VGG_CONFIGS, check_layers
+from .layers import VGG_CONFIGS, check_layers
 
 Region = tuple[float, float, float, float, float]
+
+# Bump when a change to the engine changes the images it makes for the same inputs.
+ENGINE_VERSION = "1"
 
 
 def _p(default: Any, help: str, **meta: Any) -> Any:
@@ -223,8 +228,8 @@ class ParamSpec:
     def range_text(self) -> str:
         if self.choices:
             return ", ".join(self.choices)
-        lo = "" if self.min is None else f"{self.min:g}"
-        hi = "" if self.max is None else f"{self.max:g}"
+        lo = "" if self.min is None else format_number(self.min)
+        hi = "" if self.max is None else format_number(self.max)
         if not lo and not hi:
             return ""
         return f"{lo} … {hi}" if hi else f"≥ {lo}"
@@ -280,14 +285,26 @@ def spec(name: str) -> ParamSpec:
 
 
 def format_value(value: Any) -> str:
-    """A value as a user writes it on the command line."""
-    if isinstance(value, tuple):
-        if value and isinstance(value[0], tuple):
-            return ";".join(",".join(f"{v:g}" for v in region) for region in value)
-        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    """A parameter value as a user writes it on the command line ("" for none): from the
+    dataclass (tuples) or from a record's JSON (lists)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        if value and all(isinstance(v, list | tuple) for v in value):
+            return ";".join(",".join(format_value(x) for x in region) for region in value)
+        return ",".join(format_value(v) for v in value)
     if isinstance(value, float):
         return f"{value:g}"
+    if value is None:
+        return ""
     return str(value)
+
+
+def format_number(number: float) -> str:
+    """A number as a person writes it: 2147483647, not 2.14748e+09; 0.002, 1e-07."""
+    if isinstance(number, int) or (float(number).is_integer() and abs(number) < 1e16):
+        return str(int(number))
+    return repr(float(number)) if abs(number) >= 1e-4 else f"{number:g}"
 
 
 def coerce(name: str, value: Any) -> Any:
@@ -295,10 +312,30 @@ def coerce(name: str, value: Any) -> Any:
     s = spec(name)
     try:
         result = _coerce_kind(s.kind, value)
-    except (TypeError, ValueError) as exc:
-        raise ParameterError(name, f"cannot use {value!r}: {exc}", _kind_hint(s)) from None
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ParameterError(name, f"cannot use {shown(value)}: {exc}", _kind_hint(s)) from None
     _check_range(s, result)
     return result
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """A value as it appears in a message: text quoted, lists as lists, nothing of Python's
+    internals (a YAML date shows as 2001-01-01, not datetime.date(2001, 1, 1))."""
+    if isinstance(value, str):
+        text = repr(value)
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, int | float):
+        text = format_number(value)
+    elif isinstance(value, list | tuple):
+        text = "[" + ", ".join(shown(v, limit) for v in value) + "]"
+    elif isinstance(value, dict):
+        text = "a mapping"
+    elif value is None:
+        text = "nothing"
+    else:
+        text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _kind_hint(s: ParamSpec) -> str:
@@ -318,11 +355,21 @@ def _coerce_kind(kind: str, value: Any) -> Any:
             raise TypeError("expected a whole number, not true/false")
         if isinstance(value, float) and not value.is_integer():
             raise ValueError("expected a whole number")
-        return int(value)
+        if not isinstance(value, int | float | str):
+            raise TypeError("expected a whole number")
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError("expected a whole number") from None
     if kind == "float":
         if isinstance(value, bool):
             raise TypeError("expected a number, not true/false")
-        number = float(value)
+        if not isinstance(value, int | float | str):
+            raise TypeError("expected a number")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError("expected a number") from None
         if not math.isfinite(number):
             raise ValueError("expected a finite number")
         return number
@@ -365,14 +412,14 @@ def _check_range(s: ParamSpec, value: Any) -> None:
             if s.min is not None and number < s.min:
                 raise ParameterError(
                     s.name,
-                    f"{number:g} is below the minimum {s.min:g}",
-                    f"use a value of at least {s.min:g}",
+                    f"{format_number(number)} is below the minimum {format_number(s.min)}",
+                    f"use a value of at least {format_number(s.min)}",
                 )
             if s.max is not None and number > s.max:
                 raise ParameterError(
                     s.name,
-                    f"{number:g} is above the maximum {s.max:g}",
-                    f"use a value of at most {s.max:g}",
+                    f"{format_number(number)} is above the maximum {format_number(s.max)}",
+                    f"use a value of at most {format_number(s.max)}",
                 )
 
 
@@ -445,3 +492,56 @@ def check(params: StyleParams) -> list[ParameterError]:
             )
         )
     return errors
+
+
+def fit_long_side(width: int, height: int, long_side: int) -> tuple[int, int]:
+    """(width, height) scaled so the longer side is ``long_side``; each side at least 1."""
+    scale = long_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def result_size(content_size: tuple[int, int], params: StyleParams) -> tuple[int, int]:
+    """(width, height) of the image a job makes from a photo of ``content_size``."""
+    return fit_long_side(*content_size, params.size)
+
+
+def shape_signature(params: StyleParams, content_size: tuple[int, int]) -> tuple:
+    """Jobs with equal signatures can share a batch: same network, schedule and shapes."""
+    p = params
+    return (
+        p.network, p.weights, p.pooling, tuple(p.content_layers), tuple(p.style_layers),
+        p.style_loss, p.optimizer, p.learning_rate, p.average,
+        tuple(fit_long_side(*content_size, s) for s in p.scale_sizes()),
+        p.iterations > 0, p.coarse_iterations > 0,
+    )  # fmt: skip
+
+
+def parse_assignments(items: Sequence[str]) -> dict[str, str]:
+    """``NAME=VALUE`` texts (``--set``) as {name: value text}; names may use - for _."""
+    values: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ParameterError(
+                item or "--set", "--set needs NAME=VALUE", "e.g. --set content_weight=5"
+            )
+        values[name.strip().replace("-", "_")] = value
+    return values
+
+
+def params_text() -> str:
+    """Every parameter with its default, range and meaning: `covergen params`."""
+    lines = []
+    for s in param_specs():
+        lines.append(f"{s.name} = {format_value(s.default) or '(none)'}")
+        lines.append(f"    {s.help}" + (f" [{s.range_text}]" if s.range_text else ""))
+    return "\n".join(lines) + "\n"
+
+
+def params_markdown() -> str:
+    """The docs' parameter table (docs/parameters.md), generated from StyleParams."""
+    rows = ["| parameter | default | range | effect |", "| --- | --- | --- | --- |"]
+    for s in param_specs():
+        default = f"`{s.default_text}`" if s.default_text else "(none)"
+        rows.append(f"| `{s.name}` | {default} | {s.range_text} | {s.help.replace('|', '/')} |")
+    return "\n".join(rows) + "\n"

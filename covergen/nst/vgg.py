@@ -7,116 +7,19 @@ Input preprocessing lives inside the encoder: callers always pass RGB images in 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from .errors import ParameterError
-
-# Channel counts per conv layer, "M" for a pooling layer (torchvision's configurations D and E).
-VGG_CONFIGS: dict[str, tuple[int | str, ...]] = {
-    "vgg16": (
-        64,
-        64,
-        "M",
-        128,
-        128,
-        "M",
-        256,
-        256,
-        256,
-        "M",
-        512,
-        512,
-        512,
-        "M",
-        512,
-        512,
-        512,
-        "M",
-    ),
-    "vgg19": (
-        64,
-        64,
-        "M",
-        128,
-        128,
-        "M",
-        256,
-        256,
-        256,
-        256,
-        "M",
-        512,
-        512,
-        512,
-        512,
-        "M",
-        512,
-        512,
-        512,
-        512,
-        "M",
-    ),
-}
+from .layers import PREPROCESSING, check_layers, layer_table
 
 # Caffe VGG expects BGR in 0..255 with the ImageNet mean subtracted; torchvision's
 # retrained weights expect RGB in 0..1 standardised with ImageNet mean and std.
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-PREPROCESSING = ("caffe", "torchvision")
-
-
-@dataclass(frozen=True)
-class LayerInfo:
-    """One named module of the feature stack."""
-
-    name: str  # conv3_1, relu3_1, pool3
-    index: int  # position in torchvision's ``features`` Sequential
-    kind: str  # conv, relu or pool
-    channels: int  # output channels
-    stride: int  # total downsampling factor at this layer's output
-
-
-def layer_table(network: str) -> list[LayerInfo]:
-    """All named layers of a VGG network in forward order."""
-    if network not in VGG_CONFIGS:
-        raise ParameterError(
-            "network", f"unknown network {network!r}", f"use one of {', '.join(VGG_CONFIGS)}"
-        )
-    table: list[LayerInfo] = []
-    block, conv_in_block, channels, stride = 1, 0, 3, 1
-    for item in VGG_CONFIGS[network]:
-        if item == "M":
-            stride *= 2
-            table.append(LayerInfo(f"pool{block}", len(table), "pool", channels, stride))
-            block, conv_in_block = block + 1, 0
-            continue
-        conv_in_block += 1
-        channels = int(item)
-        suffix = f"{block}_{conv_in_block}"
-        table.append(LayerInfo(f"conv{suffix}", len(table), "conv", channels, stride))
-        table.append(LayerInfo(f"relu{suffix}", len(table), "relu", channels, stride))
-    return table
-
-
-def layer_names(network: str) -> list[str]:
-    return [info.name for info in layer_table(network)]
-
-
-def check_layers(network: str, layers: Iterable[str], field: str) -> None:
-    """Raise a ParameterError naming the field when a layer does not exist in the network."""
-    known = {info.name: info for info in layer_table(network)}
-    for name in layers:
-        if name not in known:
-            import difflib
-
-            close = difflib.get_close_matches(name, list(known), n=1)
-            hint = f"did you mean {close[0]!r}?" if close else "names look like relu3_1 or conv4_2"
-            raise ParameterError(field, f"{network} has no layer {name!r}", hint)
 
 
 class Preprocess(nn.Module):
@@ -208,11 +111,3 @@ class VGGEncoder(nn.Module):
             if info.name in wanted:
                 out[info.name] = x
         return out
-
-
-def deepest_layer(network: str, layers: Iterable[str]) -> str:
-    """The deepest of the named layers, in forward order."""
-    order = {name: i for i, name in enumerate(layer_names(network))}
-    names = list(layers)
-    check_layers(network, names, "layers")
-    return max(names, key=order.__getitem__)

@@ -1,39 +1,32 @@
-"""What the site shows: one entry per catalog pair, from the run log and the result store.
+"""What the site shows: one entry per catalog pair, from the pairs' states (``inventory``).
 
-A pair is *ready* when the latest build record names a job key whose result verifies;
-otherwise (never built, failed, cancelled, result gone) it is *pending*. Entries are plain
-frozen data for the templates; nothing here writes files or knows HTML.
+A pair is *ready* when it has a painting to show: the latest result of it that verifies
+(even if a later attempt failed); otherwise it is *pending*, and says why in the vocabulary
+of ``inventory.STATES``. Entries are plain frozen data for the templates; nothing here
+writes files or knows HTML.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from typing import Any
 
-from ..results import ResultRecord, ResultStore
-from ..runlog import RunRecord
+from ..catalog import ImageRef, Pair
+from ..inventory import PairState
+from ..nst.params import format_value, param_specs
+from ..results import ResultStore
+from ..text import is_web_url
 from .images import DerivedImage
-
-if TYPE_CHECKING:  # the catalog pulls in the engine's parameters (and torch): types only
-    from ..catalog import ImageRef, Pair
 
 IMAGE_DIR = "img"
 PAIR_DIR = "pairs"
-SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 # The JPEG that stands for a picture without srcset support, and the one for share cards.
 FALLBACK_WIDTH = 640
 SHARE_WIDTH = 1280
-STATUS_TEXT = {
-    "ready": "",
-    "not-built": "Not painted yet",
-    "failed": "Not painted yet",
-    "cancelled": "Not painted yet",
-}
+STATUS_TEXT = {"ready": ""}  # every other state: "Not painted yet"
 
 
 @dataclass(frozen=True)
@@ -120,7 +113,7 @@ class Neighbour:
 @dataclass(frozen=True)
 class GalleryEntry:
     pair: Pair
-    status: str  # ready, not-built, failed, cancelled
+    status: str  # ready, or the pair's state (inventory.STATES) when it has nothing to show
     page: str | None  # pairs/<id>.html, for ready entries
     result: Picture | None
     photo: Picture | None
@@ -145,47 +138,7 @@ class GalleryEntry:
 
     @property
     def title(self) -> str:
-        return f"{self.pair.band} — {self.pair.album}"
-
-
-@dataclass(frozen=True)
-class PairState:
-    """A pair with what the run log and the result store know of it."""
-
-    pair: Pair
-    record: RunRecord | None
-    result: ResultRecord | None
-    result_path: Path | None
-    photo_sha256: str | None
-    cover_sha256: str | None
-
-    @property
-    def status(self) -> str:
-        if self.result is not None:
-            return "ready"
-        if self.record is None or self.record.status in ("built", "reused"):
-            return "not-built"  # never built, or its result has gone from the store
-        return self.record.status
-
-
-def pair_states(
-    pairs: Sequence[Pair], latest: Mapping[str, RunRecord], results: ResultStore
-) -> list[PairState]:
-    """Each pair's latest build record and, when it verifies, its result."""
-    states = []
-    for pair in pairs:
-        if not SLUG.match(pair.id):
-            # Ids become file names; the catalog checks them, but a Pair made by hand is not.
-            raise ValueError(f"pair id {pair.id!r} is not a slug")
-        record = latest.get(pair.id)
-        # Results are addressed by content: two pairs with the same inputs and parameters
-        # share one, so the record's pair name is not checked.
-        result = results.get(record.key) if record is not None and record.key else None
-        photo = result.photo_sha256 if result else (record.photo if record else None)
-        cover = result.cover_sha256 if result else (record.cover if record else None)
-        path = results.image_path(result.key) if result else None
-        states.append(PairState(pair, record, result, path, photo or None, cover or None))
-    return states
+        return self.pair.title
 
 
 def image_sources(
@@ -234,13 +187,14 @@ def _with_neighbours(
 
 def _entry(state: PairState, derived: Mapping[str, DerivedImage]) -> GalleryEntry:
     pair = state.pair
+    assert pair is not None  # invalid pairs are not shown
     credits = {"photo": credit_for(pair.photo), "cover": credit_for(pair.cover)}
     alt = alt_texts(pair)
     cover = picture(derived.get(state.cover_sha256 or ""))
     result = picture(derived.get(state.result.sha256)) if state.result else None
     if state.result is None or result is None:
         # A result the site cannot show (it would not decode) is pending, never a broken image.
-        status = state.status if state.result is None else "not-built"
+        status = state.state if state.result is None else "missing"
         return GalleryEntry(
             pair=pair,
             status=status,
@@ -253,7 +207,7 @@ def _entry(state: PairState, derived: Mapping[str, DerivedImage]) -> GalleryEntr
             alt=alt,
             summary=summary_text(pair),
         )
-    record, stored = state.record, state.result
+    record, stored = state.shown, state.result
     return GalleryEntry(
         pair=pair,
         status="ready",
@@ -320,14 +274,6 @@ def summary_text(pair: Pair) -> str:
     return f"A photo of {pair.band}, painted in the style of the cover of {pair.album}{year}."
 
 
-def is_web_url(url: str) -> bool:
-    """Only http(s) URLs with a host become links; anything else is shown as text."""
-    if not url or any(c.isspace() or ord(c) < 32 for c in url):
-        return False
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
-
-
 _CC = re.compile(r"^CC[- ]?(BY(?:-NC)?(?:-SA|-ND)?)[- ](\d\.\d)$", re.IGNORECASE)
 _KNOWN_LICENCES = {
     "cc0": ("CC0 1.0", "https://creativecommons.org/publicdomain/zero/1.0/"),
@@ -369,35 +315,19 @@ def credit_for(ref: ImageRef) -> Credit:
     )
 
 
-def format_value(value: Any) -> str:
-    """A parameter value as the catalog would write it."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, list | tuple):
-        if not value:
-            return "—"
-        if all(isinstance(v, list | tuple) for v in value):
-            return "; ".join(", ".join(format_value(x) for x in v) for v in value)
-        return ", ".join(format_value(v) for v in value)
-    if value is None:
-        return "—"
-    if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True)
-    return str(value)
-
-
 def param_rows(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> tuple[ParamRow, ...]:
-    """Every resolved parameter, by name; those the pair overrides are marked."""
+    """Every resolved parameter, in the order the engine declares them (names a newer or
+    older engine knows come last); those the pair overrides are marked."""
+    order = [spec.name for spec in param_specs()]
+    names = [n for n in order if n in params] + sorted(n for n in params if n not in order)
     return tuple(
-        ParamRow(name, format_value(params[name]), name in overrides) for name in sorted(params)
+        ParamRow(name, format_value(params[name]) or "—", name in overrides) for name in names
     )
 
 
 def override_rows(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> tuple[ParamRow, ...]:
     """The pair's own settings, in the catalog's order, with the values actually used."""
     return tuple(
-        ParamRow(name, format_value(params.get(name, value)), True)
+        ParamRow(name, format_value(params.get(name, value)) or "—", True)
         for name, value in overrides.items()
     )

@@ -22,13 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import PIL
-from PIL import Image, ImageCms, ImageOps, features
+from PIL import Image, features
 
 from ..atomic import write_bytes
+from ..decode import decode_image
+from ..errors import InputImageError
 
 log = logging.getLogger(__name__)
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: decoded by covergen.decode (no metadata carried over)
 # Widths offered to srcset; a source gets those below its own width, plus its own width
 # (capped at MAX_WIDTH). Never upscaled.
 WIDTHS = (160, 320, 640, 960, 1280, 1920)
@@ -140,9 +142,9 @@ class ImageDeriver:
             log.warning("%s does not match its SHA-256 %s; left out", source, source_sha256[:12])
             return None
         try:
-            image = _prepare(data)
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            log.warning("cannot decode %s: %s", source, exc)
+            image = decode_image(data, src=str(source), background=BACKGROUND)
+        except InputImageError as exc:
+            log.warning("cannot decode %s: %s", source, exc.message)
             return None
         variants = []
         for width in target_widths(image.width):
@@ -207,36 +209,6 @@ class ImageDeriver:
             return DerivedImage(source_sha256, key, data["width"], data["height"], tuple(variants))
         except (OSError, ValueError, KeyError, TypeError):
             return None
-
-
-def _prepare(data: bytes) -> Image.Image:
-    """Decode, turn upright, convert to sRGB RGB; metadata is dropped from here on."""
-    with Image.open(io.BytesIO(data)) as opened:
-        opened.load()
-        image = ImageOps.exif_transpose(opened)
-        icc = opened.info.get("icc_profile")
-    if icc:
-        image = _to_srgb(image, icc)
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        flat = Image.new("RGB", rgba.size, BACKGROUND)
-        flat.paste(rgba, mask=rgba.getchannel("A"))
-        return flat
-    return image.convert("RGB")
-
-
-def _to_srgb(image: Image.Image, icc: bytes) -> Image.Image:
-    # The derived files carry no profile, so browsers read them as sRGB: convert now rather
-    # than let a wide-gamut photo look washed out.
-    try:
-        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        mode = "RGB" if image.mode not in ("RGB", "RGBA") else image.mode
-        converted = ImageCms.profileToProfile(
-            image.convert(mode), source, ImageCms.createProfile("sRGB"), outputMode=mode
-        )
-        return converted if converted is not None else image
-    except (OSError, ValueError, ImageCms.PyCMSError):
-        return image
 
 
 def _encode(image: Image.Image, fmt: str) -> bytes:

@@ -7,14 +7,21 @@ explicit ``index.html``, so the site works from disk, at a domain root and under
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
+from .. import __version__
+from ..catalog import Catalog, SiteSettings
 from ..errors import CovergenError
+from ..inventory import PairState, pair_states
+from ..locks import site_lock
 from ..results import ResultStore
 from ..runlog import RunLog
 from .gallery import (
@@ -22,18 +29,16 @@ from .gallery import (
     Picture,
     build_entries,
     image_sources,
-    pair_states,
 )
 from .images import ImageDeriver
-from .staging import StagedSite, check_replaceable
+from .staging import StagedSite, check_replaceable, unchanged_render
 from .theme import Theme
 
+# Bump when a change here changes the files rendered from the same inputs.
+RENDER_VERSION = 1
 # Files of an extra folder left out of the site: mkdocs' sitemaps carry the build date (and
 # the gzip one a timestamp), so they would change every build and defeat byte-stable output.
 EXTRA_SKIP = frozenset({"sitemap.xml", "sitemap.xml.gz"})
-
-if TYPE_CHECKING:  # the catalog pulls in the engine's parameters (and torch): types only
-    from ..catalog import Catalog, SiteSettings
 
 
 @dataclass(frozen=True)
@@ -120,68 +125,131 @@ def render_site(
     built folder copied in as it is, e.g. the mkdocs user guide. Files whose bytes did not
     change are kept, not rewritten.
     """
-    check_replaceable(Path(out_dir))  # before any work: a folder we may not replace
+    out_dir = Path(out_dir)
+    check_replaceable(out_dir)  # before any work: a folder we may not replace
     settings = catalog.site
     show = settings.show_pending if show_pending is None else show_pending
     theme = Theme(_user_templates(catalog, templates_dir))
-    try:
-        states = pair_states(catalog.pairs, runlog.latest("build"), results)
-    except ValueError as exc:
-        raise CovergenError(str(exc), field="id", hint="ids must be slugs") from None
+    states = [s for s in pair_states(catalog, runlog, results) if s.pair is not None]
     visible = [s for s in states if show or s.result is not None]
+    sources = image_sources(visible, results, input_image)
     deriver = ImageDeriver(Path(cache_dir) / "derived")
-    try:
-        derived = deriver.derive_all(image_sources(visible, results, input_image))
-    except OSError as exc:
-        raise _cannot_write(exc, deriver.root) from None
-    all_entries = build_entries(states, derived)
-    pending = tuple(e.pair.id for e in all_entries if not e.ready)
-    shown = [(s, e) for s, e in zip(states, all_entries, strict=True) if show or e.ready]
-    entries = [e for _, e in shown]
-
-    site = _site_view(settings)
-    assets = theme.assets()
-    common: dict[str, Any] = {
-        "site": site,
-        "assets": {name: asset.url for name, asset in assets.items()},
-        "entries": entries,
-        "base": "",
+    extras = {
+        prefix: sorted(p for p in Path(folder).rglob("*") if p.is_file())
+        for prefix, folder in sorted((extra_dirs or {}).items())
     }
-    pages = _pages(theme, site, common, entries)
+    key = _render_key(settings, show, theme, states, sources, deriver.recipe, extra_dirs, extras)
+    with site_lock(out_dir):
+        unchanged = unchanged_render(out_dir, key)
+        if unchanged is not None:
+            return SiteReport(
+                out_dir=out_dir,
+                pages=unchanged["pages"],
+                written=0,
+                unchanged=unchanged["files"],
+                removed=0,
+                shown=unchanged["shown"],
+                pending=tuple(unchanged["pending"]),
+            )
+        try:
+            derived = deriver.derive_all(sources)
+        except OSError as exc:
+            raise _cannot_write(exc, deriver.root) from None
+        all_entries = build_entries(states, derived)
+        pending = tuple(e.pair.id for e in all_entries if not e.ready)
+        shown = [(s, e) for s, e in zip(states, all_entries, strict=True) if show or e.ready]
+        entries = [e for _, e in shown]
 
-    files = {f"img/{v.name}": v.path for d in derived.values() for v in d.variants}
-    try:
-        with StagedSite(Path(out_dir)) as staged:
-            for path, data in pages.items():
-                staged.write(path, data)
-            for name, asset in assets.items():
-                staged.copy(f"assets/{name}", asset.source)
-            for path in sorted(_pictures_used(entries)):
-                staged.copy(path, files[path])
-            originals = {
-                entry.original.path: state.result_path
-                for state, entry in shown
-                if entry.original is not None and state.result_path is not None
-            }  # a dict: pairs with the same inputs and parameters share one result
-            for path, source in sorted(originals.items()):
-                staged.copy(path, source)
-            for prefix, folder in sorted((extra_dirs or {}).items()):
-                for source in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-                    relative = source.relative_to(folder).as_posix()
-                    if relative not in EXTRA_SKIP:
-                        staged.copy(f"{prefix}/{relative}", source)
-            counts = staged.commit()
-    except OSError as exc:  # a full disk, say: the staged copy is gone, the site as it was
-        raise _cannot_write(exc, Path(out_dir)) from None
+        site = _site_view(settings)
+        assets = theme.assets()
+        common: dict[str, Any] = {
+            "site": site,
+            "assets": {name: asset.url for name, asset in assets.items()},
+            "entries": entries,
+            "base": "",
+        }
+        pages = _pages(theme, site, common, entries)
+
+        files = {f"img/{v.name}": v.path for d in derived.values() for v in d.variants}
+        report = dict(pages=sum(1 for p in pages if p.endswith(".html")), shown=len(entries),
+                      pending=pending)  # fmt: skip
+        try:
+            with StagedSite(out_dir) as staged:
+                for path, data in pages.items():
+                    staged.write(path, data)
+                for name, asset in assets.items():
+                    staged.copy(f"assets/{name}", asset.source)
+                for path in sorted(_pictures_used(entries)):
+                    staged.copy(path, files[path])
+                originals = {
+                    entry.original.path: state.result_path
+                    for state, entry in shown
+                    if entry.original is not None and state.result_path is not None
+                }  # a dict: pairs with the same inputs and parameters share one result
+                for path, source in sorted(originals.items()):
+                    staged.copy(path, source)
+                for prefix, paths in extras.items():
+                    folder = Path((extra_dirs or {})[prefix])
+                    for source in paths:
+                        relative = source.relative_to(folder).as_posix()
+                        if relative not in EXTRA_SKIP:
+                            staged.copy(f"{prefix}/{relative}", source)
+                counts = staged.commit(render={"key": key, **report})
+        except OSError as exc:  # a full disk, say: the staged copy is gone, the site as it was
+            raise _cannot_write(exc, out_dir) from None
     return SiteReport(
-        out_dir=Path(out_dir),
-        pages=sum(1 for p in pages if p.endswith(".html")),
+        out_dir=out_dir,
+        pages=report["pages"],
         written=counts.written,
         unchanged=counts.unchanged,
         removed=counts.removed,
-        shown=len(entries),
+        shown=report["shown"],
         pending=pending,
     )
+
+
+def _render_key(
+    settings: SiteSettings,
+    show: bool,
+    theme: Theme,
+    states: Sequence[PairState],
+    sources: Mapping[str, Path],
+    recipe: str,
+    extra_dirs: Mapping[str, Path] | None,
+    extras: Mapping[str, list[Path]],
+) -> str:
+    """The digest of everything the site is made from: when it equals the one the site was
+    last rendered with, rendering again would write the very same files."""
+    digest = hashlib.sha256()
+
+    def add(value: Any) -> None:
+        digest.update(json.dumps(value, sort_keys=True, default=str).encode() + b"\0")
+
+    add([__version__, RENDER_VERSION, recipe, dataclasses.asdict(settings), show])
+    for folder in theme.folders:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            add([str(path.relative_to(folder)), hashlib.sha256(path.read_bytes()).hexdigest()])
+    for state in states:
+        add(
+            [
+                dataclasses.asdict(state.pair) if state.pair else None,
+                state.state,
+                dataclasses.asdict(state.result) if state.result else None,
+                # what the pages show of the run (not its build number or time)
+                [state.shown.seconds, state.shown.device, state.shown.iterations]
+                if state.shown
+                else None,
+                state.photo_sha256,
+                state.cover_sha256,
+            ]
+        )
+    add(sorted(sources))
+    for prefix, paths in extras.items():
+        folder = Path((extra_dirs or {})[prefix])
+        for path in paths:
+            name = str(path.relative_to(folder))
+            add([prefix, name, hashlib.sha256(path.read_bytes()).hexdigest()])
+    return digest.hexdigest()
 
 
 def _cannot_write(exc: OSError, where: Path) -> CovergenError:

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import ctypes
 import filecmp
+import json
 import os
 import secrets
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import TracebackType
+from typing import Any
 
 from ..atomic import fsync_dir
 from ..errors import CovergenError
@@ -99,13 +102,23 @@ class StagedSite:
         os.chmod(target, 0o644)
         self.written += 1
 
-    def commit(self) -> SwapCounts:
-        """Swap the staged version in for the current one; return what changed."""
+    def commit(self, render: Mapping[str, Any] | None = None) -> SwapCounts:
+        """Swap the staged version in for the current one; return what changed.
+
+        ``render`` (JSON-ready: the render's key and figures) is kept in the marker with the
+        list of files, so that ``unchanged_render`` can tell a rebuild it has nothing to do.
+        """
         marker = self.staging / MARKER
-        if _same_bytes(self.out_dir / MARKER, MARKER_TEXT):
+        sizes = {rel: (self.staging / rel).stat().st_size for rel in sorted(self.files)}
+        text = (
+            MARKER_TEXT
+            + json.dumps({"render": dict(render or {}), "files": sizes}, sort_keys=True).encode()
+            + b"\n"
+        )
+        if _same_bytes(self.out_dir / MARKER, text):
             _link_or_copy(self.out_dir / MARKER, marker)
         else:
-            marker.write_bytes(MARKER_TEXT)
+            marker.write_bytes(text)
             os.chmod(marker, 0o644)
         removed = sum(1 for rel in _files(self.out_dir) if rel not in self.files and rel != MARKER)
         _fsync_tree_dirs(self.staging)
@@ -131,6 +144,28 @@ class StagedSite:
         self.unchanged += 1
 
 
+def unchanged_render(out_dir: Path, key: str) -> dict[str, Any] | None:
+    """The figures of the site's last render when it was made with ``key`` and every file it
+    wrote is still there, the same size; None when it must be rendered."""
+    try:
+        data = (Path(out_dir) / MARKER).read_bytes()
+        state = json.loads(data[len(MARKER_TEXT) :]) if data.startswith(MARKER_TEXT) else None
+        render, files = state["render"], state["files"]
+        if render.get("key") != key:
+            return None
+        for rel, size in files.items():
+            if (Path(out_dir) / rel).stat().st_size != size:
+                return None
+        return {
+            "pages": int(render["pages"]),
+            "shown": int(render["shown"]),
+            "pending": [str(p) for p in render["pending"]],
+            "files": len(files),
+        }
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
 def check_replaceable(out_dir: Path) -> None:
     """Refuse to replace a non-empty folder that covergen did not make."""
     if not out_dir.exists():
@@ -141,7 +176,10 @@ def check_replaceable(out_dir: Path) -> None:
             field="site",
             hint="choose another site folder (--site-dir)",
         )
-    if (out_dir / MARKER).is_file() or not any(out_dir.iterdir()):
+    marker = out_dir / MARKER
+    if (marker.is_file() and marker.read_bytes().startswith(MARKER_TEXT)) or not any(
+        out_dir.iterdir()
+    ):
         return
     raise CovergenError(
         f"{out_dir} holds files that covergen did not write",

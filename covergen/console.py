@@ -1,0 +1,91 @@
+"""The one printer: everything covergen writes for people goes through ``Printer``.
+
+Text that comes from data — pair names, paths, error messages, what a server said — is
+never read as rich markup (``[/x]`` in a catalog once crashed the build) and never reaches
+the terminal with its control characters or escape sequences (``text.printable``). Styles
+are attached to whole pieces (``styled``), never written inside strings.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from .text import printable
+
+
+@dataclass(frozen=True)
+class Styled:
+    """A piece of text shown in a rich style (``bold red``, ``dim``…); the text is data."""
+
+    text: str
+    style: str = ""
+
+
+def styled(text: object, style: str) -> Styled:
+    return Styled(str(text), style)
+
+
+Piece = str | Styled
+
+
+class Printer:
+    """Writes lines and tables to one stream: styled on a terminal, plain elsewhere."""
+
+    def __init__(self, stream: TextIO | None = None, *, plain: bool | None = None):
+        from rich.console import Console
+
+        self.stream = stream or sys.stdout
+        is_tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.plain = (not is_tty) if plain is None else plain
+        self.console = Console(
+            file=self.stream,
+            markup=False,
+            highlight=False,
+            emoji=False,
+            soft_wrap=True,
+            force_terminal=not self.plain,
+            no_color=self.plain,
+        )
+
+    def text(self, *pieces: Piece) -> Any:
+        """A rich Text of the pieces; data is made printable, never parsed."""
+        from rich.text import Text
+
+        out = Text()
+        for piece in pieces:
+            if isinstance(piece, Styled):
+                out.append(printable(piece.text), style=piece.style or None)
+            else:
+                out.append(printable(piece))
+        return out
+
+    def line(self, *pieces: Piece) -> None:
+        self.console.print(self.text(*pieces))
+
+    def table(
+        self,
+        columns: Sequence[str],
+        rows: Iterable[Sequence[Piece]],
+        *,
+        title: str = "",
+        wrap: Sequence[str] = (),
+    ) -> None:
+        """A table whose cells are data (or Styled data); ``wrap`` names columns that fold."""
+        from rich.table import Table
+
+        table = Table(title=self.text(title) if title else None)
+        for name in columns:
+            if name in wrap:
+                table.add_column(self.text(name), overflow="fold")
+            else:
+                table.add_column(self.text(name), no_wrap=True)
+        for row in rows:
+            table.add_row(*(self.text(cell) for cell in row))
+        self.console.print(table)
+
+
+def error_printer() -> Printer:
+    return Printer(sys.stderr)

@@ -1,0 +1,126 @@
+"""Where and how jobs run, and which devices there are. Torch-free until asked about devices.
+
+None of it changes what a job means, only how fast it runs; the one device resolver lives
+here, so "auto" means the same thing to the engine, the scheduler and every executor.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from .errors import ParameterError
+
+PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp64")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How one engine runs its jobs.
+
+    ``precision``: fp32 everywhere; tf32 lets CUDA matmuls and convolutions use TF32;
+    bf16 runs the network under bfloat16 autocast (losses stay in float32); fp64 computes
+    everything in double precision — slow, for exact comparisons such as the tests' proof
+    that a batch equals its jobs run alone. ``auto`` is tf32 on CUDA and fp32 elsewhere.
+    ``channels_last`` (None: on CUDA only) stores activations NHWC, the layout tensor cores
+    prefer.
+    """
+
+    device: str = "auto"
+    precision: str = "auto"
+    channels_last: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ParameterError(
+                "precision",
+                f"unknown precision {self.precision!r}",
+                f"use one of {', '.join(PRECISIONS)}",
+            )
+
+
+def resolve_devices(name: str = "auto") -> list[str]:
+    """The devices a name stands for, each checked: ``auto`` is every GPU, else mps, else
+    the CPU; ``cpu``, ``cuda``, ``cuda:N``, ``mps``, or a comma-separated list of them.
+
+    Raises ParameterError (field ``device``) for a device this machine does not have, so a
+    build can refuse it before any pair is tried.
+    """
+    import torch
+
+    text = name.strip()
+    if text == "auto":
+        if torch.cuda.is_available():
+            return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        if _mps_available(torch):
+            return ["mps"]
+        return ["cpu"]
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise ParameterError("device", "no device named", "use auto, cpu, cuda, cuda:N or mps")
+    devices = []
+    for part in parts:
+        try:
+            device = torch.device(part)
+        except (RuntimeError, ValueError):
+            raise ParameterError(
+                "device", f"unknown device {part!r}", "use auto, cpu, cuda, cuda:N or mps"
+            ) from None
+        if device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ParameterError(
+                    "device", "CUDA is not available on this machine", "use --device cpu or auto"
+                )
+            index = device.index or 0
+            if index >= torch.cuda.device_count():
+                raise ParameterError(
+                    "device",
+                    f"there is no GPU {index}",
+                    f"this machine has {torch.cuda.device_count()}",
+                )
+            devices.append(f"cuda:{index}")
+        elif device.type == "mps":
+            if not _mps_available(torch):
+                raise ParameterError("device", "MPS is not available on this machine", "use cpu")
+            devices.append("mps")
+        elif device.type == "cpu":
+            devices.append("cpu")
+        else:
+            raise ParameterError(
+                "device", f"covergen does not run on {part!r}", "use auto, cpu, cuda:N or mps"
+            )
+    return list(dict.fromkeys(devices))
+
+
+def device_kind(name: str = "auto") -> str:
+    """cpu or gpu: what ``resolve_devices(name)`` will give, told without importing torch.
+
+    Used to choose the catalog's profile (draft on a CPU, final on a GPU) in builds that
+    may paint nothing. For ``auto`` it looks for a GPU driver (NVIDIA's under /proc, Apple
+    silicon's Metal) and a torch build that can use it (not a ``+cpu`` wheel).
+    """
+    text = name.strip()
+    if text != "auto":
+        return "cpu" if all(p.strip() == "cpu" for p in text.split(",") if p.strip()) else "gpu"
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return "cpu"
+    if "+cpu" in torch_version:
+        return "cpu"
+    if sys.platform == "darwin":
+        return "gpu" if platform.machine() == "arm64" else "cpu"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return "cpu"
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return "gpu" if gpus.is_dir() and any(gpus.iterdir()) else "cpu"
+
+
+def _mps_available(torch) -> bool:  # type: ignore[no-untyped-def]
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())

@@ -1,0 +1,87 @@
+"""Text from outside — catalogs, servers, file names — made safe to show and to store.
+
+Three rules, each in one place:
+
+- ``printable``: nothing a terminal or a page would act on gets through (control characters,
+  escape sequences, bidirectional overrides); lone surrogates, which cannot even be encoded,
+  become U+FFFD.
+- ``unsafe_character``: what the catalog refuses in its text fields, with a description the
+  user can act on.
+- ``redact``: credentials in URLs (``https://user:token@host``) are never echoed.
+
+And one reading of what is a URL (``url_scheme``), for the catalog and the fetcher alike.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from urllib.parse import urlsplit
+
+# Bidirectional embeddings, overrides and isolates: they reorder what follows them, so
+# text can be made to read as something else (CVE-2021-42574, "Trojan Source").
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+# Schemes recognised even without "//" (a bare "name:" prefix could be part of a file name).
+_BARE_SCHEMES = {"file", "data", "ftp", "ftps", "sftp", "javascript", "mailto"}
+WEB_SCHEMES = ("http", "https")
+
+
+def _is_control(char: str) -> bool:
+    return unicodedata.category(char) == "Cc"
+
+
+def printable(text: str, *, keep_newlines: bool = True) -> str:
+    """``text`` with control characters (but newline and tab), bidi controls and lone
+    surrogates replaced, so that printing or rendering it cannot act on the reader."""
+    out = []
+    for char in str(text):
+        if char in "\n\t" and keep_newlines:
+            out.append(char)
+        elif _is_control(char) or char in BIDI_CONTROLS:
+            out.append("\ufffd" if char == "\x1b" else "")
+        elif "\ud800" <= char <= "\udfff":
+            out.append("\ufffd")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def unsafe_character(text: str) -> str:
+    """A description of the first character a catalog text field may not hold, or ""."""
+    for position, char in enumerate(text):
+        if "\ud800" <= char <= "\udfff":
+            return f"an undecodable character (a lone surrogate) at position {position + 1}"
+        if char in BIDI_CONTROLS:
+            return (
+                f"the bidirectional control U+{ord(char):04X} at position {position + 1}, "
+                "which can make text read as something else"
+            )
+        if _is_control(char) and char not in "\n\t\r":  # line breaks, tabs: whitespace
+            return f"the control character U+{ord(char):04X} at position {position + 1}"
+    return ""
+
+
+def redact(text: str) -> str:
+    """``text`` with the user part of every URL in it (where passwords and tokens go) as ***."""
+    return _CREDENTIALS.sub(r"\1***@", str(text))
+
+
+def url_scheme(src: str) -> str:
+    """The URL scheme of ``src`` in lower case (``HTTPS://`` is https), or "" for a path."""
+    match = _SCHEME.match(src)
+    if not match:
+        return ""
+    scheme = match.group(1).lower()
+    if src[match.end() :].startswith("//") or scheme in _BARE_SCHEMES:
+        return scheme
+    return ""
+
+
+def is_web_url(src: str) -> bool:
+    """Whether ``src`` is an http(s) address with a host (in any letter case), safe to
+    fetch or to show as a link: no spaces or control characters in it."""
+    if not src or any(c.isspace() or unicodedata.category(c) == "Cc" for c in src):
+        return False
+    return url_scheme(src) in WEB_SCHEMES and bool(urlsplit(src).netloc)
