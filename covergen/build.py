@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .atomic import remove_leftovers
+from .cache import cache_paths
 from .catalog import PROFILE_ENV, Catalog, Pair, load_catalog
 from .errors import CovergenError
 from .locks import cache_lock
@@ -129,17 +130,6 @@ class BuildEvents(SchedulerEvents, Protocol):
     def pair_done(self, outcome: PairOutcome) -> None: ...
 
 
-def cache_paths(cache_dir: Path) -> dict[str, Path]:
-    return {
-        "images": cache_dir / "images",
-        "results": cache_dir / "results",
-        "features": cache_dir / "features",
-        "derived": cache_dir / "derived",
-        "runlog": cache_dir / "runs.sqlite",
-        "lock": cache_dir / "build.lock",  # see locks.cache_lock
-    }
-
-
 def build(
     options: BuildOptions,
     events: BuildEvents | None = None,
@@ -151,7 +141,7 @@ def build(
     run = _Build(options, events, stop or threading.Event())
     if options.dry_run:
         return run.dry()
-    with cache_lock(options.cache_dir):
+    with cache_lock(options.cache_dir), run.runlog.held():
         return run.run(executor)
 
 
@@ -189,6 +179,9 @@ class _Build:
         catalog = load_catalog(options.catalog, strict=False)
         selected = _select(catalog, options.only)
         executor = executor or make_executor(options.executor, self._executor_settings())
+        if options.device != "auto":
+            # A device named but missing here is an error before anything is recorded.
+            self.summary.devices = list(executor.prepare())
         profile = self._profile(catalog, executor.device_kind())
         self.runlog.close_abandoned()  # under the lock, a "running" build is a dead one
         self.build_id = self.runlog.start_build(options.kind, profile)
@@ -273,8 +266,9 @@ class _Build:
 
     def _plan(self, jobs: list[Job]) -> Plan:
         plan = plan_jobs(jobs, self.results, force=self.options.force)
-        for job, record in plan.reused:
-            self._finish(_reused(job, record, self.results.image_path(job.key)))
+        self._finish(
+            *(_reused(job, rec, self.results.image_path(job.key)) for job, rec in plan.reused)
+        )
         if self.events:
             self.events.planned(plan.to_run, len(plan.reused), self.summary.count("failed"))
         return plan
@@ -373,12 +367,15 @@ class _Build:
 
     # -------------------------------------------------------------------- helpers
 
-    def _finish(self, outcome: PairOutcome) -> None:
-        self.summary.outcomes.append(outcome)
-        if not self.options.dry_run and outcome.status != "planned":
-            self.runlog.record(self.build_id, **outcome.log_values())
+    def _finish(self, *outcomes: PairOutcome) -> None:
+        """Record outcomes (in one transaction) and tell the display."""
+        self.summary.outcomes.extend(outcomes)
+        logged = [o.log_values() for o in outcomes if o.status != "planned"]
+        if logged and not self.options.dry_run:
+            self.runlog.record_many(self.build_id, logged)
         if self.events is not None:
-            self.events.pair_done(outcome)
+            for outcome in outcomes:
+                self.events.pair_done(outcome)
 
     def _stage(self, text: str) -> None:
         if self.events is not None:

@@ -11,7 +11,6 @@ import io
 import warnings
 from dataclasses import dataclass
 
-import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from .errors import InputImageError
@@ -222,6 +221,8 @@ def _scale_to_8bit(image: Image.Image) -> Image.Image:
     I;16 is scaled from 0–65535. For I and F the values decide: 0–1 (float convention),
     0–255 or 0–65535 are scaled from that range; anything else is stretched min to max.
     """
+    import numpy as np
+
     values = np.asarray(image).astype(np.float32)
     values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
     low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)

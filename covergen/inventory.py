@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .cache import cache_paths
 from .catalog import SLUG, Catalog, Pair, Problem
 from .errors import CovergenError
 from .locks import cache_lock
@@ -123,8 +124,6 @@ def pair_states(catalog: Catalog, runlog: RunLog, results: ResultStore) -> list[
 
 def load_states(catalog: Catalog, cache_dir: Path) -> tuple[RunLog, list[PairState]]:
     """The run log of ``cache_dir`` and every pair's state; reads, never writes."""
-    from .build import cache_paths
-
     paths = cache_paths(cache_dir)
     runlog = RunLog(paths["runlog"])
     results = ResultStore(paths["results"], read_only=True)
@@ -149,8 +148,6 @@ def clean(catalog: Catalog, cache_dir: Path, *, downloads: bool = False,
     pair (so an experiment survives until the next build). A pair the catalog cannot read
     right now (a typo in its overrides) keeps everything it ever used: it is broken, not gone.
     """
-    from .build import cache_paths
-
     paths = cache_paths(cache_dir)
     runlog = RunLog(paths["runlog"])
     unreadable = [p for p in catalog.problems if not p.pair or not SLUG.match(p.pair)]

@@ -118,8 +118,10 @@ class Lock:
 
 def cache_lock(cache_dir: Path) -> Lock:
     """Held by every command that writes the cache (build, rerun, clean)."""
+    from .cache import cache_paths
+
     return Lock(
-        Path(cache_dir) / "build.lock",
+        cache_paths(cache_dir)["lock"],
         busy=f"another covergen build is using {cache_dir}",
         field="cache",
         hint="wait for the other build to finish, or use another --cache-dir",

@@ -114,3 +114,166 @@ def test_unreadable_inputs_name_the_field(tmp_path, capsys):
 def test_the_docs_parameter_table_is_generated_from_the_dataclass():
     page = (DOCS / "parameters.md").read_text()
     assert params_markdown() in page, "run: covergen params --markdown, paste into docs"
+
+
+# ----------------------------------------------------------------------------- every command
+
+
+def covergen(project: Path, *args: str, env: dict[str, str] | None = None):
+    """Run the real command in a child process, in the project; (code, out, err)."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "covergen", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+LIGHT = """
+import atexit, sys
+atexit.register(lambda: print("torch " + ("loaded" if "torch" in sys.modules else "not loaded"),
+                              file=sys.stderr))
+from covergen.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_commands_that_paint_nothing_never_load_torch(project: Path, tmp_path: Path):
+    import subprocess
+    import sys
+
+    from covergen.build import BuildOptions, build
+
+    build(BuildOptions(catalog=project / "catalog.yaml", cache_dir=project / "cache",
+                       site_dir=project / "site", device="cpu"))  # fmt: skip
+    site = project / "site"
+    commands = [
+        ["--help"],
+        ["params"],
+        ["check"],
+        ["list"],
+        ["status"],
+        ["build", "--device", "cpu"],  # nothing changed: nothing to paint
+        ["build", "--dry-run"],
+        ["add", "--band", "New", "--album", "One", "--photo", "photos/a.png",
+         "--cover", "covers/x.png"],
+        ["publish", f"dir:{tmp_path / 'out'}", "--dry-run", "--site-dir", str(site)],
+        ["serve", "--site-dir", str(tmp_path / "nowhere")],  # refused: still no torch
+        ["clean", "--dry-run"],
+    ]  # fmt: skip
+    for args in commands:
+        done = subprocess.run(
+            [sys.executable, "-c", LIGHT, *args], cwd=project, capture_output=True, text=True
+        )
+        assert "torch not loaded" in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr, (args, done.stderr)
+
+
+def test_check_add_list_and_status(project: Path):
+    code, out, err = covergen(project, "check")
+    assert code == 0 and "3 pairs" in out and "OK" in out
+    code, out, err = covergen(
+        project, "add", "--band", "Delta", "--album", "Four", "--photo", "photos/a.png",
+        "--cover", "covers/y.png", "--set", "content_weight=3", "--tags", "a, b",
+    )  # fmt: skip
+    assert code == 0 and "added delta-four" in out
+    code, out, _ = covergen(project, "list")
+    assert code == 0 and "delta-four" in out and "new" in out
+    assert "overrides: content_weight" in out
+    code, out, _ = covergen(project, "status")
+    assert code == 0 and "delta-four" in out
+    # A bad --set names the parameter, changes nothing.
+    before = (project / "catalog.yaml").read_bytes()
+    code, _, err = covergen(
+        project, "add", "--band", "E", "--album", "F", "--photo", "p", "--cover", "c",
+        "--set", "content_weight=lots",
+    )  # fmt: skip
+    assert code == 2 and "content_weight" in err and "Traceback" not in err
+    assert (project / "catalog.yaml").read_bytes() == before
+    (project / "catalog.yaml").write_text("pairs: [")
+    code, _, err = covergen(project, "check")
+    assert code == 2 and "malformed YAML" in err
+
+
+def test_build_dry_run_writes_nothing(project: Path):
+    code, out, err = covergen(project, "build", "--dry-run")
+    assert code == 0, err
+    assert out.count("would paint") == 3
+    assert not (project / "cache").exists() and not (project / "site").exists()
+
+
+def test_build_rerun_export_and_clean(project: Path, tmp_path: Path):
+    code, _, err = covergen(project, "build", "--device", "cpu")
+    assert code == 0, err
+    assert (project / "site" / "index.html").is_file()
+    out_file = tmp_path / "try.jpg"
+    code, out, err = covergen(
+        project, "rerun", "beta-two", "--set", "content_weight=7", "-o", str(out_file),
+        "--device", "cpu",
+    )  # fmt: skip
+    assert code == 0, err
+    assert Image.open(out_file).format == "JPEG" and str(out_file) in out
+    code, out, err = covergen(project, "clean", "--dry-run")
+    assert code == 0 and "would remove 0 results" in out
+    code, out, err = covergen(project, "status")
+    assert "beta-two" in out and "built" in out
+
+
+def test_build_with_a_device_this_machine_lacks_stops_before_any_pair(project: Path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    code, _, err = covergen(project, "build", "--device", "cuda:0")
+    assert code == 2 and "CUDA is not available" in err and "Traceback" not in err
+    code, out, _ = covergen(project, "list")
+    assert out.count(" new ") == 3  # no pair was tried
+
+
+def test_publish_to_a_folder_and_serve(project: Path, tmp_path: Path):
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    code, _, err = covergen(project, "build", "--device", "cpu")
+    assert code == 0, err
+    target = tmp_path / "public"
+    code, out, err = covergen(project, "publish", f"dir:{target}", "--dry-run")
+    assert code == 0 and "would publish" in out and not target.exists()
+    code, out, err = covergen(project, "publish", f"dir:{target}")
+    assert code == 0 and "published" in out, err
+    assert (target / "index.html").is_file() and not (target / ".covergen-site").exists()
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "covergen", "serve", "--port", "0"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        assert line.startswith("serving http://"), line
+        url = line.split()[1]
+        with urllib.request.urlopen(url + "index.html", timeout=10) as response:
+            assert response.status == 200 and b"<html" in response.read()
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 0
+    assert "Traceback" not in server.stderr.read()
+
+
+def test_bad_port_and_unknown_command_are_usage_errors(project: Path):
+    code, _, err = covergen(project, "serve", "--port", "99999")
+    assert code == 2 and "not a port number" in err and "Traceback" not in err
+    code, _, err = covergen(project, "paint")
+    assert code == 2 and "invalid choice" in err

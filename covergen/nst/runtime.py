@@ -10,7 +10,6 @@ import os
 import platform
 import sys
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 from .errors import ParameterError
@@ -48,11 +47,13 @@ def resolve_devices(name: str = "auto") -> list[str]:
     the CPU; ``cpu``, ``cuda``, ``cuda:N``, ``mps``, or a comma-separated list of them.
 
     Raises ParameterError (field ``device``) for a device this machine does not have, so a
-    build can refuse it before any pair is tried.
+    build can refuse it before any pair is tried. ``cpu`` alone needs no torch.
     """
+    text = name.strip()
+    if text and all(part.strip() == "cpu" for part in text.split(",") if part.strip()):
+        return ["cpu"]
     import torch
 
-    text = name.strip()
     if text == "auto":
         if torch.cuda.is_available():
             return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
@@ -103,6 +104,8 @@ def device_kind(name: str = "auto") -> str:
     may paint nothing. For ``auto`` it looks for a GPU driver (NVIDIA's under /proc, Apple
     silicon's Metal) and a torch build that can use it (not a ``+cpu`` wheel).
     """
+    from importlib import metadata
+
     text = name.strip()
     if text != "auto":
         return "cpu" if all(p.strip() == "cpu" for p in text.split(",") if p.strip()) else "gpu"
