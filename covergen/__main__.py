@@ -6,16 +6,34 @@ ends with "interrupted" and status 130, like one at any later moment, not a trac
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+
+INTERRUPTED = 130
 
 
 def run() -> int:
     try:
-        from .cli import main
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        return 130
-    return main()
+        try:
+            from .cli import main
+        except KeyboardInterrupt:
+            sys.stderr.write("interrupted\n")
+            code = INTERRUPTED
+        else:
+            code = main()
+    finally:
+        # The work is done (or stopped): a Ctrl-C now, while Python shuts down, has nothing
+        # left to stop and must not turn a finished command into a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if code == INTERRUPTED:
+        # CPython remembers a Ctrl-C that arrived inside an extension's own Python code
+        # (torch's import runs some) and, at exit, kills the process with SIGINT after all,
+        # although it was handled. Everything is written (atomically) by now: leave directly.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(INTERRUPTED)
+    return code
 
 
 if __name__ == "__main__":

@@ -290,12 +290,20 @@ class _Build:
     def _paint(self, jobs: list[Job], executor: Executor) -> None:
         # Devices are checked (torch is loaded) only now that there is something to paint;
         # a device this machine lacks stops the build before any pair is tried.
-        self.summary.devices = list(executor.prepare())
-        self._stage(
-            f"painting {len(jobs)} pairs on {', '.join(self.summary.devices)} "
-            f"({executor.name} executor)"
-        )
-        completed = executor.run(jobs, self._collect, self.events, self.stop)
+        try:
+            self.summary.devices = list(executor.prepare())
+            self._stage(
+                f"painting {len(jobs)} pairs on {', '.join(self.summary.devices)} "
+                f"({executor.name} executor)"
+            )
+            completed = executor.run(jobs, self._collect, self.events, self.stop)
+        except KeyboardInterrupt:
+            # Stopped before the executor could report: every job without an outcome waits.
+            done = {o.key for o in self.summary.outcomes}
+            waiting = [j for j in jobs if j.key not in done]
+            error = "stopped before it started"
+            self._finish(*(PairOutcome.of_job(j, "cancelled", error=error) for j in waiting))
+            raise
         self.summary.interrupted = not completed
 
     def _collect(self, outcome: JobOutcome) -> None:

@@ -466,10 +466,7 @@ class _Reader:
                 )
                 value = None
             return _Node(value, line, node.value)
-        if node.tag not in (
-            "tag:yaml.org,2002:seq",
-            "tag:yaml.org,2002:map",
-        ) and not node.tag.startswith("tag:yaml.org,2002:"):
+        if node.tag not in ("tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"):
             self._problem(
                 f"unknown YAML tag {printable(node.tag)}",
                 where,

@@ -670,7 +670,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _complain(describe(exc))
         return EXIT_USAGE
+    except OSError as exc:  # the machine said no: a permission, a full disk, a missing folder
+        if debug:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        _complain(
+            f"{exc.strerror or exc}{where}\n"
+            "  → check that path: it must exist, be yours to read or write, on a disk with space"
+        )
+        return EXIT_USAGE
     except Exception as exc:
+        if _caused_by_interrupt(exc):  # Ctrl-C inside an import is re-raised wrapped
+            sys.stderr.write("interrupted\n")
+            return EXIT_INTERRUPTED
         if debug:
             raise
         _complain(
@@ -679,6 +691,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             "report it"
         )
         return EXIT_INTERNAL
+
+
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _complain(text: str) -> None:

@@ -73,7 +73,14 @@ class Printer:
         title: str = "",
         wrap: Sequence[str] = (),
     ) -> None:
-        """A table whose cells are data (or Styled data); ``wrap`` names columns that fold."""
+        """A table whose cells are data (or Styled data); ``wrap`` names columns that fold.
+
+        Off a terminal it is plain aligned text, nothing cut short: what scripts and logs
+        want, where a boxed table would squeeze its columns to the default 80 characters.
+        """
+        if self.plain:
+            self._plain_table(columns, [list(row) for row in rows], title)
+            return
         from rich.table import Table
 
         table = Table(title=self.text(title) if title else None)
@@ -85,6 +92,17 @@ class Printer:
         for row in rows:
             table.add_row(*(self.text(cell) for cell in row))
         self.console.print(table)
+
+    def _plain_table(self, columns: Sequence[str], rows: list[list[Piece]], title: str) -> None:
+        cells = [[printable(c.text if isinstance(c, Styled) else c) for c in row] for row in rows]
+        widths = [
+            max([len(name), *(len(row[i]) for row in cells)]) for i, name in enumerate(columns)
+        ]
+        if title:
+            self.line(title)
+        for row in [list(columns), *cells]:
+            padded = [text.ljust(width) for text, width in zip(row, widths, strict=True)]
+            self.line("  ".join(padded).rstrip())
 
 
 def error_printer() -> Printer:

@@ -146,7 +146,15 @@ def add_pair(catalog_path: Path, new: NewPair) -> str:
                 pair=pair_id,
                 hint="the catalog was not changed; please report this with the catalog attached",
             )
-        write_bytes(target, new_text.encode("utf-8"), mode=mode)
+        try:
+            write_bytes(target, new_text.encode("utf-8"), mode=mode)
+        except OSError as exc:
+            raise CovergenError(
+                f"cannot write {target} ({exc.strerror or exc})",
+                field="catalog",
+                hint="check that you may write to the catalog's folder (a permission problem, "
+                "or a full disk); the catalog was not changed",
+            ) from None
     return pair_id
 
 
@@ -264,7 +272,14 @@ def _refuse_unsafe_text(new: NewPair) -> None:
 def _read_text(target: Path, path: Path) -> str:
     # Bytes, not read_text(): universal newlines would turn CRLF into LF and the edit
     # would rewrite every line.
-    data = target.read_bytes()
+    try:
+        data = target.read_bytes()
+    except OSError as exc:
+        raise CovergenError(
+            f"cannot read {path} ({exc.strerror or exc})",
+            field="catalog",
+            hint="check the catalog's path and permissions",
+        ) from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

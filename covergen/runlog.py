@@ -121,14 +121,29 @@ class RunLog:
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection | None]:
-        """A read-only connection, or None when there is no run log yet."""
+        """A read-only connection, or None when there is no run log yet.
+
+        Reading a WAL database normally needs its shared-memory file, which a user who may
+        not write the cache folder cannot create; then the log is read as an immutable
+        snapshot instead (a build writing at that very moment may not show yet).
+        """
         if not self.path.is_file():
             yield None
             return
-        try:
-            connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
-        except sqlite3.Error as exc:
-            raise self._error(exc, writing=False) from None
+        uri = self.path.resolve().as_uri()
+        connection = None
+        for mode in ("mode=ro", "immutable=1"):
+            try:
+                connection = sqlite3.connect(f"{uri}?{mode}", uri=True)
+                connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                break
+            except sqlite3.Error as exc:
+                if connection is not None:
+                    connection.close()
+                    connection = None
+                if mode == "immutable=1":
+                    raise self._error(exc, writing=False) from None
+        assert connection is not None
         try:
             yield connection
         except sqlite3.Error as exc:
