@@ -739,3 +739,28 @@ def test_pages_are_valid_html(tmp_path, gallery):
         if m.get("type") in ("error", "non-document-error") or m.get("subType") == "warning"
     ]
     assert not problems, "\n".join(problems)
+
+
+def _luminance(colour: str) -> float:
+    value = colour.lstrip("#")
+    channels = [int(value[i : i + 2], 16) / 255 for i in (0, 2, 4)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast(foreground: str, background: str) -> float:
+    """The WCAG 2 contrast ratio of two #rrggbb colours."""
+    high, low = sorted((_luminance(foreground), _luminance(background)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_theme_text_colours_meet_wcag_aa():
+    """Every text colour of the theme on every surface text sits on: at least 4.5:1."""
+    css = (THEME_DIR / "assets" / "site.css").read_text()
+    colours = dict(re.findall(r"--([a-z0-9-]+):\s*(#[0-9a-fA-F]{6})", css))
+    assert contrast("#75726c", "#0c0c0e") < 4.5  # the check can fail: the old --faint did
+    for text in ("text", "muted", "faint", "accent"):
+        for surface in ("bg", "surface", "surface-2"):
+            ratio = contrast(colours[text], colours[surface])
+            assert ratio >= 4.5, f"--{text} on --{surface}: {ratio:.2f}:1"
+    assert contrast(colours["accent-ink"], colours["accent"]) >= 4.5

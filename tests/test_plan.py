@@ -1,0 +1,72 @@
+"""Planning: job keys name everything that decides a painting and nothing else; finished
+results are reused, the rest is to run."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from covergen.nst import StyleParams, params
+from covergen.painter import encode_png
+from covergen.plan import ImageInput, job_key, make_job, plan_jobs
+from covergen.results import ResultStore
+
+PHOTO = ImageInput("a" * 64, 640, 480)
+COVER = ImageInput("b" * 64, 500, 500)
+
+
+def test_the_key_depends_on_inputs_parameters_weights_and_engine(monkeypatch):
+    base = job_key(PHOTO.sha256, COVER.sha256, StyleParams(), "w1")
+    assert base == job_key(PHOTO.sha256, COVER.sha256, StyleParams(), "w1")  # deterministic
+    others = {
+        job_key("c" * 64, COVER.sha256, StyleParams(), "w1"),
+        job_key(PHOTO.sha256, "c" * 64, StyleParams(), "w1"),
+        job_key(PHOTO.sha256, COVER.sha256, StyleParams(content_weight=2), "w1"),
+        job_key(PHOTO.sha256, COVER.sha256, StyleParams(), "w2"),
+    }
+    assert base not in others and len(others) == 4
+    monkeypatch.setattr("covergen.plan.ENGINE_VERSION", params.ENGINE_VERSION + "x")
+    assert job_key(PHOTO.sha256, COVER.sha256, StyleParams(), "w1") != base
+
+
+def test_labels_and_reruns_extras_are_not_part_of_the_key():
+    one = make_job("pair-a", "Band — Album", PHOTO, COVER, StyleParams(), "w")
+    two = make_job("pair-b", "Other — Title", PHOTO, COVER, StyleParams(), "w", {"x": 1})
+    assert one.key == two.key  # same inputs, same painting: shared by content
+    assert one.record_fields()["photo_sha256"] == PHOTO.sha256
+    assert dataclasses.asdict(one)["photo"] == {"sha256": PHOTO.sha256, "width": 640, "height": 480}
+
+
+def test_finished_results_are_reused_unless_forced(tmp_path: Path):
+    from PIL import Image
+
+    store = ResultStore(tmp_path / "results")
+    done = make_job("a", "A", PHOTO, COVER, StyleParams(), "w")
+    todo = make_job("b", "B", PHOTO, COVER, StyleParams(size=64), "w")
+    figures = {"iterations": 1, "seconds": 1.0, "device": "cpu", "losses": {}}
+    store.put(encode_png(Image.new("RGB", (8, 6))), 8, 6, {**done.record_fields(), **figures})
+    plan = plan_jobs([done, todo], store)
+    assert [j.pair for j in plan.to_run] == ["b"]
+    assert [(j.pair, r.key) for j, r in plan.reused] == [("a", done.key)]
+    forced = plan_jobs([done, todo], store, force=True)
+    assert [j.pair for j in forced.to_run] == ["a", "b"] and not forced.reused
+
+
+@pytest.mark.parametrize("tamper", ["png", "json"])
+def test_a_damaged_result_is_planned_again(tmp_path: Path, tamper: str):
+    from PIL import Image
+
+    store = ResultStore(tmp_path / "results")
+    job = make_job("a", "A", PHOTO, COVER, StyleParams(), "w")
+    fields = {**job.record_fields(), "iterations": 1, "seconds": 1.0, "device": "cpu",
+              "losses": {}}  # fmt: skip
+    store.put(encode_png(Image.new("RGB", (8, 6))), 8, 6, fields)
+    path = store.image_path(job.key)
+    if tamper == "png":
+        path.write_bytes(path.read_bytes()[:-3])
+    else:
+        meta = path.with_suffix(".json")
+        meta.write_text(meta.read_text().replace('"width": 8', '"width": -8'))
+    assert [j.pair for j in plan_jobs([job], store).to_run] == ["a"]
