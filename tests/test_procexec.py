@@ -1,0 +1,225 @@
+"""The process executor: jobs travel as plain data to spawned workers and come back as the
+very same PNG bytes; a dead worker fails its job alone; a stop keeps what is finished.
+
+``StandIn`` (an engine factory that pickles by reference) is shared with test_rayexec: it
+paints without a network, and a pair marked by its seed fails, or kills its worker, on cue.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image, ImageStat
+
+from covergen.build import BuildOptions, BuildSummary, build
+from covergen.cache import cache_paths
+from covergen.procexec import ProcessExecutor
+from covergen.results import ResultStore
+from covergen.scheduler import ExecutorSettings
+
+# Settings that need no quality judge and no face detector: these tests are about executors.
+PLAIN = "  content_weight: 1\n  protect_faces: false\n"
+BAD_SEED = 666  # the seed that marks the pair a stand-in fails or dies on
+
+
+def plain_catalog(project: Path) -> None:
+    """The conftest project's catalog, made to need no judge and no face detector (when it
+    does not say so already)."""
+    catalog = project / "catalog.yaml"
+    text = catalog.read_text()
+    missing = "".join(line + "\n" for line in PLAIN.splitlines() if line not in text)
+    catalog.write_text(text.replace("  tolerance: 0\n", f"  tolerance: 0\n{missing}", 1))
+
+
+def many_pairs_catalog(project: Path, count: int, *, bad: int | None = None) -> None:
+    """``count`` pairs over the conftest project's images; pair ``bad`` has the bad seed."""
+    lines = ["defaults:", "  size: 32", "  scales: 1", "  iterations: 3", PLAIN.rstrip(), "pairs:"]
+    for i in range(count):
+        lines += [
+            f"  - band: Band{i}",
+            "    album: Album",
+            f"    photo: photos/{'abc'[i % 3]}.png",
+            f"    cover: covers/{'xy'[i % 2]}.png",
+            f"    overrides: {{seed: {BAD_SEED if i == bad else i}}}",
+        ]
+    (project / "catalog.yaml").write_text("\n".join(lines) + "\n")
+
+
+def options(project: Path, cache: str = "cache", **values: Any) -> BuildOptions:
+    defaults = {"device": "cpu", "render_site": False, "offline": True}
+    return BuildOptions(
+        catalog=project / "catalog.yaml",
+        cache_dir=project / cache,
+        site_dir=project / "site",
+        **{**defaults, **values},
+    )
+
+
+def convert_weights(cache: Path) -> Path:
+    """The default network's weights, converted into ``cache``; caches then link to them."""
+    from covergen.nst import StyleParams
+    from covergen.nst.weights import load_weights
+
+    params = StyleParams()
+    load_weights(params.network, params.weights, cache_dir=cache, offline=True)
+    return cache / "weights"
+
+
+@pytest.fixture(scope="module")
+def converted_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return convert_weights(tmp_path_factory.mktemp("weights"))
+
+
+def link_weights(converted: Path, cache: Path) -> None:
+    """Converting them takes seconds a cache; linking, nothing."""
+    (cache / "weights").mkdir(parents=True)
+    for file in converted.iterdir():
+        os.link(file, cache / "weights" / file.name)
+
+
+def statuses(summary: BuildSummary) -> dict[str, str]:
+    return {o.pair: o.status for o in summary.outcomes}
+
+
+def results(project: Path, cache: str) -> dict[str, bytes]:
+    """Every stored painting, by job key."""
+    store = ResultStore(cache_paths(project / cache)["results"])
+    return {p.stem: p.read_bytes() for p in sorted(store.root.rglob("*.png"))}
+
+
+# ---------------------------------------------------------------------- a stand-in engine
+
+
+@dataclass(frozen=True)
+class StandIn:
+    """An engine factory for any executor: module-level and frozen, so it pickles.
+
+    The pair whose seed is ``BAD_SEED`` raises (``on_bad="raise"``), or SIGKILLs its own
+    worker process on every try (``"kill"``) or only on the first (``"kill-once"``: the
+    first try leaves a file in ``marks``). Every try of it writes ``tries/<pid>``, so a test
+    sees which processes it ran in. ``delay`` seconds per job, for tests that stop a build.
+    """
+
+    marks: str = ""
+    on_bad: str = ""
+    delay: float = 0.0
+    iterations: int = 3
+
+    def __call__(self, device: str) -> StandInEngine:
+        return StandInEngine(device, self)
+
+
+@dataclass
+class StandInEngine:
+    """Paints the photo at the job's size, tinted with the cover's mean colour."""
+
+    device: str
+    plan: StandIn
+
+    def stylize_batch(self, jobs, progress=None, cancel=None):
+        from covergen.nst import Cancelled, LossValues, Progress, StylizeResult
+
+        for job in jobs:
+            if job.params.seed == BAD_SEED:
+                self._misbehave()
+        start = time.perf_counter()
+        loss = LossValues(1.0, 0.5, 0.4, 0.1)
+        steps = self.plan.iterations
+        for i in range(1, steps + 1):
+            time.sleep(self.plan.delay / steps)
+            if cancel is not None and cancel():
+                raise Cancelled("stopped")
+            if progress is not None:
+                size = (jobs[0].params.size, jobs[0].params.size)
+                progress(Progress(0, 1, size, i, steps, (loss,) * len(jobs), 0.0, done=i))
+        out = []
+        for job in jobs:
+            photo, size = job.content, job.params.size
+            scale = size / max(photo.size)
+            shape = (max(1, round(photo.width * scale)), max(1, round(photo.height * scale)))
+            mean = tuple(round(c) for c in ImageStat.Stat(job.styles[0]).mean[:3])
+            painted = Image.blend(photo.resize(shape), Image.new("RGB", shape, mean), 0.5)
+            seconds = time.perf_counter() - start
+            out.append(StylizeResult(painted, [], steps, seconds, self.device, loss))
+        return out
+
+    def _misbehave(self) -> None:
+        plan = self.plan
+        if plan.on_bad == "raise":
+            raise RuntimeError("this pair's photo upsets the stand-in engine")
+        tries = Path(plan.marks) / "tries"
+        tries.mkdir(parents=True, exist_ok=True)
+        (tries / str(os.getpid())).touch()
+        first = Path(plan.marks) / "killed-once"
+        if plan.on_bad == "kill" or (plan.on_bad == "kill-once" and not first.exists()):
+            first.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ---------------------------------------------------------------------- the tests
+
+
+@pytest.mark.slow
+def test_process_executor_paints_the_same_bytes_as_the_local_one(
+    project: Path, converted_weights: Path
+):
+    plain_catalog(project)
+    for cache in ("cache-local", "cache-process"):
+        link_weights(converted_weights, project / cache)
+    local = build(options(project, "cache-local"))
+    assert set(statuses(local).values()) == {"built"}, [o.error for o in local.outcomes]
+
+    process = build(options(project, "cache-process", executor="process"))
+
+    assert statuses(process) == statuses(local)
+    painted = results(project, "cache-process")
+    assert painted == results(project, "cache-local") and len(painted) == 3
+    assert {o.device for o in process.outcomes} == {"cpu"}
+
+
+def test_a_dead_worker_process_fails_its_job_alone_and_the_next_build_paints_it(
+    project: Path, tmp_path: Path
+):
+    many_pairs_catalog(project, 3, bad=1)
+    settings = ExecutorSettings(cache_dir=project / "cache", devices=("cpu",))
+    executor = ProcessExecutor(settings, StandIn(str(tmp_path), "kill-once"))
+
+    first = build(options(project), executor=executor)
+
+    assert statuses(first) == {"band0-album": "built", "band1-album": "failed",
+                               "band2-album": "built"}  # fmt: skip
+    error = next(o.error for o in first.outcomes if o.status == "failed")
+    assert "died (exit code -9)" in error and "next build paints it again" in error
+    again = build(options(project), executor=ProcessExecutor(settings, StandIn(str(tmp_path))))
+    assert statuses(again) == {"band0-album": "reused", "band1-album": "built",
+                               "band2-album": "reused"}  # fmt: skip
+
+
+def test_a_stop_keeps_finished_paintings_and_cancels_the_rest(project: Path):
+    many_pairs_catalog(project, 4)
+    settings = ExecutorSettings(cache_dir=project / "cache", devices=("cpu",))
+    stop = threading.Event()
+
+    class StopAfterFirst:
+        def stage(self, text: str) -> None: ...
+        def planned(self, *args: Any) -> None: ...
+        def batch_started(self, worker: str, jobs: Any) -> None: ...
+        def progress(self, worker: str, jobs: Any, event: Any) -> None: ...
+        def pair_done(self, outcome: Any) -> None:
+            if outcome.status == "built":
+                stop.set()
+
+    executor = ProcessExecutor(settings, StandIn(delay=1.0, iterations=20))
+    summary = build(options(project), StopAfterFirst(), executor=executor, stop=stop)
+
+    assert summary.interrupted
+    assert sorted(statuses(summary).values()) == ["built", "cancelled", "cancelled", "cancelled"]
+    again = build(options(project), executor=ProcessExecutor(settings, StandIn()))
+    assert sorted(statuses(again).values()) == ["built", "built", "built", "reused"]
