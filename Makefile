@@ -4,6 +4,7 @@
 #   make rerun PAIR=id    repaint one pair (add SET="content_weight=5" to try a value)
 #   make serve            preview the site;  make publish: send it to site.publish
 #   make bench            engine benchmarks on the current device
+#   make sheets           the docs' contact sheets (covergen sweep)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -20,7 +21,7 @@ STAMP := $(VENV)/.covergen-installed
 CATALOG ?= catalog.yaml
 COVERGEN := $(BIN)/covergen
 
-.PHONY: install build docs rerun serve publish test test-deps lint format bench contact-sheet clean
+.PHONY: install build docs rerun serve publish test test-deps lint format bench sheets clean
 
 install: $(STAMP)
 
@@ -48,9 +49,21 @@ serve: $(STAMP)
 publish: build
 	$(COVERGEN) publish --catalog $(CATALOG) $(PUBLISH_ARGS)
 
-# docs/images/contact-sheet.jpg: photo | cover | result at 512 px for the sample pairs
-contact-sheet: $(STAMP)
-	$(BIN)/python scripts/contact_sheet.py
+# The docs' sheets, each one `covergen sweep` (draft profile: CPU-friendly; results cached).
+SWEEP := $(COVERGEN) sweep --profile draft
+ASTRONAUT := the-eileen-collins-orbit-unknown-pulses
+sheets: $(STAMP)
+	$(SWEEP) -o docs/images/contact-sheet.jpg
+	$(SWEEP) $(ASTRONAUT) commodore-red-lines --set content_weight=auto,0.5,1,2,4 \
+		-o docs/images/content-weight.jpg
+	$(SWEEP) $(ASTRONAUT) commodore-red-lines tripod-fair-isle --set style_weight=3,10,30 \
+		-o docs/images/style-weight.jpg
+	$(SWEEP) --set network=vgg19,vgg16 -o docs/images/networks.jpg
+	$(SWEEP) $(ASTRONAUT) --set face_weight=1,3,10 -o docs/images/face-weight.jpg
+	$(SWEEP) the-eileen-collins-orbit-night-launch commodore-espresso tripod-deep-field \
+		--set mode=artistic,photo -o docs/images/photo-mode.jpg
+	$(SWEEP) --catalog samples/hard.yaml --set content_weight=auto,1 \
+		--set protect_faces=true,false --tile 240 -o docs/images/hard-pairs.jpg
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

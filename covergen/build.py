@@ -35,6 +35,7 @@ from .scheduler import (
     make_executor,
 )
 from .sources import FetchSettings, ImageStore
+from .text import counted
 
 PAIR_STATUSES = ("built", "reused", "failed", "cancelled", "planned")
 
@@ -48,7 +49,9 @@ class BuildOptions:
     force: bool = False
     profile: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)  # --set values of a rerun
-    kind: str = "build"  # build, or rerun (kept out of the site)
+    # A sweep: one job per variant (each a mapping of parameter values) for every pair.
+    variants: tuple[Mapping[str, Any], ...] = ()
+    kind: str = "build"  # build, rerun or sweep (only builds make the site)
     device: str = "auto"
     precision: str = "auto"
     max_batch: int = 4
@@ -237,31 +240,35 @@ class _Build:
         self, catalog: Catalog, pairs: Sequence[Pair], store: ImageStore, profile: str | None
     ) -> list[Job]:
         """A job per pair whose images and parameters are good; the others fail alone."""
-        self._stage(f"fetching images for {len(pairs)} pairs")
+        self._stage(f"fetching images for {counted(len(pairs), 'pair')}")
         identities: dict[tuple[str, str], str] = {}
         jobs = []
+        variants = self.options.variants or ({},)
         for pair in pairs:
             if self.stop.is_set():
                 break
             try:
-                params = catalog.params_for(pair, profile, self.options.extra)
                 photo = store.fetch(pair.photo.src, catalog.root, pair=pair.id, field="photo.src")
                 cover = store.fetch(pair.cover.src, catalog.root, pair=pair.id, field="cover.src")
-                weights = self._weights_identity(params, identities, pair.id)
+                made: dict[str, Job] = {}  # by key: variants that mean the same job are one
+                for variant in variants:
+                    extra = {**self.options.extra, **variant}
+                    params = catalog.params_for(pair, profile, extra)
+                    weights = self._weights_identity(params, identities, pair.id)
+                    job = make_job(
+                        pair.id,
+                        pair.title,
+                        ImageInput(photo.sha256, photo.width, photo.height),
+                        ImageInput(cover.sha256, cover.width, cover.height),
+                        params,
+                        weights,
+                        extra,
+                    )
+                    made.setdefault(job.key, job)
             except CovergenError as exc:
                 self._finish(PairOutcome(pair.id, "failed", error=exc.describe()))
                 continue
-            jobs.append(
-                make_job(
-                    pair.id,
-                    pair.title,
-                    ImageInput(photo.sha256, photo.width, photo.height),
-                    ImageInput(cover.sha256, cover.width, cover.height),
-                    params,
-                    weights,
-                    self.options.extra,
-                )
-            )
+            jobs += made.values()
         return jobs
 
     def _plan(self, jobs: list[Job]) -> Plan:
@@ -292,15 +299,16 @@ class _Build:
         # a device this machine lacks stops the build before any pair is tried.
         try:
             self.summary.devices = list(executor.prepare())
+            noun = "job" if self.options.variants else "pair"
             self._stage(
-                f"painting {len(jobs)} pairs on {', '.join(self.summary.devices)} "
+                f"painting {counted(len(jobs), noun)} on {', '.join(self.summary.devices)} "
                 f"({executor.name} executor)"
             )
             completed = executor.run(jobs, self._collect, self.events, self.stop)
         except KeyboardInterrupt:
             # Stopped before the executor could report: every job without an outcome waits.
-            done = {o.key for o in self.summary.outcomes}
-            waiting = [j for j in jobs if j.key not in done]
+            done = {(o.pair, o.key) for o in self.summary.outcomes}
+            waiting = [j for j in jobs if (j.pair, j.key) not in done]
             error = "stopped before it started"
             self._finish(*(PairOutcome.of_job(j, "cancelled", error=error) for j in waiting))
             raise

@@ -57,8 +57,10 @@ def _metavar(spec: ParamSpec) -> str:
     if spec.choices:
         return "{" + ",".join(spec.choices) + "}"
     return {
+        "bool": "{true,false}",
         "int": "N",
         "float": "X",
+        "float_or_auto": "X|auto",
         "str_list": "A,B",
         "float_list": "X,Y",
         "regions": "L,T,R,B,W;...",
@@ -155,6 +157,41 @@ def build_parser() -> argparse.ArgumentParser:
     rerun.add_argument("-o", "--output", type=Path, help="also copy the result here")
     add_build_options(rerun)
     add_param_options(rerun)
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="paint pairs with several values of parameters and write a contact sheet "
+        "with each variant's quality numbers (e.g. ID --set content_weight=1,2,4,8)",
+    )
+    add_catalog_option(sweep)
+    sweep.add_argument(
+        "pairs", metavar="ID", nargs="*", help="the pairs, one row each (default: every pair)"
+    )
+    add_profile_option(sweep)
+    sweep.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="the sheet (default: cache/sweeps/ID.jpg, or pairs.jpg for several)",
+    )
+    sweep.add_argument(
+        "--tile", type=int, default=320, help="pixels per picture on the sheet (default: 320)"
+    )
+    add_build_options(sweep)
+    add_set_option(
+        sweep,
+        "a parameter and its values, NAME=V1,V2,... (repeatable: every combination is "
+        "painted; none: as the catalog says)",
+    )
+
+    score = commands.add_parser(
+        "score",
+        help="judge any image: how much of the photo it keeps, how much of the cover it takes",
+    )
+    score.add_argument("photo", type=Path)
+    score.add_argument("cover", type=Path)
+    score.add_argument("result", type=Path, nargs="+")
+    score.add_argument("--device", default="auto", help="auto, cpu, cuda:N or mps")
 
     add = commands.add_parser(
         "add", help="append a validated pair to the catalog, keeping its comments and formatting"
@@ -271,6 +308,21 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--site-dir", type=Path, default=Path("site"))
     group.add_argument("-q", "--quiet", action="store_true", help="print failures only")
+    # Where the jobs run (docs/cluster.md). The names are scheduler.EXECUTORS, written out
+    # because importing the scheduler would slow every command's start (a test compares).
+    group.add_argument(
+        "--executor",
+        choices=("local", "process", "ray"),
+        default="local",
+        help="local (threads here, the default), process (a worker process per device) "
+        "or ray (a Ray cluster: pip install 'covergen[ray]')",
+    )
+    group.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="the Ray cluster to join (its head's host:6379, or auto); "
+        "default: start a Ray instance on this machine",
+    )
 
 
 def add_runtime_options(parser: argparse.ArgumentParser) -> None:
@@ -300,7 +352,8 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
 def run_stylize(args: argparse.Namespace) -> int:
     from .console import Printer
     from .nst import Engine, Runtime
-    from .report import BuildReport, total_iterations
+    from .nst.params import total_iterations
+    from .report import BuildReport
     from .stylize import stylize_files
 
     params = from_mapping(param_values(args))
@@ -312,9 +365,7 @@ def run_stylize(args: argparse.Namespace) -> int:
     )
     label = args.photo.name
     with BuildReport(quiet=args.quiet) as report:
-        report.paint_started(
-            str(engine.device), label, total_iterations(params), params.coarse_iterations
-        )
+        report.paint_started(str(engine.device), label, total_iterations(params))
         result = stylize_files(
             args.photo,
             args.covers,
@@ -366,6 +417,8 @@ def build_options(args: argparse.Namespace, **changes: Any) -> Any:
         max_batch=args.max_batch,
         offline=args.offline,
         fetch=FetchSettings(allow_outside=args.allow_outside),
+        executor=args.executor,
+        ray_address=args.ray_address,
         **changes,
     )
 
@@ -426,6 +479,56 @@ def run_rerun(args: argparse.Namespace) -> int:
     return code
 
 
+def run_sweep(args: argparse.Namespace) -> int:
+    from .console import Printer
+    from .sweep import parse_variants, sweep
+    from .text import counted
+
+    if not 64 <= args.tile <= 2048:
+        raise CovergenError(
+            f"a tile of {args.tile} pixels", field="tile", hint="use 64 to 2048 (default 320)"
+        )
+    variants = parse_variants(args.param_set)
+    options = build_options(args, profile=args.profile, render_site=False)
+    with _Interrupts():
+        from .report import BuildReport
+
+        with BuildReport(quiet=args.quiet) as report:
+            result = sweep(options, args.pairs, variants, args.output, report, args.tile)
+    Printer().line(
+        f"wrote {result.sheet}: {counted(result.jobs, 'image')} ({result.painted} painted "
+        f"now, {result.jobs - result.painted - result.failed} from the cache, "
+        f"{result.failed} failed)"
+    )
+    return 1 if result.failed else 0
+
+
+def run_score(args: argparse.Namespace) -> int:
+    from .console import Printer
+    from .nst import quality
+    from .nst.runtime import resolve_devices
+    from .stylize import open_image
+
+    photo = open_image(args.photo, "photo")
+    cover = open_image(args.cover, "cover")
+    results = [open_image(path, "result") for path in args.result]
+    judge = quality.QualityJudge(resolve_devices(args.device)[0])
+    scores = judge.score_many(photo, cover, results)
+
+    def number(value: float) -> str:
+        return "n/a" if value != value else f"{value:.3f}"  # NaN: photo and cover too alike
+
+    columns = ("content_kept", "style_taken", "style_texture", "style_colour")
+    Printer().table(
+        ["result", "content kept", "style taken", "(texture", "colour)"],
+        [
+            [str(path), *(number(getattr(s, c)) for c in columns)]
+            for path, s in zip(args.result, scores, strict=True)
+        ],
+    )
+    return 0
+
+
 def run_status(args: argparse.Namespace) -> int:
     import time
 
@@ -451,6 +554,7 @@ def run_status(args: argparse.Namespace) -> int:
                 (r.device or "") if r else "",
                 str(r.iterations or "") if r else "",
                 f"{r.seconds:.0f}" if r and r.seconds else "",
+                _weight(state),
                 _score(metrics.get("content_kept")),
                 _score(metrics.get("style_taken")),
                 when,
@@ -459,7 +563,7 @@ def run_status(args: argparse.Namespace) -> int:
         )
     printer = Printer()
     printer.table(
-        ["pair", "state", "device", "iter.", "secs", "content", "style", "when", "note"],
+        ["pair", "state", "device", "iter.", "secs", "weight", "content", "style", "when", "note"],
         rows,
         title=f"{args.catalog} — latest runs",
         wrap=["note"],
@@ -477,6 +581,27 @@ def _score(value: Any) -> str:
     return f"{value:.2f}" if isinstance(value, int | float) else ""
 
 
+def _weight(state: Any) -> str:
+    """The content weight of the painting shown (or of the latest run): ``auto → 4``."""
+    from .nst.params import resolved_value
+
+    record = state.shown or state.record
+    if record is None or "content_weight" not in record.params:
+        return ""
+    return resolved_value("content_weight", record.params["content_weight"], state.metrics)
+
+
+def _quality(state: Any) -> str:
+    """``content 0.38 · style 0.40, auto → 2`` for a pair with a scored painting."""
+    content, style = state.metrics.get("content_kept"), state.metrics.get("style_taken")
+    if not (isinstance(content, int | float) and isinstance(style, int | float)):
+        return ""
+    weight = _weight(state)
+    return f"content {content:.2f} · style {style:.2f}" + (
+        f", weight {weight}" if weight.startswith("auto") else ""
+    )
+
+
 def run_list(args: argparse.Namespace) -> int:
     from .catalog import load_catalog
     from .console import Printer
@@ -492,7 +617,8 @@ def run_list(args: argparse.Namespace) -> int:
         pair = state.pair
         year = f" ({pair.year})" if pair.year else ""
         overrides = f"  overrides: {', '.join(state.overrides)}" if state.overrides else ""
-        printer.line(f"{pair.id:32} {state.state:9} {pair.title}{year}{overrides}")
+        quality = f"  ({_quality(state)})" if _quality(state) else ""
+        printer.line(f"{pair.id:32} {state.state:9} {pair.title}{year}{overrides}{quality}")
     return 0
 
 
@@ -609,6 +735,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "check": run_check,
     "build": run_build,
     "rerun": run_rerun,
+    "sweep": run_sweep,
+    "score": run_score,
     "add": run_add,
     "publish": run_publish,
     "serve": run_serve,

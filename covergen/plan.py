@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .nst import ENGINE_VERSION, StyleParams
+from .nst.params import recipe_versions
 from .results import ResultRecord, ResultStore
 
 
@@ -75,6 +76,7 @@ def job_key(photo_sha256: str, cover_sha256: str, params: StyleParams, weights: 
         "params": params.to_dict(),
         "engine": ENGINE_VERSION,
         "weights": weights,
+        "recipes": recipe_versions(params),
     }
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -117,6 +119,3 @@ def plan_jobs(
         else:
             plan.reused.append((job, record))
     return plan
-
-
-WeightsIdentity = Callable[[StyleParams], str]

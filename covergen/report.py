@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .console import Printer, styled
+from .nst.params import total_iterations
 
 if TYPE_CHECKING:
     from .build import BuildSummary, PairOutcome
     from .nst import Progress as EngineProgress
-    from .nst import StyleParams
     from .plan import Job
 
 STATUS_STYLE = {
@@ -24,12 +24,6 @@ STATUS_STYLE = {
     "cancelled": "yellow",
     "planned": "magenta",
 }
-
-
-def total_iterations(params: StyleParams) -> int:
-    """The most iterations a job of these parameters can run, over all its scales."""
-    scales = len(params.scale_sizes())
-    return params.iterations + (scales - 1) * params.coarse_iterations
 
 
 class BuildReport:
@@ -49,7 +43,6 @@ class BuildReport:
         self._workers: dict[str, Any] = {}
         self._done = 0
         self._to_run = 0
-        self._base: dict[str, tuple[int, int, int]] = {}  # worker -> scale, before, coarse
         self._last_line: dict[str, float] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -114,16 +107,14 @@ class BuildReport:
 
     def batch_started(self, worker: str, jobs: Sequence[Job]) -> None:
         names = ", ".join(job.pair for job in jobs)
-        total = max(total_iterations(job.params) for job in jobs)
-        self.paint_started(worker, names, total, jobs[0].params.coarse_iterations)
+        self.paint_started(worker, names, max(total_iterations(job.params) for job in jobs))
 
     def progress(self, worker: str, jobs: Sequence[Job], event: EngineProgress) -> None:
         self.paint_progress(worker, jobs[0].pair, event)
 
-    def paint_started(self, worker: str, label: str, total: int, coarse: int) -> None:
+    def paint_started(self, worker: str, label: str, total: int) -> None:
         """A worker starts painting ``label`` (one job or a batch): ``total`` iterations."""
         with self._lock:
-            self._base[worker] = (0, 0, coarse)
             if self._progress is not None:
                 task = self._workers.get(worker)
                 if task is not None:
@@ -136,18 +127,16 @@ class BuildReport:
 
     def paint_progress(self, worker: str, label: str, event: EngineProgress) -> None:
         with self._lock:
-            scale, before, coarse = self._base.get(worker, (0, 0, 0))
-            if event.scale != scale:
-                before = coarse * event.scale
-                self._base[worker] = (event.scale, before, coarse)
             loss = event.losses[0]
-            text = (
-                f"scale {event.scale + 1}/{event.scales} loss {loss.total:.3g} "
-                f"(c {loss.content:.2g} s {loss.style:.2g})"
+            where = (
+                "choosing the content weight"
+                if event.stage == "probe"
+                else f"scale {event.scale + 1}/{event.scales}"
             )
+            text = f"{where} loss {loss.total:.3g} (c {loss.content:.2g} s {loss.style:.2g})"
             if self._progress is not None and worker in self._workers:
                 self._progress.update(
-                    self._workers[worker], completed=before + event.iteration, losses=text
+                    self._workers[worker], completed=event.done, total=event.total, losses=text
                 )
             elif self.plain and not self.quiet:
                 now = time.monotonic()

@@ -190,7 +190,9 @@ def collect(
     """Hand outcomes to ``on_outcome`` in this thread until every producer said None; then
     report the jobs that never started as cancelled. Ctrl-C here sets ``stop``."""
     finished = 0
-    reported: set[str] = set()
+    # A job is known by its pair and key: two pairs with the same inputs and parameters
+    # share a key (and a result), but each is owed an outcome.
+    reported: set[tuple[str, str]] = set()
     while finished < producers:
         try:
             item = outcomes.get(timeout=0.1)
@@ -202,13 +204,13 @@ def collect(
         if item is None:
             finished += 1
             continue
-        reported.add(item.job.key)
+        reported.add((item.job.pair, item.job.key))
         try:
             on_outcome(item)
         except KeyboardInterrupt:
             stop.set()
     for job in jobs:
-        if job.key not in reported:
+        if (job.pair, job.key) not in reported:
             on_outcome(JobOutcome(job, "cancelled", error="stopped before it started"))
     return not stop.is_set()
 

@@ -48,10 +48,11 @@ def output_format(path: Path) -> str:
     return fmt
 
 
-def save_image(image: Image.Image, path: Path) -> None:
-    """Write an image atomically: aside, fsync, rename; never a half-written file."""
+def save_image(image: Image.Image, path: Path, quality: int = 92) -> None:
+    """Write an image atomically: aside, fsync, rename; never a half-written file.
+    ``quality`` is for JPEG and WebP (92: results; sheets of many small tiles need less)."""
     fmt = output_format(path)
-    options = {"quality": 92} if fmt in ("JPEG", "WEBP") else {"optimize": True}
+    options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {"optimize": True}
     with atomic_writer(path) as handle:
         image.save(handle, fmt, **options)
 

@@ -85,3 +85,8 @@ def is_web_url(src: str) -> bool:
     if not src or any(c.isspace() or unicodedata.category(c) == "Cc" for c in src):
         return False
     return url_scheme(src) in WEB_SCHEMES and bool(urlsplit(src).netloc)
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and the noun, singular or plural: "1 pair", "3 pairs", "2 variants"."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"

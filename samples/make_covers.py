@@ -1,6 +1,12 @@
 """Generate the sample album covers: original, seeded artwork that style transfer can copy.
 
-Usage: python samples/make_covers.py [OUTDIR]    (default: samples/covers/ next to this file)
+Usage: python samples/make_covers.py [OUTDIR [HARD_OUTDIR]]
+    OUTDIR defaults to samples/covers/ next to this file, HARD_OUTDIR to OUTDIR with "-hard"
+    appended (samples/covers-hard/).
+
+The hard covers are extremes for testing the engine and its quality measures: a near-black field
+with sparse stars, bold high-contrast lines, a dense small pattern and one flat colour. They live in
+their own folder so that the gallery's covers stay as they are.
 
 Each cover is drawn from numpy noise and Pillow primitives with a fixed seed, so a rerun gives the
 same pixels. The covers echo the look of well-known sleeves (see samples/CREDITS.md) but copy none:
@@ -607,6 +613,55 @@ def neongrid(rng: np.random.Generator) -> Image.Image:
     return quantised(to_image(canvas), 64)
 
 
+# --- hard covers: extremes that test the engine and its quality measures ---------------------
+
+
+def darkfield(rng: np.random.Generator) -> Image.Image:
+    """Near-black sky with sparse bright stars: almost no texture, almost all of it dark."""
+    sky = 0.012 + 0.01 * fbm(rng, (4, 4), 4)
+    field = np.zeros((SIZE, SIZE), np.float32)
+    n = 260
+    x, y = rng.integers(0, SIZE, n), rng.integers(0, SIZE, n)
+    field[y, x] = rng.random(n) ** 2  # mostly faint, a few bright
+    # Point cores plus soft halos, so the brightest stars glow a little.
+    stars = np.clip(blur(field, 1.0) * 14 + blur(field, 4.0) * 25, 0, 1)
+    tint = ramp(rng.random((SIZE, SIZE)).astype(np.float32), [(0, "#cfd8ff"), (1, "#fff1d8")])
+    canvas = screen(np.repeat(sky[..., None], 3, axis=2), stars[..., None] * tint)
+    return quantised(to_image(canvas), 32)
+
+
+def boldlines(rng: np.random.Generator) -> Image.Image:
+    """Op-art: thick black and white bands bending in waves, hard-edged, full contrast."""
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) / SIZE
+    bend = 0.07 * np.sin(2 * np.pi * (yy * 1.3 + rng.uniform())) * np.sin(np.pi * xx)
+    phase = (xx + yy * 0.35 + bend) * 11.0
+    ss = 4  # antialias the hard edges by supersampling the threshold along x
+    offsets = (np.arange(ss, dtype=np.float32) + 0.5) / ss - 0.5
+    ink = np.mean([np.mod(phase + o * 11.0 / SIZE, 1.0) < 0.5 for o in offsets], axis=0)
+    return to_image(np.repeat((1.0 - ink)[..., None], 3, axis=2)).convert("L")
+
+
+def densepattern(rng: np.random.Generator) -> Image.Image:
+    """A tight two-colour grid of small dots and dashes repeating every 16 pixels (4 at 256 px)."""
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    cell = 16
+    u, v = xx % cell, yy % cell
+    row = (yy // cell) % 2
+    dots = np.hypot(u - 7.5, v - 7.5) < 4.5
+    dashes = (np.abs(v - 7.5) < 2.5) & (u < 12)
+    motif = np.where(row == 0, dots, dashes)
+    ground, ink = hex_rgb("#f3e6c4"), hex_rgb("#1d3f8f")
+    canvas = np.where(motif[..., None], ink, ground).astype(np.float32)
+    # A hint of print: a slight tone drift so the pattern is not purely synthetic.
+    canvas *= (0.95 + 0.05 * fbm(rng, (3, 3), 3))[..., None]
+    return quantised(to_image(canvas), 16)
+
+
+def flatfield(rng: np.random.Generator) -> Image.Image:
+    """One flat colour, nothing else: the style has no texture at all to give."""
+    return Image.new("RGB", (SIZE, SIZE), "#1a3fa8")
+
+
 # name -> (seed, painter). Each cover has its own seed, so adding one never changes the others.
 COVERS: dict[str, tuple[int, Callable[[np.random.Generator], Image.Image]]] = {
     "pulsar": (1, pulsar),
@@ -615,6 +670,14 @@ COVERS: dict[str, tuple[int, Callable[[np.random.Generator], Image.Image]]] = {
     "knit": (4, knit),
     "greenhaze": (5, greenhaze),
     "neongrid": (6, neongrid),
+}
+
+# Written to their own folder (covers-hard/), so the gallery's covers never change with them.
+HARD_COVERS: dict[str, tuple[int, Callable[[np.random.Generator], Image.Image]]] = {
+    "darkfield": (11, darkfield),
+    "boldlines": (12, boldlines),
+    "densepattern": (13, densepattern),
+    "flatfield": (14, flatfield),
 }
 
 
@@ -629,18 +692,29 @@ def write_png(img: Image.Image, path: Path) -> int:
     return path.stat().st_size
 
 
-def main(argv: list[str]) -> int:
-    outdir = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parent / "covers"
+def write_covers(
+    covers: dict[str, tuple[int, Callable[[np.random.Generator], Image.Image]]], outdir: Path
+) -> list[str]:
+    """Paint and write each cover into outdir; return the names over MAX_BYTES."""
     outdir.mkdir(parents=True, exist_ok=True)
     too_big = []
-    for name, (seed, make) in COVERS.items():
+    for name, (seed, make) in covers.items():
         start = time.perf_counter()
         img = make(np.random.default_rng(seed))
         assert img.size == (SIZE, SIZE), name
         size = write_png(img, outdir / f"{name}.png")
-        print(f"{name}.png  {size / 1000:6.0f} kB  {time.perf_counter() - start:5.1f} s")
+        print(
+            f"{outdir.name}/{name}.png  {size / 1000:6.0f} kB  {time.perf_counter() - start:5.1f} s"
+        )
         if size > MAX_BYTES:
             too_big.append(name)
+    return too_big
+
+
+def main(argv: list[str]) -> int:
+    outdir = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parent / "covers"
+    hard_outdir = Path(argv[2]) if len(argv) > 2 else outdir.with_name(outdir.name + "-hard")
+    too_big = write_covers(COVERS, outdir) + write_covers(HARD_COVERS, hard_outdir)
     if too_big:
         print(f"over {MAX_BYTES} bytes: {', '.join(too_big)}", file=sys.stderr)
         return 1

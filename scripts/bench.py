@@ -1,14 +1,23 @@
 """Engine benchmarks on the current device, all in one process so the ratios are fair.
 
-For each size it prints:
-- seconds per iteration of the engine (steady state, targets excluded) and seconds per
-  forward+backward of the bare network through the same layers, the floor on this device,
-  measured interleaved so both see the same machine; and their ratio (goal: under 1.10);
-- the loss reached at the final size within the same wall-clock budget by single-scale
-  and by multi-scale optimisation.
+Sections (``--sections``, all by default):
+- ``timing``: per size, seconds per iteration of the engine (steady state, targets excluded)
+  and seconds per forward+backward of the bare network through the same layers, the floor on
+  this device, measured interleaved so both see the same machine; their ratio (goal < 1.10);
+- ``scales``: the loss reached at the final size within the same wall-clock budget by
+  single-scale and by multi-scale optimisation;
+- ``optimiser``: L-BFGS against Adam within the same budget;
+- ``costs``: what the defaults cost at the draft profile, as ratios to a fixed-weight pair
+  without face detection, painted in turns in the same process: face detection, the
+  automatic content weight, and both (the defaults);
+- ``photo``: photo mode's cost per iteration as a ratio to the artistic mode's, and the
+  matting Laplacian's build time, size and estimated peak memory per image size.
+
+The fixed-parameter sections pin ``content_weight: 1`` and ``protect_faces: false`` so they
+time the optimisation alone.
 
 Usage: python scripts/bench.py [--sizes 256 512] [--budget S ...] [--device auto]
-                               [--quick] [--timing-only]
+                               [--quick] [--sections timing costs ...]
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -30,6 +40,20 @@ from covergen.nst.vgg import deepest_layer
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO = ROOT / "samples" / "photos" / "astronaut.jpg"
 COVER = ROOT / "samples" / "covers" / "pulsar.png"
+SECTIONS = ("timing", "scales", "optimiser", "costs", "photo")
+# The fixed-parameter sections time the optimisation alone.
+FIXED = {"content_weight": 1, "protect_faces": False}
+# catalog.yaml's draft profile, with early stopping off so every variant runs as long.
+DRAFT = {
+    "size": 256, "scales": 2, "min_size": 128, "coarse_iterations": 60, "iterations": 60,
+    "tolerance": 0,
+}  # fmt: skip
+COST_VARIANTS = {
+    "fixed weight, no faces (baseline)": {"content_weight": 1, "protect_faces": False},
+    "face detection": {"content_weight": 1, "protect_faces": True},
+    "content_weight auto": {"content_weight": "auto", "protect_faces": False},
+    "defaults (auto and faces)": {},
+}
 
 
 def synchronise(device: torch.device) -> None:
@@ -95,6 +119,129 @@ def loss_within_budget(
     return state["loss"], state["iterations"]
 
 
+def timing_table(engine: Engine, photo, cover, sizes: list[int], iterations: int) -> dict:
+    print("\n| size | engine s/iter | network fwd+bwd s | ratio |")
+    print("| --- | --- | --- | --- |")
+    per_size: dict[int, float] = {}
+    for size in sizes:
+        params = StyleParams(size=size, scales=1, iterations=iterations + 3, tolerance=0, **FIXED)
+        engine.stylize(photo, cover, params.replace(iterations=2))  # weights, targets warm
+        per_iteration, per_pass = interleaved_seconds(engine, photo, cover, params)
+        print(
+            f"| {size} | {per_iteration:.4f} | {per_pass:.4f} | {per_iteration / per_pass:.3f} |",
+            flush=True,
+        )
+        per_size[size] = per_iteration
+    return per_size
+
+
+def scales_table(engine: Engine, photo, cover, sizes, budgets, per_size) -> None:
+    print(
+        "\n| size | budget s | single-scale loss (iterations) | multi-scale loss (iterations) "
+        "| multi / single |"
+    )
+    print("| --- | --- | --- | --- | --- |")
+    for size, budget in zip(sizes, budgets, strict=True):
+        single = StyleParams(size=size, scales=1, iterations=100000, tolerance=0, **FIXED)
+        # Two coarser scales at 1/4 and 1/2 the size, each given about 15% of the budget:
+        # an iteration there costs about 1/16 and 1/4 of one at full size.
+        coarse = max(10, round(0.15 * budget / (per_size[size] / 4)))
+        multi = single.replace(scales=3, min_size=size // 4, coarse_iterations=coarse)
+        loss_single, n_single = loss_within_budget(engine, photo, cover, single, budget)
+        loss_multi, n_multi = loss_within_budget(engine, photo, cover, multi, budget)
+        print(
+            f"| {size} | {budget:.0f} | {loss_single:.4f} ({n_single}) | "
+            f"{loss_multi:.4f} ({n_multi}) | {loss_multi / loss_single:.3f} |",
+            flush=True,
+        )
+
+
+def optimiser_table(engine: Engine, photo, cover, size: int, budget: float) -> None:
+    print(f"\n| optimiser ({size} px, single scale) | loss within {budget:.0f} s (iterations) |")
+    print("| --- | --- |")
+    for optimizer in ("lbfgs", "adam"):
+        params = StyleParams(
+            size=size, scales=1, iterations=100000, tolerance=0, optimizer=optimizer, **FIXED
+        )
+        loss, n = loss_within_budget(engine, photo, cover, params, budget)
+        print(f"| {optimizer} | {loss:.4f} ({n}) |", flush=True)
+
+
+def costs_table(runtime: Runtime, cache_dir: Path, rounds: int) -> None:
+    """The defaults' cost at the draft profile: every variant painted once per round, in
+    turns, each on a fresh engine without a target cache (so faces are detected and targets
+    computed every time, as for a new pair), the ratio to the baseline taken per round."""
+    photo = Image.open(ROOT / "samples" / "photos-hard" / "portrait.jpg").convert("RGB")
+    cover = Image.open(ROOT / "samples" / "covers-hard" / "darkfield.png").convert("RGB")
+    warm = Engine(runtime, cache_dir=cache_dir)  # weights converted, judge and detector loaded
+    warm.stylize(photo, cover, StyleParams(**{**DRAFT, "iterations": 2, "coarse_iterations": 2}))
+    seconds: dict[str, list[float]] = {name: [] for name in COST_VARIANTS}
+    chosen: dict[str, str] = {}
+    for _ in range(rounds):
+        for name, overrides in COST_VARIANTS.items():
+            engine = Engine(runtime, cache_dir=cache_dir)
+            engine._weights, engine._detector, engine._judge = (
+                warm._weights, warm._detector, warm._judge
+            )  # loaded once per process in a build too  # fmt: skip
+            start = time.perf_counter()
+            result = engine.stylize(photo, cover, StyleParams(**{**DRAFT, **overrides}))
+            synchronise(engine.device)
+            seconds[name].append(time.perf_counter() - start)
+            chosen[name] = str(result.metrics.get("content_weight", "fixed"))
+    baseline = seconds[next(iter(COST_VARIANTS))]
+    print(
+        "\n| draft profile, portrait × darkfield | seconds (median) | × baseline (median of "
+        f"{rounds} rounds) | content weight |"
+    )
+    print("| --- | --- | --- | --- |")
+    for name, times in seconds.items():
+        ratio = statistics.median(t / b for t, b in zip(times, baseline, strict=True))
+        print(
+            f"| {name} | {statistics.median(times):.1f} | {ratio:.2f} | {chosen[name]} |",
+            flush=True,
+        )
+
+
+def photo_table(engine: Engine, photo, cover, sizes: list[int], iterations: int) -> None:
+    """Photo mode per iteration against artistic mode (interleaved, same machine), and the
+    matting Laplacian's build per size."""
+    import tracemalloc
+
+    from covergen.nst.engine import LAPLACIAN_EPS
+    from covergen.nst.photoreal import MattingLaplacian, estimate_laplacian_bytes
+
+    print("\n| size | artistic s/iter | photo s/iter | photo / artistic |")
+    print("| --- | --- | --- | --- |")
+    for size in sizes:
+        base = StyleParams(size=size, scales=1, iterations=iterations + 3, tolerance=0, **FIXED)
+        photo_mode = base.replace(mode="photo", smoothing="off")
+        times: dict[str, list[float]] = {"artistic": [], "photo": []}
+        for params in (base, photo_mode):  # warm: weights, targets, the Laplacian
+            engine.stylize(photo, cover, params.replace(iterations=2))
+        for _ in range(2):
+            for name, params in (("artistic", base), ("photo", photo_mode)):
+                times[name].append(interleaved_seconds(engine, photo, cover, params)[0])
+        artistic, photographic = (statistics.median(times[n]) for n in ("artistic", "photo"))
+        print(f"| {size} | {artistic:.4f} | {photographic:.4f} | {photographic / artistic:.3f} |")
+    print("\n| image | build s | nonzeros | matrix MiB | estimated peak MiB | traced peak MiB |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for side in (256, 512, 1024):
+        image = photo.resize((side, side), Image.Resampling.LANCZOS)
+        tensor = torch.from_numpy(np.asarray(image, np.float64) / 255)
+        tracemalloc.start()
+        start = time.perf_counter()
+        laplacian = MattingLaplacian.from_photo(tensor.permute(2, 0, 1), LAPLACIAN_EPS)
+        took = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        print(
+            f"| {side}×{side} | {took:.2f} | {laplacian.matrix.values().numel():,} | "
+            f"{laplacian.nbytes / 2**20:.0f} | {estimate_laplacian_bytes(side, side) / 2**20:.0f} "
+            f"| {peak / 2**20:.0f} |",
+            flush=True,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
@@ -109,13 +256,15 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds per size for the single- vs multi-scale race",
     )
     parser.add_argument("--quick", action="store_true", help="small budgets, fewer repeats")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument(
-        "--timing-only", action="store_true", help="only the engine-versus-network table"
+        "--rounds", type=int, default=None, help="rounds of the costs section (3; --quick 1)"
     )
     parser.add_argument("--cache-dir", type=Path, default=ROOT / "cache")
     args = parser.parse_args(argv)
 
-    engine = Engine(Runtime(device=args.device, precision=args.precision), cache_dir=args.cache_dir)
+    runtime = Runtime(device=args.device, precision=args.precision)
+    engine = Engine(runtime, cache_dir=args.cache_dir)
     photo, cover = Image.open(PHOTO).convert("RGB"), Image.open(COVER).convert("RGB")
     device_name = (
         torch.cuda.get_device_name(engine.device)
@@ -124,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"# covergen engine benchmark — {engine.device} ({device_name}), torch "
-        f"{torch.__version__}, precision {args.precision}"
+        f"{torch.__version__}, precision {args.precision} ({engine.precision})"
     )
     budgets = args.budget or [
         (15 if args.quick else 60) * (s / 256) ** 2 * (0.1 if engine.device.type == "cuda" else 1)
@@ -133,58 +282,20 @@ def main(argv: list[str] | None = None) -> int:
     if len(budgets) == 1:
         budgets = budgets * len(args.sizes)
     iterations = 4 if args.quick else args.iterations
+    sections = set(args.sections)
 
-    print("\n| size | engine s/iter | network fwd+bwd s | ratio |")
-    print("| --- | --- | --- | --- |")
     per_size: dict[int, float] = {}
-    for size in args.sizes:
-        params = StyleParams(size=size, scales=1, iterations=iterations + 3, tolerance=0)
-        engine.stylize(photo, cover, params.replace(iterations=2))  # weights, targets warm
-        per_iteration, per_pass = interleaved_seconds(engine, photo, cover, params)
-        print(
-            f"| {size} | {per_iteration:.4f} | {per_pass:.4f} | {per_iteration / per_pass:.3f} |",
-            flush=True,
-        )
-        per_size[size] = per_iteration
-
-    if args.timing_only:
-        return 0
-    print(
-        "\n| size | budget s | single-scale loss (iterations) | multi-scale loss (iterations) "
-        "| multi / single |"
-    )
-    print("| --- | --- | --- | --- | --- |")
-    for size, budget in zip(args.sizes, budgets, strict=True):
-        single = StyleParams(size=size, scales=1, iterations=100000, tolerance=0)
-        # Two coarser scales at 1/4 and 1/2 the size, each given about 15% of the budget:
-        # an iteration there costs about 1/16 and 1/4 of one at full size.
-        coarse = max(10, round(0.15 * budget / (per_size[size] / 4)))
-        multi = StyleParams(
-            size=size,
-            scales=3,
-            min_size=size // 4,
-            iterations=100000,
-            coarse_iterations=coarse,
-            tolerance=0,
-        )
-        loss_single, n_single = loss_within_budget(engine, photo, cover, single, budget)
-        loss_multi, n_multi = loss_within_budget(engine, photo, cover, multi, budget)
-        print(
-            f"| {size} | {budget:.0f} | {loss_single:.4f} ({n_single}) | "
-            f"{loss_multi:.4f} ({n_multi}) | {loss_multi / loss_single:.3f} |",
-            flush=True,
-        )
-
-    size = min(args.sizes)
-    budget = budgets[args.sizes.index(size)]
-    print(f"\n| optimiser ({size} px, single scale) | loss within {budget:.0f} s (iterations) |")
-    print("| --- | --- |")
-    for optimizer in ("lbfgs", "adam"):
-        params = StyleParams(
-            size=size, scales=1, iterations=100000, tolerance=0, optimizer=optimizer
-        )
-        loss, n = loss_within_budget(engine, photo, cover, params, budget)
-        print(f"| {optimizer} | {loss:.4f} ({n}) |", flush=True)
+    if sections & {"timing", "scales"}:
+        per_size = timing_table(engine, photo, cover, args.sizes, iterations)
+    if "scales" in sections:
+        scales_table(engine, photo, cover, args.sizes, budgets, per_size)
+    if "optimiser" in sections:
+        size = min(args.sizes)
+        optimiser_table(engine, photo, cover, size, budgets[args.sizes.index(size)])
+    if "costs" in sections:
+        costs_table(runtime, args.cache_dir, args.rounds or (1 if args.quick else 3))
+    if "photo" in sections:
+        photo_table(engine, photo, cover, args.sizes, iterations)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -277,3 +278,88 @@ def test_bad_port_and_unknown_command_are_usage_errors(project: Path):
     assert code == 2 and "not a port number" in err and "Traceback" not in err
     code, _, err = covergen(project, "paint")
     assert code == 2 and "invalid choice" in err
+
+
+def test_sweep_paints_every_combination_once_and_writes_one_sheet(project: Path):
+    code, out, err = covergen(
+        project, "sweep", "beta-two", "--set", "content_weight=1,4", "--set", "tv_weight=0,0.01",
+        "--device", "cpu",
+    )  # fmt: skip
+    assert code == 0, err
+    sheet = project / "cache" / "sweeps" / "beta-two.jpg"
+    assert f"wrote {Path('cache') / 'sweeps' / 'beta-two.jpg'}: 4 images (4 painted now" in out
+    one_row = Image.open(sheet)
+    # A second sweep with a value more finds the four in the cache and paints one.
+    code, out, err = covergen(
+        project, "sweep", "beta-two", "--set", "content_weight=1,4,2.0",
+        "--set", "tv_weight=0,0.01", "--device", "cpu",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "6 images (2 painted now, 4 from the cache, 0 failed)" in out
+    # photo, cover and six variants on one row: wider than the four's sheet, as tall.
+    assert Image.open(sheet).height == one_row.height
+    assert Image.open(sheet).width > one_row.width
+    # Sweeps are not builds: the pair's own result and the site are untouched.
+    assert not (project / "site").exists()
+    code, out, _ = covergen(project, "list")
+    assert out.count(" new ") == 3
+
+
+def test_sweep_of_every_pair_as_the_catalog_says_has_a_row_per_pair(project: Path):
+    code, out, err = covergen(project, "sweep", "--device", "cpu")
+    assert code == 0, err
+    sheet = Image.open(project / "cache" / "sweeps" / "pairs.jpg")
+    code, out, err = covergen(project, "sweep", "gamma-three", "--device", "cpu")
+    assert code == 0 and "(0 painted now, 1 from the cache" in out, err
+    single = Image.open(project / "cache" / "sweeps" / "gamma-three.jpg")
+    assert sheet.width == single.width and sheet.height > 2.5 * single.height
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["beta-two", "--set", "content_weight=1,banana"], "content_weight"),
+        (["beta-two", "--set", "no_such=1,2"], "no_such"),
+        (["beta-two", "--set", "size=8,64"], "size"),
+        (["no-such-pair", "--set", "content_weight=1,2"], "id"),
+    ],
+)
+def test_sweep_refuses_bad_values_before_painting(project: Path, args: list[str], field: str):
+    code, _, err = covergen(project, "sweep", *args, "--device", "cpu")
+    assert code != 0 and field in err and "Traceback" not in err
+    assert not (project / "cache" / "results").exists()
+
+
+def test_score_judges_any_image_against_its_photo_and_cover(project: Path):
+    photo, cover = project / "photos" / "b.png", project / "covers" / "x.png"
+    code, out, err = covergen(project, "score", str(photo), str(cover), str(photo), str(cover))
+    assert code == 0, err
+    photo_row, cover_row = (line.split() for line in out.splitlines()[-2:])
+    # The photo keeps all of itself and takes nothing of the cover; the cover the reverse.
+    assert photo_row[1:3] == ["1.000", "0.000"] and cover_row[1:3] == ["0.000", "1.000"]
+    code, _, err = covergen(project, "score", str(photo), str(cover), "missing.png")
+    assert code != 0 and "missing.png" in err and "Traceback" not in err
+
+
+def test_quality_numbers_and_the_chosen_weight_show_in_status_list_and_the_pair_page(
+    project: Path,
+):
+    catalog = project / "catalog.yaml"
+    catalog.write_text(
+        catalog.read_text().replace(
+            "    overrides:\n      content_weight: 2\n",
+            "    overrides:\n      content_weight: auto\n      protect_faces: true\n",
+        )
+    )
+    code, _, err = covergen(project, "build", "--device", "cpu")
+    assert code == 0, err
+    code, out, _ = covergen(project, "status")
+    beta = next(line for line in out.splitlines() if line.startswith("beta-two"))
+    weight, content, style = re.search(r"(auto → \d+) +(\d\.\d\d) +(\d\.\d\d)", beta).groups()
+    alpha = next(line for line in out.splitlines() if line.startswith("alpha-one"))
+    assert re.search(r" 1 +\d\.\d\d +\d\.\d\d ", alpha)  # a fixed weight, still scored
+    code, out, _ = covergen(project, "list")
+    assert f"(content {content} · style {style}, weight {weight})" in out
+    page = (project / "site" / "pairs" / "beta-two.html").read_text()
+    assert weight in page and f"<dd>{content}</dd>" in page and f"<dd>{style}</dd>" in page
+    assert "<dt>Faces protected</dt><dd>0</dd>" in page and "<dd>Painted</dd>" in page

@@ -523,8 +523,9 @@ def test_crash_during_write_leaves_the_original(
         raise OSError("disk on fire")
 
     monkeypatch.setattr(edit.os, "replace", crash)
-    with pytest.raises(OSError, match="disk on fire"):
+    with pytest.raises(CovergenError, match="disk on fire") as caught:
         add_pair(path, full_pair())
+    assert caught.value.field == "catalog" and "was not changed" in caught.value.hint
     assert snapshot(path) == before  # same bytes, and no temporary file left behind
 
 

@@ -15,11 +15,15 @@ from covergen.nst import (
     Runtime,
     StyleParams,
     StylizeJob,
+    StylizeResult,
     batch_signature,
     imaging,
 )
 
-TINY = StyleParams(size=48, scales=1, iterations=12, tolerance=0)
+# Fixed weight, no face detection: what these tests look at is the optimisation itself.
+TINY = StyleParams(
+    size=48, scales=1, iterations=12, tolerance=0, content_weight=1, protect_faces=False
+)
 
 
 def pixels(image: Image.Image) -> np.ndarray:
@@ -214,3 +218,114 @@ def test_unknown_layers_and_devices_are_clear_errors(engine: Engine):
     assert info.value.errors[0].field == "style_layers"
     with pytest.raises(ParameterError, match="device"):
         Engine(Runtime(device="cuda:7"))
+
+
+# ------------------------------------------------------------------ faces, auto, photo mode
+
+SAMPLES = __import__("pathlib").Path(__file__).resolve().parent.parent / "samples"
+
+
+def sample(name: str) -> Image.Image:
+    return Image.open(SAMPLES / name).convert("RGB")
+
+
+def test_faces_are_detected_protected_and_counted(engine: Engine):
+    photo, cover = sample("photos/astronaut.jpg"), sample("covers/pulsar.png")
+    params = TINY.replace(size=128, iterations=20, style_weight=30)
+    plain = engine.stylize(photo, cover, params)
+    protected = engine.stylize(photo, cover, params.replace(protect_faces=True, face_weight=8))
+    assert "faces" not in plain.metrics and protected.metrics["faces"] == 1
+    # The face's structure: its luminance correlated with the photo's (colour is the
+    # cover's to change). The face's box at 128 px is from the detector's test.
+    face = np.s_[16:44, 45:67]
+    original = pixels(photo.convert("L").resize((128, 128)))[face].ravel()
+
+    def likeness(result: StylizeResult) -> float:
+        return float(np.corrcoef(pixels(result.image.convert("L"))[face].ravel(), original)[0, 1])
+
+    # Measured: 0.28 plain, 0.44 with face_weight 8 (0.58 with 30).
+    assert likeness(protected) > likeness(plain) + 0.08, (likeness(plain), likeness(protected))
+    none = engine.stylize(sample("covers/knit.png"), cover, params.replace(protect_faces=True))
+    assert none.metrics["faces"] == 0  # no face: painted all the same
+
+
+def test_every_result_is_scored_and_auto_says_what_it_chose(engine: Engine):
+    photo, cover = sample("photos/grace_hopper.jpg"), sample("covers/greenhaze.png")
+    params = TINY.replace(size=64, iterations=6, content_weight="auto")
+    result = engine.stylize(photo, cover, params)
+    metrics = result.metrics
+    assert 0 <= metrics["content_kept"] <= 1 and 0 <= metrics["style_taken"] <= 1
+    assert metrics["content_weight"] in (1.0, 2.0, 4.0, 8.0)
+    assert set(metrics["candidates"]) == {"1", "2", "4", "8"}
+    assert result.history[0]["scale"] == -1  # the probe's iterations come first
+
+
+def test_auto_picks_a_higher_weight_for_a_dark_sparse_cover_than_for_a_soft_one(engine: Engine):
+    photo = sample("photos/grace_hopper.jpg")
+    params = StyleParams(size=128, scales=2, min_size=64, coarse_iterations=30, iterations=10,
+                         protect_faces=False)  # fmt: skip
+    dark = engine.stylize(photo, sample("covers-hard/darkfield.png"), params)
+    soft = engine.stylize(photo, sample("covers/colourfields.png"), params)
+    assert dark.metrics["content_weight"] > soft.metrics["content_weight"], (
+        dark.metrics["candidates"],
+        soft.metrics["candidates"],
+    )
+
+
+def blocks_photo(size: int = 64) -> Image.Image:
+    """Flat rectangles with straight edges: what a photograph's buildings look like."""
+    image = np.zeros((size, size, 3), np.float32)
+    image[:, :] = (0.85, 0.8, 0.7)
+    image[size // 4 : size * 3 // 4, size // 8 : size // 2] = (0.2, 0.3, 0.6)
+    image[size // 8 : size // 2, size // 2 : size * 7 // 8] = (0.7, 0.2, 0.15)
+    return Image.fromarray((image * 255).astype(np.uint8))
+
+
+def luminance_ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean SSIM of two luminance images in 0..1 (7×7 windows)."""
+    from scipy.ndimage import uniform_filter
+
+    def y(x: np.ndarray) -> np.ndarray:
+        return x @ np.array([0.299, 0.587, 0.114], np.float32)
+
+    a, b = y(a), y(b)
+    mu_a, mu_b = uniform_filter(a, 7), uniform_filter(b, 7)
+    var_a = uniform_filter(a * a, 7) - mu_a**2
+    var_b = uniform_filter(b * b, 7) - mu_b**2
+    cov = uniform_filter(a * b, 7) - mu_a * mu_b
+    c1, c2 = 0.01**2, 0.03**2
+    ssim = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
+        (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
+    )
+    return float(ssim.mean())
+
+
+def test_photo_mode_keeps_edges_and_flat_regions_while_the_colours_move(engine: Engine):
+    photo = blocks_photo(96)
+    cover = stripe_cover(64, colour=(30, 160, 60))  # green bands: texture and a colour cast
+    params = TINY.replace(size=96, iterations=40, style_weight=20)
+    artistic = pixels(engine.stylize(photo, cover, params).image)
+    painted = engine.stylize(photo, cover, params.replace(mode="photo"))
+    photographic = pixels(painted.image)
+    original = pixels(photo)
+    ssim_photo, ssim_art = (
+        luminance_ssim(photographic, original),
+        luminance_ssim(artistic, original),
+    )
+    # Measured: 0.89 against 0.21.
+    assert ssim_photo > 0.8 and ssim_photo > ssim_art + 0.4, (ssim_photo, ssim_art)
+    # Flat regions stay flat: little texture inside the blue block.
+    inside = np.s_[30:66, 18:42]
+    assert (
+        photographic[inside].std(axis=(0, 1)).mean()
+        < 0.5 * artistic[inside].std(axis=(0, 1)).mean()
+    )
+    # Edges where they were: the horizontal gradient peaks on the blue block's left edge.
+    edges = np.abs(np.diff(photographic.mean(axis=2), axis=1))[30:66].mean(axis=0)
+    assert abs(int(edges.argmax()) - 11) <= 1
+    # And the colours moved toward the cover's (its mean is green).
+    cover_mean = pixels(cover).reshape(-1, 3).mean(axis=0)
+    before = np.abs(original.reshape(-1, 3).mean(axis=0) - cover_mean).sum()
+    after = np.abs(photographic.reshape(-1, 3).mean(axis=0) - cover_mean).sum()
+    assert after < 0.9 * before
+    assert painted.history[-1]["photo"] > 0  # the regulariser was on

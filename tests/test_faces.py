@@ -7,13 +7,14 @@ The facenet-pytorch 2.6.0 package (its weight files, never its code) is required
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import gradient_photo
-from PIL import Image, ImageOps
+from PIL import Image
 
 from covergen.nst import faces
 from covergen.nst import weights as W
@@ -29,28 +30,13 @@ from covergen.nst.faces import (
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 PHOTOS = SAMPLES / "photos"
 
-# Drawn by hand on the sample photos, in pixels (left, top, right, bottom): forehead to chin,
-# cheek to cheek (ear to nose tip for the cameraman, who is seen three-quarters from the side).
-KNOWN_FACES = {
-    "astronaut.jpg": (180, 75, 268, 170),
-    "grace_hopper.jpg": (168, 145, 362, 325),
-    "camera.png": (180, 112, 252, 197),
-}
-# Square head-and-shoulders crops around those faces, the group photo's tiles.
-PORTRAITS = {
-    "astronaut.jpg": (104, 2, 344, 242),
-    "grace_hopper.jpg": (115, 85, 415, 385),
-    "camera.png": (126, 62, 306, 242),
-}
-# The group photo: (photo, tile side, mirrored, left, top) on a 950×300 backdrop.
-GROUP = (
-    ("astronaut.jpg", 150, False, 20, 120),
-    ("grace_hopper.jpg", 170, True, 175, 90),
-    ("camera.png", 140, False, 350, 140),
-    ("astronaut.jpg", 120, True, 500, 160),
-    ("grace_hopper.jpg", 140, False, 625, 130),
-    ("camera.png", 150, True, 775, 115),
-)
+# The sample photos' faces drawn by hand, and the group photo the hard pairs use (six of those
+# faces): one copy, in the script that makes samples/photos-hard/.
+_spec = importlib.util.spec_from_file_location("make_hard_photos", SAMPLES / "make_hard_photos.py")
+hard_photos = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(hard_photos)
+KNOWN_FACES = hard_photos.KNOWN_FACES
+group_photo = hard_photos.group_photo
 
 
 @pytest.fixture(scope="module")
@@ -69,25 +55,6 @@ def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 def in_pixels(face: FaceBox, size: tuple[int, int]) -> tuple[float, float, float, float]:
     width, height = size
     return face.left * width, face.top * height, face.right * width, face.bottom * height
-
-
-def group_photo() -> tuple[Image.Image, list[tuple[float, float, float, float]]]:
-    """Six portraits (two of each sample, some mirrored, all resized) on a gradient backdrop."""
-    y, x = np.mgrid[0:300, 0:950].astype(np.float32)
-    backdrop = 60 + (y / 300)[..., None] * np.array([72, 84, 108]) + (x / 950)[..., None] * 40
-    image = Image.fromarray(backdrop.astype(np.uint8))
-    boxes = []
-    for name, side, mirrored, left, top in GROUP:
-        crop = PORTRAITS[name]
-        tile = Image.open(PHOTOS / name).convert("RGB").crop(crop)
-        tile = tile.resize((side, side), Image.Resampling.LANCZOS)
-        scale = side / (crop[2] - crop[0])
-        x1, y1, x2, y2 = ((v - crop[i % 2]) * scale for i, v in enumerate(KNOWN_FACES[name]))
-        if mirrored:
-            tile, x1, x2 = ImageOps.mirror(tile), side - x2, side - x1
-        image.paste(tile, (left, top))
-        boxes.append((left + x1, top + y1, left + x2, top + y2))
-    return image, boxes
 
 
 # ----------------------------------------------------------------------------- detection
@@ -294,6 +261,18 @@ def test_weight_map_of_overlapping_faces_takes_the_max() -> None:
     assert float(both.max()) == pytest.approx(3.0)
 
 
+def test_weight_map_mean_cap_lowers_the_factor_only_when_faces_fill_the_frame() -> None:
+    small, filling = box(0.45, 0.4, 0.55, 0.5), box(0.05, 0.05, 0.95, 0.95)
+    assert torch.equal(
+        face_weight_map([small], 100, 100, 10.0, mean_at_most=2.0),
+        face_weight_map([small], 100, 100, 10.0),
+    )
+    capped = face_weight_map([filling], 100, 100, 10.0, mean_at_most=2.0)
+    assert float(face_weight_map([filling], 100, 100, 10.0).mean()) > 5
+    assert float(capped.mean()) == pytest.approx(2.0, abs=1e-4)
+    assert 1 < float(capped.max()) < 10 and float(capped.min()) == 1.0
+
+
 def test_weight_map_without_faces_and_bad_factor() -> None:
     assert torch.equal(face_weight_map([], 16, 9, 4.0), torch.ones(1, 1, 9, 16))
     with pytest.raises(ParameterError):
@@ -309,3 +288,10 @@ def test_weight_map_of_detected_faces_covers_them(detector: FaceDetector) -> Non
     left, top, right, bottom = (round(v / 4) for v in KNOWN_FACES["astronaut.jpg"])
     assert float(weights[0, 0, (top + bottom) // 2, (left + right) // 2]) == pytest.approx(4.0)
     assert float(weights[0, 0, 120, 10]) == 1.0  # the flag, far from the face
+
+
+@pytest.mark.parametrize(("name", "count"), [("portrait.jpg", 1), ("group.jpg", 6)])
+def test_finds_the_faces_of_the_hard_sample_photos(
+    detector: FaceDetector, name: str, count: int
+) -> None:
+    assert len(detector.detect(Image.open(SAMPLES / "photos-hard" / name))) == count

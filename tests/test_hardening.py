@@ -57,6 +57,8 @@ defaults:
   scales: 1
   iterations: 2
   tolerance: 0
+  content_weight: 1
+  protect_faces: false
 pairs:
   - band: Alpha
     album: One

@@ -70,3 +70,40 @@ def test_a_damaged_result_is_planned_again(tmp_path: Path, tamper: str):
         meta = path.with_suffix(".json")
         meta.write_text(meta.read_text().replace('"width": 8', '"width": -8'))
     assert [j.pair for j in plan_jobs([job], store).to_run] == ["a"]
+
+
+def test_the_key_carries_the_recipes_a_job_uses():
+    """Face protection and auto weights are computed inside the job: their recipes' versions
+    are in the key, so a new detector or judge repaints exactly the jobs that use them."""
+    from covergen.nst.params import recipe_versions
+
+    auto = StyleParams()  # auto weight and face protection, by default
+    fixed = StyleParams(content_weight=1, protect_faces=False)
+    assert set(recipe_versions(auto)) == {"faces", "judge", "auto"}
+    assert recipe_versions(fixed) == {}
+    assert set(recipe_versions(StyleParams(mode="photo"))) >= {"photoreal"}
+    keys = {
+        job_key(PHOTO.sha256, COVER.sha256, p, "w")
+        for p in (auto, fixed, auto.replace(protect_faces=False), auto.replace(content_weight=4))
+    }
+    assert len(keys) == 4
+
+
+def test_changing_how_auto_chooses_changes_the_key(monkeypatch: pytest.MonkeyPatch):
+    """The candidates, the probe's length and the aim decide the weight: each is in the key."""
+    from covergen.nst import params as P
+
+    auto = StyleParams(protect_faces=False)
+    keys = {job_key(PHOTO.sha256, COVER.sha256, auto, "w")}
+    for name, value in (
+        ("AUTO_AIM", 0.3),
+        ("PROBE_ITERATIONS", 30),
+        ("AUTO_CANDIDATES", (1.0, 3.0)),
+    ):
+        monkeypatch.setattr(P, name, value)
+        keys.add(job_key(PHOTO.sha256, COVER.sha256, auto, "w"))
+    assert len(keys) == 4
+    protected = auto.replace(protect_faces=True)
+    before = job_key(PHOTO.sha256, COVER.sha256, protected, "w")
+    monkeypatch.setattr(P, "FACE_MEAN_CAP", 3.0)
+    assert job_key(PHOTO.sha256, COVER.sha256, protected, "w") != before

@@ -1,19 +1,30 @@
 """The Gatys style-transfer loop: targets, multi-scale schedule, batching, callbacks.
 
-``Engine`` holds what is worth keeping between jobs (loaded encoders, the target cache)
-and runs jobs alone (``stylize``) or several of the same shape together
-(``stylize_batch``). It reports through callbacks and never prints.
+``Engine`` holds what is worth keeping between jobs (loaded encoders, the face detector, the
+quality judge, the target cache) and runs jobs alone (``stylize``) or several of the same
+shape together (``stylize_batch``). A job runs in stages:
+
+1. **prepare**: images to tensors at their sizes; faces detected in the photo and their
+   content weight raised (``protect_faces``); the photorealism memory checked;
+2. **probe** (``content_weight: auto`` only): the coarse scale painted for each candidate
+   weight side by side, each judged by the quality measures, the lowest weight that keeps
+   the subject recognisable chosen; the winner's image carries on;
+3. **paint**: the scales, coarse to fine, with the photorealism regulariser where asked;
+4. **finish**: colours restored, the guided filter where asked, both quality scores.
+
+It reports through callbacks and never prints.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -24,7 +35,20 @@ from . import imaging, losses
 from .errors import Cancelled, ParameterError
 from .layers import deepest_layer
 from .optim import BatchAdam, BatchLBFGS
-from .params import ENGINE_VERSION, StyleParams, result_size, shape_signature
+from .params import (
+    AUTO,
+    AUTO_AIM,
+    AUTO_CANDIDATES,
+    ENGINE_VERSION,
+    FACE_DETECTOR_VERSION,
+    FACE_MEAN_CAP,
+    PHOTOREAL_VERSION,
+    StyleParams,
+    probe_iterations,
+    result_size,
+    shape_signature,
+    total_iterations,
+)
 from .runtime import Runtime, resolve_devices
 from .vgg import VGGEncoder
 from .weights import VGGWeights, load_weights
@@ -49,6 +73,7 @@ class LossValues:
     content: float
     style: float
     tv: float
+    photo: float = 0.0  # the photorealism regulariser
 
 
 @dataclass(frozen=True)
@@ -58,10 +83,13 @@ class Progress:
     scale: int  # 0-based index of the current scale
     scales: int
     size: tuple[int, int]  # (width, height) at this scale
-    iteration: int  # 1-based, within this scale
+    iteration: int  # 1-based, within this scale (or the probe)
     iterations: int  # the most any job in the batch runs at this scale
-    losses: tuple[LossValues, ...]  # one per job in the batch
+    losses: tuple[LossValues, ...]  # one per job in the batch (the probe: per candidate)
     elapsed: float  # seconds since the job (batch) started
+    stage: str = "paint"  # probe (choosing the content weight) or paint
+    done: int = 0  # iterations so far, every stage and scale (the batch's longest job)
+    total: int = 0  # the most it can take: params.total_iterations
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -100,11 +128,36 @@ class StylizeResult:
     seconds: float
     device: str
     losses: LossValues
+    # What the job found out: content_kept and style_taken (the judge's scores), faces (how
+    # many were protected), content_weight (the value chosen, when it was auto).
+    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 def batch_signature(job: StylizeJob) -> tuple:
     """Jobs with equal signatures can share a batch; the scheduler groups by this."""
     return shape_signature(job.params, job.content.size)
+
+
+def choose_content_weight(kept: Sequence[tuple[float, float]], aim: float = AUTO_AIM) -> float:
+    """The automatic content weight from (candidate weight, content_kept) pairs: the lowest
+    weight that keeps at least ``aim`` of the photo, so the cover shows as much as it can
+    while the band stays recognisable; the highest when none does. A NaN score (photo and
+    cover too alike for the judge's anchors to mean anything) never qualifies, so a pair
+    the judge cannot tell apart gets the highest weight, the one that changes least."""
+    if not kept:
+        raise ValueError("no candidates to choose from")
+    ordered = sorted(kept)
+    for weight, content in ordered:
+        if content >= aim:  # False for NaN
+            return weight
+    return ordered[-1][0]
+
+
+def effective_precision(precision: str, device: torch.device) -> str:
+    """What ``auto`` means on a device: tf32 on CUDA; fp32 elsewhere (see Runtime)."""
+    if precision != "auto":
+        return precision
+    return "tf32" if device.type == "cuda" else "fp32"
 
 
 @contextlib.contextmanager
@@ -151,8 +204,13 @@ class Engine:
         self.offline = offline
         self._weights: dict[tuple[str, str], VGGWeights] = {}
         self._encoders: dict[tuple[str, str, str, str], VGGEncoder] = {}
+        self._detector: Any = None  # faces.FaceDetector, made on first use
+        self._judge: Any = None  # quality.QualityJudge, made on first use
+        self.precision = effective_precision(self.runtime.precision, self.device)
         channels_last = self.runtime.channels_last
-        self.channels_last = self.device.type == "cuda" if channels_last is None else channels_last
+        # NHWC is what tensor cores and oneDNN's bf16 kernels want; fp32 on a CPU is not faster.
+        wanted = self.device.type == "cuda" or self.precision == "bf16"
+        self.channels_last = wanted if channels_last is None else channels_last
 
     # -- network ---------------------------------------------------------------------------
     def weights(self, params: StyleParams) -> VGGWeights:
@@ -201,9 +259,8 @@ class Engine:
         image = image.to(self.dtype)
         if self.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
-        precision = self.runtime.precision
-        if precision == "bf16" and self.device.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.bfloat16):
+        if self.precision == "bf16" and self.device.type in ("cuda", "cpu"):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
                 feats = encoder(image, layers)
             return {name: f.float() for name, f in feats.items()}
         return encoder(image, layers)
@@ -247,31 +304,93 @@ class Engine:
         reduce: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
     ) -> dict[str, torch.Tensor]:
         encoder = self.encoder(params)
-        key = None
-        if self.target_cache is not None:
-            digest = hashlib.sha256()
-            for part in (
-                kind,
-                ENGINE_VERSION,
-                self.weights_identity(params),
-                params.network,
-                params.pooling,
-                str(self.dtype),
-                ",".join(layers),
-                str(tuple(image.shape)),
-            ):
-                digest.update(part.encode() + b"\0")
-            digest.update(image.detach().float().cpu().contiguous().numpy().tobytes())
-            key = digest.hexdigest()
-            hit = self.target_cache.get(key)
-            if hit is not None:
-                return {name: t.to(self.device) for name, t in hit.items()}
+        key = self._cache_key(
+            image,
+            kind,
+            ENGINE_VERSION,
+            self.weights_identity(params),
+            params.network,
+            params.pooling,
+            str(self.dtype),
+            ",".join(layers),
+        )
+        hit = self._cache_get(key)
+        if hit is not None:
+            return {name: t.to(self.device) for name, t in hit.items()}
         with torch.no_grad():
             value = reduce(self._features(encoder, image.to(self.device), layers))
         value = {name: t.detach() for name, t in value.items()}
-        if self.target_cache is not None and key is not None:
-            self.target_cache.put(key, {name: t.cpu() for name, t in value.items()})
+        self._cache_put(key, {name: t.cpu() for name, t in value.items()})
         return value
+
+    def _cache_key(self, image: torch.Tensor, *parts: str) -> str | None:
+        """The target cache's key for something computed from ``image``: its bytes and shape
+        and the recipe ``parts``; None without a cache."""
+        if self.target_cache is None:
+            return None
+        digest = hashlib.sha256()
+        for part in (*parts, str(tuple(image.shape))):
+            digest.update(part.encode() + b"\0")
+        digest.update(image.detach().float().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
+    def _cache_get(self, key: str | None) -> dict[str, torch.Tensor] | None:
+        return self.target_cache.get(key) if self.target_cache is not None and key else None
+
+    def _cache_put(self, key: str | None, value: dict[str, torch.Tensor]) -> None:
+        if self.target_cache is not None and key:
+            self.target_cache.put(key, value)
+
+    # -- what a job computes on its own -----------------------------------------------------
+    def faces(self, content: torch.Tensor) -> list[Any]:
+        """Faces in a (1, 3, H, W) photo (``faces.FaceBox``, fractions of the image), cached
+        by the photo's pixels and the detector's version."""
+        from .faces import FaceBox, FaceDetector
+
+        key = self._cache_key(content, "faces", FACE_DETECTOR_VERSION)
+        hit = self._cache_get(key)
+        if hit is not None and "boxes" in hit:
+            return [FaceBox(*map(float, row[:5])) for row in hit["boxes"].tolist()]
+        if self._detector is None:
+            self._detector = FaceDetector("cpu")  # small networks: the CPU is quick enough
+        boxes = self._detector.detect(imaging.tensor_to_pil(content))
+        rows = [[b.left, b.top, b.right, b.bottom, b.score] for b in boxes]
+        self._cache_put(key, {"boxes": torch.tensor(rows, dtype=torch.float64).reshape(-1, 5)})
+        return boxes
+
+    def laplacian(self, photo: torch.Tensor) -> Any:
+        """The matting Laplacian of a (1, 3, H, W) photo at its size (``photoreal``), on this
+        engine's device, cached by the photo's pixels."""
+        import scipy.sparse
+
+        from .photoreal import MattingLaplacian, sparse_device
+
+        key = self._cache_key(photo, "laplacian", PHOTOREAL_VERSION, str(LAPLACIAN_EPS))
+        hit = self._cache_get(key)
+        height, width = photo.shape[-2:]
+        if hit is not None and {"indptr", "indices", "data"} <= hit.keys():
+            n = height * width
+            matrix = scipy.sparse.csr_matrix(
+                (hit["data"].numpy(), hit["indices"].numpy(), hit["indptr"].numpy()), shape=(n, n)
+            )
+            laplacian = MattingLaplacian.from_scipy(matrix, height, width)
+        else:
+            laplacian = MattingLaplacian.from_photo(photo.detach().cpu().double(), LAPLACIAN_EPS)
+            m = laplacian.matrix
+            self._cache_put(
+                key,
+                {"indptr": m.crow_indices(), "indices": m.col_indices(), "data": m.values()},
+            )
+        return laplacian.to(sparse_device(self.device), self.dtype)
+
+    @property
+    def judge(self) -> Any:
+        """The quality judge (``quality.QualityJudge``), on this engine's device."""
+        if self._judge is None:
+            from .quality import QualityJudge
+
+            self._judge = QualityJudge(self.device)
+        return self._judge
 
     # -- running ---------------------------------------------------------------------------
     def stylize(
@@ -300,8 +419,9 @@ class Engine:
         """Optimise jobs of one ``batch_signature`` together; each keeps its own losses.
 
         The results equal those of running each job alone (up to floating-point
-        rounding): the optimisers keep separate state per image and a job that meets its
-        early-stop rule or its iteration budget is frozen while the others go on.
+        rounding): the optimisers keep separate state per image, a job that meets its
+        early-stop rule or its iteration budget is frozen while the others go on, and the
+        candidates of an automatic content weight are jobs of their own.
         """
         if not jobs:
             return []
@@ -312,37 +432,106 @@ class Engine:
                 "jobs differ in shape or network settings",
                 "group jobs by batch_signature() first",
             )
-        start = time.perf_counter()
+        run = _Run(self, progress, cancel, max(total_iterations(job.params) for job in jobs))
         with _precision(self.device, self.runtime.precision):
-            prepared = [_PreparedJob.create(job) for job in jobs]
-            x, histories, iterations, last = self._run(prepared, progress, cancel, start)
-        seconds = time.perf_counter() - start
+            prepared = [self._prepare(job) for job in jobs]
+            if any(job.params.content_weight == AUTO for job in prepared):
+                prepared = self._probe(prepared, run)
+            x, histories, iterations, last = self._paint(prepared, run)
+            images = [job.finish(x[i : i + 1].detach()) for i, job in enumerate(prepared)]
+            scores = self._scores(prepared, images)
+        seconds = time.perf_counter() - run.start
         results = []
         for i, job in enumerate(prepared):
-            image = job.finish(x[i : i + 1].detach().cpu())
             results.append(
                 StylizeResult(
-                    image=image,
-                    history=histories[i],
-                    iterations=iterations[i],
+                    image=imaging.tensor_to_pil(images[i]),
+                    history=job.probe_history + histories[i],
+                    iterations=iterations[i] + job.probed,
                     seconds=seconds,
                     device=str(self.device),
                     losses=last[i],
+                    metrics={**job.metrics, **scores[i]},
                 )
             )
         return results
 
-    def _run(
-        self,
-        jobs: list[_PreparedJob],
-        progress: ProgressCallback | None,
-        cancel: CancelCheck | None,
-        start: float,
+    # -- stages ------------------------------------------------------------------------------
+    def _prepare(self, job: StylizeJob) -> _PreparedJob:
+        prepared = _PreparedJob.create(job)
+        p = prepared.params
+        if p.photorealism_weight() > 0:
+            from .photoreal import check_laplacian_memory
+
+            width, height = prepared.content.shape[-1], prepared.content.shape[-2]
+            check_laplacian_memory(width, height)
+        if p.protect_faces and p.face_weight > 1:
+            from .faces import face_weight_map
+
+            boxes = self.faces(prepared.photo)
+            prepared.metrics["faces"] = len(boxes)
+            if boxes:
+                height, width = prepared.content.shape[-2:]
+                faces = face_weight_map(boxes, width, height, p.face_weight, FACE_MEAN_CAP)
+                current = prepared.content_map
+                prepared.content_map = faces if current is None else current * faces
+        return prepared
+
+    def _probe(self, jobs: list[_PreparedJob], run: _Run) -> list[_PreparedJob]:
+        """Choose each automatic content weight: every candidate is painted at the coarse
+        scale for ``probe_iterations``, all in one batch, and judged; the lowest weight whose
+        result keeps the subject recognisable wins, and its image carries on."""
+        auto = [i for i, job in enumerate(jobs) if job.params.content_weight == AUTO]
+        candidates = [
+            jobs[i].with_weight(weight, probe_iterations(jobs[i].params))
+            for i in auto
+            for weight in AUTO_CANDIDATES
+        ]
+        sizes = jobs[0].params.scale_sizes()
+        # The coarse scale when there is one (its image is kept); else half the size, but
+        # not below 64 px, where the judge's network sees little (nor above the size).
+        size = jobs[0].params.size
+        long_side = sizes[0] if len(sizes) > 1 else max(min(size, 64), size // 2)
+        height, width = jobs[0].content.shape[-2:]
+        width, height = imaging.fit_long_side(width, height, long_side)
+        encoder = self.encoder(jobs[0].params)
+        x = torch.cat([job.initial(width, height) for job in candidates]).to(
+            self.device, self.dtype
+        )
+        budgets = [job.probe_budget for job in candidates]
+        x, histories, counts, _ = self._optimise(
+            candidates, encoder, x, width, height, budgets, run, stage="probe", scale=0
+        )
+        out = list(jobs)
+        for n, i in enumerate(auto):
+            rows = range(n * len(AUTO_CANDIDATES), (n + 1) * len(AUTO_CANDIDATES))
+            images = [candidates[r].finish(x[r : r + 1]) for r in rows]
+            scores = self.judge.score_many(
+                jobs[i].photo_at(width, height), jobs[i].cover_at(width, height), images
+            )
+            choice = choose_content_weight(
+                [(w, s.content_kept) for w, s in zip(AUTO_CANDIDATES, scores, strict=True)]
+            )
+            winner = rows[AUTO_CANDIDATES.index(choice)]
+            job = jobs[i].with_weight(choice)
+            job.metrics["content_weight"] = choice
+            job.metrics["candidates"] = {
+                format(w, "g"): [round(s.content_kept, 4), round(s.style_taken, 4)]
+                for w, s in zip(AUTO_CANDIDATES, scores, strict=True)
+            }
+            if len(sizes) > 1:  # the winner's coarse image carries on
+                job.start = x[winner : winner + 1].detach().clone()
+                job.probed = counts[winner]
+            job.probe_history = histories[winner]
+            out[i] = job
+        return out
+
+    def _paint(
+        self, jobs: list[_PreparedJob], run: _Run
     ) -> tuple[torch.Tensor, list[list[dict[str, float]]], list[int], list[LossValues]]:
         params = [job.params for job in jobs]
-        first = params[0]
-        sizes = first.scale_sizes()
-        encoder = self.encoder(first)
+        sizes = params[0].scale_sizes()
+        encoder = self.encoder(params[0])
         histories: list[list[dict[str, float]]] = [[] for _ in jobs]
         counts = [0 for _ in jobs]
         last = [LossValues(0.0, 0.0, 0.0, 0.0) for _ in jobs]
@@ -350,74 +539,127 @@ class Engine:
         for scale, long_side in enumerate(sizes):
             final = scale == len(sizes) - 1
             budgets = [p.iterations if final else p.coarse_iterations for p in params]
-            if max(budgets) == 0:
+            if scale == 0:  # a probe's winner has done some of the first scale already
+                budgets = [max(0, b - job.probed) for b, job in zip(budgets, jobs, strict=True)]
+            if max(budgets) == 0 and not (scale == 0 and any(j.start is not None for j in jobs)):
                 continue
             full_height, full_width = jobs[0].content.shape[-2:]
             width, height = imaging.fit_long_side(full_width, full_height, long_side)
-            problem = self._problem(jobs, encoder, width, height)
             if x is None:
-                x = torch.cat([job.initial(width, height) for job in jobs]).to(
-                    self.device, self.dtype
-                )
+                x = torch.cat(
+                    [
+                        job.start if job.start is not None else job.initial(width, height)
+                        for job in jobs
+                    ]
+                ).to(self.device, self.dtype)
             else:
                 x = F.interpolate(x, size=(height, width), mode="bicubic", align_corners=False)
                 x = x.clamp(0, 1)
-            x = x.detach().requires_grad_(True)
-            optimiser: BatchLBFGS | BatchAdam
-            if first.optimizer == "lbfgs":
-                optimiser = BatchLBFGS(x)
-            else:
-                optimiser = BatchAdam(x, lr=first.learning_rate, average=first.average)
-            stopper = _EarlyStop(params, budgets, self.device)
-            for iteration in range(1, max(budgets) + 1):
-                if cancel is not None and cancel():
-                    raise Cancelled("cancelled by the caller")
-                active = stopper.active.clone()
-                terms = problem.losses(x)
-                total = terms["total"]
-                (grad,) = torch.autograd.grad(total.sum(), x)
-                values = {k: v.detach().cpu().tolist() for k, v in terms.items()}
-                for i in range(len(jobs)):
-                    if not bool(active[i]):
-                        continue
-                    counts[i] += 1
-                    last[i] = LossValues(
-                        values["total"][i],
-                        values["content"][i],
-                        values["style"][i],
-                        values["tv"][i],
-                    )
-                    histories[i].append(
-                        {
-                            "scale": scale,
-                            "iteration": iteration,
-                            **{k: v[i] for k, v in values.items()},
-                        }
-                    )
-                stopper.update(iteration, total.detach())
-                optimiser.step(grad, active)
-                if progress is not None:
-                    progress(
-                        Progress(
-                            scale=scale,
-                            scales=len(sizes),
-                            size=(width, height),
-                            iteration=iteration,
-                            iterations=max(budgets),
-                            losses=tuple(last),
-                            elapsed=time.perf_counter() - start,
-                        )
-                    )
-                if not bool(stopper.active.any()):
-                    break
-            if isinstance(optimiser, BatchAdam):
-                x = optimiser.result()
-            x = x.detach().clamp(0, 1)
+            if max(budgets) == 0:
+                continue
+            x, scale_histories, scale_counts, scale_last = self._optimise(
+                jobs, encoder, x, width, height, budgets, run, stage="paint", scale=scale
+            )
+            for i in range(len(jobs)):
+                histories[i] += scale_histories[i]
+                counts[i] += scale_counts[i]
+                if scale_counts[i]:
+                    last[i] = scale_last[i]
         if x is None:
             raise ParameterError(
                 "iterations", "every scale has zero iterations", "set iterations to at least 1"
             )
         return x, histories, counts, last
+
+    def _optimise(
+        self,
+        jobs: list[_PreparedJob],
+        encoder: VGGEncoder,
+        x: torch.Tensor,
+        width: int,
+        height: int,
+        budgets: list[int],
+        run: _Run,
+        *,
+        stage: str,
+        scale: int,
+    ) -> tuple[torch.Tensor, list[list[dict[str, float]]], list[int], list[LossValues]]:
+        """Optimise a batch at one size for up to ``budgets`` iterations each."""
+        params = [job.params for job in jobs]
+        first = params[0]
+        scales = len(first.scale_sizes())
+        histories: list[list[dict[str, float]]] = [[] for _ in jobs]
+        counts = [0 for _ in jobs]
+        last = [LossValues(0.0, 0.0, 0.0, 0.0) for _ in jobs]
+        problem = self._problem(jobs, encoder, width, height)
+        x = x.detach().requires_grad_(True)
+        optimiser: BatchLBFGS | BatchAdam
+        if first.optimizer == "lbfgs":
+            optimiser = BatchLBFGS(x)
+        else:
+            optimiser = BatchAdam(x, lr=first.learning_rate, average=first.average)
+        stopper = _EarlyStop(params, budgets, self.device)
+        for iteration in range(1, max(budgets) + 1):
+            if run.cancel is not None and run.cancel():
+                raise Cancelled("cancelled by the caller")
+            active = stopper.active.clone()
+            terms = problem.losses(x)
+            total = terms["total"]
+            (grad,) = torch.autograd.grad(total.sum(), x)
+            values = {k: v.detach().cpu().tolist() for k, v in terms.items()}
+            for i in range(len(jobs)):
+                if not bool(active[i]):
+                    continue
+                counts[i] += 1
+                last[i] = LossValues(
+                    values["total"][i],
+                    values["content"][i],
+                    values["style"][i],
+                    values["tv"][i],
+                    values["photo"][i],
+                )
+                histories[i].append(
+                    {
+                        "scale": -1 if stage == "probe" else scale,
+                        "iteration": iteration,
+                        **{k: v[i] for k, v in values.items()},
+                    }
+                )
+            stopper.update(iteration, total.detach())
+            optimiser.step(grad, active)
+            run.report(
+                Progress(
+                    scale=scale,
+                    scales=scales,
+                    size=(width, height),
+                    iteration=iteration,
+                    iterations=max(budgets),
+                    losses=tuple(last),
+                    elapsed=time.perf_counter() - run.start,
+                    stage=stage,
+                )
+            )
+            if not bool(stopper.active.any()):
+                break
+        if isinstance(optimiser, BatchAdam):
+            x = optimiser.result()
+        return x.detach().clamp(0, 1), histories, counts, last
+
+    def _scores(self, jobs: list[_PreparedJob], images: list[torch.Tensor]) -> list[dict]:
+        """content_kept and style_taken of each result, by the judge, at the result's size."""
+        out = []
+        for job, image in zip(jobs, images, strict=True):
+            height, width = image.shape[-2:]
+            (score,) = self.judge.score_many(
+                job.photo_at(width, height), job.cover_at(width, height), [image]
+            )
+            out.append(
+                {
+                    "content_kept": round(score.content_kept, 4),
+                    "style_taken": round(score.style_taken, 4),
+                }
+            )
+        return out
 
     def _problem(
         self, jobs: list[_PreparedJob], encoder: VGGEncoder, width: int, height: int
@@ -428,6 +670,7 @@ class Engine:
         content_targets: dict[str, list[torch.Tensor]] = {n: [] for n in first.content_layers}
         style_targets: dict[str, list[torch.Tensor]] = {}
         maps = []
+        laplacians: list[Any] = []
         for job in jobs:
             content = job.content_at(width, height)
             for name, t in self.content_targets(job.params, content).items():
@@ -436,6 +679,11 @@ class Engine:
             for name, t in blended.items():
                 style_targets.setdefault(name, []).append(t)
             maps.append(job.weight_map(width, height))
+            laplacians.append(
+                self.laplacian(job.photo_at(width, height))
+                if job.params.photorealism_weight() > 0
+                else None
+            )
         if all(m is None for m in maps):
             weight_map = None
         else:
@@ -460,7 +708,8 @@ class Engine:
             weight_map=weight_map,
             content_layer_weights=column([p.resolved_content_layer_weights() for p in params]),
             style_layer_weights=column([p.resolved_style_layer_weights() for p in params]),
-            term_weights=column([[p.content_weight, p.style_weight, p.tv_weight] for p in params]),
+            term_weights=column([_term_weights(p) for p in params]),
+            laplacians=laplacians,
         )
 
     def _blended_style(self, job: _PreparedJob, width: int, height: int) -> dict[str, torch.Tensor]:
@@ -491,6 +740,29 @@ class Engine:
         return out
 
 
+# The matting Laplacian's ε (Levin et al.'s regularisation of each window's colour model):
+# 1e-5 keeps edges sharp and removes noise where 1e-7 follows the photo's JPEG noise and
+# 1e-4 washes out soft shading (measured; see docs/engine.md).
+LAPLACIAN_EPS = 1e-5
+
+
+@dataclass
+class _Run:
+    """One stylize_batch call: its callbacks, clock and overall iteration count."""
+
+    engine: Engine
+    progress: ProgressCallback | None
+    cancel: CancelCheck | None
+    total: int
+    start: float = field(default_factory=time.perf_counter)
+    done: int = 0
+
+    def report(self, event: Progress) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(dataclasses.replace(event, done=self.done, total=self.total))
+
+
 @dataclass
 class _Problem:
     """The loss function of one batch at one scale."""
@@ -503,7 +775,8 @@ class _Problem:
     weight_map: torch.Tensor | None
     content_layer_weights: torch.Tensor  # (B, layers)
     style_layer_weights: torch.Tensor  # (B, layers)
-    term_weights: torch.Tensor  # (B, 3): content, style, tv
+    term_weights: torch.Tensor  # (B, 4): content, style, tv, photorealism
+    laplacians: list[Any]  # per job: a photoreal.MattingLaplacian, or None
 
     def losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         p = self.params
@@ -526,9 +799,32 @@ class _Problem:
                 )
             style = style + self.style_layer_weights[:, i] * term
         tv = losses.tv_loss(x)
+        photo = self._photorealism(x)
         w = self.term_weights
         content, style, tv = w[:, 0] * content, w[:, 1] * style, w[:, 2] * tv
-        return {"total": content + style + tv, "content": content, "style": style, "tv": tv}
+        photo = w[:, 3] * photo
+        return {
+            "total": content + style + tv + photo,
+            "content": content,
+            "style": style,
+            "tv": tv,
+            "photo": photo,
+        }
+
+    def _photorealism(self, x: torch.Tensor) -> torch.Tensor:
+        """Σ_c xᵀ L x per image, averaged over its values (so λ means the same at every size);
+        0 for jobs without the regulariser."""
+        out = x.new_zeros(x.shape[0])
+        used = [i for i, lap in enumerate(self.laplacians) if lap is not None]
+        if not used:
+            return out
+        from .photoreal import photorealism_loss
+
+        index = torch.tensor(used, device=x.device)
+        values = photorealism_loss(x.index_select(0, index), [self.laplacians[i] for i in used]) / (
+            x.shape[1] * x.shape[2] * x.shape[3]
+        )
+        return out.index_copy(0, index, values.to(out.dtype))
 
 
 class _EarlyStop:
@@ -560,11 +856,17 @@ class _PreparedJob:
 
     params: StyleParams
     content: torch.Tensor  # (1, 3, H, W), what the optimisation sees
+    photo: torch.Tensor  # (1, 3, H, W), the photo in full colour (for faces, judge, Laplacian)
     colour_source: torch.Tensor | None  # full-colour content when only luminance is styled
     styles: list[torch.Tensor]  # each (1, 3, h, w) at the largest size any scale needs
     blend: list[float]
     content_map: torch.Tensor | None  # (1, 1, H, W) multiplier
     init_image: torch.Tensor | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    start: torch.Tensor | None = None  # the first scale's starting image (a probe's winner)
+    probed: int = 0  # iterations the probe already spent on the first scale
+    probe_budget: int = 0  # a probe's candidate: how many iterations it gets
+    probe_history: list[dict[str, float]] = field(default_factory=list)
 
     @classmethod
     def create(cls, job: StylizeJob) -> _PreparedJob:
@@ -583,7 +885,8 @@ class _PreparedJob:
             raise ParameterError("style_blend", "weights sum to zero", "give a positive weight")
         blend = [b / total for b in blend]
         width, height = result_size(job.content.size, p)
-        content = imaging.pil_to_tensor(imaging.resized(job.content, (width, height)))
+        photo = imaging.pil_to_tensor(imaging.resized(job.content, (width, height)))
+        content = photo
         style_long = max(8, round(p.size * p.style_scale))
         styles = []
         for style in job.styles:
@@ -591,11 +894,11 @@ class _PreparedJob:
             styles.append(imaging.pil_to_tensor(imaging.resized(style, size)))
         colour_source = None
         if p.preserve_color == "luminance":
-            colour_source = content
-            styles = [imaging.match_luminance(s, content) for s in styles]
-            content = imaging.luminance(content)
+            colour_source = photo
+            styles = [imaging.match_luminance(s, photo) for s in styles]
+            content = imaging.luminance(photo)
         elif p.preserve_color == "histogram":
-            styles = [imaging.match_color_statistics(s, content).clamp(0, 1) for s in styles]
+            styles = [imaging.match_color_statistics(s, photo).clamp(0, 1) for s in styles]
         if p.init == "image" and job.init_image is None:
             raise ParameterError(
                 "init",
@@ -610,6 +913,7 @@ class _PreparedJob:
         return cls(
             p,
             content,
+            photo,
             colour_source,
             styles,
             blend,
@@ -617,8 +921,28 @@ class _PreparedJob:
             init,
         )
 
+    def with_weight(self, weight: float, probe: int = 0) -> _PreparedJob:
+        """This job with a fixed content weight: a probe's candidate (``probe``: its
+        iterations, which its parameters keep so the batch's budgets can be read from them),
+        or the weight chosen."""
+        return dataclasses.replace(
+            self,
+            params=dataclasses.replace(self.params, content_weight=float(weight)),
+            metrics=dict(self.metrics),
+            probe_budget=probe,
+        )
+
     def content_at(self, width: int, height: int) -> torch.Tensor:
         return _resize(self.content, width, height)
+
+    def photo_at(self, width: int, height: int) -> torch.Tensor:
+        return _resize(self.photo, width, height)
+
+    def cover_at(self, width: int, height: int) -> torch.Tensor:
+        """The (first) cover, sized to cover ``width``×``height`` as the judge compares."""
+        style = self.styles[0]
+        w, h = imaging.fit_long_side(style.shape[-1], style.shape[-2], max(width, height))
+        return _resize(style, w, h)
 
     def styles_at(self, long_side: int) -> list[torch.Tensor]:
         out = []
@@ -646,10 +970,31 @@ class _PreparedJob:
             noise = noise[:, :1].expand(-1, 3, -1, -1).contiguous()
         return noise
 
-    def finish(self, x: torch.Tensor) -> Image.Image:
+    def finish(self, x: torch.Tensor) -> torch.Tensor:
+        """The result as an RGB tensor in 0..1: colours restored, smoothed when asked."""
+        x = x.detach().to(torch.float32)
+        height, width = x.shape[-2:]
         if self.colour_source is not None:
-            x = imaging.with_chroma_of(x, self.colour_source)
-        return imaging.tensor_to_pil(x)
+            x = imaging.with_chroma_of(x, _resize(self.colour_source, width, height).to(x))
+        if self.params.smooths():
+            from .photoreal import local_affine_smooth
+
+            photo = self.photo_at(width, height).to(x)
+            x = local_affine_smooth(x, photo, radius=max(2, round(max(width, height) / 64)))
+        return x.clamp(0, 1).cpu()
+
+
+def _term_weights(params: StyleParams) -> list[float]:
+    """content, style, total-variation and photorealism weights of a job (content fixed:
+    an automatic weight has been chosen by the probe before any loss is built)."""
+    if params.content_weight == AUTO:
+        raise ParameterError("content_weight", "auto must be chosen before painting")
+    return [
+        float(params.content_weight),
+        params.style_weight,
+        params.tv_weight,
+        params.photorealism_weight(),
+    ]
 
 
 def _resize(image: torch.Tensor, width: int, height: int) -> torch.Tensor:

@@ -17,8 +17,8 @@ torch's weights-only loader; the package's code is never imported.
 Detection runs on a copy whose long side is at most ``max_side`` pixels, so its cost is
 bounded whatever the photo's size; boxes come back as fractions of the image, which hold at
 any resolution. With the default settings the boxes are a function of the image's pixels (up to
-floating-point differences between machines), versioned by ``FACE_DETECTOR_VERSION``, so they
-may be cached by the image's content hash.
+floating-point differences between machines), versioned by
+``params.FACE_DETECTOR_VERSION``, so they may be cached by the image's content hash.
 """
 
 from __future__ import annotations
@@ -40,9 +40,6 @@ from torch import nn
 from . import weights
 from .errors import ParameterError, WeightsError
 from .imaging import fit_long_side, resized, to_rgb
-
-# Bump when the boxes found for the same image change (weights, stages, defaults, resizing).
-FACE_DETECTOR_VERSION = "mtcnn-1"
 
 
 @dataclass(frozen=True)
@@ -583,13 +580,22 @@ class FaceDetector:
 
 
 def face_weight_map(
-    boxes: Sequence[FaceBox], width: int, height: int, factor: float
+    boxes: Sequence[FaceBox],
+    width: int,
+    height: int,
+    factor: float,
+    mean_at_most: float | None = None,
 ) -> torch.Tensor:
     """A (1, 1, height, width) float32 multiplier: 1 away from faces, ``factor`` inside them.
 
     Each face contributes a soft ellipse a little larger than its box (hair, ears and chin
     included): ``factor`` in its core, easing smoothly to 1 at its rim. Where faces overlap,
     the strongest effect wins. Boxes are fractions, so any resolution of the image works.
+
+    ``mean_at_most`` caps the map's mean: when faces fill much of the frame (a close portrait)
+    the factor is lowered until the mean is the cap. Protection weighs faces against the rest
+    of the picture; a map that is high nearly everywhere would only scale the content weight
+    as a whole, which is the content weight's job.
     """
     if width < 1 or height < 1:
         raise ParameterError("size", f"{width}×{height} is not an image size", "use at least 1×1")
@@ -616,5 +622,8 @@ def face_weight_map(
         ramp = np.clip((1 - distance) / (1 - _ELLIPSE_CORE), 0, 1)
         window = strength[top:bottom, left:right]
         np.maximum(window, ramp * ramp * (3 - 2 * ramp), out=window)  # smoothstep
-    weight = 1 + (factor - 1) * strength
+    raised = factor - 1
+    if mean_at_most is not None and 1 + raised * strength.mean() > mean_at_most:
+        raised = max(0.0, mean_at_most - 1) / strength.mean()
+    weight = 1 + raised * strength
     return torch.from_numpy(weight.astype(np.float32)).view(1, 1, height, width)

@@ -23,7 +23,30 @@ from .layers import VGG_CONFIGS, check_layers
 Region = tuple[float, float, float, float, float]
 
 # Bump when a change to the engine changes the images it makes for the same inputs.
-ENGINE_VERSION = "1"
+ENGINE_VERSION = "2"
+# The recipes of what the engine computes on its own; each is part of a job's key only when
+# the job uses it (see ``recipe_versions``). Bump one when the same input gives a different
+# answer: the face boxes found (faces.py: weights, stages, resizing), the judge's scores
+# (quality.py), the photorealism term or the smoothing filter (photoreal.py).
+FACE_DETECTOR_VERSION = "mtcnn-1"
+QUALITY_VERSION = "1"
+PHOTOREAL_VERSION = "1"
+AUTO = "auto"
+# What `photorealism: auto` means in photo mode (see docs/engine.md for how it was chosen).
+PHOTO_REALISM = 3000.0
+# `content_weight: auto`: the candidates painted side by side at the coarse scale, and for
+# how many iterations, before the engine picks one (docs/engine.md says how and why).
+AUTO_CANDIDATES = (1.0, 2.0, 4.0, 8.0)
+PROBE_ITERATIONS = 25
+# The lowest candidate whose probe keeps at least this much of the photo (the judge's
+# content_kept) wins; when none does, the highest. Finished results people call safely
+# recognisable keep 0.15 or more (docs/quality.md); a probe, 25 iterations into the coarse
+# scale, still runs ahead of its finished result, and on the hard pairs a probe at 0.25
+# finished at 0.15 or more (docs/engine.md).
+AUTO_AIM = 0.25
+# Face protection never lifts the photo's mean content weight above this many times the
+# pair's: in a close portrait the face is the picture, and the content weight (auto) decides.
+FACE_MEAN_CAP = 2.0
 
 
 def _p(default: Any, help: str, **meta: Any) -> Any:
@@ -75,8 +98,14 @@ class StyleParams:
         25, "Iterations over which `tolerance` is judged.", min=1, max=10000, group="schedule"
     )
     # -- losses ----------------------------------------------------------------------------
-    content_weight: float = _p(
-        1.0, "Weight of the content loss (keeps the photo).", min=0.0, max=1e6, group="losses"
+    content_weight: float | str = _p(
+        AUTO,
+        "Weight of the content loss (keeps the photo); auto chooses it per pair, the lowest "
+        "that keeps the subject recognisable, by painting a few candidates at the coarse scale "
+        "and judging them (see quality).",
+        min=0.0,
+        max=1e6,
+        group="losses",
     )
     style_weight: float = _p(
         10.0,
@@ -129,11 +158,49 @@ class StyleParams:
         max=4.0,
         group="losses",
     )
+    protect_faces: bool = _p(
+        True,
+        "Detect faces in the photo (MTCNN) and multiply the content weight inside them by "
+        "face_weight, so band members stay recognisable.",
+        group="losses",
+    )
+    face_weight: float = _p(
+        10.0,
+        "Content-weight multiplier inside detected faces (with protect_faces); lowered when "
+        "faces fill the frame, so the photo's mean weight stays at most twice the pair's.",
+        min=1.0,
+        max=100.0,
+        group="losses",
+    )
     content_regions: tuple[Region, ...] = _p(
         (),
         "Rectangles `left,top,right,bottom,weight` (fractions of the image) whose content "
         "weight is multiplied by weight, e.g. to keep faces recognisable.",
         group="losses",
+    )
+    # -- photographic mode ------------------------------------------------------------------
+    mode: str = _p(
+        "artistic",
+        "artistic paints the photo with the cover's brush marks; photo keeps a photograph and "
+        "gives it the cover's light and colour (photorealism and smoothing on, see below).",
+        choices=("artistic", "photo"),
+        group="photo",
+    )
+    photorealism: float | str = _p(
+        AUTO,
+        "Weight of Deep Photo Style Transfer's regulariser (the photo's matting Laplacian): "
+        "only locally affine colour changes of the photo pass. 0 turns it off; auto is 0 in "
+        "artistic mode and the photo mode's default (docs/engine.md) in photo mode.",
+        min=0.0,
+        max=1e6,
+        group="photo",
+    )
+    smoothing: str = _p(
+        AUTO,
+        "Finish with a guided filter of the result by the photo (He et al.), which re-imposes "
+        "the photo's edges on the new colours: on, off, or auto (on in photo mode).",
+        choices=(AUTO, "on", "off"),
+        group="photo",
     )
     # -- colour ----------------------------------------------------------------------------
     preserve_color: str = _p(
@@ -190,6 +257,16 @@ class StyleParams:
         sizes = [round(self.min_size * ratio**i) for i in range(self.scales - 1)]
         return [*sizes, self.size]
 
+    def photorealism_weight(self) -> float:
+        """λ of the photorealism regulariser: the number given, else the mode's."""
+        if self.photorealism == AUTO:
+            return PHOTO_REALISM if self.mode == "photo" else 0.0
+        return float(self.photorealism)
+
+    def smooths(self) -> bool:
+        """Whether the result is finished with the guided filter."""
+        return self.smoothing == "on" or (self.smoothing == AUTO and self.mode == "photo")
+
     def resolved_style_layer_weights(self) -> list[float]:
         """Per-layer style weights summing to 1."""
         raw = self.style_layer_weights or tuple(0.5**i for i in range(len(self.style_layers)))
@@ -240,8 +317,10 @@ class ParamSpec:
 
 
 _KINDS = {
+    bool: "bool",
     int: "int",
     float: "float",
+    float | str: "float_or_auto",
     str: "str",
     tuple[str, ...]: "str_list",
     tuple[float, ...]: "float_list",
@@ -300,6 +379,15 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def resolved_value(name: str, value: Any, metrics: Mapping[str, Any], arrow: str = "→") -> str:
+    """A parameter's value as results show it: ``auto → 4`` where the engine chose (the choice
+    is in the result's ``metrics`` under the parameter's name), else as a user writes it."""
+    chosen = metrics.get(name)
+    if value == AUTO and isinstance(chosen, int | float) and not isinstance(chosen, bool):
+        return f"auto {arrow} {format_value(float(chosen))}"
+    return format_value(value)
+
+
 def format_number(number: float) -> str:
     """A number as a person writes it: 2147483647, not 2.14748e+09; 0.002, 1e-07."""
     if isinstance(number, int) or (float(number).is_integer() and abs(number) < 1e16):
@@ -340,8 +428,10 @@ def shown(value: Any, limit: int = 60) -> str:
 
 def _kind_hint(s: ParamSpec) -> str:
     return {
+        "bool": "give true or false",
         "int": "give a whole number",
         "float": "give a number",
+        "float_or_auto": "give a number, or auto",
         "str": f"use one of {', '.join(s.choices or ())}",
         "str_list": "give names separated by commas, e.g. relu1_1,relu2_1",
         "float_list": "give numbers separated by commas, e.g. 1,0.5,0.25",
@@ -350,6 +440,19 @@ def _kind_hint(s: ParamSpec) -> str:
 
 
 def _coerce_kind(kind: str, value: Any) -> Any:
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower() if isinstance(value, str | int) else ""
+        if text in ("true", "yes", "on", "1"):
+            return True
+        if text in ("false", "no", "off", "0"):
+            return False
+        raise ValueError("expected true or false")
+    if kind == "float_or_auto":
+        if isinstance(value, str) and value.strip().lower() == AUTO:
+            return AUTO
+        return _coerce_kind("float", value)
     if kind == "int":
         if isinstance(value, bool):
             raise TypeError("expected a whole number, not true/false")
@@ -407,7 +510,9 @@ def _check_range(s: ParamSpec, value: Any) -> None:
         hint = f"did you mean {close[0]!r}?" if close else f"use one of {', '.join(s.choices)}"
         raise ParameterError(s.name, f"{value!r} is not a choice", hint)
     numbers = value if isinstance(value, tuple) and s.kind == "float_list" else (value,)
-    if s.kind in ("int", "float", "float_list"):
+    if s.kind == "float_or_auto" and value == AUTO:
+        return
+    if s.kind in ("int", "float", "float_list", "float_or_auto"):
         for number in numbers:
             if s.min is not None and number < s.min:
                 raise ParameterError(
@@ -545,3 +650,34 @@ def params_markdown() -> str:
         default = f"`{s.default_text}`" if s.default_text else "(none)"
         rows.append(f"| `{s.name}` | {default} | {s.range_text} | {s.help.replace('|', '/')} |")
     return "\n".join(rows) + "\n"
+
+
+def recipe_versions(params: StyleParams) -> dict[str, str]:
+    """The versions of what a job computes on its own (face boxes, the judge that picks an
+    automatic weight, the matting Laplacian), for its key: each only when the job uses it."""
+    versions = {}
+    if params.protect_faces and params.face_weight > 1:
+        versions["faces"] = f"{FACE_DETECTOR_VERSION}, mean at most {FACE_MEAN_CAP:g}"
+    if params.content_weight == AUTO:
+        # The choice's own constants too: changing them changes the weight chosen.
+        candidates = ",".join(f"{w:g}" for w in AUTO_CANDIDATES)
+        versions["judge"] = QUALITY_VERSION
+        versions["auto"] = f"{candidates}; {PROBE_ITERATIONS} iterations; aim {AUTO_AIM:g}"
+    if params.photorealism_weight() > 0 or params.smooths():
+        versions["photoreal"] = PHOTOREAL_VERSION
+    return versions
+
+
+def probe_iterations(params: StyleParams) -> int:
+    """Iterations each candidate of an automatic content weight gets: PROBE_ITERATIONS, or
+    fewer when the stage the probe stands for (the first scale) is shorter."""
+    if params.content_weight != AUTO:
+        return 0
+    first = params.coarse_iterations if len(params.scale_sizes()) > 1 else params.iterations
+    return max(1, min(PROBE_ITERATIONS, first))
+
+
+def total_iterations(params: StyleParams) -> int:
+    """The most iterations a job of these parameters can take, over every stage and scale."""
+    scales = len(params.scale_sizes())
+    return params.iterations + (scales - 1) * params.coarse_iterations + probe_iterations(params)

@@ -24,8 +24,11 @@ from ..atomic import atomic_writer, write_bytes
 from . import weightsources
 from .errors import WeightsError
 from .layers import LayerInfo, layer_table
+
+# For the other users of packaged weights (faces, quality): one way to find and pin them.
+from .weightsources import PackageWeights as PackageWeights
 from .weightsources import WeightsSource, choose_source, converted_paths, no_weights_message
-from .weightsources import locate_package_file as locate_package_file  # for other weight users
+from .weightsources import locate_package_file as locate_package_file
 
 DOWNLOAD_TIMEOUT_S = (15.0, 60.0)  # connect, read (between chunks)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..catalog import ImageRef, Pair
 from ..inventory import PairState
-from ..nst.params import format_value, param_specs
+from ..nst.params import param_specs, resolved_value
 from ..results import ResultStore
 from ..text import is_web_url
 from .images import DerivedImage
@@ -95,6 +95,10 @@ class Render:
     device: str
     iterations: int | None
     engine: str
+    content_kept: float | None = None  # the judge's two numbers (docs/quality.md)
+    style_taken: float | None = None
+    faces: int | None = None  # faces protected; None when protection was off
+    mode: str = "artistic"  # artistic or photo
 
 
 @dataclass(frozen=True)
@@ -227,10 +231,22 @@ def _entry(state: PairState, derived: Mapping[str, DerivedImage]) -> GalleryEntr
             device=_first(record.device if record else None, stored.device) or "",
             iterations=_first(record.iterations if record else None, stored.iterations),
             engine=stored.engine_version,
+            content_kept=_number(stored.metrics.get("content_kept")),
+            style_taken=_number(stored.metrics.get("style_taken")),
+            faces=_count(stored.metrics.get("faces")),
+            mode=str(stored.params.get("mode") or "artistic"),
         ),
-        params=param_rows(stored.params or (record.params if record else {}), pair.overrides),
-        overrides=override_rows(stored.params, pair.overrides),
+        params=param_rows(stored.params, pair.overrides, stored.metrics),
+        overrides=override_rows(stored.params, pair.overrides, stored.metrics),
     )
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _first(*values: Any) -> Any:
@@ -315,19 +331,29 @@ def credit_for(ref: ImageRef) -> Credit:
     )
 
 
-def param_rows(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> tuple[ParamRow, ...]:
+def shown_value(name: str, value: Any, metrics: Mapping[str, Any]) -> str:
+    """A parameter's value as the page shows it: ``auto → 4`` where the engine chose."""
+    return resolved_value(name, value, metrics) or "—"
+
+
+def param_rows(
+    params: Mapping[str, Any], overrides: Mapping[str, Any], metrics: Mapping[str, Any]
+) -> tuple[ParamRow, ...]:
     """Every resolved parameter, in the order the engine declares them (names a newer or
     older engine knows come last); those the pair overrides are marked."""
     order = [spec.name for spec in param_specs()]
     names = [n for n in order if n in params] + sorted(n for n in params if n not in order)
     return tuple(
-        ParamRow(name, format_value(params[name]) or "—", name in overrides) for name in names
+        ParamRow(name, shown_value(name, params[name], metrics), name in overrides)
+        for name in names
     )
 
 
-def override_rows(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> tuple[ParamRow, ...]:
+def override_rows(
+    params: Mapping[str, Any], overrides: Mapping[str, Any], metrics: Mapping[str, Any]
+) -> tuple[ParamRow, ...]:
     """The pair's own settings, in the catalog's order, with the values actually used."""
     return tuple(
-        ParamRow(name, format_value(params.get(name, value)) or "—", True)
+        ParamRow(name, shown_value(name, params.get(name, value), metrics), True)
         for name, value in overrides.items()
     )

