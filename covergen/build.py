@@ -59,8 +59,9 @@ class BuildOptions:
     render_site: bool = True
     docs_dir: Path | None = None  # a built user guide, published under site/docs/
     dry_run: bool = False
-    executor: str = "local"  # local, process or ray (see scheduler.make_executor)
-    ray_address: str | None = None
+    # local, process or ray (see scheduler.make_executor); None: the catalog's build settings
+    executor: str | None = None
+    ray_address: str | None = None  # None: the catalog's (none there: a local Ray instance)
     # Limits and network behaviour of the sources (sizes, timeouts, retries, allow_outside);
     # ``offline`` above is added to them.
     fetch: FetchSettings = field(default_factory=FetchSettings)
@@ -181,7 +182,9 @@ class _Build:
         self._sweep_leftovers()
         catalog = load_catalog(options.catalog, strict=False)
         selected = _select(catalog, options.only)
-        executor = executor or make_executor(options.executor, self._executor_settings())
+        executor = executor or make_executor(
+            options.executor or catalog.build.executor, self._executor_settings(catalog)
+        )
         if options.device != "auto":
             # A device named but missing here is an error before anything is recorded.
             self.summary.devices = list(executor.prepare())
@@ -402,7 +405,7 @@ class _Build:
         fetch = dataclasses.replace(options.fetch, offline=options.fetch.offline or options.offline)
         return ImageStore(self.paths["images"], fetch, read_only=options.dry_run)
 
-    def _executor_settings(self) -> ExecutorSettings:
+    def _executor_settings(self, catalog: Catalog) -> ExecutorSettings:
         options = self.options
         return ExecutorSettings(
             cache_dir=options.cache_dir,
@@ -410,7 +413,7 @@ class _Build:
             precision=options.precision,
             max_batch=options.max_batch,
             offline=options.offline,
-            ray_address=options.ray_address,
+            ray_address=options.ray_address or catalog.build.ray_address or None,
         )
 
     def _profile(self, catalog: Catalog, device_kind: str) -> str | None:

@@ -122,6 +122,19 @@ class SiteSettings:
     publish_keep_history: bool = False
 
 
+# Where `covergen build` runs the jobs: scheduler.EXECUTORS, written out so that reading a
+# catalog does not import the scheduler (a test compares).
+EXECUTORS = ("local", "process", "ray")
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """How builds of this catalog run unless the command line says otherwise."""
+
+    executor: str = "local"  # local, process or ray (docs/cluster.md)
+    ray_address: str = ""  # the Ray cluster to join; empty: a Ray instance on this machine
+
+
 def _keys(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("written", True))
 
@@ -130,7 +143,8 @@ def _keys(cls: type) -> tuple[str, ...]:
 PAIR_KEYS = _keys(Pair)
 IMAGE_KEYS = _keys(ImageRef)
 SITE_KEYS = _keys(SiteSettings)
-TOP_KEYS = ("site", "defaults", "profiles", "pairs")
+BUILD_KEYS = _keys(BuildSettings)
+TOP_KEYS = ("site", "build", "defaults", "profiles", "pairs")
 DEFAULT_BRANCH = SiteSettings.publish_branch
 
 
@@ -143,6 +157,7 @@ class Catalog:
     pairs: tuple[Pair, ...]
     # Problems of single pairs, left out of ``pairs`` (only when loaded with strict=False).
     problems: tuple[Problem, ...] = ()
+    build: BuildSettings = field(default_factory=BuildSettings)
 
     @property
     def root(self) -> Path:
@@ -312,6 +327,7 @@ def parse_catalog(text: str, path: Path, *, strict: bool = True) -> Catalog:
     entries: dict[str, _Node] = top.value
     _unknown_keys(entries, TOP_KEYS, "", None, None, problems)
     site = _site(entries.get("site"), problems)
+    build = _build(entries.get("build"), problems)
     defaults = _params_block(entries.get("defaults"), "defaults", None, None, problems)
     profiles: dict[str, dict[str, Any]] = {}
     if "profiles" in entries:
@@ -319,7 +335,12 @@ def parse_catalog(text: str, path: Path, *, strict: bool = True) -> Catalog:
             profiles[name] = _params_block(node, f"profiles.{name}", None, None, problems)
     pairs, owners = _pairs(entries.get("pairs"), problems)
     catalog = Catalog(
-        path=path, site=site, defaults=defaults, profiles=profiles, pairs=tuple(pairs)
+        path=path,
+        site=site,
+        defaults=defaults,
+        profiles=profiles,
+        pairs=tuple(pairs),
+        build=build,
     )
     if not any(p.index is None for p in problems):
         problems.extend(_resolution_problems(catalog, owners))
@@ -677,13 +698,13 @@ def _kind_of(node: _Node) -> str:
     return f"{node.text!r}" if node.text else "this value"
 
 
-def _site(node: _Node | None, problems: list[Problem]) -> SiteSettings:
-    if node is None:
-        return SiteSettings()
-    entries = _mapping(node, "site", None, None, problems)
-    _unknown_keys(entries, SITE_KEYS, "site", None, None, problems)
+def _settings(node: _Node, cls: type, section: str, problems: list[Problem]) -> dict[str, Any]:
+    """The fields of a settings section (``site``, ``build``) present in the file, checked:
+    booleans must be true or false, everything else text."""
+    entries = _mapping(node, section, None, None, problems)
+    _unknown_keys(entries, _keys(cls), section, None, None, problems)
     values: dict[str, Any] = {}
-    for f in dataclasses.fields(SiteSettings):
+    for f in dataclasses.fields(cls):
         if f.name not in entries:
             continue
         if f.type in (bool, "bool"):
@@ -694,23 +715,48 @@ def _site(node: _Node | None, problems: list[Problem]) -> SiteSettings:
                 problems.append(
                     Problem(
                         "must be true or false",
-                        field=f"site.{f.name}",
+                        field=f"{section}.{f.name}",
                         line=entries[f.name].line,
                     )
                 )
         else:
-            values[f.name] = _text(entries, f.name, "site", None, None, problems)
+            values[f.name] = _text(entries, f.name, section, None, None, problems)
+    return values
+
+
+def _site(node: _Node | None, problems: list[Problem]) -> SiteSettings:
+    if node is None:
+        return SiteSettings()
+    values = _settings(node, SiteSettings, "site", problems)
     base_url = values.get("base_url", "")
     if base_url and not is_web_url(base_url):
         problems.append(
             Problem(
                 f"{base_url!r} is not an http(s) URL",
                 field="site.base_url",
-                line=entries["base_url"].line,
+                line=node.value["base_url"].line,
                 hint="e.g. https://example.org/gallery/",
             )
         )
     return SiteSettings(**values)
+
+
+def _build(node: _Node | None, problems: list[Problem]) -> BuildSettings:
+    if node is None:
+        return BuildSettings()
+    values = _settings(node, BuildSettings, "build", problems)
+    executor = values.get("executor", BuildSettings.executor)
+    if executor not in EXECUTORS:
+        problems.append(
+            Problem(
+                f"no executor called {executor!r}",
+                field="build.executor",
+                line=node.value["executor"].line,
+                hint=f"use one of {', '.join(EXECUTORS)}",
+            )
+        )
+        values.pop("executor")
+    return BuildSettings(**values)
 
 
 def _params_block(

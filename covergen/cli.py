@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .catalog import EXECUTORS
 from .errors import CovergenError
 from .nst.errors import EngineError, ParameterError
 from .nst.params import ParamSpec, from_mapping, param_specs, parse_assignments
@@ -308,20 +309,19 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--site-dir", type=Path, default=Path("site"))
     group.add_argument("-q", "--quiet", action="store_true", help="print failures only")
-    # Where the jobs run (docs/cluster.md). The names are scheduler.EXECUTORS, written out
-    # because importing the scheduler would slow every command's start (a test compares).
+    # Where the jobs run (docs/cluster.md): the catalog's `build:` settings unless given.
     group.add_argument(
         "--executor",
-        choices=("local", "process", "ray"),
-        default="local",
-        help="local (threads here, the default), process (a worker process per device) "
-        "or ray (a Ray cluster: pip install 'covergen[ray]')",
+        choices=EXECUTORS,
+        help="local (threads here; the default unless the catalog's build.executor says "
+        "otherwise), process (a worker process per device) or ray (a Ray cluster: "
+        "pip install 'covergen[ray]')",
     )
     group.add_argument(
         "--ray-address",
         metavar="ADDRESS",
-        help="the Ray cluster to join (its head's host:6379, or auto); "
-        "default: start a Ray instance on this machine",
+        help="the Ray cluster to join (its head's host:6379, or auto); default: the "
+        "catalog's build.ray_address, else a Ray instance started on this machine",
     )
 
 

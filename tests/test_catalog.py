@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from covergen.catalog import CatalogError, load_catalog, parse_catalog, slugify
+from covergen.catalog import BuildSettings, CatalogError, load_catalog, parse_catalog, slugify
 from covergen.errors import CovergenError
 from covergen.nst import StyleParams
 from covergen.text import is_web_url
@@ -107,6 +107,9 @@ def test_every_problem_is_reported_at_once():
         ),
         ("pairs:\n  - album: B\n    photo: p.jpg\n    cover: c.png\n", "band: is missing"),
         ("site: {base_url: example.org}\npairs: []\n", "not an http(s) URL"),
+        ("build: {executor: dask}\npairs: []\n", "no executor called 'dask'"),
+        ("build: {executer: ray}\npairs: []\n", "did you mean 'executor'"),
+        ("build: {executor: [ray]}\npairs: []\n", "build.executor"),
         ("pairz: []\n", "did you mean 'pairs'"),
         (
             "defaults: {content_layers: relu4_9}\n"
@@ -118,6 +121,12 @@ def test_every_problem_is_reported_at_once():
 def test_bad_catalogs_say_what_is_wrong(text, words):
     described = "\n".join(p.describe() for p in problems_of(text))
     assert words in described
+
+
+def test_build_settings_are_read_and_default_to_the_local_executor():
+    assert parse("pairs: []\n").build == BuildSettings()
+    settings = parse("build:\n  executor: ray\n  ray_address: head:6379\npairs: []\n").build
+    assert settings == BuildSettings(executor="ray", ray_address="head:6379")
 
 
 def test_duplicate_ids_are_refused_with_both_lines():

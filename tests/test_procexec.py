@@ -163,6 +163,19 @@ class StandInEngine:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+class Stages:
+    """Build events that keep the stage lines and ignore the rest."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+
+    def stage(self, text: str) -> None:
+        self.lines.append(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
 # ---------------------------------------------------------------------- the tests
 
 
@@ -176,7 +189,12 @@ def test_process_executor_paints_the_same_bytes_as_the_local_one(
     local = build(options(project, "cache-local"))
     assert set(statuses(local).values()) == {"built"}, [o.error for o in local.outcomes]
 
-    process = build(options(project, "cache-process", executor="process"))
+    # The catalog's build settings choose the executor when the command line does not.
+    catalog = project / "catalog.yaml"
+    catalog.write_text("build:\n  executor: process\n" + catalog.read_text())
+    stages: list[str] = []
+    process = build(options(project, "cache-process"), Stages(stages))
+    assert any("(process executor)" in text for text in stages), stages
 
     assert statuses(process) == statuses(local)
     painted = results(project, "cache-process")

@@ -268,8 +268,11 @@ def build_with(opts: Any, events: Any = None, **values: Any) -> Any:
 
 
 def test_the_cli_offers_every_executor_and_the_address(capsys: pytest.CaptureFixture[str]):
+    from covergen import catalog
     from covergen.cli import build_parser
     from covergen.scheduler import EXECUTORS
+
+    assert catalog.EXECUTORS == EXECUTORS
 
     parser = build_parser()
     for command in ("build", "rerun"):
@@ -277,7 +280,7 @@ def test_the_cli_offers_every_executor_and_the_address(capsys: pytest.CaptureFix
         for name in EXECUTORS:
             args = parser.parse_args([command, *pair, "--executor", name, "--ray-address", "auto"])
             assert (args.executor, args.ray_address) == (name, "auto")
-        assert parser.parse_args([command, *pair]).executor == "local"
+        assert parser.parse_args([command, *pair]).executor is None  # the catalog's, or local
     with pytest.raises(SystemExit):
         parser.parse_args(["build", "--executor", "dask"])
     assert "invalid choice: 'dask'" in capsys.readouterr().err
