@@ -3,7 +3,7 @@
 #   make test             lint, then the whole test suite
 #   make rerun PAIR=id    repaint one pair (add SET="content_weight=5" to try a value)
 #   make serve            preview the site;  make publish: send it to site.publish
-#   make bench            engine benchmarks on the current device
+#   make bench            benchmarks on the current device (engine, peers, no-op, Ray)
 #   make sheets           the docs' contact sheets (covergen sweep)
 
 PYTHON ?= python3
@@ -86,6 +86,9 @@ test: lint test-deps
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py
+	$(BIN)/python scripts/peers.py --sheet cache/peers.jpg
+	$(BIN)/python scripts/bench_noop.py
+	$(BIN)/python scripts/bench_ray.py
 
 clean:
 	rm -rf cache site .pytest_cache .ruff_cache

@@ -4,8 +4,9 @@ Sections (``--sections``, all by default):
 - ``timing``: per size, seconds per iteration of the engine (steady state, targets excluded)
   and seconds per forward+backward of the bare network through the same layers, the floor on
   this device, measured interleaved so both see the same machine; their ratio (goal < 1.10);
-- ``scales``: the loss reached at the final size within the same wall-clock budget by
-  single-scale and by multi-scale optimisation;
+- ``scales``: coarse-to-fine schedules against one scale within the same wall-clock budget,
+  judged along the way by the quality measures: how soon each takes the cover to a given
+  ``style_taken`` with the photo still recognisable;
 - ``optimiser``: L-BFGS against Adam within the same budget;
 - ``costs``: what the defaults cost at the draft profile, as ratios to a fixed-weight pair
   without face detection, painted in turns in the same process: face detection, the
@@ -34,7 +35,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from covergen.nst import Cancelled, Engine, Runtime, StyleParams
+from covergen.nst import Cancelled, Engine, Runtime, StyleParams, imaging
+from covergen.nst.optim import BatchLBFGS
+from covergen.nst.params import AUTO_AIM, fit_long_side
 from covergen.nst.vgg import deepest_layer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,25 +138,77 @@ def timing_table(engine: Engine, photo, cover, sizes: list[int], iterations: int
     return per_size
 
 
-def scales_table(engine: Engine, photo, cover, sizes, budgets, per_size) -> None:
+def quality_over_time(
+    engine: Engine, photo: Image.Image, cover: Image.Image, params: StyleParams, budget: float
+) -> list[tuple[float, float, float]]:
+    """Paint for ``budget`` seconds, keeping the image every few iterations of the final
+    scale (copies excluded from the clock), then judge every kept image: a list of
+    (seconds, content_kept, style_taken)."""
+    width, height = fit_long_side(*photo.size, params.size)
+    kept: list[tuple[float, torch.Tensor]] = []
+    clock = {"start": 0.0, "paused": 0.0, "steps": 0}
+    original = BatchLBFGS.step
+
+    def elapsed() -> float:
+        return time.perf_counter() - clock["start"] - clock["paused"]
+
+    def step(self: BatchLBFGS, grad: torch.Tensor, active: torch.Tensor) -> None:
+        original(self, grad, active)
+        if tuple(self.x.shape[-2:]) == (height, width):
+            clock["steps"] += 1
+            if clock["steps"] % 5 == 0:
+                synchronise(engine.device)
+                before = time.perf_counter()
+                kept.append((elapsed(), self.x.detach().clamp(0, 1).float().cpu().clone()))
+                clock["paused"] += time.perf_counter() - before
+
+    BatchLBFGS.step = step  # type: ignore[method-assign]
+    try:
+        clock["start"] = time.perf_counter()
+        with contextlib.suppress(Cancelled):
+            engine.stylize(photo, cover, params, cancel=lambda: elapsed() > budget)
+    finally:
+        BatchLBFGS.step = original  # type: ignore[method-assign]
+    photo_t = imaging.pil_to_tensor(imaging.resized(photo, (width, height)))
+    cover_t = imaging.pil_to_tensor(imaging.resized(cover, fit_long_side(*cover.size, params.size)))
+    scores = engine.judge.score_many(photo_t, cover_t, [image for _, image in kept])
+    return [(t, s.content_kept, s.style_taken) for (t, _), s in zip(kept, scores, strict=True)]
+
+
+def first_time(curve: list[tuple[float, float, float]], style: float) -> str:
+    """When the cover is taken to ``style`` with the photo still recognisable (AUTO_AIM)."""
+    for seconds, content, taken in curve:
+        if taken >= style and content >= AUTO_AIM:
+            return f"{seconds:.0f}"
+    return "—"
+
+
+def scales_table(engine: Engine, photo, cover, sizes, budgets) -> None:
+    """Coarse-to-fine against one scale in the same wall-clock budget, judged by the quality
+    measures along the way (fixed weights, early stopping off)."""
     print(
-        "\n| size | budget s | single-scale loss (iterations) | multi-scale loss (iterations) "
-        "| multi / single |"
+        "\n| size | budget s | schedule | final-scale iterations | content / style at the end "
+        "| s to style 0.22 | s to style 0.30 |"
     )
-    print("| --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for size, budget in zip(sizes, budgets, strict=True):
-        single = StyleParams(size=size, scales=1, iterations=100000, tolerance=0, **FIXED)
-        # Two coarser scales at 1/4 and 1/2 the size, each given about 15% of the budget:
-        # an iteration there costs about 1/16 and 1/4 of one at full size.
-        coarse = max(10, round(0.15 * budget / (per_size[size] / 4)))
-        multi = single.replace(scales=3, min_size=size // 4, coarse_iterations=coarse)
-        loss_single, n_single = loss_within_budget(engine, photo, cover, single, budget)
-        loss_multi, n_multi = loss_within_budget(engine, photo, cover, multi, budget)
-        print(
-            f"| {size} | {budget:.0f} | {loss_single:.4f} ({n_single}) | "
-            f"{loss_multi:.4f} ({n_multi}) | {loss_multi / loss_single:.3f} |",
-            flush=True,
-        )
+        base = StyleParams(size=size, iterations=100000, tolerance=0, **FIXED)
+        schedules = {
+            "one scale": base.replace(scales=1),
+            "defaults (3 scales from 128, 150 each)": base,
+            "3 scales, 50 coarse each": base.replace(coarse_iterations=50),
+            "2 scales from size/2, 50 coarse": base.replace(
+                scales=2, min_size=size // 2, coarse_iterations=50
+            ),
+        }
+        for name, params in schedules.items():
+            curve = quality_over_time(engine, photo, cover, params, budget)
+            end = f"{curve[-1][1]:.2f} / {curve[-1][2]:.2f}" if curve else "never reached"
+            print(
+                f"| {size} | {budget:.0f} | {name} | {5 * len(curve)} | {end} "
+                f"| {first_time(curve, 0.22)} | {first_time(curve, 0.30)} |",
+                flush=True,
+            )
 
 
 def optimiser_table(engine: Engine, photo, cover, size: int, budget: float) -> None:
@@ -284,11 +339,10 @@ def main(argv: list[str] | None = None) -> int:
     iterations = 4 if args.quick else args.iterations
     sections = set(args.sections)
 
-    per_size: dict[int, float] = {}
-    if sections & {"timing", "scales"}:
-        per_size = timing_table(engine, photo, cover, args.sizes, iterations)
+    if "timing" in sections:
+        timing_table(engine, photo, cover, args.sizes, iterations)
     if "scales" in sections:
-        scales_table(engine, photo, cover, args.sizes, budgets, per_size)
+        scales_table(engine, photo, cover, args.sizes, budgets)
     if "optimiser" in sections:
         size = min(args.sizes)
         optimiser_table(engine, photo, cover, size, budgets[args.sizes.index(size)])

@@ -8,8 +8,9 @@ raw), ``OUT/*.jpg`` (sheets). Tested on the CPU with ``--quick`` (tiny sizes, sa
 2. batched throughput of whole pairs at 512 px (the default schedule) — goal ≤ 2 s a pair;
 3. the out-of-memory path on a real GPU: memory capped so that a batch of 8 does not fit
    (halving), then a job that fits nowhere on the GPU (the CPU fallback);
-4. the peer benchmark (scripts/peers.py) at 512 px;
-5. the sample catalog built with the final profile, end to end.
+4. coarse-to-fine against one scale at 512 and 1024 px, judged (scripts/bench.py scales);
+5. the peer benchmark (scripts/peers.py) at 512 px;
+6. the sample catalog built with the final profile, end to end.
 
 Usage (there): python scripts/gpu_check.py --out "$OUT"   (scripts/gpu_check.sh sets it up)
 """
@@ -215,6 +216,17 @@ def peers(report: Report, device: str, size: int, deadline: float) -> None:
     report.line(done.stdout[-6000:] or done.stderr[-3000:])
 
 
+def scales(report: Report, device: str, sizes: list[int], budgets: list[int],
+           deadline: float) -> None:  # fmt: skip
+    """scripts/bench.py's race of schedules, on this device."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--device", device, "--sections",
+         "scales", "--sizes", *map(str, sizes), "--budget", *map(str, budgets)],
+        capture_output=True, text=True, timeout=max(30, deadline - time.perf_counter()),
+    )  # fmt: skip
+    report.line(done.stdout[-6000:] or done.stderr[-3000:])
+
+
 def sample_build(report: Report, device: str, deadline: float) -> None:
     work = Path(tempfile.mkdtemp(prefix="covergen-gpu-"))
     try:
@@ -258,20 +270,23 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.quick
     sizes = [64, 96] if quick else [512, 768, 1024]
     batches = [1, 2] if quick else [1, 4, 8]
-    section(report, "Engine per iteration", 20 if quick else 150,
+    section(report, "Engine per iteration", 20 if quick else 100,
             lambda end: engine_table(report, device, sizes, batches, end))  # fmt: skip
     section(
         report,
         "Batched throughput, whole pairs",
-        60 if quick else 90,
+        60,
         lambda end: throughput(report, device, 96 if quick else 512, 2 if quick else 8, end),
     )
-    section(report, "Out of memory: halving, then the CPU", 20 if quick else 60,
+    section(report, "Out of memory: halving, then the CPU", 20 if quick else 45,
             lambda end: memory_path(report, device, end))  # fmt: skip
-    section(report, "Peer benchmark", 60 if quick else 120,
+    section(report, "Coarse-to-fine against one scale, judged", 40 if quick else 100,
+            lambda end: scales(report, device, [64] if quick else [512, 1024],
+                               [3] if quick else [6, 20], end))  # fmt: skip
+    section(report, "Peer benchmark", 60 if quick else 90,
             lambda end: peers(report, device, 64 if quick else 512, end))  # fmt: skip
     if not quick:
-        section(report, "The sample catalog, final profile", 90,
+        section(report, "The sample catalog, final profile", 80,
                 lambda end: sample_build(report, device, end))  # fmt: skip
     return 0
 

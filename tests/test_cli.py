@@ -11,7 +11,7 @@ from PIL import Image
 
 from covergen import cli
 from covergen.nst import StyleParams, from_mapping, param_specs
-from covergen.nst.params import params_markdown
+from covergen.nst.params import format_value, params_markdown
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -115,6 +115,34 @@ def test_unreadable_inputs_name_the_field(tmp_path, capsys):
 def test_the_docs_parameter_table_is_generated_from_the_dataclass():
     page = (DOCS / "parameters.md").read_text()
     assert params_markdown() in page, "run: covergen params --markdown, paste into docs"
+
+
+def _squashed(text: str) -> str:
+    return re.sub(r"[^a-z0-9.]", "", text.lower())
+
+
+def test_the_engine_pages_defaults_table_says_what_the_dataclass_says():
+    """docs/engine.md explains the defaults in prose; every value it names must be the
+    dataclass's (a sequence: its first and last items), so a changed default fails here."""
+    page = (DOCS / "engine.md").read_text()
+    table = page.split("## Defaults, and why", 1)[1].split("\n\n", 2)[1]
+    defaults = StyleParams()
+    checked = 0
+    for row in table.splitlines()[2:]:
+        names_cell, default_cell = row.split(" | ")[:2]
+        names = re.findall(r"`([a-z_]+)`", names_cell)
+        assert names, row
+        shown = _squashed(default_cell)
+        for name in names:
+            value = getattr(defaults, name)
+            items = [value[0], value[-1]] if isinstance(value, tuple) else [value]
+            for item in items:
+                want = _squashed(format_value(item))
+                if name == "weights" and item == "auto":
+                    want = "caffe"  # auto means caffe for the default network (the row says)
+                assert want in shown, f"docs/engine.md says {default_cell!r} for {name}"
+                checked += 1
+    assert checked >= 12
 
 
 # ----------------------------------------------------------------------------- every command

@@ -267,3 +267,24 @@ def test_screenshots_at_desktop_and_phone_widths(browser, server, tmp_path):
     SHOTS.mkdir(parents=True, exist_ok=True)
     for file in sorted(shots.iterdir()):
         shutil.copy(file, SHOTS / file.name)
+
+
+SHOWN_AND_PAINTED = """() => {
+  const stage = document.querySelector('[data-compare-stage]');
+  const layout = document.querySelector('.work__layout');
+  return [stage.getBoundingClientRect().width,
+          parseFloat(getComputedStyle(layout).getPropertyValue('--natural'))];
+}"""
+
+
+@pytest.mark.parametrize("viewport", ["desktop", "phone"])
+def test_a_painting_is_never_shown_larger_than_it_was_painted(browser, server, viewport):
+    # A CPU draft paints small; stretched to a wide screen it would look soft (Lighthouse:
+    # image-size-responsive). The comparison is at most the painting's own width.
+    context = browser.new_context(**(DESKTOP if viewport == "desktop" else PHONE))
+    page = context.new_page()
+    page.goto(server + PAIR)
+    load_all_images(page)
+    shown, painted = page.evaluate(SHOWN_AND_PAINTED)
+    assert painted > 0 and 0 < shown <= painted + 0.5, (shown, painted)
+    context.close()
