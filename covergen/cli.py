@@ -697,13 +697,16 @@ def run_serve(args: argparse.Namespace) -> int:
         site = _site_settings(args.catalog)
         base_path = base_path_for(site.base_url if site else "")
     printer = Printer()
-    serve(
-        args.site_dir,
-        host=args.host,
-        port=args.port,
-        base_path=base_path,
-        on_ready=lambda url: printer.line(f"serving {url} (Ctrl-C to stop)"),
-    )
+    # Ctrl-C or SIGTERM ends the preview, also when started in the background (which
+    # inherits SIGINT ignored: Python then never raises KeyboardInterrupt by itself).
+    with _Interrupts():
+        serve(
+            args.site_dir,
+            host=args.host,
+            port=args.port,
+            base_path=base_path,
+            on_ready=lambda url: printer.line(f"serving {url} (Ctrl-C to stop)"),
+        )
     return 0
 
 

@@ -36,9 +36,9 @@ import torch
 from PIL import Image
 
 from covergen.nst import Cancelled, Engine, Runtime, StyleParams, imaging
+from covergen.nst.layers import deepest_layer
 from covergen.nst.optim import BatchLBFGS
 from covergen.nst.params import AUTO_AIM, fit_long_side
-from covergen.nst.vgg import deepest_layer
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO = ROOT / "samples" / "photos" / "astronaut.jpg"
@@ -154,7 +154,7 @@ def quality_over_time(
 
     def step(self: BatchLBFGS, grad: torch.Tensor, active: torch.Tensor) -> None:
         original(self, grad, active)
-        if tuple(self.x.shape[-2:]) == (height, width):
+        if tuple(self.x.shape[-2:]) == (height, width) and self.x.shape[0] == 1:
             clock["steps"] += 1
             if clock["steps"] % 5 == 0:
                 synchronise(engine.device)
@@ -193,6 +193,7 @@ def scales_table(engine: Engine, photo, cover, sizes, budgets) -> None:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for size, budget in zip(sizes, budgets, strict=True):
         base = StyleParams(size=size, iterations=100000, tolerance=0, **FIXED)
+        engine.stylize(photo, cover, base.replace(scales=1, iterations=1))  # weights loaded
         schedules = {
             "one scale": base.replace(scales=1),
             "defaults (3 scales from 128, 150 each)": base,

@@ -130,6 +130,7 @@ def tutorial(engine: Engine, photo: torch.Tensor, cover: torch.Tensor, trace: Tr
         content = F.mse_loss(feats["conv2_2"], target_content)
         loss = 1e6 * style + 1.0 * content
         loss.backward()
+        x.grad = x.grad.contiguous()  # torch's LBFGS views it flat
         evaluations[0] += 1
         if evaluations[0] % 10 == 0:
             sync(engine.device)
@@ -240,7 +241,7 @@ def covergen_run(
 
     def step(self: BatchLBFGS, grad: torch.Tensor, active: torch.Tensor) -> None:
         original(self, grad, active)
-        if tuple(self.x.shape[-2:]) == (height, width):
+        if tuple(self.x.shape[-2:]) == (height, width) and self.x.shape[0] == 1:  # not probes
             steps[0] += 1
             if steps[0] % 10 == 0:
                 sync(engine.device)
