@@ -17,7 +17,7 @@ from conftest import gradient_photo
 from PIL import Image
 
 from covergen.nst import faces
-from covergen.nst import weights as W
+from covergen.nst import weightsources as W
 from covergen.nst.errors import ParameterError, WeightsError
 from covergen.nst.faces import (
     FACE_WEIGHTS,

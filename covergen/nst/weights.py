@@ -319,17 +319,8 @@ def _load_package(source: WeightsSource, store: Path) -> VGGWeights:
         raise WeightsError(
             f"{package.label}: not installed and its converted copy is gone; run: {package.install}"
         )
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise WeightsError(f"cannot read {path}: {exc}; run: {package.install}") from exc
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != package.sha256:
-        # Checked before any byte is decoded: a pickle can run code.
-        raise WeightsError(
-            f"{path} is damaged or altered (sha256 {digest[:16]}..., expected "
-            f"{package.sha256[:16]}...); refused. Reinstall it: {package.reinstall}"
-        )
+    data = package.verified_bytes(path)
+    digest = package.sha256
     state = convert_state_dict(read_source(data, package.layout, str(path)), network, str(path))
     _store(store, network, flavour, digest, state)
     return VGGWeights(network, flavour, state, source.identity, source.origin)

