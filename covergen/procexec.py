@@ -29,16 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CovergenError
-from .nst import device_kind
 from .painter import BytesInputs, EngineFactory, Painter
 from .plan import Job
 from .scheduler import (
+    DevicesHere,
     ExecutorSettings,
     JobOutcome,
     OutcomeSink,
     SchedulerEvents,
     batch_limit,
-    checked_devices,
     make_batches,
 )
 
@@ -113,7 +112,7 @@ class _Worker:
 
 
 @dataclass
-class ProcessExecutor:
+class ProcessExecutor(DevicesHere):
     """One worker process per device, fed pickled jobs and their input bytes.
 
     ``engine_factory`` (picklable: a module-level callable) replaces the real engine in
@@ -127,14 +126,8 @@ class ProcessExecutor:
     name: str = "process"
     _devices: list[str] = field(default_factory=list)
 
-    def device_kind(self) -> str:
-        return device_kind(",".join(self.settings.devices))
-
     def prepare(self) -> list[str]:
-        if not self._devices:
-            names = self.settings.devices
-            self._devices = list(names) if self.trust_devices else checked_devices(names)
-        return [f"process{i}:{device}" for i, device in enumerate(self._devices)]
+        return [f"process{i}:{device}" for i, device in enumerate(self.devices_here())]
 
     def run(
         self,

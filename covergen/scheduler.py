@@ -115,8 +115,26 @@ def batch_limit(devices: Sequence[str], max_batch: int) -> int:
     return max_batch if any(d.startswith("cuda") for d in devices) else 1
 
 
+class DevicesHere:
+    """For executors that paint on this machine's devices: ``settings.devices`` checked
+    once (or taken as given with ``trust_devices``, for stand-ins that play a GPU)."""
+
+    settings: ExecutorSettings
+    trust_devices: bool
+    _devices: list[str]
+
+    def device_kind(self) -> str:
+        return device_kind(",".join(self.settings.devices))
+
+    def devices_here(self) -> list[str]:
+        if not self._devices:
+            names = self.settings.devices
+            self._devices = list(names) if self.trust_devices else checked_devices(names)
+        return self._devices
+
+
 @dataclass
-class LocalExecutor:
+class LocalExecutor(DevicesHere):
     """Worker threads on this machine, one per device, each painting whole batches.
 
     ``painter`` (made on first use when not given) holds the engines; tests pass one with a
@@ -130,14 +148,8 @@ class LocalExecutor:
     trust_devices: bool = False
     _devices: list[str] = field(default_factory=list)
 
-    def device_kind(self) -> str:
-        return device_kind(",".join(self.settings.devices))
-
     def prepare(self) -> list[str]:
-        if not self._devices:
-            names = self.settings.devices
-            self._devices = list(names) if self.trust_devices else checked_devices(names)
-        return self._devices
+        return self.devices_here()
 
     def run(
         self,
