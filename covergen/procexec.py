@@ -107,6 +107,9 @@ class _Worker:
     device: str
     process: Any = None
     inbox: Any = None
+    # Its own queue back: a process killed while writing to a shared queue would leave the
+    # queue's lock held, and every other worker's next message would wait for ever.
+    outbox: Any = None
     batch: list[Job] | None = None  # what it is painting
     restarts: int = 0
 
@@ -194,9 +197,7 @@ class _Run:
             if self.stopped_at is not None and time.monotonic() - self.stopped_at > STOP_GRACE:
                 break
             try:
-                self._handle(self.outbox.get(timeout=0.2))
-            except queue.Empty:
-                pass
+                self._receive(0.2)
             except KeyboardInterrupt:
                 self.stop.set()
             if time.monotonic() - self.checked_at > 0.5:  # progress may never pause
@@ -209,6 +210,25 @@ class _Run:
                 self._report(JobOutcome(job, "cancelled", error=why))
         return not self.stop.is_set()
 
+    def _receive(self, timeout: float) -> bool:
+        """Handle what the workers have sent, waiting up to ``timeout`` for a first message;
+        whether anything came."""
+        end = time.monotonic() + timeout
+        while True:
+            got = False
+            for worker in list(self.workers.values()):
+                if worker.outbox is None:
+                    continue
+                try:
+                    message = worker.outbox.get_nowait()
+                except queue.Empty:
+                    continue
+                got = True
+                self._handle(message)
+            if got or time.monotonic() >= end:
+                return got
+            time.sleep(0.01)
+
     def _fail_waiting(self) -> None:
         error = (
             f"every worker process died {self.executor.restarts + 1} times; "
@@ -220,6 +240,7 @@ class _Run:
 
     def _start(self, worker: _Worker) -> None:
         worker.inbox = self.context.Queue()
+        worker.outbox = self.context.Queue()
         settings = self.executor.settings
         worker.process = self.context.Process(
             target=work,
@@ -229,7 +250,7 @@ class _Run:
                 settings,
                 self.executor.engine_factory,
                 worker.inbox,
-                self.outbox,
+                worker.outbox,
                 self.cancel,
             ),
             name=f"covergen-{worker.name}",
@@ -281,11 +302,8 @@ class _Run:
         # What it sent before it died comes first (it may finish the batch); the others may
         # never pause, so a second at most.
         deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            try:
-                self._handle(self.outbox.get(timeout=0.05))
-            except queue.Empty:
-                break
+        while time.monotonic() < deadline and self._receive(0.05):
+            pass
         for worker in dead:
             code = worker.process.exitcode
             for job in worker.batch or []:
