@@ -141,10 +141,9 @@ class ProcessExecutor(DevicesHere):
     ) -> bool:
         names = self.prepare()
         context = multiprocessing.get_context("spawn")
-        outbox = context.Queue()
         cancel = context.Event()
         workers = [_Worker(n, d) for n, d in zip(names, self._devices, strict=True)]
-        run = _Run(self, context, outbox, cancel, workers, jobs, on_outcome, events, stop)
+        run = _Run(self, context, cancel, workers, jobs, on_outcome, events, stop)
         try:
             return run.loop()
         finally:
@@ -158,7 +157,6 @@ class _Run:
         self,
         executor: ProcessExecutor,
         context: Any,
-        outbox: Any,
         cancel: Any,
         workers: list[_Worker],
         jobs: Sequence[Job],
@@ -168,7 +166,7 @@ class _Run:
     ):
         from .sources import ImageStore
 
-        self.executor, self.context, self.outbox, self.cancel = executor, context, outbox, cancel
+        self.executor, self.context, self.cancel = executor, context, cancel
         self.workers = {w.name: w for w in workers}
         self.jobs = {job_id(job): job for job in jobs}
         self.on_outcome, self.events, self.stop = on_outcome, events, stop
