@@ -24,6 +24,7 @@ from .errors import CovergenError
 from .locks import cache_lock
 from .nst import EngineError, ParameterError, StyleParams, device_kind
 from .nst.weightsources import choose_source
+from .plain import plain
 from .plan import ImageInput, Job, Plan, make_job, plan_jobs
 from .results import ResultRecord, ResultStore
 from .runlog import RunLog
@@ -99,7 +100,7 @@ class PairOutcome:
 
     def log_values(self) -> dict[str, Any]:
         """The fields the run log keeps."""
-        values = dataclasses.asdict(self)
+        values = plain(self)
         del values["result"]
         return values
 

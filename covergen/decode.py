@@ -256,3 +256,12 @@ def _not_an_image(data: bytes) -> str:
     if head.startswith(b"%pdf"):
         return "is a PDF document, not an image"
     return f"is not a {ACCEPTED_NAMES} image"
+
+
+def too_large(size: int, limit: int, *, counted: bool = False) -> tuple[str, str]:
+    """Message and hint for an image over ``limit`` bytes (``counted``: as it arrived)."""
+    amount = f"more than {limit:,} bytes arrived" if counted else f"it is {size:,} bytes"
+    return (
+        f"the image is too large: {amount}, the limit is {limit:,}",
+        "use a smaller version of the image, or raise max_bytes",
+    )

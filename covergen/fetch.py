@@ -32,6 +32,8 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
 from . import __version__
+from .decode import ACCEPTED_NAMES, Where, too_large
+from .text import printable, redact
 
 USER_AGENT = f"covergen/{__version__}"
 # Listing what we decode keeps content-negotiating CDNs from answering with AVIF or JPEG XL.
@@ -249,3 +251,183 @@ def network_reason(
     if isinstance(exc, requests.exceptions.ChunkedEncodingError):
         return "the connection dropped during the download"
     return text[:200]
+
+
+class Downloader:
+    """One image GET over ``session`` under ``settings``' limits (a sources.FetchSettings):
+    urllib3's retries, the total deadline, and every failure as Transient or as an
+    InputImageError naming the source."""
+
+    def __init__(self, session: requests.Session, settings: Any):
+        self.session = session
+        self.settings = settings
+
+    def get(self, url: str, headers: dict[str, str], where: Where) -> Download:
+        """GET with urllib3's retries, all of it (retries, waits, headers, body) within the
+        download deadline; raise Transient when the server cannot be had."""
+        settings = self.settings
+        session = self.session
+        retry = session.get_adapter(url).max_retries
+        with Deadline(settings.download_timeout) as deadline:
+            while True:
+                try:
+                    return self._attempt(url, headers, where, deadline)
+                except _BodyCut as cut:
+                    # urllib3 retries what happens before the answer; a body cut short is
+                    # counted and waited for by the same Retry, as a read error.
+                    try:
+                        error = urllib3.exceptions.ProtocolError(cut.reason)
+                        retry = retry.increment(method="GET", url=url, error=error)
+                    except urllib3.exceptions.MaxRetryError:
+                        raise Transient(cut.reason) from None
+                    if deadline.remaining() <= retry.get_backoff_time():
+                        raise Transient(cut.reason) from None
+                    retry.sleep()
+
+    def _attempt(
+        self, url: str, headers: dict[str, str], where: Where, deadline: Deadline
+    ) -> Download:
+        settings = self.settings
+        try:
+            response = self.session.get(
+                url,
+                headers=headers,
+                stream=True,
+                timeout=(settings.connect_timeout, settings.read_timeout),
+            )
+            with response:
+                status = response.status_code
+                if status == 304:
+                    return Download(not_modified=True, final_url=response.url)
+                if status == 429 or 500 <= status <= 599:  # what is left after the retries
+                    raise Transient(f"HTTP {status} {printable(response.reason or '')}".strip())
+                if status != 200:
+                    raise where.error(*_status_problem(status, response.reason, url, response.url))
+                _check_content_type(response, where)
+                data = self._read_body(response, where)
+                return Download(
+                    data=data,
+                    etag=response.headers.get("ETag", ""),
+                    last_modified=response.headers.get("Last-Modified", ""),
+                    final_url=response.url,
+                )
+        except (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL) as exc:
+            target = _quoted(str(exc)) or "another kind of address"
+            raise where.error(
+                f"the server redirected to {redact(target)}; only http(s) addresses are followed",
+                hint="use the image's final http(s) address, or another source",
+            ) from None
+        except requests.exceptions.TooManyRedirects:
+            raise where.error(
+                f"more than {MAX_REDIRECTS} redirects", hint="use the image's final address"
+            ) from None
+        except requests.exceptions.RetryError as exc:
+            raise Transient(_retry_reason(exc), retry=False) from None
+        except requests.exceptions.SSLError as exc:
+            raise Transient(self._reason(exc), retry=False) from None
+        except requests.exceptions.ChunkedEncodingError as exc:
+            if deadline.expired:
+                raise self._too_slow(deadline) from None
+            raise _BodyCut(self._reason(exc)) from None
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            if deadline.expired:
+                raise self._too_slow(deadline) from None
+            raise Transient(self._reason(exc)) from None
+        except requests.RequestException as exc:
+            raise where.error(
+                f"the request failed ({self._reason(exc)})", hint="check the URL"
+            ) from None
+
+    def _reason(self, exc: requests.RequestException) -> str:
+        s = self.settings
+        return redact(printable(network_reason(exc, s.connect_timeout, s.read_timeout)))
+
+    def _too_slow(self, deadline: Deadline) -> Transient:
+        # Not retried: a server this slow will not be quicker a second time.
+        return Transient(f"the download took longer than {deadline.seconds:g} s", retry=False)
+
+    def _read_body(self, response: requests.Response, where: Where) -> bytes:
+        """The body, refused as soon as it passes max_bytes (announced or counted)."""
+        limit = self.settings.max_bytes
+        declared = response.headers.get("Content-Length", "").strip()
+        if declared.isdigit() and int(declared) > limit:
+            raise where.error(*too_large(int(declared), limit))
+        chunks: list[bytes] = []
+        total = 0
+        for chunk in arriving(response):
+            total += len(chunk)
+            if total > limit:
+                raise where.error(*too_large(total, limit, counted=True))
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+class _BodyCut(Exception):
+    """The connection dropped while the body arrived: retried like a read error."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _quoted(text: str) -> str:
+    match = re.search(r"'([^']+)'", text)
+    return match.group(1) if match else ""
+
+
+def _retry_reason(exc: requests.exceptions.RetryError) -> str:
+    text = str(exc)
+    status = re.search(r"too many (\d{3}) error responses", text)
+    if status:
+        return f"HTTP {status.group(1)}, still after every retry"
+    return "the server asked to be retried much later (Retry-After); it counts as down"
+
+
+def _check_content_type(response: requests.Response, where: Where) -> None:
+    """Refuse a body that is clearly not an image; image/*, octet-stream and none pass."""
+    header = response.headers.get("Content-Type", "")
+    mime = header.split(";")[0].strip().lower()
+    major, _, minor = mime.partition("/")
+    what = ""
+    hint = "check that the URL is the image's own address"
+    if mime in ("text/html", "application/xhtml+xml"):
+        what = "an HTML page"
+        hint = (
+            "the URL is probably the page showing the image, a login wall or an error page: "
+            "open it in a browser and copy the address of the image itself"
+        )
+    elif mime == "image/svg+xml":
+        what = "an SVG (vector) image"
+        hint = f"covergen paints raster images: use a {ACCEPTED_NAMES} version"
+    elif minor == "json" or minor.endswith("+json"):
+        what = "a JSON document"
+    elif minor == "xml" or minor.endswith("+xml"):
+        what = "an XML document"
+    elif mime == "application/pdf":
+        what = "a PDF document"
+    elif major in ("text", "audio", "video", "font", "model", "multipart"):
+        what = f"{mime} content"
+    if what:
+        raise where.error(
+            f"the server sent {what} instead of an image ({printable(header)[:100]})", hint=hint
+        )
+
+
+def _status_problem(status: int, reason: str, url: str, final_url: str) -> tuple[str, str]:
+    """Message and hint for a final answer other than 200 or 304."""
+    reason = printable(reason or "", keep_newlines=False)[:100]
+    at = f" at {redact(final_url)}" if final_url != url else ""
+    if status in (404, 410):
+        return (
+            f"the server says the image is not there (HTTP {status} {reason}){at}",
+            "check the URL; if the image moved, update the catalog",
+        )
+    if status in (401, 403):
+        return (
+            f"the server refuses access (HTTP {status} {reason}){at}",
+            "the image may need a login or forbid hot-linking: download it next to the catalog",
+        )
+    return (
+        f"unexpected answer from the server: HTTP {status} {reason}{at}",
+        "check the URL, or download the image next to the catalog",
+    )

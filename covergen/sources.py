@@ -22,27 +22,16 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import requests
-import urllib3.exceptions
+from typing import TYPE_CHECKING, Any
 
 from .atomic import write_bytes
-from .decode import ACCEPTED_FORMATS, ACCEPTED_NAMES, DecodeLimits, Where, decode, inspect
+from .decode import ACCEPTED_FORMATS, DecodeLimits, Where, decode, inspect, too_large
 from .decode import decode_image as decode_image  # the stages' one decoder, re-exported
 from .errors import CovergenError, InputImageError
-from .fetch import (
-    ACCEPT,
-    MAX_REDIRECTS,
-    USER_AGENT,
-    Deadline,
-    Download,
-    Transient,
-    arriving,
-    network_reason,
-    prepare_session,
-)
 from .text import WEB_SCHEMES, printable, redact, url_scheme
+
+if TYPE_CHECKING:  # requests (and urllib3) load only when an image is downloaded
+    import requests
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -159,7 +148,11 @@ class ImageStore:
     @property
     def session(self) -> requests.Session:
         # Made lazily so that an offline or local-only build never creates one.
+        from .fetch import prepare_session
+
         if self._session is None:
+            import requests
+
             self._session = requests.Session()
         if not self._prepared:
             prepare_session(self._session, self.settings.retries, self.settings.backoff)
@@ -237,7 +230,7 @@ class ImageStore:
             if not target.is_file():
                 raise where.error(f"{shown} is not a file", hint="give the path of an image")
             if size > settings.max_bytes:
-                raise where.error(*_too_large(size, settings.max_bytes))
+                raise where.error(*too_large(size, settings.max_bytes))
             # The resolved target, not the link, is read: what was checked is what is copied.
             with target.open("rb") as handle:
                 data = handle.read(settings.max_bytes + 1)
@@ -252,7 +245,7 @@ class ImageStore:
                 f"cannot read {shown} ({exc.strerror or exc})", hint="check its permissions"
             ) from None
         if len(data) > settings.max_bytes:  # the file grew since stat()
-            raise where.error(*_too_large(len(data), settings.max_bytes))
+            raise where.error(*too_large(len(data), settings.max_bytes))
         return self._keep(data, where)
 
     # ------------------------------------------------------------------ remote images
@@ -272,6 +265,8 @@ class ImageStore:
                 "has never been fetched, and the build is offline",
                 hint="build once with network access so that the image is stored",
             )
+        from .fetch import ACCEPT, USER_AGENT, Downloader, Transient
+
         headers = {"User-Agent": USER_AGENT, "Accept": ACCEPT}
         # Conditional only when the bytes are at hand: a 304 is useless without them.
         if cached is not None and record is not None:
@@ -280,7 +275,7 @@ class ImageStore:
             if record.get("last_modified"):
                 headers["If-Modified-Since"] = record["last_modified"]
         try:
-            download = self._download(url, headers, where)
+            download = Downloader(self.session, self.settings).get(url, headers, where)
         except InputImageError as exc:
             if cached is None:
                 raise
@@ -318,105 +313,6 @@ class ImageStore:
             where,
         )
         return stored
-
-    def _download(self, url: str, headers: dict[str, str], where: Where) -> Download:
-        """GET with urllib3's retries, all of it (retries, waits, headers, body) within the
-        download deadline; raise Transient when the server cannot be had."""
-        settings = self.settings
-        session = self.session
-        retry = session.get_adapter(url).max_retries
-        with Deadline(settings.download_timeout) as deadline:
-            while True:
-                try:
-                    return self._attempt(url, headers, where, deadline)
-                except _BodyCut as cut:
-                    # urllib3 retries what happens before the answer; a body cut short is
-                    # counted and waited for by the same Retry, as a read error.
-                    try:
-                        error = urllib3.exceptions.ProtocolError(cut.reason)
-                        retry = retry.increment(method="GET", url=url, error=error)
-                    except urllib3.exceptions.MaxRetryError:
-                        raise Transient(cut.reason) from None
-                    if deadline.remaining() <= retry.get_backoff_time():
-                        raise Transient(cut.reason) from None
-                    retry.sleep()
-
-    def _attempt(
-        self, url: str, headers: dict[str, str], where: Where, deadline: Deadline
-    ) -> Download:
-        settings = self.settings
-        try:
-            response = self.session.get(
-                url,
-                headers=headers,
-                stream=True,
-                timeout=(settings.connect_timeout, settings.read_timeout),
-            )
-            with response:
-                status = response.status_code
-                if status == 304:
-                    return Download(not_modified=True, final_url=response.url)
-                if status == 429 or 500 <= status <= 599:  # what is left after the retries
-                    raise Transient(f"HTTP {status} {printable(response.reason or '')}".strip())
-                if status != 200:
-                    raise where.error(*_status_problem(status, response.reason, url, response.url))
-                _check_content_type(response, where)
-                data = self._read_body(response, where)
-                return Download(
-                    data=data,
-                    etag=response.headers.get("ETag", ""),
-                    last_modified=response.headers.get("Last-Modified", ""),
-                    final_url=response.url,
-                )
-        except (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL) as exc:
-            target = _quoted(str(exc)) or "another kind of address"
-            raise where.error(
-                f"the server redirected to {redact(target)}; only http(s) addresses are followed",
-                hint="use the image's final http(s) address, or another source",
-            ) from None
-        except requests.exceptions.TooManyRedirects:
-            raise where.error(
-                f"more than {MAX_REDIRECTS} redirects", hint="use the image's final address"
-            ) from None
-        except requests.exceptions.RetryError as exc:
-            raise Transient(_retry_reason(exc), retry=False) from None
-        except requests.exceptions.SSLError as exc:
-            raise Transient(self._reason(exc), retry=False) from None
-        except requests.exceptions.ChunkedEncodingError as exc:
-            if deadline.expired:
-                raise self._too_slow(deadline) from None
-            raise _BodyCut(self._reason(exc)) from None
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            if deadline.expired:
-                raise self._too_slow(deadline) from None
-            raise Transient(self._reason(exc)) from None
-        except requests.RequestException as exc:
-            raise where.error(
-                f"the request failed ({self._reason(exc)})", hint="check the URL"
-            ) from None
-
-    def _reason(self, exc: requests.RequestException) -> str:
-        s = self.settings
-        return redact(printable(network_reason(exc, s.connect_timeout, s.read_timeout)))
-
-    def _too_slow(self, deadline: Deadline) -> Transient:
-        # Not retried: a server this slow will not be quicker a second time.
-        return Transient(f"the download took longer than {deadline.seconds:g} s", retry=False)
-
-    def _read_body(self, response: requests.Response, where: Where) -> bytes:
-        """The body, refused as soon as it passes max_bytes (announced or counted)."""
-        limit = self.settings.max_bytes
-        declared = response.headers.get("Content-Length", "").strip()
-        if declared.isdigit() and int(declared) > limit:
-            raise where.error(*_too_large(int(declared), limit))
-        chunks: list[bytes] = []
-        total = 0
-        for chunk in arriving(response):
-            total += len(chunk)
-            if total > limit:
-                raise where.error(*_too_large(total, limit, counted=True))
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     # ------------------------------------------------------------------ the store
 
@@ -524,85 +420,3 @@ class ImageStore:
                 field=where.field,
                 hint=f"check the free space and permissions of {self.root}",
             ) from None
-
-
-class _BodyCut(Exception):
-    """The connection dropped while the body arrived: retried like a read error."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-def _quoted(text: str) -> str:
-    match = re.search(r"'([^']+)'", text)
-    return match.group(1) if match else ""
-
-
-def _retry_reason(exc: requests.exceptions.RetryError) -> str:
-    text = str(exc)
-    status = re.search(r"too many (\d{3}) error responses", text)
-    if status:
-        return f"HTTP {status.group(1)}, still after every retry"
-    return "the server asked to be retried much later (Retry-After); it counts as down"
-
-
-# ---------------------------------------------------------------------- HTTP details
-
-
-def _check_content_type(response: requests.Response, where: Where) -> None:
-    """Refuse a body that is clearly not an image; image/*, octet-stream and none pass."""
-    header = response.headers.get("Content-Type", "")
-    mime = header.split(";")[0].strip().lower()
-    major, _, minor = mime.partition("/")
-    what = ""
-    hint = "check that the URL is the image's own address"
-    if mime in ("text/html", "application/xhtml+xml"):
-        what = "an HTML page"
-        hint = (
-            "the URL is probably the page showing the image, a login wall or an error page: "
-            "open it in a browser and copy the address of the image itself"
-        )
-    elif mime == "image/svg+xml":
-        what = "an SVG (vector) image"
-        hint = f"covergen paints raster images: use a {ACCEPTED_NAMES} version"
-    elif minor == "json" or minor.endswith("+json"):
-        what = "a JSON document"
-    elif minor == "xml" or minor.endswith("+xml"):
-        what = "an XML document"
-    elif mime == "application/pdf":
-        what = "a PDF document"
-    elif major in ("text", "audio", "video", "font", "model", "multipart"):
-        what = f"{mime} content"
-    if what:
-        raise where.error(
-            f"the server sent {what} instead of an image ({printable(header)[:100]})", hint=hint
-        )
-
-
-def _status_problem(status: int, reason: str, url: str, final_url: str) -> tuple[str, str]:
-    """Message and hint for a final answer other than 200 or 304."""
-    reason = printable(reason or "", keep_newlines=False)[:100]
-    at = f" at {redact(final_url)}" if final_url != url else ""
-    if status in (404, 410):
-        return (
-            f"the server says the image is not there (HTTP {status} {reason}){at}",
-            "check the URL; if the image moved, update the catalog",
-        )
-    if status in (401, 403):
-        return (
-            f"the server refuses access (HTTP {status} {reason}){at}",
-            "the image may need a login or forbid hot-linking: download it next to the catalog",
-        )
-    return (
-        f"unexpected answer from the server: HTTP {status} {reason}{at}",
-        "check the URL, or download the image next to the catalog",
-    )
-
-
-def _too_large(size: int, limit: int, *, counted: bool = False) -> tuple[str, str]:
-    amount = f"more than {limit:,} bytes arrived" if counted else f"it is {size:,} bytes"
-    return (
-        f"the image is too large: {amount}, the limit is {limit:,}",
-        "use a smaller version of the image, or raise max_bytes",
-    )

@@ -26,6 +26,10 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 # Schemes recognised even without "//" (a bare "name:" prefix could be part of a file name).
 _BARE_SCHEMES = {"file", "data", "ftp", "ftps", "sftp", "javascript", "mailto"}
 WEB_SCHEMES = ("http", "https")
+# Anything printable() changes or unsafe_character() may refuse: Unicode's control characters
+# (category Cc is exactly U+0000–U+001F and U+007F–U+009F), bidi controls, lone surrogates.
+# A search for it is the fast path of both; the loops below run only when it finds one.
+_SUSPECT = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def _is_control(char: str) -> bool:
@@ -35,8 +39,11 @@ def _is_control(char: str) -> bool:
 def printable(text: str, *, keep_newlines: bool = True) -> str:
     """``text`` with control characters (but newline and tab), bidi controls and lone
     surrogates replaced, so that printing or rendering it cannot act on the reader."""
+    text = str(text)
+    if not _SUSPECT.search(text):
+        return text
     out = []
-    for char in str(text):
+    for char in text:
         if char in "\n\t" and keep_newlines:
             out.append(char)
         elif _is_control(char) or char in BIDI_CONTROLS:
@@ -50,7 +57,10 @@ def printable(text: str, *, keep_newlines: bool = True) -> str:
 
 def unsafe_character(text: str) -> str:
     """A description of the first character a catalog text field may not hold, or ""."""
-    for position, char in enumerate(text):
+    found = _SUSPECT.search(text)
+    if not found:
+        return ""
+    for position, char in enumerate(text[found.start() :], start=found.start()):
         if "\ud800" <= char <= "\udfff":
             return f"an undecodable character (a lone surrogate) at position {position + 1}"
         if char in BIDI_CONTROLS:

@@ -6,7 +6,10 @@ as whole processes, `covergen build` with nothing changed and a few light comman
 figure is the median of several runs, printed beside the bare interpreter start-up measured
 in the same run (the floor no command can beat).
 
-Usage: python scripts/bench_noop.py [--pairs 100] [--repeat 5] [--keep DIR]
+Then `covergen check` of a big catalog (default 10,000 pairs over the sample images), beside
+PyPI's own fastest reading of the same file (PyYAML's libyaml ``safe_load``) as its baseline.
+
+Usage: python scripts/bench_noop.py [--pairs 100] [--check-pairs 10000] [--repeat 5] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -70,6 +73,30 @@ def make_project(root: Path, pairs: int) -> Path:
     return root / "catalog.yaml"
 
 
+def make_big_catalog(root: Path, pairs: int) -> Path:
+    """A catalog of ``pairs`` pairs over the sample images, every tenth with an override."""
+    photos = sorted(p.name for p in (ROOT / "samples" / "photos").iterdir())
+    covers = sorted(p.name for p in (ROOT / "samples" / "covers").glob("*.png"))
+    lines = ["pairs:"]
+    for i in range(pairs):
+        lines += [
+            f"  - band: Band {i}",
+            f"    album: Album {i}",
+            f"    year: {1960 + i % 60}",
+            f"    tags: [t{i % 7}]",
+            f"    photo: {{src: {ROOT}/samples/photos/{photos[i % len(photos)]}, "
+            "credit: NASA, license: Public domain}",
+            f"    cover: {{src: {ROOT}/samples/covers/{covers[i % len(covers)]}, "
+            "credit: covergen, license: CC0-1.0}",
+        ]
+        if i % 10 == 0:
+            lines.append(f"    overrides: {{content_weight: {1 + i % 4}}}")
+    (root / "big").mkdir(exist_ok=True)
+    path = root / "big" / "catalog.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def timed(command: list[str], cwd: Path, repeat: int) -> tuple[float, str]:
     times, output = [], ""
     for _ in range(repeat):
@@ -85,6 +112,7 @@ def timed(command: list[str], cwd: Path, repeat: int) -> tuple[float, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=100)
+    parser.add_argument("--check-pairs", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--keep", type=Path, help="build the project here and keep it")
     args = parser.parse_args(argv)
@@ -121,6 +149,18 @@ def main(argv: list[str] | None = None) -> int:
         print("| --- | --- | --- | --- |")
         for label, seconds, note in rows:
             print(f"| {label} | {seconds:.3f} | {seconds / floor:.1f} | {note} |")
+
+        if args.check_pairs:
+            big = make_big_catalog(root, args.check_pairs)
+            load = "import sys, yaml; yaml.load(open(sys.argv[1], 'rb'), Loader=yaml.CSafeLoader)"
+            baseline, _ = timed([*python, "-c", load, str(big)], root, args.repeat)
+            seconds, output = timed([*covergen, "check", "--catalog", str(big)], root, args.repeat)
+            size = big.stat().st_size / 1e6
+            print(f"\n| {args.check_pairs:,} pairs ({size:.1f} MB) | median s | × baseline |")
+            print("| --- | --- | --- |")
+            print(f"| PyYAML C safe_load (the baseline) | {baseline:.3f} | 1.0 |")
+            print(f"| covergen check | {seconds:.3f} | {seconds / baseline:.2f} |")
+            print(f"# check said: {output.strip().splitlines()[-1][:90]}")
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)

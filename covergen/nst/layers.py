@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 
 from .errors import ParameterError
 
@@ -38,8 +39,10 @@ class LayerInfo:
     stride: int  # total downsampling factor at this layer's output
 
 
-def layer_table(network: str) -> list[LayerInfo]:
-    """All named layers of a VGG network in forward order."""
+@cache
+def layer_table(network: str) -> tuple[LayerInfo, ...]:
+    """All named layers of a VGG network in forward order (made once per network: every
+    pair's parameters are checked against it)."""
     if network not in VGG_CONFIGS:
         raise ParameterError(
             "network", f"unknown network {network!r}", f"use one of {', '.join(VGG_CONFIGS)}"
@@ -57,7 +60,12 @@ def layer_table(network: str) -> list[LayerInfo]:
         suffix = f"{block}_{conv_in_block}"
         table.append(LayerInfo(f"conv{suffix}", len(table), "conv", channels, stride))
         table.append(LayerInfo(f"relu{suffix}", len(table), "relu", channels, stride))
-    return table
+    return tuple(table)
+
+
+@cache
+def _layer_index(network: str) -> dict[str, int]:
+    return {info.name: info.index for info in layer_table(network)}
 
 
 def layer_names(network: str) -> list[str]:
@@ -66,7 +74,7 @@ def layer_names(network: str) -> list[str]:
 
 def check_layers(network: str, layers: Iterable[str], field: str) -> None:
     """Raise a ParameterError naming the field when a layer does not exist in the network."""
-    known = {info.name: info for info in layer_table(network)}
+    known = _layer_index(network)
     for name in layers:
         if name not in known:
             close = difflib.get_close_matches(name, list(known), n=1)

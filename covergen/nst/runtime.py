@@ -104,24 +104,27 @@ def device_kind(name: str = "auto") -> str:
     may paint nothing. For ``auto`` it looks for a GPU driver (NVIDIA's under /proc, Apple
     silicon's Metal) and a torch build that can use it (not a ``+cpu`` wheel).
     """
-    from importlib import metadata
-
     text = name.strip()
     if text != "auto":
         return "cpu" if all(p.strip() == "cpu" for p in text.split(",") if p.strip()) else "gpu"
+    if sys.platform == "darwin":
+        if platform.machine() != "arm64":
+            return "cpu"
+    else:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible is not None and visible.strip() in ("", "-1"):
+            return "cpu"
+        gpus = Path("/proc/driver/nvidia/gpus")
+        if not (gpus.is_dir() and any(gpus.iterdir())):
+            return "cpu"
+    # A GPU is there; the torch build decides (importlib.metadata only now: it is slow to load).
+    from importlib import metadata
+
     try:
         torch_version = metadata.version("torch")
     except metadata.PackageNotFoundError:
         return "cpu"
-    if "+cpu" in torch_version:
-        return "cpu"
-    if sys.platform == "darwin":
-        return "gpu" if platform.machine() == "arm64" else "cpu"
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None and visible.strip() in ("", "-1"):
-        return "cpu"
-    gpus = Path("/proc/driver/nvidia/gpus")
-    return "gpu" if gpus.is_dir() and any(gpus.iterdir()) else "cpu"
+    return "cpu" if "+cpu" in torch_version else "gpu"
 
 
 def _mps_available(torch) -> bool:  # type: ignore[no-untyped-def]

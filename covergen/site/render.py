@@ -7,7 +7,6 @@ explicit ``index.html``, so the site works from disk, at a domain root and under
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from collections import Counter
@@ -22,6 +21,7 @@ from ..catalog import Catalog, SiteSettings
 from ..errors import CovergenError
 from ..inventory import PairState, pair_states
 from ..locks import site_lock
+from ..plain import plain
 from ..results import ResultStore
 from ..runlog import RunLog
 from .gallery import (
@@ -225,16 +225,16 @@ def _render_key(
     def add(value: Any) -> None:
         digest.update(json.dumps(value, sort_keys=True, default=str).encode() + b"\0")
 
-    add([__version__, RENDER_VERSION, recipe, dataclasses.asdict(settings), show])
+    add([__version__, RENDER_VERSION, recipe, plain(settings), show])
     for folder in theme.folders:
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             add([str(path.relative_to(folder)), hashlib.sha256(path.read_bytes()).hexdigest()])
     for state in states:
         add(
             [
-                dataclasses.asdict(state.pair) if state.pair else None,
+                plain(state.pair) if state.pair else None,
                 state.state,
-                dataclasses.asdict(state.result) if state.result else None,
+                plain(state.result) if state.result else None,
                 # what the pages show of the run (not its build number or time)
                 [state.shown.seconds, state.shown.device, state.shown.iterations]
                 if state.shown

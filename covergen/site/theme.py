@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-
-import jinja2
+from typing import TYPE_CHECKING
 
 from ..errors import CovergenError
+
+if TYPE_CHECKING:
+    import jinja2
 
 THEME_DIR = Path(__file__).parent / "theme"
 ASSETS = "assets"
@@ -47,23 +49,35 @@ class Theme:
         self.folders: tuple[Path, ...] = tuple(
             p for p in (Path(user_dir) if user_dir else None, THEME_DIR) if p is not None
         )
-        self.env = jinja2.Environment(
-            loader=jinja2.ChoiceLoader([jinja2.FileSystemLoader(p) for p in self.folders]),
-            # Every HTML and XML template escapes by default; robots.txt is plain text.
-            autoescape=jinja2.select_autoescape(
-                enabled_extensions=("html", "htm", "xml", "svg"), default_for_string=True
-            ),
-            undefined=jinja2.StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=True,
-            auto_reload=False,
-        )
-        self.env.filters["duration"] = duration
-        self.env.filters["filesize"] = filesize
+        self._env: jinja2.Environment | None = None
+
+    @property
+    def env(self) -> jinja2.Environment:
+        """The Jinja environment, made on first use: a render the site can skip (nothing
+        changed) never loads Jinja."""
+        if self._env is None:
+            import jinja2
+
+            self._env = jinja2.Environment(
+                loader=jinja2.ChoiceLoader([jinja2.FileSystemLoader(p) for p in self.folders]),
+                # Every HTML and XML template escapes by default; robots.txt is plain text.
+                autoescape=jinja2.select_autoescape(
+                    enabled_extensions=("html", "htm", "xml", "svg"), default_for_string=True
+                ),
+                undefined=jinja2.StrictUndefined,
+                trim_blocks=True,
+                lstrip_blocks=True,
+                keep_trailing_newline=True,
+                auto_reload=False,
+            )
+            self._env.filters["duration"] = duration
+            self._env.filters["filesize"] = filesize
+        return self._env
 
     def render(self, name: str, context: dict[str, object]) -> bytes:
         """Render one template to UTF-8 bytes; template mistakes become CovergenError."""
+        import jinja2
+
         try:
             return self.env.get_template(name).render(context).encode("utf-8")
         except jinja2.TemplateSyntaxError as exc:
