@@ -35,20 +35,28 @@ class Printer:
     """Writes lines and tables to one stream: styled on a terminal, plain elsewhere."""
 
     def __init__(self, stream: TextIO | None = None, *, plain: bool | None = None):
-        from rich.console import Console
-
         self.stream = stream or sys.stdout
         is_tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.plain = (not is_tty) if plain is None else plain
-        self.console = Console(
-            file=self.stream,
-            markup=False,
-            highlight=False,
-            emoji=False,
-            soft_wrap=True,
-            force_terminal=not self.plain,
-            no_color=self.plain,
-        )
+        self._console: Any = None
+
+    @property
+    def console(self) -> Any:
+        """The rich Console on the stream, made on first use: plain output never loads rich
+        (a fifth of a light command's start-up)."""
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(
+                file=self.stream,
+                markup=False,
+                highlight=False,
+                emoji=False,
+                soft_wrap=True,
+                force_terminal=not self.plain,
+                no_color=self.plain,
+            )
+        return self._console
 
     def text(self, *pieces: Piece) -> Any:
         """A rich Text of the pieces; data is made printable, never parsed."""
@@ -63,7 +71,16 @@ class Printer:
         return out
 
     def line(self, *pieces: Piece) -> None:
-        self.console.print(self.text(*pieces))
+        if not self.plain:
+            self.console.print(self.text(*pieces))
+            return
+        text = "".join(printable(p.text if isinstance(p, Styled) else p) for p in pieces) + "\n"
+        try:
+            self.stream.write(text)
+        except UnicodeEncodeError:  # a stream that cannot take it (LANG=C): as ? instead
+            encoding = getattr(self.stream, "encoding", None) or "ascii"
+            self.stream.write(text.encode(encoding, "replace").decode(encoding))
+        self.stream.flush()
 
     def table(
         self,

@@ -60,11 +60,10 @@ class BuildReport:
     def _line(self, *pieces: Any, always: bool = False) -> None:
         if self.quiet and not always:
             return
-        text = self.printer.text(*pieces)
-        if self._progress is not None:
-            self._progress.console.print(text)
+        if self._progress is not None:  # above the bars
+            self._progress.console.print(self.printer.text(*pieces))
         else:
-            self.printer.console.print(text)
+            self.printer.line(*pieces)
 
     def _bars(self, total: int | None) -> None:
         """Start the progress display (terminal only), with an overall bar when ``total``."""
