@@ -163,3 +163,32 @@ def test_eigensolver_failures_fall_back_to_a_jittered_float64_solve(monkeypatch)
     assert torch.allclose(loss, expected, atol=1e-5)
     loss.sum().backward()
     assert torch.isfinite(x.grad).all()
+
+
+def test_every_eigensolve_in_the_engine_shares_the_fallback(monkeypatch):
+    # Colour histogram matching and the judge's colour distance solve eigenproblems too;
+    # they go through the same fallback as the losses (covergen.nst.linalg).
+    from covergen.nst import imaging, quality
+
+    torch.manual_seed(0)
+    source, reference = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
+    matched = imaging.match_color_statistics(source, reference)
+    distance = quality._colour_w2(quality._colour_stats(source), quality._colour_stats(reference))
+    failures = []
+
+    def first_try_fails(real):
+        def solve(matrix, *args, **kwargs):
+            if len(failures) % 2 == 0:  # each solve's first try fails, its fallback works
+                failures.append(matrix.shape)
+                raise torch.linalg.LinAlgError("the algorithm failed to converge")
+            failures.append(None)
+            return real(matrix, *args, **kwargs)
+
+        return solve
+
+    monkeypatch.setattr(torch.linalg, "eigh", first_try_fails(torch.linalg.eigh))
+    monkeypatch.setattr(torch.linalg, "eigvalsh", first_try_fails(torch.linalg.eigvalsh))
+    torch.testing.assert_close(imaging.match_color_statistics(source, reference), matched)
+    fallback = quality._colour_w2(quality._colour_stats(source), quality._colour_stats(reference))
+    assert abs(fallback - distance) < 1e-6
+    assert len(failures) >= 8  # two roots for matching, a root and eigenvalues per distance

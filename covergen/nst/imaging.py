@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .linalg import symmetric_power
 from .params import Region
 from .params import fit_long_side as fit_long_side  # re-exported for callers
 
@@ -101,10 +102,8 @@ def match_color_statistics(source: torch.Tensor, reference: torch.Tensor) -> tor
         1e-6 * float(cov_s.trace() + cov_r.trace()) + 1e-10
     )
     cov_s, cov_r = cov_s + ridge, cov_r + ridge
-    vals_s, vecs_s = torch.linalg.eigh(cov_s)
-    vals_r, vecs_r = torch.linalg.eigh(cov_r)
-    inv_sqrt_s = vecs_s @ torch.diag(vals_s.rsqrt()) @ vecs_s.T
-    sqrt_r = vecs_r @ torch.diag(vals_r.sqrt()) @ vecs_r.T
+    inv_sqrt_s = symmetric_power(cov_s, -0.5)
+    sqrt_r = symmetric_power(cov_r, 0.5)
     out = sqrt_r @ inv_sqrt_s @ (src - mu_s) + mu_r
     return out.reshape(source.shape).to(source.dtype)
 

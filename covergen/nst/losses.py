@@ -17,6 +17,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .linalg import eigvalsh
+from .linalg import symmetric_sqrt as symmetric_sqrt  # the style targets' roots
+
 EPS = 1e-8
 
 
@@ -101,7 +104,7 @@ def meancov_style_loss(
     else:
         inner = whitened @ whitened.transpose(1, 2) / n
     inner = (inner + inner.transpose(1, 2)) / 2  # symmetric up to rounding; eigvalsh needs it
-    eigenvalues = _eigvalsh(inner).clamp_min(0)
+    eigenvalues = eigvalsh(inner).clamp_min(0)
     target_trace = torch.diagonal(target_cov, dim1=1, dim2=2).sum(dim=1)
     # sqrt(λ + δ²) - δ keeps the gradient finite at λ = 0 and lets zero eigenvalues add
     # nothing; δ, a millionth of the target's mean variance, biases the loss by < 1e-6.
@@ -110,39 +113,6 @@ def meancov_style_loss(
     trace = centred.square().sum(dim=(1, 2)) / n
     w2 = (mean - target_mean).square().sum(dim=1) + trace + target_trace - 2 * cross
     return w2 / (target_mean.square().sum(dim=1) + target_trace + EPS)
-
-
-def symmetric_sqrt(matrix: torch.Tensor) -> torch.Tensor:
-    """Square root of symmetric positive semi-definite matrices (B, C, C)."""
-    eigenvalues, eigenvectors = _eigh(matrix)
-    roots = eigenvalues.clamp_min(0).sqrt()
-    return eigenvectors @ torch.diag_embed(roots) @ eigenvectors.transpose(1, 2)
-
-
-def _jittered(matrix: torch.Tensor) -> torch.Tensor:
-    """``matrix`` in float64 with a tiny multiple of its mean diagonal added to the diagonal:
-    LAPACK's symmetric eigensolvers can fail to converge on the (near-)singular covariances of
-    flat covers and deep layers of tiny images; the shift moves every eigenvalue by ~1e-9 of
-    the mean variance, far below anything the losses can see."""
-    work = matrix.double()
-    mean_variance = torch.diagonal(work, dim1=-2, dim2=-1).abs().mean(dim=-1) + 1e-30
-    eye = torch.eye(work.shape[-1], dtype=work.dtype, device=work.device)
-    return work + 1e-9 * mean_variance[..., None, None] * eye
-
-
-def _eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    try:
-        return torch.linalg.eigh(matrix)
-    except torch.linalg.LinAlgError:
-        values, vectors = torch.linalg.eigh(_jittered(matrix))
-        return values.to(matrix.dtype), vectors.to(matrix.dtype)
-
-
-def _eigvalsh(matrix: torch.Tensor) -> torch.Tensor:
-    try:
-        return torch.linalg.eigvalsh(matrix)
-    except torch.linalg.LinAlgError:
-        return torch.linalg.eigvalsh(_jittered(matrix)).to(matrix.dtype)
 
 
 def tv_loss(image: torch.Tensor, smoothing: float = 1.0) -> torch.Tensor:

@@ -33,6 +33,7 @@ from torch import nn
 
 from . import imaging
 from .errors import WeightsError
+from .linalg import eigvalsh, symmetric_sqrt
 from .params import QUALITY_VERSION  # bump it there when the same images score differently
 from .weights import PackageWeights, load_numpy_pickle
 
@@ -445,7 +446,7 @@ def _colour_stats(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torc
     mean = pixels.mean(dim=1)
     centred = pixels - mean[:, None]
     cov = centred @ centred.T / pixels.shape[1]
-    return mean, cov, _sqrtm(cov)
+    return mean, cov, symmetric_sqrt((cov + cov.T) / 2)
 
 
 def _colour_w2(
@@ -458,14 +459,10 @@ def _colour_w2(
     """
     mean, cov, _ = stats
     t_mean, t_cov, t_root = target
-    cross = _sqrtm(t_root @ cov @ t_root).trace()
+    inner = t_root @ cov @ t_root
+    cross = eigvalsh((inner + inner.T) / 2).clamp_min(0).sqrt().sum()  # tr of its root
     w2 = (mean - t_mean).square().sum() + cov.trace() + t_cov.trace() - 2 * cross
     return math.sqrt(max(float(w2), 0.0))
-
-
-def _sqrtm(matrix: torch.Tensor) -> torch.Tensor:
-    eigenvalues, eigenvectors = torch.linalg.eigh((matrix + matrix.T) / 2)
-    return eigenvectors @ torch.diag(eigenvalues.clamp_min(0).sqrt()) @ eigenvectors.T
 
 
 def _anchored(distance: float, span: float) -> float:
