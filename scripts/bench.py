@@ -35,9 +35,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from covergen.nst import Cancelled, Engine, Runtime, StyleParams, imaging
+from covergen.nst import Cancelled, Engine, Progress, Runtime, StyleParams, imaging
 from covergen.nst.layers import deepest_layer
-from covergen.nst.optim import BatchLBFGS
 from covergen.nst.params import AUTO_AIM, fit_long_side
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,28 +146,26 @@ def quality_over_time(
     width, height = fit_long_side(*photo.size, params.size)
     kept: list[tuple[float, torch.Tensor]] = []
     clock = {"start": 0.0, "paused": 0.0, "steps": 0}
-    original = BatchLBFGS.step
 
     def elapsed() -> float:
         return time.perf_counter() - clock["start"] - clock["paused"]
 
-    def step(self: BatchLBFGS, grad: torch.Tensor, active: torch.Tensor) -> None:
-        original(self, grad, active)
-        if tuple(self.x.shape[-2:]) == (height, width) and self.x.shape[0] == 1:
+    def observe(event: Progress, images: torch.Tensor) -> None:
+        if event.stage == "paint" and event.size == (width, height):
             clock["steps"] += 1
             if clock["steps"] % 5 == 0:
                 synchronise(engine.device)
                 before = time.perf_counter()
-                kept.append((elapsed(), self.x.detach().clamp(0, 1).float().cpu().clone()))
+                kept.append((elapsed(), images[:1].clamp(0, 1).float().cpu().clone()))
                 clock["paused"] += time.perf_counter() - before
 
-    BatchLBFGS.step = step  # type: ignore[method-assign]
+    engine.observer = observe
     try:
         clock["start"] = time.perf_counter()
         with contextlib.suppress(Cancelled):
             engine.stylize(photo, cover, params, cancel=lambda: elapsed() > budget)
     finally:
-        BatchLBFGS.step = original  # type: ignore[method-assign]
+        engine.observer = None
     photo_t = imaging.pil_to_tensor(imaging.resized(photo, (width, height)))
     cover_t = imaging.pil_to_tensor(imaging.resized(cover, fit_long_side(*cover.size, params.size)))
     scores = engine.judge.score_many(photo_t, cover_t, [image for _, image in kept])

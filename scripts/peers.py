@@ -48,12 +48,12 @@ sys.path.insert(0, str(ROOT))
 
 from covergen.nst import (  # noqa: E402
     Engine,
+    Progress,
     Runtime,
     StyleParams,
     imaging,
     losses,
 )
-from covergen.nst.optim import BatchLBFGS  # noqa: E402
 from covergen.nst.params import AUTO_AIM  # noqa: E402
 from covergen.nst.quality import STYLISED_AT, QualityJudge  # noqa: E402
 from covergen.sheets import Tile, contact_sheet  # noqa: E402
@@ -295,26 +295,24 @@ def covergen_run(
     engine: Engine, photo_image: Image.Image, cover_image: Image.Image, size: int, trace: Trace
 ) -> None:
     """covergen's defaults at this size. The image is kept every 10 iterations of the final
-    scale (the optimiser's step is wrapped; the probe and the coarse scales, at other sizes,
-    are not snapshotted), and the finished image, guided filter and all, last."""
+    scale (through the engine's observer; the probe and the coarse scales are not
+    snapshotted), and the finished image, guided filter and all, last."""
     width, height = imaging.fit_long_side(*photo_image.size, size)
-    original = BatchLBFGS.step
     steps = [0]
 
-    def step(self: BatchLBFGS, grad: torch.Tensor, active: torch.Tensor) -> None:
-        original(self, grad, active)
-        if tuple(self.x.shape[-2:]) == (height, width) and self.x.shape[0] == 1:  # not probes
+    def observe(event: Progress, images: torch.Tensor) -> None:
+        if event.stage == "paint" and event.size == (width, height):  # the final scale
             steps[0] += 1
             if steps[0] % 10 == 0:
                 sync(engine.device)
-                trace.keep(self.x)
+                trace.keep(images[:1])
 
-    BatchLBFGS.step = step  # type: ignore[method-assign]
+    engine.observer = observe
     try:
         trace.start()
         result = engine.stylize(photo_image, cover_image, StyleParams(size=size))
     finally:
-        BatchLBFGS.step = original  # type: ignore[method-assign]
+        engine.observer = None
     trace.keep(imaging.pil_to_tensor(result.image))
 
 

@@ -104,6 +104,27 @@ def test_multi_scale_runs_every_scale_and_reports_progress(engine: Engine):
     assert result.image.size == (64, 48)
 
 
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_the_observer_sees_every_step_and_its_images(engine: Engine, optimizer: str):
+    # What benchmarks use to watch quality over time: after every step, the step's event
+    # and the images as they stand (Adam: the averaged iterate, which is what it returns).
+    params = TINY.replace(size=64, scales=2, min_size=32, iterations=4, coarse_iterations=3)
+    params = params.replace(optimizer=optimizer, learning_rate=0.05)
+    seen = []
+    engine.observer = lambda event, images: seen.append((event, images.clone()))
+    try:
+        result = engine.stylize(gradient_photo(), stripe_cover(), params)
+    finally:
+        engine.observer = None
+    assert [(e.scale, e.size) for e, _ in seen] == [(0, (32, 24))] * 3 + [(1, (64, 48))] * 4
+    for event, images in seen:
+        assert images.shape == (1, 3, event.size[1], event.size[0])
+        assert not images.requires_grad
+    assert not torch.equal(seen[-2][1], seen[-1][1])  # each step's own images
+    final = imaging.pil_to_tensor(result.image)
+    assert (seen[-1][1].clamp(0, 1) - final).abs().max() < 2 / 255 + 1e-6  # what it returns
+
+
 def test_early_stop_ends_a_scale_when_the_loss_stops_improving(engine: Engine):
     params = TINY.replace(iterations=400, tolerance=0.5, patience=3)
     result = engine.stylize(gradient_photo(), stripe_cover(), params)

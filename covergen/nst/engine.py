@@ -206,6 +206,10 @@ class Engine:
         self._encoders: dict[tuple[str, str, str, str], VGGEncoder] = {}
         self._detector: Any = None  # faces.FaceDetector, made on first use
         self._judge: Any = None  # quality.QualityJudge, made on first use
+        # Called after every optimiser step with the step's Progress and the batch's current
+        # images (B, 3, H, W; Adam's averaged iterate): how benchmarks watch quality over
+        # time. Never crosses a process boundary, unlike the progress callback's events.
+        self.observer: Callable[[Progress, torch.Tensor], None] | None = None
         self.precision = effective_precision(self.runtime.precision, self.device)
         channels_last = self.runtime.channels_last
         # NHWC is what tensor cores and oneDNN's bf16 kernels want; fp32 on a CPU is not faster.
@@ -627,18 +631,20 @@ class Engine:
                 )
             stopper.update(iteration, total.detach())
             optimiser.step(grad, active)
-            run.report(
-                Progress(
-                    scale=scale,
-                    scales=scales,
-                    size=(width, height),
-                    iteration=iteration,
-                    iterations=max(budgets),
-                    losses=tuple(last),
-                    elapsed=time.perf_counter() - run.start,
-                    stage=stage,
-                )
+            event = Progress(
+                scale=scale,
+                scales=scales,
+                size=(width, height),
+                iteration=iteration,
+                iterations=max(budgets),
+                losses=tuple(last),
+                elapsed=time.perf_counter() - run.start,
+                stage=stage,
             )
+            run.report(event)
+            if self.observer is not None:
+                current = optimiser.result() if isinstance(optimiser, BatchAdam) else x
+                self.observer(event, current.detach())
             if not bool(stopper.active.any()):
                 break
         if isinstance(optimiser, BatchAdam):
