@@ -54,6 +54,7 @@ from covergen.nst import (  # noqa: E402
     Progress,
     Runtime,
     StyleParams,
+    WeightsError,
     imaging,
     losses,
 )
@@ -335,6 +336,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     engine = Engine(Runtime(device=args.device), cache_dir=args.cache_dir)
+    try:
+        engine.weights(RECIPE_NETWORK)
+    except WeightsError as exc:
+        # On a lent GPU the VGG16 file (59 MB) does not fit the files that travel there.
+        print(
+            f"peers: the recipes' torchvision VGG16 weights are not available ({exc}); "
+            "without them the recipes' constants are off-scale and no row would be fair",
+            file=sys.stderr,
+        )
+        return 3
     judge = QualityJudge(engine.device)
     name = (
         torch.cuda.get_device_name(engine.device)
