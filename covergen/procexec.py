@@ -8,9 +8,10 @@ The driver stays the only writer of the results, the run log and the site; the w
 this machine, share the engine's own caches (converted weights, feature targets) as the
 local executor's threads do.
 
-A worker that dies (SIGKILL, the OOM killer) fails the jobs of the batch it was painting,
-with the exit code, and a new worker takes its place for the rest (``restarts`` times per
-device); the next build paints those jobs again. A stop (Ctrl-C) tells the workers to stop
+A worker that dies (SIGKILL, the OOM killer) is replaced by a new one (``restarts`` times
+per device), and the unfinished jobs of the batch it was painting are tried once more, each
+alone, before anything else. A job whose worker dies on that try too fails, with the exit
+code; the next build paints it again. A stop (Ctrl-C) tells the workers to stop
 at the next iteration; their jobs come back cancelled and every finished result is kept.
 """
 
@@ -175,6 +176,7 @@ class _Run:
         self.batches = deque(make_batches(jobs, size))
         self.done: set[tuple[str, str]] = set()
         self.sent: set[tuple[str, str]] = set()
+        self.retried: set[tuple[str, str]] = set()  # painted again after a worker died
         self.stopped_at: float | None = None
         self.checked_at = time.monotonic()
         for worker in workers:
@@ -305,12 +307,21 @@ class _Run:
         for worker in dead:
             code = worker.process.exitcode
             for job in worker.batch or []:
-                if job_id(job) not in self.done:
-                    error = (
-                        f"the worker process {worker.name} died (exit code {code}) while "
-                        "painting it; the next build paints it again"
-                    )
-                    self._report(JobOutcome(job, "failed", device=worker.device, error=error))
+                key = job_id(job)
+                if key in self.done:
+                    continue
+                if key not in self.retried and not self.stop.is_set():
+                    # Once more, alone and first: a batch-mate that brought the worker down
+                    # (or the batch's memory) cannot take it down again.
+                    self.retried.add(key)
+                    self.batches.appendleft([job])
+                    continue
+                again = ", and again when tried alone" if key in self.retried else ""
+                error = (
+                    f"the worker process {worker.name} died (exit code {code}) while "
+                    f"painting it{again}; the next build paints it again"
+                )
+                self._report(JobOutcome(job, "failed", device=worker.device, error=error))
             worker.batch = None
             if worker.restarts < self.executor.restarts and not self.stop.is_set():
                 worker.restarts += 1

@@ -202,19 +202,33 @@ def test_process_executor_paints_the_same_bytes_as_the_local_one(
     assert {o.device for o in process.outcomes} == {"cpu"}
 
 
-def test_a_dead_worker_process_fails_its_job_alone_and_the_next_build_paints_it(
-    project: Path, tmp_path: Path
-):
+def test_a_job_whose_worker_dies_is_tried_once_more_alone(project: Path, tmp_path: Path):
     many_pairs_catalog(project, 3, bad=1)
     settings = ExecutorSettings(cache_dir=project / "cache", devices=("cpu",))
     executor = ProcessExecutor(settings, StandIn(str(tmp_path), "kill-once"))
 
     first = build(options(project), executor=executor)
 
+    assert set(statuses(first).values()) == {"built"}, [o.error for o in first.outcomes]
+    tries = list((tmp_path / "tries").iterdir())
+    assert len(tries) == 2 and len({t.name for t in tries}) == 2  # two processes: a new one
+
+
+def test_a_job_that_kills_its_worker_twice_fails_alone_and_the_next_build_paints_it(
+    project: Path, tmp_path: Path
+):
+    many_pairs_catalog(project, 3, bad=1)
+    settings = ExecutorSettings(cache_dir=project / "cache", devices=("cpu",))
+    executor = ProcessExecutor(settings, StandIn(str(tmp_path), "kill"))
+
+    first = build(options(project), executor=executor)
+
     assert statuses(first) == {"band0-album": "built", "band1-album": "failed",
                                "band2-album": "built"}  # fmt: skip
     error = next(o.error for o in first.outcomes if o.status == "failed")
-    assert "died (exit code -9)" in error and "next build paints it again" in error
+    assert "died (exit code -9)" in error and "again when tried alone" in error
+    assert "next build paints it again" in error
+    assert len(list((tmp_path / "tries").iterdir())) == 2  # tried twice, not more
     again = build(options(project), executor=ProcessExecutor(settings, StandIn(str(tmp_path))))
     assert statuses(again) == {"band0-album": "reused", "band1-album": "built",
                                "band2-album": "reused"}  # fmt: skip
