@@ -74,7 +74,7 @@ class Printer:
         if not self.plain:
             self.console.print(self.text(*pieces))
             return
-        text = "".join(printable(p.text if isinstance(p, Styled) else p) for p in pieces) + "\n"
+        text = "".join(_unstyled(p) for p in pieces) + "\n"
         try:
             self.stream.write(text)
         except UnicodeEncodeError:  # a stream that cannot take it (LANG=C): as ? instead
@@ -111,7 +111,7 @@ class Printer:
         self.console.print(table)
 
     def _plain_table(self, columns: Sequence[str], rows: list[list[Piece]], title: str) -> None:
-        cells = [[printable(c.text if isinstance(c, Styled) else c) for c in row] for row in rows]
+        cells = [[_unstyled(c) for c in row] for row in rows]
         widths = [
             max([len(name), *(len(row[i]) for row in cells)]) for i, name in enumerate(columns)
         ]
@@ -120,6 +120,11 @@ class Printer:
         for row in [list(columns), *cells]:
             padded = [text.ljust(width) for text, width in zip(row, widths, strict=True)]
             self.line("  ".join(padded).rstrip())
+
+
+def _unstyled(piece: Piece) -> str:
+    """A piece's text, made printable, without its style: what plain output shows."""
+    return printable(piece.text if isinstance(piece, Styled) else piece)
 
 
 def error_printer() -> Printer:

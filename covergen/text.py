@@ -29,7 +29,7 @@ WEB_SCHEMES = ("http", "https")
 # Anything printable() changes or unsafe_character() may refuse: Unicode's control characters
 # (category Cc is exactly U+0000–U+001F and U+007F–U+009F), bidi controls, lone surrogates.
 # A search for it is the fast path of both; the loops below run only when it finds one.
-_SUSPECT = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_SUSPECT = re.compile("[\x00-\x1f\x7f-\x9f" + "".join(sorted(BIDI_CONTROLS)) + "\ud800-\udfff]")
 
 
 def _is_control(char: str) -> bool:

@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from covergen.build import BuildOptions, build  # noqa: E402
+from covergen.edit import NewPair, render_pair  # noqa: E402
 from covergen.nst import LossValues, StylizeResult  # noqa: E402
 from covergen.painter import Painter, StoreInputs  # noqa: E402
 from covergen.scheduler import ExecutorSettings, LocalExecutor  # noqa: E402
@@ -63,12 +64,8 @@ def make_project(root: Path, pairs: int) -> Path:
                 image = source.convert("RGB").resize((320, 240))
             tint = Image.new("RGB", image.size, tuple(int(c) for c in rng.integers(0, 255, 3)))
             Image.blend(image, tint, 0.15).save(root / folder / f"{kind}{i}.jpg", quality=85)
-        lines += [
-            f"  - band: Band {i}",
-            f"    album: Album {i}",
-            f"    photo: photos/photo{i}.jpg",
-            f"    cover: covers/cover{i}.jpg",
-        ]
+        pair = NewPair(f"Band {i}", f"Album {i}", f"photos/photo{i}.jpg", f"covers/cover{i}.jpg")
+        lines.append(render_pair(pair, "").rstrip("\n"))
     (root / "catalog.yaml").write_text("\n".join(lines) + "\n")
     return root / "catalog.yaml"
 
@@ -77,23 +74,25 @@ def make_big_catalog(root: Path, pairs: int) -> Path:
     """A catalog of ``pairs`` pairs over the sample images, every tenth with an override."""
     photos = sorted(p.name for p in (ROOT / "samples" / "photos").iterdir())
     covers = sorted(p.name for p in (ROOT / "samples" / "covers").glob("*.png"))
-    lines = ["pairs:"]
+    blocks = []
     for i in range(pairs):
-        lines += [
-            f"  - band: Band {i}",
-            f"    album: Album {i}",
-            f"    year: {1960 + i % 60}",
-            f"    tags: [t{i % 7}]",
-            f"    photo: {{src: {ROOT}/samples/photos/{photos[i % len(photos)]}, "
-            "credit: NASA, license: Public domain}",
-            f"    cover: {{src: {ROOT}/samples/covers/{covers[i % len(covers)]}, "
-            "credit: covergen, license: CC0-1.0}",
-        ]
-        if i % 10 == 0:
-            lines.append(f"    overrides: {{content_weight: {1 + i % 4}}}")
+        pair = NewPair(
+            f"Band {i}",
+            f"Album {i}",
+            f"{ROOT}/samples/photos/{photos[i % len(photos)]}",
+            f"{ROOT}/samples/covers/{covers[i % len(covers)]}",
+            year=1960 + i % 60,
+            tags=(f"t{i % 7}",),
+            photo_credit="NASA",
+            photo_license="Public domain",
+            cover_credit="covergen",
+            cover_license="CC0-1.0",
+            overrides={"content_weight": 1 + i % 4} if i % 10 == 0 else {},
+        )
+        blocks.append(render_pair(pair, ""))
     (root / "big").mkdir(exist_ok=True)
     path = root / "big" / "catalog.yaml"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("pairs:\n" + "".join(blocks))
     return path
 
 

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from covergen.build import BuildOptions, build  # noqa: E402
+from covergen.edit import NewPair, render_pair  # noqa: E402
 from covergen.plan import Job  # noqa: E402
 from covergen.rayexec import RayExecutor, import_ray, start_local_ray  # noqa: E402
 from covergen.scheduler import ExecutorSettings, JobOutcome, OutcomeSink  # noqa: E402
@@ -136,13 +137,9 @@ def make_project(root: Path, pairs: int, size: int, distinct: int = 40) -> Path:
         cover.save(root / "covers" / f"c{i}.jpg", quality=88)
     lines = [f"defaults: {{size: {size}, scales: 1, iterations: 1, content_weight: 1}}", "pairs:"]
     for i in range(pairs):
-        lines += [
-            f"  - band: Band {i}",
-            f"    album: Album {i}",
-            f"    photo: photos/p{i % distinct}.jpg",
-            f"    cover: covers/c{(i * 7) % distinct}.jpg",
-            f"    overrides: {{seed: {i}}}",  # every pair its own job
-        ]
+        photo, cover = f"photos/p{i % distinct}.jpg", f"covers/c{(i * 7) % distinct}.jpg"
+        pair = NewPair(f"Band {i}", f"Album {i}", photo, cover, overrides={"seed": i})
+        lines.append(render_pair(pair, "").rstrip("\n"))  # every pair its own job (its seed)
     (root / "catalog.yaml").write_text("\n".join(lines) + "\n")
     return root / "catalog.yaml"
 

@@ -56,6 +56,7 @@ from covergen.nst import (  # noqa: E402
     StyleParams,
     WeightsError,
     imaging,
+    linalg,
     losses,
 )
 from covergen.nst.params import AUTO_AIM  # noqa: E402
@@ -156,11 +157,6 @@ def tutorial(engine: Engine, photo: torch.Tensor, cover: torch.Tensor, trace: Tr
     trace.keep(x)
 
 
-def _sqrt_psd(matrix: torch.Tensor) -> torch.Tensor:
-    values, vectors = torch.linalg.eigh(matrix)
-    return vectors @ torch.diag_embed(values.clamp_min(0).sqrt()) @ vectors.transpose(-1, -2)
-
-
 W2_EPS = 1e-4  # added to both covariances' diagonals, as style-transfer-pytorch does
 
 
@@ -178,7 +174,7 @@ def _w2_crowsonkb(
     mean_diff = (mean - mean_t).square().mean()
     inner = root_t @ cov @ root_t
     inner = (inner + inner.transpose(-1, -2)) / 2
-    root_trace = torch.linalg.eigvalsh(inner).clamp_min(0).sqrt().sum(-1)
+    root_trace = linalg.eigvalsh(inner).clamp_min(0).sqrt().sum(-1)
     trace = torch.diagonal(cov_t, dim1=-2, dim2=-1).sum(-1) + torch.diagonal(
         cov, dim1=-2, dim2=-1
     ).sum(-1)
@@ -262,7 +258,7 @@ def crowsonkb(
             for name, f in style_feats.items():
                 mean, cov = losses.mean_covariance(f)
                 cov = cov + W2_EPS * torch.eye(cov.shape[-1], dtype=cov.dtype, device=device)
-                targets[name] = (mean, cov, _sqrt_psd(cov))
+                targets[name] = (mean, cov, linalg.symmetric_sqrt(cov))
         start = content if image is None else image
         x = F.interpolate(start, size=(height, width), mode="bicubic").clamp(0, 1)
         x = x.detach().requires_grad_(True)

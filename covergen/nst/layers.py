@@ -84,7 +84,6 @@ def check_layers(network: str, layers: Iterable[str], field: str) -> None:
 
 def deepest_layer(network: str, layers: Iterable[str]) -> str:
     """The deepest of the named layers, in forward order."""
-    order = {name: i for i, name in enumerate(layer_names(network))}
     names = list(layers)
     check_layers(network, names, "layers")
-    return max(names, key=order.__getitem__)
+    return max(names, key=_layer_index(network).__getitem__)

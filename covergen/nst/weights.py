@@ -320,9 +320,8 @@ def _load_package(source: WeightsSource, store: Path) -> VGGWeights:
             f"{package.label}: not installed and its converted copy is gone; run: {package.install}"
         )
     data = package.verified_bytes(path)
-    digest = package.sha256
     state = convert_state_dict(read_source(data, package.layout, str(path)), network, str(path))
-    _store(store, network, flavour, digest, state)
+    _store(store, network, flavour, package.sha256, state)
     return VGGWeights(network, flavour, state, source.identity, source.origin)
 
 
