@@ -62,6 +62,7 @@ def _metavar(spec: ParamSpec) -> str:
         "int": "N",
         "float": "X",
         "float_or_auto": "X|auto",
+        "int_or_auto": "N|auto",
         "str_list": "A,B",
         "float_list": "X,Y",
         "regions": "L,T,R,B,W;...",

@@ -20,7 +20,7 @@ from .errors import CovergenError
 from .nst.errors import ParameterError
 from .nst.params import AUTO, StyleParams, format_value, parse_assignments, resolved_value, spec
 
-SCALAR_KINDS = ("bool", "int", "float", "float_or_auto", "str")
+SCALAR_KINDS = ("bool", "int", "float", "float_or_auto", "int_or_auto", "str")
 # Variants per row before the sheet wraps a pair onto a second row; pixels per picture.
 ROW_VARIANTS = 6
 TILE = 320

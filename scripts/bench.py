@@ -12,7 +12,10 @@ Sections (``--sections``, all by default):
   without face detection, painted in turns in the same process: face detection, the
   automatic content weight, and both (the defaults);
 - ``photo``: photo mode's cost per iteration as a ratio to the artistic mode's, and the
-  matting Laplacian's build time, size and estimated peak memory per image size.
+  matting Laplacian's build time, size and estimated peak memory per image size;
+- ``cpu``: what the field tries on a CPU, per iteration at the smallest size, against the
+  engine's own settings in turns in the same process: channels-last, ``torch.compile`` of
+  the network (its compile time apart), bf16 autocast, and one thread instead of all.
 
 The fixed-parameter sections pin ``content_weight: 1`` and ``protect_faces: false`` so they
 time the optimisation alone.
@@ -42,7 +45,7 @@ from covergen.nst.params import AUTO_AIM, fit_long_side
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO = ROOT / "samples" / "photos" / "astronaut.jpg"
 COVER = ROOT / "samples" / "covers" / "pulsar.png"
-SECTIONS = ("timing", "scales", "optimiser", "costs", "photo")
+SECTIONS = ("timing", "scales", "optimiser", "costs", "photo", "cpu")
 # The fixed-parameter sections time the optimisation alone.
 FIXED = {"content_weight": 1, "protect_faces": False}
 # catalog.yaml's draft profile, with early stopping off so every variant runs as long.
@@ -180,7 +183,33 @@ def first_time(curve: list[tuple[float, float, float]], style: float) -> str:
     return "—"
 
 
-def scales_table(engine: Engine, photo, cover, sizes, budgets) -> None:
+def schedule_text(params: StyleParams) -> str:
+    """A schedule as the race's tables name it: "2 scales from 256, 50 coarse"."""
+    sizes = params.scale_sizes()
+    if len(sizes) == 1:
+        return "one scale"
+    return f"{len(sizes)} scales from {sizes[0]}, {params.coarse_iterations} coarse"
+
+
+def race_schedules(size: int) -> dict[str, tuple[str, StyleParams]]:
+    """The schedules the race can run at ``size``, by key: (label, parameters)."""
+    base = StyleParams(size=size, iterations=100000, tolerance=0, **FIXED)
+    chosen = {
+        "one": base.replace(scales=1),
+        "defaults": base,
+        "old": base.replace(scales=3, min_size=128, coarse_iterations=150),
+        "three": base.replace(scales=3, min_size=128, coarse_iterations=50),
+        "half": base.replace(scales=2, min_size=max(16, size // 2), coarse_iterations=50),
+        "quarter": base.replace(scales=2, min_size=max(16, size // 4), coarse_iterations=50),
+    }
+    labels = {"defaults": "the defaults: ", "old": "the old defaults: "}
+    return {key: (labels.get(key, "") + schedule_text(p), p) for key, p in chosen.items()}
+
+
+SCHEDULES = tuple(race_schedules(512))
+
+
+def scales_table(engine: Engine, photo, cover, sizes, budgets, keys: list[str]) -> None:
     """Coarse-to-fine against one scale in the same wall-clock budget, judged by the quality
     measures along the way (fixed weights, early stopping off)."""
     print(
@@ -189,17 +218,10 @@ def scales_table(engine: Engine, photo, cover, sizes, budgets) -> None:
     )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for size, budget in zip(sizes, budgets, strict=True):
-        base = StyleParams(size=size, iterations=100000, tolerance=0, **FIXED)
-        engine.stylize(photo, cover, base.replace(scales=1, iterations=1))  # weights loaded
-        schedules = {
-            "one scale": base.replace(scales=1),
-            "defaults (3 scales from 128, 150 each)": base,
-            "3 scales, 50 coarse each": base.replace(coarse_iterations=50),
-            "2 scales from size/2, 50 coarse": base.replace(
-                scales=2, min_size=size // 2, coarse_iterations=50
-            ),
-        }
-        for name, params in schedules.items():
+        schedules = race_schedules(size)
+        engine.stylize(photo, cover, schedules["one"][1].replace(iterations=1))  # weights loaded
+        for key in keys:
+            name, params = schedules[key]
             curve = quality_over_time(engine, photo, cover, params, budget)
             end = f"{curve[-1][1]:.2f} / {curve[-1][2]:.2f}" if curve else "never reached"
             print(
@@ -207,6 +229,81 @@ def scales_table(engine: Engine, photo, cover, sizes, budgets) -> None:
                 f"| {first_time(curve, 0.22)} | {first_time(curve, 0.30)} |",
                 flush=True,
             )
+
+
+def iteration_seconds(
+    engine: Engine, photo: Image.Image, cover: Image.Image, params: StyleParams
+) -> tuple[float, float]:
+    """Seconds of a run's first iteration (targets, compilation) and the median of its
+    steady iterations (the first two dropped)."""
+    marks = [time.perf_counter()]
+
+    def tick(_event: object) -> None:
+        synchronise(engine.device)
+        marks.append(time.perf_counter())
+
+    engine.stylize(photo, cover, params, progress=tick)
+    steps = np.diff(marks)
+    return float(steps[0]), float(statistics.median(steps[2:]))
+
+
+def cpu_table(runtime: Runtime, cache_dir: Path, size: int, iterations: int, rounds: int) -> None:
+    """The CPU recipes per iteration at ``size``, each variant on its own engine (weights
+    shared), in turns, the ratio to the engine's own settings taken per round."""
+    photo, cover = Image.open(PHOTO).convert("RGB"), Image.open(COVER).convert("RGB")
+    params = StyleParams(size=size, scales=1, iterations=iterations + 3, tolerance=0, **FIXED)
+    base = Engine(runtime, cache_dir=cache_dir)
+    base.stylize(photo, cover, params.replace(iterations=2))  # weights converted and loaded
+    threads = torch.get_num_threads()
+
+    def variant(name: str) -> Engine:
+        if name == "channels-last":
+            engine = Engine(Runtime(runtime.device, runtime.precision, True), cache_dir=cache_dir)
+        elif name == "bf16 autocast (channels-last)":
+            engine = Engine(Runtime(runtime.device, "bf16"), cache_dir=cache_dir)
+        else:
+            engine = Engine(runtime, cache_dir=cache_dir)
+        engine._weights = base._weights
+        if name == "torch.compile":
+            compiled = torch.compile(engine.encoder(params))
+            engine.encoder = lambda _params: compiled  # type: ignore[method-assign]
+        return engine
+
+    names = [
+        "the engine's settings (fp32, contiguous)",
+        "channels-last",
+        "torch.compile",
+        "bf16 autocast (channels-last)",
+        f"1 thread (of {threads})",
+    ]
+    engines = {name: variant(name) for name in names}
+    firsts: dict[str, float] = {}
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(rounds):
+        for name, engine in engines.items():
+            # bf16 is slow enough on most CPUs that a few iterations say all
+            run = params.replace(iterations=4) if name.startswith("bf16") else params
+            if name.startswith("1 thread"):
+                torch.set_num_threads(1)
+            try:
+                first, steady = iteration_seconds(engine, photo, cover, run)
+            finally:
+                torch.set_num_threads(threads)
+            seconds[name].append(steady)
+            if round_ == 0:
+                firsts[name] = first
+    baseline = seconds[names[0]]
+    print(
+        f"\n| {size} px, {platform.machine()} | first iteration s | s/iter (median) "
+        f"| × the engine's settings (median of {rounds} rounds) |"
+    )
+    print("| --- | --- | --- | --- |")
+    for name, times in seconds.items():
+        ratio = statistics.median(t / b for t, b in zip(times, baseline, strict=True))
+        print(
+            f"| {name} | {firsts[name]:.1f} | {statistics.median(times):.4f} | {ratio:.2f} |",
+            flush=True,
+        )
 
 
 def optimiser_table(engine: Engine, photo, cover, size: int, budget: float) -> None:
@@ -308,10 +405,21 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="seconds per size for the single- vs multi-scale race",
     )
+    parser.add_argument(
+        "--schedules",
+        nargs="+",
+        choices=SCHEDULES,
+        default=["one", "defaults", "old", "quarter"],
+        help="the scales race's schedules: one scale, the defaults, the old defaults (3 from "
+        "128, 150 coarse), 3 from 128 with 50 coarse, 2 from half or a quarter of the size",
+    )
     parser.add_argument("--quick", action="store_true", help="small budgets, fewer repeats")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument(
-        "--rounds", type=int, default=None, help="rounds of the costs section (3; --quick 1)"
+        "--rounds",
+        type=int,
+        default=None,
+        help="rounds of the costs section (3; --quick 1) and the cpu section (2)",
     )
     parser.add_argument("--cache-dir", type=Path, default=ROOT / "cache")
     args = parser.parse_args(argv)
@@ -340,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     if "timing" in sections:
         timing_table(engine, photo, cover, args.sizes, iterations)
     if "scales" in sections:
-        scales_table(engine, photo, cover, args.sizes, budgets)
+        scales_table(engine, photo, cover, args.sizes, budgets, args.schedules)
     if "optimiser" in sections:
         size = min(args.sizes)
         optimiser_table(engine, photo, cover, size, budgets[args.sizes.index(size)])
@@ -348,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
         costs_table(runtime, args.cache_dir, args.rounds or (1 if args.quick else 3))
     if "photo" in sections:
         photo_table(engine, photo, cover, args.sizes, iterations)
+    if "cpu" in sections:
+        cpu_table(runtime, args.cache_dir, min(args.sizes), iterations, args.rounds or 2)
     return 0
 
 

@@ -54,6 +54,9 @@ def test_every_problem_is_reported_at_once_with_its_field():
         ({"content_regions": "0.5,0.5,0.4,0.9,2"}, "content_regions", "inside the image"),
         ({"content_regions": "0.1,0.2,3"}, "content_regions", "5 numbers"),
         ({"network": "vgg16", "weights": "caffe"}, "weights", "vgg16"),
+        ({"min_size": "half"}, "min_size", "or auto"),
+        ({"min_size": 2.5}, "min_size", "whole number"),
+        ({"min_size": 8}, "min_size", "at least 16"),
     ],
 )
 def test_bad_values_name_the_field_and_what_to_do(values, field, words):
@@ -68,6 +71,18 @@ def test_scale_sizes_are_geometric_and_end_at_size():
     assert StyleParams(size=512, min_size=128, scales=3).scale_sizes() == [128, 256, 512]
     assert StyleParams(size=512, scales=1).scale_sizes() == [512]
     assert StyleParams(size=100, min_size=200, scales=3).scale_sizes() == [100]
+
+
+def test_min_size_auto_is_half_the_size_between_64_and_256_px():
+    # The defaults: two scales (docs/benchmarks.md: the race at 256, 512 and 1024 px).
+    assert StyleParams(size=256).scale_sizes() == [128, 256]
+    assert StyleParams(size=512).scale_sizes() == [256, 512]
+    assert StyleParams(size=1024).scale_sizes() == [256, 1024]
+    assert StyleParams(size=1024, scales=3).scale_sizes() == [256, 512, 1024]
+    assert StyleParams(size=100).scale_sizes() == [64, 100]
+    assert StyleParams(size=64).scale_sizes() == [64]  # a coarse scale would be under 64 px
+    assert from_mapping({"min_size": " Auto "}).min_size == "auto"
+    assert from_mapping({"min_size": "200"}).min_size == 200
 
 
 def test_layer_weights_default_to_halving_and_sum_to_one():

@@ -32,6 +32,12 @@ FACE_DETECTOR_VERSION = "mtcnn-1"
 QUALITY_VERSION = "1"
 PHOTOREAL_VERSION = "1"
 AUTO = "auto"
+# `min_size: auto` never makes a scale smaller than this: below it VGG sees too little of the
+# picture for a coarse scale to settle anything.
+MIN_SCALE = 64
+# ... and never larger than this: at 1024 px two scales from 256 px took the cover to style
+# 0.22 3.4x sooner than from 512 px (docs/benchmarks.md).
+AUTO_MIN_SIZE = 256
 # What `photorealism: auto` means in photo mode (see docs/engine.md for how it was chosen).
 PHOTO_REALISM = 3000.0
 # `content_weight: auto`: the candidates painted side by side at the coarse scale, and for
@@ -74,17 +80,23 @@ class StyleParams:
     # -- size and schedule -----------------------------------------------------------------
     size: int = _p(512, "Long side of the result in pixels.", min=16, max=4096, group="schedule")
     scales: int = _p(
-        3,
+        2,
         "Number of scales, coarse to fine, from min_size up to size "
         "(1, or min_size ≥ size: a single scale).",
         min=1,
         max=8,
         group="schedule",
     )
-    min_size: int = _p(128, "Long side of the coarsest scale.", min=16, max=4096, group="schedule")
+    min_size: int | str = _p(
+        AUTO,
+        "Long side of the coarsest scale; auto: half the size, at most 256 px.",
+        min=16,
+        max=4096,
+        group="schedule",
+    )
     iterations: int = _p(200, "Iterations at the final scale.", min=1, max=100000, group="schedule")
     coarse_iterations: int = _p(
-        150, "Iterations at each coarser scale.", min=0, max=100000, group="schedule"
+        50, "Iterations at each coarser scale.", min=0, max=100000, group="schedule"
     )
     tolerance: float = _p(
         1e-3,
@@ -251,10 +263,14 @@ class StyleParams:
 
     def scale_sizes(self) -> list[int]:
         """Long side of each scale, coarse to fine; the last is always ``size``."""
-        if self.scales == 1 or self.min_size >= self.size:
+        if self.min_size == AUTO:  # half the size, at most 256 px (the race in benchmarks.md)
+            smallest = max(MIN_SCALE, min(AUTO_MIN_SIZE, round(self.size / 2)))
+        else:
+            smallest = int(self.min_size)
+        if self.scales == 1 or smallest >= self.size:
             return [self.size]
-        ratio = (self.size / self.min_size) ** (1 / (self.scales - 1))
-        sizes = [round(self.min_size * ratio**i) for i in range(self.scales - 1)]
+        ratio = (self.size / smallest) ** (1 / (self.scales - 1))
+        sizes = [round(smallest * ratio**i) for i in range(self.scales - 1)]
         return [*sizes, self.size]
 
     def photorealism_weight(self) -> float:
@@ -321,6 +337,7 @@ _KINDS = {
     int: "int",
     float: "float",
     float | str: "float_or_auto",
+    int | str: "int_or_auto",
     str: "str",
     tuple[str, ...]: "str_list",
     tuple[float, ...]: "float_list",
@@ -432,6 +449,7 @@ def _kind_hint(s: ParamSpec) -> str:
         "int": "give a whole number",
         "float": "give a number",
         "float_or_auto": "give a number, or auto",
+        "int_or_auto": "give a whole number, or auto",
         "str": f"use one of {', '.join(s.choices or ())}",
         "str_list": "give names separated by commas, e.g. relu1_1,relu2_1",
         "float_list": "give numbers separated by commas, e.g. 1,0.5,0.25",
@@ -449,10 +467,10 @@ def _coerce_kind(kind: str, value: Any) -> Any:
         if text in ("false", "no", "off", "0"):
             return False
         raise ValueError("expected true or false")
-    if kind == "float_or_auto":
+    if kind in ("float_or_auto", "int_or_auto"):
         if isinstance(value, str) and value.strip().lower() == AUTO:
             return AUTO
-        return _coerce_kind("float", value)
+        return _coerce_kind(kind.removesuffix("_or_auto"), value)
     if kind == "int":
         if isinstance(value, bool):
             raise TypeError("expected a whole number, not true/false")
@@ -510,9 +528,9 @@ def _check_range(s: ParamSpec, value: Any) -> None:
         hint = f"did you mean {close[0]!r}?" if close else f"use one of {', '.join(s.choices)}"
         raise ParameterError(s.name, f"{value!r} is not a choice", hint)
     numbers = value if isinstance(value, tuple) and s.kind == "float_list" else (value,)
-    if s.kind == "float_or_auto" and value == AUTO:
+    if s.kind in ("float_or_auto", "int_or_auto") and value == AUTO:
         return
-    if s.kind in ("int", "float", "float_list", "float_or_auto"):
+    if s.kind in ("int", "float", "float_list", "float_or_auto", "int_or_auto"):
         for number in numbers:
             if s.min is not None and number < s.min:
                 raise ParameterError(
