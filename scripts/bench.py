@@ -231,6 +231,19 @@ def scales_table(engine: Engine, photo, cover, sizes, budgets, keys: list[str]) 
             )
 
 
+def medians_and_ratios(seconds: dict[str, list[float]]) -> dict[str, tuple[float, float]]:
+    """Per variant timed in turns: its median, and the median of its per-round ratio to the
+    first variant (the baseline), so a round disturbed for all variants cancels out."""
+    baseline = next(iter(seconds.values()))
+    return {
+        name: (
+            statistics.median(times),
+            statistics.median(t / b for t, b in zip(times, baseline, strict=True)),
+        )
+        for name, times in seconds.items()
+    }
+
+
 def iteration_seconds(
     engine: Engine, photo: Image.Image, cover: Image.Image, params: StyleParams
 ) -> tuple[float, float]:
@@ -292,18 +305,13 @@ def cpu_table(runtime: Runtime, cache_dir: Path, size: int, iterations: int, rou
             seconds[name].append(steady)
             if round_ == 0:
                 firsts[name] = first
-    baseline = seconds[names[0]]
     print(
         f"\n| {size} px, {platform.machine()} | first iteration s | s/iter (median) "
         f"| × the engine's settings (median of {rounds} rounds) |"
     )
     print("| --- | --- | --- | --- |")
-    for name, times in seconds.items():
-        ratio = statistics.median(t / b for t, b in zip(times, baseline, strict=True))
-        print(
-            f"| {name} | {firsts[name]:.1f} | {statistics.median(times):.4f} | {ratio:.2f} |",
-            flush=True,
-        )
+    for name, (median, ratio) in medians_and_ratios(seconds).items():
+        print(f"| {name} | {firsts[name]:.1f} | {median:.4f} | {ratio:.2f} |", flush=True)
 
 
 def optimiser_table(engine: Engine, photo, cover, size: int, budget: float) -> None:
@@ -338,18 +346,13 @@ def costs_table(runtime: Runtime, cache_dir: Path, rounds: int) -> None:
             synchronise(engine.device)
             seconds[name].append(time.perf_counter() - start)
             chosen[name] = str(result.metrics.get("content_weight", "fixed"))
-    baseline = seconds[next(iter(COST_VARIANTS))]
     print(
         "\n| draft profile, portrait × darkfield | seconds (median) | × baseline (median of "
         f"{rounds} rounds) | content weight |"
     )
     print("| --- | --- | --- | --- |")
-    for name, times in seconds.items():
-        ratio = statistics.median(t / b for t, b in zip(times, baseline, strict=True))
-        print(
-            f"| {name} | {statistics.median(times):.1f} | {ratio:.2f} | {chosen[name]} |",
-            flush=True,
-        )
+    for name, (median, ratio) in medians_and_ratios(seconds).items():
+        print(f"| {name} | {median:.1f} | {ratio:.2f} | {chosen[name]} |", flush=True)
 
 
 def photo_table(engine: Engine, photo, cover, sizes: list[int], iterations: int) -> None:

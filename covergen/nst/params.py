@@ -32,12 +32,10 @@ FACE_DETECTOR_VERSION = "mtcnn-1"
 QUALITY_VERSION = "1"
 PHOTOREAL_VERSION = "1"
 AUTO = "auto"
-# `min_size: auto` never makes a scale smaller than this: below it VGG sees too little of the
-# picture for a coarse scale to settle anything.
-MIN_SCALE = 64
-# ... and never larger than this: at 1024 px two scales from 256 px took the cover to style
-# 0.22 3.4x sooner than from 512 px (docs/benchmarks.md).
-AUTO_MIN_SIZE = 256
+# `min_size: auto`: half the size, within these bounds. Below 64 px VGG sees too little of the
+# picture for a coarse scale to settle anything; at 1024 px two scales from 256 px took the
+# cover to style 0.22 3.4x sooner than from 512 px (docs/benchmarks.md).
+AUTO_MIN_SIZE = (64, 256)
 # What `photorealism: auto` means in photo mode (see docs/engine.md for how it was chosen).
 PHOTO_REALISM = 3000.0
 # `content_weight: auto`: the candidates painted side by side at the coarse scale, and for
@@ -263,8 +261,9 @@ class StyleParams:
 
     def scale_sizes(self) -> list[int]:
         """Long side of each scale, coarse to fine; the last is always ``size``."""
-        if self.min_size == AUTO:  # half the size, at most 256 px (the race in benchmarks.md)
-            smallest = max(MIN_SCALE, min(AUTO_MIN_SIZE, round(self.size / 2)))
+        if self.min_size == AUTO:
+            low, high = AUTO_MIN_SIZE
+            smallest = max(low, min(high, round(self.size / 2)))
         else:
             smallest = int(self.min_size)
         if self.scales == 1 or smallest >= self.size:
@@ -467,7 +466,7 @@ def _coerce_kind(kind: str, value: Any) -> Any:
         if text in ("false", "no", "off", "0"):
             return False
         raise ValueError("expected true or false")
-    if kind in ("float_or_auto", "int_or_auto"):
+    if kind.endswith("_or_auto"):
         if isinstance(value, str) and value.strip().lower() == AUTO:
             return AUTO
         return _coerce_kind(kind.removesuffix("_or_auto"), value)
@@ -528,9 +527,9 @@ def _check_range(s: ParamSpec, value: Any) -> None:
         hint = f"did you mean {close[0]!r}?" if close else f"use one of {', '.join(s.choices)}"
         raise ParameterError(s.name, f"{value!r} is not a choice", hint)
     numbers = value if isinstance(value, tuple) and s.kind == "float_list" else (value,)
-    if s.kind in ("float_or_auto", "int_or_auto") and value == AUTO:
+    if s.kind.endswith("_or_auto") and value == AUTO:
         return
-    if s.kind in ("int", "float", "float_list", "float_or_auto", "int_or_auto"):
+    if s.kind in ("int", "float", "float_list") or s.kind.endswith("_or_auto"):
         for number in numbers:
             if s.min is not None and number < s.min:
                 raise ParameterError(
