@@ -7,6 +7,9 @@ Sections (``--sections``, all by default):
 - ``scales``: coarse-to-fine schedules against one scale within the same wall-clock budget,
   judged along the way by the quality measures: how soon each takes the cover to a given
   ``style_taken`` with the photo still recognisable;
+- ``stopping``: where the early-stopping rule ends the final scale at each tolerance, and
+  the judged quality there against the quality at the end of the iteration budget (each
+  pair painted once at the defaults, stopping off; the rule replayed on its losses);
 - ``optimiser``: L-BFGS against Adam within the same budget;
 - ``costs``: what the defaults cost at the draft profile, as ratios to a fixed-weight pair
   without face detection, painted in turns in the same process: face detection, the
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import platform
 import statistics
 import sys
@@ -39,13 +43,15 @@ import torch
 from PIL import Image
 
 from covergen.nst import Cancelled, Engine, Progress, Runtime, StyleParams, imaging
+from covergen.nst.engine import _EarlyStop
 from covergen.nst.layers import deepest_layer
 from covergen.nst.params import AUTO_AIM, fit_long_side
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO = ROOT / "samples" / "photos" / "astronaut.jpg"
 COVER = ROOT / "samples" / "covers" / "pulsar.png"
-SECTIONS = ("timing", "scales", "optimiser", "costs", "photo", "cpu")
+SECTIONS = ("timing", "scales", "stopping", "optimiser", "costs", "photo", "cpu")
+KEEP_EVERY = 5  # final-scale iterations between the images the judged sections keep
 # The fixed-parameter sections time the optimisation alone.
 FIXED = {"content_weight": 1, "protect_faces": False}
 # catalog.yaml's draft profile, with early stopping off so every variant runs as long.
@@ -141,14 +147,26 @@ def timing_table(engine: Engine, photo, cover, sizes: list[int], iterations: int
 
 
 def quality_over_time(
-    engine: Engine, photo: Image.Image, cover: Image.Image, params: StyleParams, budget: float
+    engine: Engine,
+    photo: Image.Image,
+    cover: Image.Image,
+    params: StyleParams,
+    budget: float,
+    losses: list[float] | None = None,
+    images: list[torch.Tensor] | None = None,
 ) -> list[tuple[float, float, float]]:
-    """Paint for ``budget`` seconds, keeping the image every few iterations of the final
-    scale (copies excluded from the clock), then judge every kept image: a list of
-    (seconds, content_kept, style_taken)."""
+    """Paint for ``budget`` seconds, keeping the image every KEEP_EVERY iterations of the
+    final scale (copies excluded from the clock), then judge every kept image: a list of
+    (seconds, content_kept, style_taken). ``losses``, if given, receives the final scale's
+    total loss at every iteration, as the early-stopping rule sees it, and ``images`` the
+    kept images."""
     width, height = fit_long_side(*photo.size, params.size)
     kept: list[tuple[float, torch.Tensor]] = []
     clock = {"start": 0.0, "paused": 0.0, "steps": 0}
+
+    def record(event: Progress) -> None:
+        if losses is not None and event.stage == "paint" and event.size == (width, height):
+            losses.append(event.losses[0].total)
 
     def elapsed() -> float:
         return time.perf_counter() - clock["start"] - clock["paused"]
@@ -156,7 +174,7 @@ def quality_over_time(
     def observe(event: Progress, images: torch.Tensor) -> None:
         if event.stage == "paint" and event.size == (width, height):
             clock["steps"] += 1
-            if clock["steps"] % 5 == 0:
+            if clock["steps"] % KEEP_EVERY == 0:
                 synchronise(engine.device)
                 before = time.perf_counter()
                 kept.append((elapsed(), images[:1].clamp(0, 1).float().cpu().clone()))
@@ -166,12 +184,14 @@ def quality_over_time(
     try:
         clock["start"] = time.perf_counter()
         with contextlib.suppress(Cancelled):
-            engine.stylize(photo, cover, params, cancel=lambda: elapsed() > budget)
+            engine.stylize(photo, cover, params, progress=record, cancel=lambda: elapsed() > budget)
     finally:
         engine.observer = None
     photo_t = imaging.pil_to_tensor(imaging.resized(photo, (width, height)))
     cover_t = imaging.pil_to_tensor(imaging.resized(cover, fit_long_side(*cover.size, params.size)))
     scores = engine.judge.score_many(photo_t, cover_t, [image for _, image in kept])
+    if images is not None:
+        images.extend(image for _, image in kept)
     return [(t, s.content_kept, s.style_taken) for (t, _), s in zip(kept, scores, strict=True)]
 
 
@@ -225,10 +245,75 @@ def scales_table(engine: Engine, photo, cover, sizes, budgets, keys: list[str]) 
             curve = quality_over_time(engine, photo, cover, params, budget)
             end = f"{curve[-1][1]:.2f} / {curve[-1][2]:.2f}" if curve else "never reached"
             print(
-                f"| {size} | {budget:.0f} | {name} | {5 * len(curve)} | {end} "
+                f"| {size} | {budget:.0f} | {name} | {KEEP_EVERY * len(curve)} | {end} "
                 f"| {first_time(curve, 0.22)} | {first_time(curve, 0.30)} |",
                 flush=True,
             )
+
+
+STOPPING_PAIRS = (
+    ("photos/astronaut.jpg", "covers/pulsar.png"),
+    ("photos/grace_hopper.jpg", "covers/redlines.png"),
+    ("photos/camera.png", "covers/knit.png"),
+    ("photos-hard/portrait.jpg", "covers-hard/darkfield.png"),
+)
+TOLERANCES = (1e-3, 2e-3, 5e-3, 1e-2)
+
+
+def stop_iteration(losses: list[float], params: StyleParams) -> int:
+    """The iteration at which the engine's own early-stopping rule, under ``params``, ends a
+    scale whose total loss went ``losses`` (its budget: their number)."""
+    stopper = _EarlyStop([params], [len(losses)], torch.device("cpu"))
+    for iteration, loss in enumerate(losses, 1):
+        stopper.update(iteration, torch.tensor([loss]))
+        if not bool(stopper.active[0]):
+            return iteration
+    return len(losses)
+
+
+def stopping_table(
+    engine: Engine, sizes: list[int], tolerances: list[float], save: Path | None = None
+) -> None:
+    """Where the early-stopping rule ends the final scale at each tolerance, against the
+    judged quality: each pair painted once at the defaults with stopping off, its loss and
+    kept images recorded, and the rule replayed on the recorded losses. ``save``: the raw
+    runs as JSON (losses; per kept image its seconds, scores, and mean change in 0-255
+    levels over the last ``patience`` iterations), to try other rules on."""
+    print(
+        "\n| size | pair | tolerance | stops at iteration | s to there (of all) "
+        "| content / style there | content / style at the budget's end |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    raw = []
+    for size in sizes:
+        params = StyleParams(size=size, tolerance=0)
+        back = params.patience // KEEP_EVERY  # kept images one patience apart
+        for photo_name, cover_name in STOPPING_PAIRS:
+            photo = Image.open(ROOT / "samples" / photo_name).convert("RGB")
+            cover = Image.open(ROOT / "samples" / cover_name).convert("RGB")
+            losses: list[float] = []
+            images: list[torch.Tensor] = []
+            curve = quality_over_time(engine, photo, cover, params, float("inf"), losses, images)
+            label = f"{Path(photo_name).stem} × {Path(cover_name).stem}"
+            end = f"{curve[-1][1]:.2f} / {curve[-1][2]:.2f}"
+            for tolerance in tolerances:
+                stop = stop_iteration(losses, params.replace(tolerance=tolerance))
+                seconds, content, style = curve[max(0, stop // KEEP_EVERY - 1)]
+                print(
+                    f"| {size} | {label} | {tolerance:g} | {stop} "
+                    f"| {seconds:.0f} ({curve[-1][0]:.0f}) | {content:.2f} / {style:.2f} | {end} |",
+                    flush=True,
+                )
+            changes = [
+                float((image - images[i - back]).abs().mean() * 255) if i >= back else None
+                for i, image in enumerate(images)
+            ]
+            raw.append({"size": size, "pair": label, "losses": losses, "kept": [
+                [KEEP_EVERY * (i + 1), *point, change]
+                for i, (point, change) in enumerate(zip(curve, changes, strict=True))
+            ]})  # fmt: skip
+            if save is not None:
+                save.write_text(json.dumps(raw))
 
 
 def medians_and_ratios(seconds: dict[str, list[float]]) -> dict[str, tuple[float, float]]:
@@ -416,6 +501,14 @@ def main(argv: list[str] | None = None) -> int:
         help="the scales race's schedules: one scale, the defaults, the old defaults (3 from "
         "128, 150 coarse), 3 from 128 with 50 coarse, 2 from half or a quarter of the size",
     )
+    parser.add_argument(
+        "--tolerances",
+        type=float,
+        nargs="+",
+        default=list(TOLERANCES),
+        help="the early-stopping tolerances the stopping section replays",
+    )
+    parser.add_argument("--save", type=Path, help="the stopping section's raw runs, as JSON")
     parser.add_argument("--quick", action="store_true", help="small budgets, fewer repeats")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument(
@@ -452,6 +545,8 @@ def main(argv: list[str] | None = None) -> int:
         timing_table(engine, photo, cover, args.sizes, iterations)
     if "scales" in sections:
         scales_table(engine, photo, cover, args.sizes, budgets, args.schedules)
+    if "stopping" in sections:
+        stopping_table(engine, args.sizes, args.tolerances, args.save)
     if "optimiser" in sections:
         size = min(args.sizes)
         optimiser_table(engine, photo, cover, size, budgets[args.sizes.index(size)])

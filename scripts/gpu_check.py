@@ -207,24 +207,35 @@ def per_job_bytes(size: int) -> float:
     return float(torch.cuda.max_memory_allocated() - base)
 
 
+def script(report: Report, args: list[str], deadline: float) -> None:
+    """One of our scripts in a subprocess, its output into the report, what it printed
+    before a timeout included (the scripts print their rows as they finish them)."""
+    try:
+        done = subprocess.run(
+            [sys.executable, *args], capture_output=True, text=True,
+            timeout=max(30, deadline - time.perf_counter()),
+        )  # fmt: skip
+        out, err = done.stdout, done.stderr
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        out += f"\n(stopped at the section's time limit, {exc.timeout:.0f} s)"
+        err = ""
+    report.line(out[-6000:] or err[-3000:])
+
+
 def peers(report: Report, device: str, size: int, deadline: float) -> None:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "peers.py"), "--device", device, "--size",
-         str(size), "--pairs", "2", "--sheet", str(report.out / "peers.jpg")],
-        capture_output=True, text=True, timeout=max(30, deadline - time.perf_counter()),
-    )  # fmt: skip
-    report.line(done.stdout[-6000:] or done.stderr[-3000:])
+    """scripts/peers.py on this device: the tutorial, covergen, then crowsonkb's recipe."""
+    script(report, [str(ROOT / "scripts" / "peers.py"), "--device", device, "--size", str(size),
+                    "--pairs", "1", "--curves", "--sheet", str(report.out / "peers.jpg")],
+           deadline)  # fmt: skip
 
 
 def scales(report: Report, device: str, sizes: list[int], budgets: list[int],
            deadline: float) -> None:  # fmt: skip
     """scripts/bench.py's race of schedules, on this device."""
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--device", device, "--sections",
-         "scales", "--sizes", *map(str, sizes), "--budget", *map(str, budgets)],
-        capture_output=True, text=True, timeout=max(30, deadline - time.perf_counter()),
-    )  # fmt: skip
-    report.line(done.stdout[-6000:] or done.stderr[-3000:])
+    script(report, [str(ROOT / "scripts" / "bench.py"), "--device", device, "--sections",
+                    "scales", "--sizes", *map(str, sizes), "--budget", *map(str, budgets)],
+           deadline)  # fmt: skip
 
 
 def sample_build(report: Report, device: str, deadline: float) -> None:

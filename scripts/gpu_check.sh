@@ -7,6 +7,10 @@ OUT="${OUT:-gpu-out}"
 mkdir -p "$OUT"
 python -m pip install -q --no-deps --no-index .whl/*.whl 2>&1 | tail -2
 export PYTHONPATH="$PWD"
+# The peer benchmark's recipes paint with torchvision's VGG16 (weight_wheels.py carries it).
+if [ -f .whl/vgg16-torchvision-fp16.pth ]; then
+  export COVERGEN_WEIGHTS_VGG16="$PWD/.whl/vgg16-torchvision-fp16.pth"
+fi
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
 timeout 480 python scripts/gpu_check.py --out "$OUT" "$@"
 echo "exit $?"

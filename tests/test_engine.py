@@ -277,7 +277,9 @@ def test_every_result_is_scored_and_auto_says_what_it_chose(engine: Engine):
     metrics = result.metrics
     assert 0 <= metrics["content_kept"] <= 1 and 0 <= metrics["style_taken"] <= 1
     assert metrics["content_weight"] in (1.0, 2.0, 4.0, 8.0)
-    assert set(metrics["candidates"]) == {"1", "2", "4", "8"}
+    # the candidates tried (on a CPU: from the lowest up to the winner), each with its scores
+    assert format(metrics["content_weight"], "g") in metrics["candidates"]
+    assert set(metrics["candidates"]) <= {"1", "2", "4", "8"}
     assert result.history[0]["scale"] == -1  # the probe's iterations come first
 
 
@@ -291,6 +293,42 @@ def test_auto_picks_a_higher_weight_for_a_dark_sparse_cover_than_for_a_soft_one(
         dark.metrics["candidates"],
         soft.metrics["candidates"],
     )
+
+
+@pytest.mark.parametrize("cover", ["covers/colourfields.png", "covers-hard/darkfield.png"])
+def test_the_probe_in_rounds_chooses_what_the_batch_chooses_with_less_work(
+    exact_engine: Engine, cover: str
+):
+    """On a CPU the candidates go one weight at a time, lowest first, until one passes: the
+    same weight, the same winning image, and only the candidates up to the winner painted."""
+    photo, style = sample("photos/grace_hopper.jpg"), sample(cover)
+    params = StyleParams(size=96, scales=2, min_size=64, coarse_iterations=25, iterations=2,
+                         protect_faces=False)  # fmt: skip
+    assert exact_engine.probe_in_rounds  # a CPU engine's default
+    runs = {}
+    for in_rounds in (False, True):
+        exact_engine.probe_in_rounds = in_rounds
+        events: list = []
+        try:
+            result = exact_engine.stylize(photo, style, params, progress=events.append)
+            runs[in_rounds] = (result, events)
+        finally:
+            exact_engine.probe_in_rounds = True
+    (batched, batch_events), (rounds, round_events) = runs[False], runs[True]
+    chosen = rounds.metrics["content_weight"]
+    assert chosen == batched.metrics["content_weight"]
+    names = ["1", "2", "4", "8"]
+    tried = rounds.metrics["candidates"]
+    assert list(tried) == names[: names.index(format(chosen, "g")) + 1]
+    for name, scores in tried.items():
+        assert scores == pytest.approx(batched.metrics["candidates"][name], abs=1e-6)
+    assert np.abs(pixels(rounds.image) - pixels(batched.image)).max() <= 1 / 255
+    # 25 probe iterations a round; the progress total counted every round, never passed.
+    probes = [e for e in round_events if e.stage == "probe"]
+    assert len(probes) == 25 * len(tried)
+    assert len([e for e in batch_events if e.stage == "probe"]) == 25
+    assert all(e.done <= e.total for e in round_events)
+    assert round_events[0].total == batch_events[0].total + 3 * 25
 
 
 def blocks_photo(size: int = 64) -> Image.Image:

@@ -89,7 +89,7 @@ class Progress:
     elapsed: float  # seconds since the job (batch) started
     stage: str = "paint"  # probe (choosing the content weight) or paint
     done: int = 0  # iterations so far, every stage and scale (the batch's longest job)
-    total: int = 0  # the most it can take: params.total_iterations
+    total: int = 0  # the most it can take: total_iterations, every probe round counted
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -148,9 +148,14 @@ def choose_content_weight(kept: Sequence[tuple[float, float]], aim: float = AUTO
         raise ValueError("no candidates to choose from")
     ordered = sorted(kept)
     for weight, content in ordered:
-        if content >= aim:  # False for NaN
+        if keeps_enough(content, aim):
             return weight
     return ordered[-1][0]
+
+
+def keeps_enough(content: float, aim: float = AUTO_AIM) -> bool:
+    """Whether a candidate keeps enough of the photo to be chosen (False for NaN)."""
+    return content >= aim
 
 
 def effective_precision(precision: str, device: torch.device) -> str:
@@ -215,6 +220,12 @@ class Engine:
         # NHWC is what tensor cores and oneDNN's bf16 kernels want; fp32 on a CPU is not faster.
         wanted = self.device.type == "cuda" or self.precision == "bf16"
         self.channels_last = wanted if channels_last is None else channels_last
+        # How the automatic content weight's candidates are painted. On an accelerator, all
+        # at once: a batch of four costs about what one image costs. On a CPU a batch costs
+        # what its images cost one after another, so the candidates go in rounds, lowest
+        # weight first, and a job stops probing at the first candidate that passes: the
+        # same choice for a quarter to all of the work (docs/benchmarks.md).
+        self.probe_in_rounds = self.device.type == "cpu"
 
     # -- network ---------------------------------------------------------------------------
     def weights(self, params: StyleParams) -> VGGWeights:
@@ -436,7 +447,16 @@ class Engine:
                 "jobs differ in shape or network settings",
                 "group jobs by batch_signature() first",
             )
-        run = _Run(self, progress, cancel, max(total_iterations(job.params) for job in jobs))
+        rounds = len(self._probe_rounds())  # the probe's most: every round
+        run = _Run(
+            self,
+            progress,
+            cancel,
+            max(
+                total_iterations(job.params) + (rounds - 1) * probe_iterations(job.params)
+                for job in jobs
+            ),
+        )
         with _precision(self.device, self.runtime.precision):
             prepared = [self._prepare(job) for job in jobs]
             if any(job.params.content_weight == AUTO for job in prepared):
@@ -481,16 +501,19 @@ class Engine:
                 prepared.content_map = faces if current is None else current * faces
         return prepared
 
+    def _probe_rounds(self) -> list[tuple[float, ...]]:
+        """The candidate weights painted together, round by round (``probe_in_rounds``)."""
+        if self.probe_in_rounds:
+            return [(weight,) for weight in AUTO_CANDIDATES]
+        return [AUTO_CANDIDATES]
+
     def _probe(self, jobs: list[_PreparedJob], run: _Run) -> list[_PreparedJob]:
-        """Choose each automatic content weight: every candidate is painted at the coarse
-        scale for ``probe_iterations``, all in one batch, and judged; the lowest weight whose
-        result keeps the subject recognisable wins, and its image carries on."""
+        """Choose each automatic content weight: candidates are painted at the coarse scale
+        for ``probe_iterations`` and judged; the lowest weight whose result keeps the subject
+        recognisable wins, and its image carries on. All candidates go in one batch, or in
+        rounds from the lowest weight, a job leaving the rounds once one of its candidates
+        passes (``probe_in_rounds``); both choose the same weight."""
         auto = [i for i, job in enumerate(jobs) if job.params.content_weight == AUTO]
-        candidates = [
-            jobs[i].with_weight(weight, probe_iterations(jobs[i].params))
-            for i in auto
-            for weight in AUTO_CANDIDATES
-        ]
         sizes = jobs[0].params.scale_sizes()
         # The coarse scale when there is one (its image is kept); else half the size, but
         # not below 64 px, where the judge's network sees little (nor above the size).
@@ -499,34 +522,53 @@ class Engine:
         height, width = jobs[0].content.shape[-2:]
         width, height = imaging.fit_long_side(width, height, long_side)
         encoder = self.encoder(jobs[0].params)
-        x = torch.cat([job.initial(width, height) for job in candidates]).to(
-            self.device, self.dtype
-        )
-        budgets = [job.probe_budget for job in candidates]
-        x, histories, counts, _ = self._optimise(
-            candidates, encoder, x, width, height, budgets, run, stage="probe", scale=0
-        )
+        tried: dict[int, list[_Candidate]] = {i: [] for i in auto}  # per job, in weight order
+        pending = list(auto)
+        for weights in self._probe_rounds():
+            if not pending:
+                break
+            candidates = [
+                jobs[i].with_weight(weight, probe_iterations(jobs[i].params))
+                for i in pending
+                for weight in weights
+            ]
+            x = torch.cat([job.initial(width, height) for job in candidates]).to(
+                self.device, self.dtype
+            )
+            budgets = [job.probe_budget for job in candidates]
+            x, histories, counts, _ = self._optimise(
+                candidates, encoder, x, width, height, budgets, run, stage="probe", scale=0
+            )
+            for n, i in enumerate(pending):
+                rows = range(n * len(weights), (n + 1) * len(weights))
+                images = [candidates[r].finish(x[r : r + 1]) for r in rows]
+                scores = self.judge.score_many(
+                    jobs[i].photo_at(width, height), jobs[i].cover_at(width, height), images
+                )
+                for weight, r, score in zip(weights, rows, scores, strict=True):
+                    image = x[r : r + 1].detach().clone()
+                    tried[i].append(_Candidate(weight, score, image, counts[r], histories[r]))
+            # A job with a candidate that passes has its lowest such weight: no more rounds.
+            pending = [
+                i for i in pending if not any(keeps_enough(c.scores.content_kept) for c in tried[i])
+            ]
         out = list(jobs)
-        for n, i in enumerate(auto):
-            rows = range(n * len(AUTO_CANDIDATES), (n + 1) * len(AUTO_CANDIDATES))
-            images = [candidates[r].finish(x[r : r + 1]) for r in rows]
-            scores = self.judge.score_many(
-                jobs[i].photo_at(width, height), jobs[i].cover_at(width, height), images
-            )
-            choice = choose_content_weight(
-                [(w, s.content_kept) for w, s in zip(AUTO_CANDIDATES, scores, strict=True)]
-            )
-            winner = rows[AUTO_CANDIDATES.index(choice)]
+        for i in auto:
+            choice = choose_content_weight([(c.weight, c.scores.content_kept) for c in tried[i]])
+            winner = next(c for c in tried[i] if c.weight == choice)
             job = jobs[i].with_weight(choice)
             job.metrics["content_weight"] = choice
-            job.metrics["candidates"] = {
-                format(w, "g"): [round(s.content_kept, 4), round(s.style_taken, 4)]
-                for w, s in zip(AUTO_CANDIDATES, scores, strict=True)
+            job.metrics["candidates"] = {  # the candidates tried: content_kept, style_taken
+                format(c.weight, "g"): [
+                    round(c.scores.content_kept, 4),
+                    round(c.scores.style_taken, 4),
+                ]
+                for c in tried[i]
             }
             if len(sizes) > 1:  # the winner's coarse image carries on
-                job.start = x[winner : winner + 1].detach().clone()
-                job.probed = counts[winner]
-            job.probe_history = histories[winner]
+                job.start = winner.image
+                job.probed = winner.iterations
+            job.probe_history = winner.history
             out[i] = job
         return out
 
@@ -831,6 +873,17 @@ class _Problem:
             x.shape[1] * x.shape[2] * x.shape[3]
         )
         return out.index_copy(0, index, values.to(out.dtype))
+
+
+@dataclass
+class _Candidate:
+    """One candidate of an automatic content weight, painted and judged."""
+
+    weight: float
+    scores: Any  # quality.Scores
+    image: torch.Tensor  # its coarse image, (1, 3, h, w)
+    iterations: int
+    history: list[dict[str, float]]
 
 
 class _EarlyStop:
