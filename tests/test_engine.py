@@ -388,3 +388,38 @@ def test_photo_mode_keeps_edges_and_flat_regions_while_the_colours_move(engine: 
     after = np.abs(photographic.reshape(-1, 3).mean(axis=0) - cover_mean).sum()
     assert after < 0.9 * before
     assert painted.history[-1]["photo"] > 0  # the regulariser was on
+
+
+def test_auto_precision_on_a_cpu_is_bf16_only_where_it_measurably_pays(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    from covergen.nst import engine as engine_module
+
+    calls = []
+
+    def speedup(value: float):
+        def measure() -> float:
+            calls.append(value)
+            return value
+
+        return measure
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for measured, expected in ((0.2, "fp32"), (1.2, "fp32"), (3.3, "bf16")):
+        monkeypatch.setattr(engine_module, "_cpu_bf16", None)
+        monkeypatch.setattr(engine_module, "cpu_bf16_speedup", speedup(measured))
+        assert engine_module.effective_precision("auto", cpu) == expected
+        assert engine_module.effective_precision("auto", cpu) == expected  # measured once
+    assert calls == [0.2, 1.2, 3.3]
+    assert engine_module.effective_precision("fp32", cpu) == "fp32"  # a choice is kept
+    assert engine_module.effective_precision("auto", cuda) == "tf32"
+
+
+def test_the_bf16_measurement_is_a_ratio_and_leaves_torch_seeded_as_it_was():
+    from covergen.nst.engine import cpu_bf16_speedup
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    assert cpu_bf16_speedup(repeats=1) > 0
+    assert torch.equal(torch.rand(3), expected)
