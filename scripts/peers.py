@@ -347,8 +347,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     engine = Engine(Runtime(device=args.device), cache_dir=args.cache_dir)
+    # The recipes as people run them: float32 on a CPU (bf16, which covergen's `auto` takes
+    # on CPUs where it pays, is not part of either recipe), the device's default on a GPU.
+    recipes = Engine(
+        Runtime(device=args.device, precision="fp32" if engine.device.type == "cpu" else "auto"),
+        cache_dir=args.cache_dir,
+    )
     try:
-        engine.weights(RECIPE_NETWORK)
+        recipes.weights(RECIPE_NETWORK)
     except WeightsError as exc:
         # On a lent GPU: scripts/weight_wheels.py carries them, gpu_check.sh names the file.
         print(
@@ -365,7 +371,11 @@ def main(argv: list[str] | None = None) -> int:
         if engine.device.type == "cuda"
         else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     )
-    print(f"# peer benchmark — {engine.device} ({name}), {args.size} px, torch {torch.__version__}")
+    print(
+        f"# peer benchmark — {engine.device} ({name}), {args.size} px, precision "
+        f"{recipes.precision} (recipes) and {engine.precision} (covergen), torch "
+        f"{torch.__version__}"
+    )
     rows = []
     print(
         "\n| pair | method | final content / style | s to the tutorial's final | × tutorial "
@@ -391,9 +401,9 @@ def main(argv: list[str] | None = None) -> int:
         targets: dict[str, tuple[tuple[float, float], float]] = {}
         for method, trace in traces.items():
             if method == "tutorial":
-                tutorial(engine, photo.to(engine.device), cover.to(engine.device), trace)
+                tutorial(recipes, photo.to(engine.device), cover.to(engine.device), trace)
             elif method == "crowsonkb":
-                crowsonkb(engine, photo_image, cover_image, args.size, trace)
+                crowsonkb(recipes, photo_image, cover_image, args.size, trace)
             else:
                 covergen_run(engine, photo_image, cover_image, args.size, trace)
             for image in trace.images:
