@@ -169,9 +169,9 @@ def effective_precision(precision: str, device: torch.device) -> str:
 
 
 # `precision: auto` on a CPU. Where oneDNN has fast bf16 kernels (AMX), the network runs about
-# 2.6 times as fast under bf16 autocast, with the same judged quality; on a CPU with the same
-# flags but without them (a virtual machine that does not pass AMX through, for one) bf16 ran
-# many times slower than fp32 (docs/benchmarks.md). The flags do not tell, so it is measured.
+# 2.6 times as fast under bf16 autocast, with the same judged quality; on another machine
+# whose CPU reported the same flags, bf16 ran many times slower than fp32
+# (docs/benchmarks.md). The flags do not tell, so it is measured.
 CPU_BF16_GAIN = 1.5
 _cpu_bf16: bool | None = None  # the measurement's answer, once per process
 
