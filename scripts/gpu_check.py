@@ -212,15 +212,18 @@ def script(report: Report, args: list[str], deadline: float) -> None:
     before a timeout included (the scripts print their rows as they finish them)."""
     try:
         done = subprocess.run(
-            [sys.executable, *args], capture_output=True, text=True,
+            [sys.executable, "-u", *args], capture_output=True, text=True,
             timeout=max(30, deadline - time.perf_counter()),
         )  # fmt: skip
-        out, err = done.stdout, done.stderr
+        out, err, failed = done.stdout, done.stderr, done.returncode != 0
     except subprocess.TimeoutExpired as exc:
-        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        raw = exc.stdout or b""
+        out = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
         out += f"\n(stopped at the section's time limit, {exc.timeout:.0f} s)"
-        err = ""
-    report.line(out[-6000:] or err[-3000:])
+        err, failed = "", False
+    report.line(out[-6000:])
+    if failed or not out:
+        report.line("```\n" + err[-3000:] + "\n```")
 
 
 def peers(report: Report, device: str, size: int, deadline: float) -> None:

@@ -19,7 +19,13 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
-    return Engine(Runtime(device="cpu"), cache_dir=tmp_path_factory.mktemp("cache"), offline=True)
+    # fp32: what `auto` picks on a CPU depends on the CPU (bf16 where it pays), and the
+    # tests' measured thresholds should not.
+    return Engine(
+        Runtime(device="cpu", precision="fp32"),
+        cache_dir=tmp_path_factory.mktemp("cache"),
+        offline=True,
+    )
 
 
 def gradient_photo(width: int = 64, height: int = 48, seed: int = 0) -> Image.Image:

@@ -329,6 +329,8 @@ def test_the_probe_in_rounds_chooses_what_the_batch_chooses_with_less_work(
     assert len([e for e in batch_events if e.stage == "probe"]) == 25
     assert all(e.done <= e.total for e in round_events)
     assert round_events[0].total == batch_events[0].total + 3 * 25
+    # the rounds not needed left the total
+    assert round_events[-1].total == batch_events[-1].total + 25 * (len(tried) - 1)
 
 
 def blocks_photo(size: int = 64) -> Image.Image:

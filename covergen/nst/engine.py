@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -47,7 +48,6 @@ from .params import (
     probe_iterations,
     result_size,
     shape_signature,
-    total_iterations,
 )
 from .runtime import Runtime, resolve_devices
 from .vgg import VGGEncoder
@@ -89,7 +89,7 @@ class Progress:
     elapsed: float  # seconds since the job (batch) started
     stage: str = "paint"  # probe (choosing the content weight) or paint
     done: int = 0  # iterations so far, every stage and scale (the batch's longest job)
-    total: int = 0  # the most it can take: total_iterations, every probe round counted
+    total: int = 0  # the most it can take, every probe round counted until one is not needed
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -174,15 +174,21 @@ def effective_precision(precision: str, device: torch.device) -> str:
 # (docs/benchmarks.md). The flags do not tell, so it is measured.
 CPU_BF16_GAIN = 1.5
 _cpu_bf16: bool | None = None  # the measurement's answer, once per process
+_cpu_bf16_lock = threading.Lock()
 
 
 def cpu_bf16_pays() -> bool:
     """Whether bf16 autocast runs a convolution like VGG's at least CPU_BF16_GAIN times as
-    fast as fp32 on this CPU, forward and backward (measured once per process)."""
+    fast as fp32 on this CPU, forward and backward (measured once per process; a CPU or
+    build where the measurement fails gets fp32)."""
     global _cpu_bf16
-    if _cpu_bf16 is None:
-        _cpu_bf16 = cpu_bf16_speedup() >= CPU_BF16_GAIN
-    return _cpu_bf16
+    with _cpu_bf16_lock:
+        if _cpu_bf16 is None:
+            try:
+                _cpu_bf16 = cpu_bf16_speedup() >= CPU_BF16_GAIN
+            except Exception:  # no bf16 kernels, out of memory, an exotic build: fp32
+                _cpu_bf16 = False
+        return _cpu_bf16
 
 
 def cpu_bf16_speedup(repeats: int = 3) -> float:
@@ -192,11 +198,8 @@ def cpu_bf16_speedup(repeats: int = 3) -> float:
     warm-up. About 0.1 s; 3.3 where the whole network ran 2.6 times as fast."""
     if not torch.backends.mkldnn.is_available():
         return 0.0
-    generator = torch.Generator().manual_seed(0)  # torch's global generator stays untouched
-    weight = torch.randn(256, 256, 3, 3, generator=generator) / 48
-    image = torch.randn(1, 256, 48, 48, generator=generator)
 
-    def seconds(bf16: bool) -> float:
+    def seconds(bf16: bool, weight: torch.Tensor, image: torch.Tensor) -> float:
         x = image.contiguous(memory_format=torch.channels_last) if bf16 else image
         best = float("inf")
         for attempt in range(repeats + 1):
@@ -209,8 +212,13 @@ def cpu_bf16_speedup(repeats: int = 3) -> float:
                 best = min(best, time.perf_counter() - start)
         return best
 
-    with torch.inference_mode(False):
-        return seconds(False) / seconds(True)
+    # Tensors made inside: ones made under a caller's inference mode could not be saved
+    # for the backward pass.
+    with torch.inference_mode(False), torch.enable_grad():
+        generator = torch.Generator().manual_seed(0)  # torch's global generator untouched
+        weight = torch.randn(256, 256, 3, 3, generator=generator) / 48
+        image = torch.randn(1, 256, 48, 48, generator=generator)
+        return seconds(False, weight, image) / seconds(True, weight, image)
 
 
 @contextlib.contextmanager
@@ -375,6 +383,7 @@ class Engine:
             params.network,
             params.pooling,
             str(self.dtype),
+            self.precision,  # bf16's features differ from fp32's in their last bits
             ",".join(layers),
         )
         hit = self._cache_get(key)
@@ -495,16 +504,7 @@ class Engine:
                 "jobs differ in shape or network settings",
                 "group jobs by batch_signature() first",
             )
-        rounds = len(self._probe_rounds())  # the probe's most: every round
-        run = _Run(
-            self,
-            progress,
-            cancel,
-            max(
-                total_iterations(job.params) + (rounds - 1) * probe_iterations(job.params)
-                for job in jobs
-            ),
-        )
+        run = _Run(self, progress, cancel, self._most_iterations([job.params for job in jobs]))
         with _precision(self.device, self.runtime.precision):
             prepared = [self._prepare(job) for job in jobs]
             if any(job.params.content_weight == AUTO for job in prepared):
@@ -549,6 +549,16 @@ class Engine:
                 prepared.content_map = faces if current is None else current * faces
         return prepared
 
+    def _most_iterations(self, params: list[StyleParams]) -> int:
+        """The most iterations a batch can report: every probe round, each coarse scale and
+        the final one, each stage as long as its longest job (the batch shares its scales)."""
+        scales = len(params[0].scale_sizes())
+        return (
+            len(self._probe_rounds()) * max(probe_iterations(p) for p in params)
+            + (scales - 1) * max(p.coarse_iterations for p in params)
+            + max(p.iterations for p in params)
+        )
+
     def _probe_rounds(self) -> list[tuple[float, ...]]:
         """The candidate weights painted together, round by round (``probe_in_rounds``)."""
         if self.probe_in_rounds:
@@ -572,9 +582,11 @@ class Engine:
         encoder = self.encoder(jobs[0].params)
         tried: dict[int, list[_Candidate]] = {i: [] for i in auto}  # per job, in weight order
         pending = list(auto)
+        longest = max(probe_iterations(jobs[i].params) for i in auto)
         for weights in self._probe_rounds():
-            if not pending:
-                break
+            if not pending:  # the rounds not needed leave the progress total
+                run.total -= longest
+                continue
             candidates = [
                 jobs[i].with_weight(weight, probe_iterations(jobs[i].params))
                 for i in pending
