@@ -423,5 +423,6 @@ def test_the_bf16_measurement_is_a_ratio_and_leaves_torch_seeded_as_it_was():
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    assert cpu_bf16_speedup(repeats=1) > 0
+    # a ratio of two timings, or 0 where torch has no oneDNN (then fp32 without measuring)
+    assert (cpu_bf16_speedup(repeats=1) > 0) == torch.backends.mkldnn.is_available()
     assert torch.equal(torch.rand(3), expected)
