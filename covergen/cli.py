@@ -17,7 +17,7 @@ from typing import Any
 
 from . import __version__
 from .catalog import EXECUTORS
-from .errors import CovergenError
+from .errors import CovergenError, hold_interrupt
 from .nst.errors import EngineError, ParameterError
 from .nst.params import ParamSpec, from_mapping, param_specs, parse_assignments
 from .nst.runtime import PRECISIONS
@@ -780,6 +780,8 @@ class _Interrupts:
     def _handle(self, signum: int, frame: object) -> None:
         self.count += 1
         if self.count == 1:
+            if hold_interrupt():  # raised when the block that holds it ends
+                return
             raise KeyboardInterrupt
         if self.count == 2:
             sys.stderr.write("\nstopping; press Ctrl-C again to quit at once\n")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import CovergenError
+from .errors import CovergenError, interrupts_held
 from .nst import ParameterError, device_kind, resolve_devices, shape_signature
 from .plan import Job
 
@@ -159,8 +159,8 @@ class LocalExecutor(DevicesHere):
         stop: threading.Event,
     ) -> bool:
         if self.painter is None:
-            from .painter import Painter, StoreInputs
-
+            with interrupts_held():  # the first import of torch
+                from .painter import Painter, StoreInputs
             self.painter = Painter.from_settings(
                 self.settings, StoreInputs(self.settings.cache_dir)
             )
@@ -240,12 +240,12 @@ def make_executor(name: str, settings: ExecutorSettings) -> Executor:
     if name == "local":
         return LocalExecutor(settings)
     if name == "process":
-        from .procexec import ProcessExecutor
-
+        with interrupts_held():  # imports torch
+            from .procexec import ProcessExecutor
         return ProcessExecutor(settings)
     if name == "ray":
-        from .rayexec import RayExecutor
-
+        with interrupts_held():  # imports torch and Ray
+            from .rayexec import RayExecutor
         return RayExecutor(settings)
     raise CovergenError(
         f"unknown executor {name!r}", field="executor", hint=f"use one of {', '.join(EXECUTORS)}"
