@@ -257,7 +257,7 @@ STOPPING_PAIRS = (
     ("photos/camera.png", "covers/knit.png"),
     ("photos-hard/portrait.jpg", "covers-hard/darkfield.png"),
 )
-TOLERANCES = (1e-3, 2e-3, 5e-3, 1e-2)
+TOLERANCES = (1e-3, 1e-2, 2e-2, 5e-2)  # the ones docs/benchmarks.md reports
 
 
 def stop_iteration(losses: list[float], params: StyleParams) -> int:
