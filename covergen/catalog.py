@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from .errors import CovergenError
+from .files import read_user_file
 from .nst import ParameterError, StyleParams
 from .nst.params import coerce, param_specs
 from .text import is_web_url, printable, unsafe_character, url_scheme
@@ -285,27 +286,7 @@ def _read(path: Path) -> bytes:
             field="catalog",
             hint=f"pass the catalog file itself, e.g. --catalog {path / 'catalog.yaml'}",
         )
-    if not stat.S_ISREG(info.st_mode):
-        raise CovergenError(
-            f"{path} is not a regular file", field="catalog", hint="pass a YAML file"
-        )
-    if info.st_size > MAX_BYTES:
-        raise CatalogError(
-            path,
-            [Problem(f"the file is {info.st_size} bytes", hint=f"keep catalogs under {MAX_BYTES}")],
-        )
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_BYTES + 1)
-    except OSError as exc:
-        raise CovergenError(
-            f"cannot read the catalog {path} ({exc.strerror or exc})",
-            field="catalog",
-            hint="check the file's permissions",
-        ) from None
-    if len(data) > MAX_BYTES:  # it grew since stat()
-        raise CatalogError(path, [Problem("the file is too large", hint="keep it under 16 MB")])
-    return data
+    return read_user_file(path, limit=MAX_BYTES, field="catalog", what="catalog file")
 
 
 def parse_catalog(text: str, path: Path, *, strict: bool = True) -> Catalog:

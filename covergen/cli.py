@@ -380,6 +380,7 @@ def run_stylize(args: argparse.Namespace) -> int:
             engine,
             content_map=args.content_map,
             init_image=args.init_image,
+            extra_inputs=[(args.weights_file, "the weights file")],
             progress=lambda event: report.paint_progress(str(engine.device), label, event),
         )
     if not args.quiet:
@@ -467,6 +468,11 @@ def run_rerun(args: argparse.Namespace) -> int:
     from .console import Printer
     from .stylize import export_result
 
+    if args.output:
+        from .catalog import load_catalog
+        from .outputs import catalog_inputs, check_output
+
+        check_output(args.output, catalog_inputs(load_catalog(args.catalog, strict=False)))
     options = build_options(
         args,
         only=(args.pair,),

@@ -28,8 +28,9 @@ from typing import Any
 import yaml
 
 from .atomic import write_bytes
-from .catalog import Catalog, load_catalog, parse_catalog, slugify
+from .catalog import MAX_BYTES, Catalog, load_catalog, parse_catalog, slugify
 from .errors import CovergenError
+from .files import read_user_file
 from .locks import catalog_lock
 from .nst.params import param_specs
 from .text import unsafe_character
@@ -271,15 +272,8 @@ def _refuse_unsafe_text(new: NewPair) -> None:
 
 def _read_text(target: Path, path: Path) -> str:
     # Bytes, not read_text(): universal newlines would turn CRLF into LF and the edit
-    # would rewrite every line.
-    try:
-        data = target.read_bytes()
-    except OSError as exc:
-        raise CovergenError(
-            f"cannot read {path} ({exc.strerror or exc})",
-            field="catalog",
-            hint="check the catalog's path and permissions",
-        ) from None
+    # would rewrite every line. A FIFO or a device named as the catalog is refused unread.
+    data = read_user_file(target, limit=MAX_BYTES, field="catalog", what="catalog file")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

@@ -28,6 +28,7 @@ from .atomic import write_bytes
 from .decode import ACCEPTED_FORMATS, DecodeLimits, Where, decode, inspect, too_large
 from .decode import decode_image as decode_image  # the stages' one decoder, re-exported
 from .errors import CovergenError, InputImageError
+from .files import read_user_file
 from .text import WEB_SCHEMES, printable, redact, url_scheme
 
 if TYPE_CHECKING:  # requests (and urllib3) load only when an image is downloaded
@@ -231,9 +232,16 @@ class ImageStore:
                 raise where.error(f"{shown} is not a file", hint="give the path of an image")
             if size > settings.max_bytes:
                 raise where.error(*too_large(size, settings.max_bytes))
-            # The resolved target, not the link, is read: what was checked is what is copied.
-            with target.open("rb") as handle:
-                data = handle.read(settings.max_bytes + 1)
+            # The resolved target, not the link, is read: what was checked is what is copied
+            # (opened without blocking and checked again: it may have become a FIFO since).
+            data = read_user_file(
+                target,
+                limit=settings.max_bytes,
+                field=where.field,
+                pair=where.pair,
+                what="image",
+                error=InputImageError,
+            )
         except FileNotFoundError:
             raise where.error(
                 f"no such file: {shown}",
@@ -244,8 +252,6 @@ class ImageStore:
             raise where.error(
                 f"cannot read {shown} ({exc.strerror or exc})", hint="check its permissions"
             ) from None
-        if len(data) > settings.max_bytes:  # the file grew since stat()
-            raise where.error(*too_large(len(data), settings.max_bytes))
         return self._keep(data, where)
 
     # ------------------------------------------------------------------ remote images

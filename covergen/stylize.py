@@ -10,42 +10,26 @@ from PIL import Image
 from .atomic import atomic_writer
 from .decode import decode_image
 from .errors import InputImageError
+from .files import read_user_file
 from .nst import Engine, StyleParams, StylizeResult
 from .nst.engine import CancelCheck, ProgressCallback
+from .outputs import check_output, output_format
 
-OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+# The build's own limit on an input image's bytes (FetchSettings.max_bytes).
+DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 
 
-def open_image(path: Path, field: str) -> Image.Image:
-    """Decode an image file with the same checks as the build's sources, or say why not."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputImageError(f"no such file: {path}", field=field, hint="check the path") from None
-    except OSError as exc:
-        raise InputImageError(
-            f"cannot read {path} ({exc.strerror or exc})",
-            field=field,
-            hint="check the file's permissions",
-        ) from None
+def open_image(path: Path, field: str, *, limit: int = DEFAULT_MAX_BYTES) -> Image.Image:
+    """Decode an image file with the same checks as the build's sources, or say why not.
+
+    A FIFO, a device or a folder is refused unread; a file over ``limit`` bytes too."""
+    data = read_user_file(path, limit=limit, field=field, what="image", error=InputImageError)
     try:
         return decode_image(data, src=str(path))
     except InputImageError as exc:
         raise InputImageError(
             f"cannot read {path} as an image ({exc.message})", field=field, hint=exc.hint
         ) from None
-
-
-def output_format(path: Path) -> str:
-    """The image format an output name asks for, or a clear error."""
-    fmt = OUTPUT_FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise InputImageError(
-            f"cannot write {path.suffix or 'files without a suffix'}",
-            field="output",
-            hint="end the output name in .png, .jpg or .webp",
-        )
-    return fmt
 
 
 def save_image(image: Image.Image, path: Path, quality: int = 92) -> None:
@@ -68,9 +52,20 @@ def stylize_files(
     init_image: Path | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
+    extra_inputs: Sequence[tuple[Path | None, str]] = (),
 ) -> StylizeResult:
     """Paint the photo in the style of the cover(s) and write the result to ``output``."""
-    output_format(output)  # refuse a bad name before an hour of painting
+    # Refuse a bad name, a folder, or one of the inputs before an hour of painting.
+    check_output(
+        output,
+        [
+            (photo, "the photo"),
+            *((cover, "a cover") for cover in covers),
+            (content_map, "the content map"),
+            (init_image, "the starting image"),
+            *extra_inputs,
+        ],
+    )
     content = open_image(photo, "photo")
     styles = [open_image(path, "cover") for path in covers]
     weight_map = open_image(content_map, "content_map") if content_map else None
@@ -89,7 +84,7 @@ def stylize_files(
 
 
 def export_result(result: Path, output: Path) -> None:
-    """Copy a stored result to ``output`` in the format its name asks for (a rerun's -o)."""
-    output_format(output)
+    """Copy a stored result to ``output`` in the format its name asks for (a rerun's -o;
+    the command checked ``output`` with ``check_output`` before painting)."""
     image = open_image(result, "result")
     save_image(image, output)

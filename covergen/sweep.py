@@ -75,12 +75,16 @@ def sweep(options: Any, pairs: Sequence[str], variants: Sequence[Mapping[str, st
     from .build import build
     from .cache import cache_paths
     from .catalog import load_catalog
+    from .outputs import catalog_inputs, check_output
     from .sheets import Tile, contact_sheet
     from .sources import ImageStore
     from .stylize import save_image
 
     catalog = load_catalog(options.catalog, strict=False)
     targets = [catalog.pair(p) for p in pairs] if pairs else list(catalog.pairs)
+    name = targets[0].id if len(targets) == 1 else "pairs"
+    path = out or Path(options.cache_dir) / "sweeps" / f"{name}.jpg"
+    check_output(path, catalog_inputs(catalog))  # before painting, not after
     variants = list(variants) or [{}]
     summary = build(
         dataclasses.replace(
@@ -118,8 +122,6 @@ def sweep(options: Any, pairs: Sequence[str], variants: Sequence[Mapping[str, st
             pair=targets[0].id if len(targets) == 1 else None,
             hint="see the messages above; `covergen status` keeps them",
         )
-    name = targets[0].id if len(targets) == 1 else "pairs"
-    path = out or Path(options.cache_dir) / "sweeps" / f"{name}.jpg"
     save_image(contact_sheet(rows, tile), path, quality=85)
     return SweepReport(
         path,
