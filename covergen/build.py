@@ -172,7 +172,7 @@ class _Build:
         self.paths = cache_paths(options.cache_dir)
         self.summary = BuildSummary()
         self.start = time.perf_counter()
-        self.runlog = RunLog(self.paths["runlog"])
+        self.runlog = RunLog(self.paths["runlog"], options.catalog)
         self.results = ResultStore(self.paths["results"], read_only=options.dry_run)
         self.build_id = 0
 

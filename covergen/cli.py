@@ -685,13 +685,18 @@ def run_publish(args: argparse.Namespace) -> int:
         message=args.message,
     )
     printer = Printer()
+    # Ctrl-C or SIGTERM raises KeyboardInterrupt (exit 130, "interrupted"), so the snapshot,
+    # the temporary repository and half-written files are removed on the way out.
+    with _Interrupts():
+        if args.dry_run:
+            plan = plan_publish(args.site_dir, target, force=args.force)
+        else:
+            plan = publish(args.site_dir, target, force=args.force)
     if args.dry_run:
-        plan = plan_publish(args.site_dir, target, force=args.force)
         for line in plan.lines():
             printer.line(line)
         printer.line(f"would publish to {target.describe()}: {plan.summary()}")
         return 0
-    plan = publish(args.site_dir, target, force=args.force)
     if not plan.has_changes:
         printer.line("nothing to publish: the target is up to date")
     else:
@@ -726,6 +731,7 @@ def run_clean(args: argparse.Namespace) -> int:
     from .catalog import load_catalog
     from .console import Printer
     from .inventory import clean
+    from .text import counted
 
     catalog = load_catalog(args.catalog, strict=False)
     report = clean(
@@ -736,11 +742,18 @@ def run_clean(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
     )
     verb = "would remove" if args.dry_run else "removed"
-    Printer().line(
+    printer = Printer()
+    printer.line(
         f"{verb} {report.results_removed} results, {report.images_removed} downloads"
         + (", the feature cache" if report.features_removed else "")
         + f" ({report.bytes_freed / 1e6:.1f} MB)"
     )
+    if report.kept_unlisted:
+        printer.line(
+            f"kept everything of {counted(report.kept_unlisted, 'pair')} the catalog does not "
+            "list: it has a pair it cannot read, which may be one of them under another id "
+            "(`covergen check` shows it; clean again once it is fixed)"
+        )
     return 0
 
 

@@ -125,7 +125,7 @@ def pair_states(catalog: Catalog, runlog: RunLog, results: ResultStore) -> list[
 def load_states(catalog: Catalog, cache_dir: Path) -> tuple[RunLog, list[PairState]]:
     """The run log of ``cache_dir`` and every pair's state; reads, never writes."""
     paths = cache_paths(cache_dir)
-    runlog = RunLog(paths["runlog"])
+    runlog = RunLog(paths["runlog"], catalog.path)
     results = ResultStore(paths["results"], read_only=True)
     return runlog, pair_states(catalog, runlog, results)
 
@@ -136,6 +136,9 @@ class CleanReport:
     images_removed: int
     features_removed: bool
     bytes_freed: int
+    # Pairs the run log knows but the catalog does not list, whose results were kept
+    # because the catalog has problems (a broken pair may be one of them, under another id).
+    kept_unlisted: int = 0
 
 
 def clean(catalog: Catalog, cache_dir: Path, *, downloads: bool = False,
@@ -145,21 +148,14 @@ def clean(catalog: Catalog, cache_dir: Path, *, downloads: bool = False,
 
     A result is referred to when it is the latest build result of a pair in the catalog, the
     latest successful one (shown while a later attempt failed), or the latest rerun of such a
-    pair (so an experiment survives until the next build). A pair the catalog cannot read
-    right now (a typo in its overrides) keeps everything it ever used: it is broken, not gone.
+    pair (so an experiment survives until the next build); or the same of any pair of another
+    catalog sharing this cache. While the catalog has a pair it cannot read, nothing of a
+    pair it does not list is removed: a typo in a key can change a pair's id (``bnd:`` for
+    ``band:`` leaves the id to the album), so the broken pair may be any of them.
     """
     paths = cache_paths(cache_dir)
-    runlog = RunLog(paths["runlog"])
-    unreadable = [p for p in catalog.problems if not p.pair or not SLUG.match(p.pair)]
-    if unreadable:
-        raise CovergenError(
-            f"{len(unreadable)} pair(s) of the catalog have no usable id, so what they built "
-            f"cannot be told from garbage: {unreadable[0].describe().splitlines()[0]}",
-            field="catalog",
-            hint="fix the catalog (`covergen check`), then clean",
-        )
+    runlog = RunLog(paths["runlog"], catalog.path)
     ids = {pair.id for pair in catalog.pairs}
-    broken = {p.pair for p in catalog.problems if p.pair}
     keep: set[str] = set()
     inputs: set[str] = set()
 
@@ -169,6 +165,7 @@ def clean(catalog: Catalog, cache_dir: Path, *, downloads: bool = False,
         inputs.update(h for h in (record.photo, record.cover) if h)
 
     with cache_lock(cache_dir):
+        known = runlog.latest(None)
         for kind in ("build", None):
             for pair, record in runlog.latest(kind).items():
                 if pair in ids:
@@ -176,7 +173,13 @@ def clean(catalog: Catalog, cache_dir: Path, *, downloads: bool = False,
         for pair, record in runlog.latest("build", succeeded=True).items():
             if pair in ids:
                 hold(record)
-        for pair in sorted(broken):
+        for kind in ("build", None):
+            for record in runlog.latest_elsewhere(kind):
+                hold(record)
+        for record in runlog.latest_elsewhere("build", succeeded=True):
+            hold(record)
+        unlisted = sorted(pair for pair in known if pair not in ids) if catalog.problems else []
+        for pair in unlisted:
             for record in runlog.history(pair, limit=None):
                 hold(record)
         results = ResultStore(paths["results"])
@@ -204,4 +207,4 @@ def clean(catalog: Catalog, cache_dir: Path, *, downloads: bool = False,
             features_removed = True
             if not dry_run:
                 shutil.rmtree(paths["features"])
-    return CleanReport(removed, images_removed, features_removed, freed)
+    return CleanReport(removed, images_removed, features_removed, freed, len(unlisted))

@@ -5,6 +5,11 @@ One row per pair per build (built, reused, failed, cancelled), so a pair's lates
 what happened to it last and why. The columns are ``RunRecord``'s fields, listed once; rows
 are checked when read, and a row that does not check out is skipped, never trusted.
 Reading never writes: `status` works on a read-only cache and on no cache at all.
+
+Several catalogs may share one cache (the sample catalog and ``samples/hard.yaml`` do), and
+two of them may each have a pair called ``live``: every build row names its catalog (the
+resolved path), and a ``RunLog`` opened for a catalog reads that catalog's rows only (and
+rows from before catalogs were recorded, which any catalog may claim).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import json
 import math
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,17 +66,23 @@ CREATE TABLE IF NOT EXISTS builds (
     finished REAL,
     profile TEXT,
     status TEXT NOT NULL,          -- running, finished, interrupted, failed, killed
-    summary TEXT                   -- JSON counts
+    summary TEXT,                  -- JSON counts
+    catalog TEXT                   -- the resolved path of the catalog built; NULL: older rows
 );
 CREATE TABLE IF NOT EXISTS runs (id INTEGER PRIMARY KEY);  -- columns: RUN_COLUMNS
 """
 
 
 class RunLog:
-    """A small SQLite database; each call opens its own connection (safe across processes)."""
+    """A small SQLite database; each call opens its own connection (safe across processes).
 
-    def __init__(self, path: Path):
+    ``catalog``: the catalog file whose builds are recorded and read; None reads every
+    catalog's rows (tools and tests that know there is one).
+    """
+
+    def __init__(self, path: Path, catalog: Path | None = None):
         self.path = Path(path)
+        self.catalog = catalog_identity(catalog) if catalog is not None else None
         self._held: sqlite3.Connection | None = None
 
     # ----------------------------------------------------------------- connections
@@ -171,8 +182,9 @@ class RunLog:
     def start_build(self, kind: str = "build", profile: str | None = None) -> int:
         with self._write() as db:
             cursor = db.execute(
-                "INSERT INTO builds (kind, started, profile, status) VALUES (?, ?, ?, 'running')",
-                (kind, time.time(), profile),
+                "INSERT INTO builds (kind, started, profile, status, catalog)"
+                " VALUES (?, ?, ?, 'running', ?)",
+                (kind, time.time(), profile, self.catalog),
             )
             return int(cursor.lastrowid or 0)
 
@@ -201,9 +213,11 @@ class RunLog:
         with self._read() as db:
             if db is None:
                 return None
+            scope, args = self._scope("builds", db)
             row = db.execute(
                 "SELECT id, kind, started, finished, profile, status, summary"
-                " FROM builds ORDER BY id DESC LIMIT 1"
+                f" FROM builds WHERE {scope} ORDER BY id DESC LIMIT 1",
+                args,
             ).fetchone()
         if row is None:
             return None
@@ -248,38 +262,83 @@ class RunLog:
     def latest(
         self, kind: str | None = "build", *, succeeded: bool = False
     ) -> dict[str, RunRecord]:
-        """The newest record of each pair (from builds of ``kind``; None: any kind).
-
-        ``succeeded``: the newest record that left a result (built or reused).
-        """
-        where = []
-        if kind:
-            where.append("b2.kind = ?")
-        if succeeded:
-            where.append("r2.status IN ('built', 'reused')")
-        query = (
-            f"SELECT b.kind, {_select()} FROM runs r JOIN builds b ON b.id = r.build"
-            " WHERE r.id IN (SELECT MAX(r2.id) FROM runs r2 JOIN builds b2 ON b2.id = r2.build"
-            + (" WHERE " + " AND ".join(where) if where else "")
-            + " GROUP BY r2.pair)"
-        )
-        records = self._query(query, (kind,) if kind else ())
+        """The newest record of each pair of this catalog (from builds of ``kind``; None:
+        any kind). ``succeeded``: the newest record that left a result (built or reused)."""
+        records = self._latest(kind, succeeded, lambda db: self._scope("b2", db))
         return {record.pair: record for record in records}
 
-    def history(self, pair: str, limit: int | None = 20) -> list[RunRecord]:
-        """A pair's records, newest first (``limit`` None: all of them)."""
-        return self._query(
-            f"SELECT b.kind, {_select()} FROM runs r JOIN builds b ON b.id = r.build"
-            " WHERE r.pair = ? ORDER BY r.id DESC LIMIT ?",
-            (pair, -1 if limit is None else limit),
-        )
+    def latest_elsewhere(
+        self, kind: str | None = "build", *, succeeded: bool = False
+    ) -> list[RunRecord]:
+        """The newest record of each pair of every *other* catalog sharing this cache:
+        what ``clean`` must keep although this catalog does not know those pairs."""
+        if self.catalog is None:
+            return []
+        catalog = self.catalog
 
-    def _query(self, query: str, args: tuple[Any, ...]) -> list[RunRecord]:
+        def scope(db: sqlite3.Connection) -> tuple[str, tuple[Any, ...]]:
+            if not _has_catalog_column(db):
+                return "0", ()
+            return "b2.catalog IS NOT NULL AND b2.catalog != ?", (catalog,)
+
+        return self._latest(kind, succeeded, scope, per_catalog=True)
+
+    def _latest(
+        self,
+        kind: str | None,
+        succeeded: bool,
+        scope: Callable[[sqlite3.Connection], tuple[str, tuple[Any, ...]]],
+        *,
+        per_catalog: bool = False,
+    ) -> list[RunRecord]:
+        def query(db: sqlite3.Connection) -> tuple[str, tuple[Any, ...]]:
+            condition, scoped = scope(db)
+            where, args = [condition], list(scoped)
+            if kind:
+                where.append("b2.kind = ?")
+                args.append(kind)
+            if succeeded:
+                where.append("r2.status IN ('built', 'reused')")
+            group = "b2.catalog, r2.pair" if per_catalog else "r2.pair"
+            sql = (
+                f"SELECT b.kind, {_select()} FROM runs r JOIN builds b ON b.id = r.build"
+                " WHERE r.id IN (SELECT MAX(r2.id) FROM runs r2"
+                f" JOIN builds b2 ON b2.id = r2.build WHERE {' AND '.join(where)}"
+                f" GROUP BY {group})"
+            )
+            return sql, tuple(args)
+
+        return self._query(query)
+
+    def history(self, pair: str, limit: int | None = 20) -> list[RunRecord]:
+        """A pair's records in this catalog, newest first (``limit`` None: all of them)."""
+
+        def query(db: sqlite3.Connection) -> tuple[str, tuple[Any, ...]]:
+            scope, args = self._scope("b", db)
+            sql = (
+                f"SELECT b.kind, {_select()} FROM runs r JOIN builds b ON b.id = r.build"
+                f" WHERE r.pair = ? AND {scope} ORDER BY r.id DESC LIMIT ?"
+            )
+            return sql, (pair, *args, -1 if limit is None else limit)
+
+        return self._query(query)
+
+    def _scope(self, table: str, db: sqlite3.Connection) -> tuple[str, tuple[Any, ...]]:
+        """The SQL condition (on the builds table named ``table``) for this catalog's rows;
+        a log from before catalogs were recorded (read, never migrated) has only shared rows."""
+        if self.catalog is None or not _has_catalog_column(db):
+            return "1", ()
+        return f"({table}.catalog = ? OR {table}.catalog IS NULL)", (self.catalog,)
+
+    def _query(
+        self, make: Callable[[sqlite3.Connection], tuple[str, tuple[Any, ...]]]
+    ) -> list[RunRecord]:
+        """The checked records a query gives; ``make`` writes it for the open database."""
         with self._read() as db:
             if db is None:
                 return []
             try:
-                rows = db.execute(query, args).fetchall()
+                rows = db.execute(*make(db)).fetchall()
             except sqlite3.OperationalError as exc:
                 if "no such" in str(exc):  # a log from before a column existed: nothing yet
                     return []
@@ -292,6 +351,15 @@ class RunLog:
         return out
 
 
+def _has_catalog_column(db: sqlite3.Connection) -> bool:
+    return any(row[1] == "catalog" for row in db.execute("PRAGMA table_info(builds)"))
+
+
+def catalog_identity(catalog: Path) -> str:
+    """How the run log names a catalog: its resolved path (two spellings, one catalog)."""
+    return str(Path(catalog).resolve())
+
+
 def _select() -> str:
     return ", ".join(f"r.{name}" for name in RUN_COLUMNS)
 
@@ -299,6 +367,9 @@ def _select() -> str:
 def _migrate(db: sqlite3.Connection) -> None:
     """Create the tables, and add the columns a newer RunRecord has to an older log."""
     db.executescript(SCHEMA)
+    builds = {row[1] for row in db.execute("PRAGMA table_info(builds)")}
+    if "catalog" not in builds:
+        db.execute("ALTER TABLE builds ADD COLUMN catalog TEXT")
     have = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
     for name in RUN_COLUMNS:
         if name not in have:

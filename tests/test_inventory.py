@@ -7,7 +7,7 @@ from pathlib import Path
 from covergen import cli
 from covergen.build import BuildOptions, build, cache_paths
 from covergen.catalog import load_catalog
-from covergen.inventory import clean, pair_states
+from covergen.inventory import clean, load_states, pair_states
 from covergen.results import ResultStore
 from covergen.runlog import RunLog
 
@@ -99,3 +99,62 @@ def test_clean_keeps_the_last_good_result_while_a_later_attempt_failed(project: 
     catalog = load_catalog(project / "catalog.yaml")
     assert clean(catalog, project / "cache").results_removed == 0
     assert keys["alpha-one"] in set(ResultStore(cache_paths(project / "cache")["results"]).keys())
+
+
+def test_clean_keeps_a_painting_whose_pair_a_typo_gave_another_id(project: Path, capsys):
+    keys = {o.pair: o.key for o in built(project).outcomes}
+    catalog_file = project / "catalog.yaml"
+    good = catalog_file.read_text()
+    # `bnd:` for `band:`: the pair is broken and, with no band, goes by another id.
+    catalog_file.write_text(good.replace("- band: Alpha", "- bnd: Alpha"))
+    catalog = load_catalog(catalog_file, strict=False)
+    assert [p.pair for p in catalog.problems] != ["alpha-one"]
+    report = clean(catalog, project / "cache")
+    assert report.results_removed == 0 and report.kept_unlisted == 1
+    assert keys["alpha-one"] in set(ResultStore(cache_paths(project / "cache")["results"]).keys())
+    assert (
+        cli.main(["clean", "--catalog", str(catalog_file), "--cache-dir", str(project / "cache")])
+        == 0
+    )
+    assert "kept everything of 1 pair the catalog does not list" in capsys.readouterr().out
+    # The typo fixed, the pair shows its painting again without painting anything.
+    catalog_file.write_text(good)
+    states = {s.id: s for s in load_states(load_catalog(catalog_file), project / "cache")[1]}
+    assert states["alpha-one"].state == "built"
+    # With nothing broken, what no pair refers to goes.
+    catalog_file.write_text(good.replace("content_weight: 2", "content_weight: 3"))
+    built(project)
+    assert clean(load_catalog(catalog_file), project / "cache").results_removed == 1
+
+
+def test_two_catalogs_sharing_a_cache_keep_their_own_pairs_of_one_id(project: Path):
+    # b.yaml's pair alpha-one has another photo than catalog.yaml's alpha-one.
+    first = project / "catalog.yaml"
+    second = project / "b.yaml"
+    second.write_text(first.read_text().replace("photos/a.png", "photos/c.png"))
+    cache = project / "cache"
+
+    def build_site(catalog: Path, site: str):
+        return build(
+            BuildOptions(catalog=catalog, cache_dir=cache, site_dir=project / site, device="cpu")
+        )
+
+    keys_a = {o.pair: o for o in build_site(first, "site-a").outcomes}
+    page_a = project / "site-a" / "pairs" / "alpha-one.html"
+    shown_a = page_a.read_text()
+    keys_b = {o.pair: o for o in build_site(second, "site-b").outcomes}
+    assert keys_a["alpha-one"].photo != keys_b["alpha-one"].photo
+    for catalog, mine in ((first, keys_a), (second, keys_b)):
+        states = {s.id: s for s in load_states(load_catalog(catalog), cache)[1]}
+        assert states["alpha-one"].record.key == mine["alpha-one"].key
+        assert states["alpha-one"].photo_sha256 == mine["alpha-one"].photo
+    # A's page shows A's photo even after B's build; a rebuild of A paints nothing.
+    again = build_site(first, "site-a")
+    assert {o.status for o in again.outcomes} == {"reused"}
+    assert page_a.read_text() == shown_a
+    assert (project / "site-b" / "pairs" / "alpha-one.html").read_text() != shown_a
+    # Cleaning either catalog keeps the other's paintings.
+    results = ResultStore(cache_paths(cache)["results"])
+    assert clean(load_catalog(first), cache).results_removed == 0
+    assert clean(load_catalog(second), cache).results_removed == 0
+    assert {keys_a["alpha-one"].key, keys_b["alpha-one"].key} <= set(results.keys())
