@@ -31,7 +31,14 @@ from .errors import CovergenError
 from .files import read_user_file
 from .nst import ParameterError, StyleParams
 from .nst.params import coerce, param_specs
-from .text import is_web_url, printable, unsafe_character, url_scheme
+from .text import (
+    has_credentials,
+    printable,
+    redact,
+    unsafe_character,
+    url_scheme,
+    web_url_problem,
+)
 
 MAX_BYTES = 16 * 1024 * 1024
 # Aliases may be expanded, but a file cannot grow more than ALIAS_GROWTH-fold that way (the
@@ -749,13 +756,17 @@ def _site(node: _Node | None, problems: list[Problem]) -> SiteSettings:
         return SiteSettings()
     values = _settings(node, SiteSettings, "site", problems)
     base_url = values.get("base_url", "")
-    if base_url and not is_web_url(base_url):
+    problem = web_url_problem(base_url) if base_url else ""
+    if not problem and base_url and has_credentials(base_url):
+        problem = "holds a user name or password, which every page would show"
+    if problem:
         problems.append(
             Problem(
-                f"{base_url!r} is not an http(s) URL",
+                f"{redact(printable(base_url))[:80]!r} {problem}",
                 field="site.base_url",
                 line=node.value["base_url"].line,
-                hint="e.g. https://example.org/gallery/",
+                hint="give the address the gallery is published at, e.g. "
+                "https://example.org/gallery/",
             )
         )
     return SiteSettings(**values)
@@ -1030,10 +1041,11 @@ def _image(
     _unknown_keys(entries, IMAGE_KEYS, role, pair_id, index, problems)
     src = _text(entries, "src", role, pair_id, index, problems, required=True)
     url = _text(entries, "url", role, pair_id, index, problems)
-    if url and not is_web_url(url):
+    url_problem = web_url_problem(url) if url else ""
+    if url_problem:
         problems.append(
             Problem(
-                f"{printable(url)[:80]!r} is not an http(s) link",
+                f"{redact(printable(url))[:80]!r} is not an http(s) link: it {url_problem}",
                 field=f"{role}.url",
                 pair=pair_id,
                 line=entries["url"].line,
@@ -1052,6 +1064,18 @@ def _image(
                 pair=pair_id,
                 line=entries["src"].line,
                 hint="use a path relative to the catalog or an http(s) URL",
+                index=index,
+            )
+        )
+    src_problem = web_url_problem(src) if scheme in ("http", "https") else ""
+    if src_problem:
+        problems.append(
+            Problem(
+                f"{redact(printable(src))[:80]!r} {src_problem}",
+                field=f"{role}.src",
+                pair=pair_id,
+                line=entries["src"].line,
+                hint="check the URL (copy it from the browser's address bar)",
                 index=index,
             )
         )

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
+from urllib.parse import urljoin
 
 import requests
 import urllib3.exceptions
@@ -33,7 +34,7 @@ from urllib3.util.retry import Retry
 
 from . import __version__
 from .decode import ACCEPTED_NAMES, Where, too_large
-from .text import printable, redact
+from .text import printable, redact, web_url_problem
 
 USER_AGENT = f"covergen/{__version__}"
 # Listing what we decode keeps content-negotiating CDNs from answering with AVIF or JPEG XL.
@@ -185,7 +186,36 @@ def prepare_session(session: requests.Session, retries: int, backoff: float) -> 
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.max_redirects = MAX_REDIRECTS
+    # Response hooks run before requests follows a redirect: each target is checked with
+    # the same reading of a web address as the catalog's, so a malformed one (an unclosed
+    # IPv6 bracket, a host label over 63 characters) is refused with the address it gave,
+    # never left to raise inside requests or urllib3.
+    session.hooks["response"].append(_check_redirect)
     return session
+
+
+class BadRedirect(Exception):
+    """The server redirected to an address covergen does not follow."""
+
+    def __init__(self, target: str, problem: str):
+        super().__init__(target)
+        self.target = target
+        self.problem = problem
+
+
+def _check_redirect(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    if not response.is_redirect:
+        return
+    location = response.headers.get("Location", "")
+    try:
+        target = urljoin(response.url, location.encode("latin1").decode("utf8", "replace"))
+    except ValueError as exc:
+        target, problem = location, f"is malformed ({exc})"
+    else:
+        problem = web_url_problem(target)
+    if problem:
+        response.close()
+        raise BadRedirect(printable(target, keep_newlines=False)[:300], problem)
 
 
 class Transient(Exception):
@@ -311,7 +341,14 @@ class Downloader:
                     last_modified=response.headers.get("Last-Modified", ""),
                     final_url=response.url,
                 )
+        except BadRedirect as exc:
+            raise where.error(
+                f"the server redirected to {redact(exc.target)}, which {exc.problem}; only "
+                "well-formed http(s) addresses are followed",
+                hint="use the image's final http(s) address, or another source",
+            ) from None
         except (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL) as exc:
+            # The address given was checked before the request: this came from a redirect.
             target = _quoted(str(exc)) or "another kind of address"
             raise where.error(
                 f"the server redirected to {redact(target)}; only http(s) addresses are followed",

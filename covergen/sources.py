@@ -29,7 +29,7 @@ from .decode import ACCEPTED_FORMATS, DecodeLimits, Where, decode, inspect, too_
 from .decode import decode_image as decode_image  # the stages' one decoder, re-exported
 from .errors import CovergenError, InputImageError
 from .files import read_user_file
-from .text import WEB_SCHEMES, printable, redact, url_scheme
+from .text import WEB_SCHEMES, printable, redact, url_scheme, web_url_problem
 
 if TYPE_CHECKING:  # requests (and urllib3) load only when an image is downloaded
     import requests
@@ -177,6 +177,11 @@ class ImageStore:
             )
         scheme = url_scheme(src)
         if scheme in WEB_SCHEMES:
+            problem = web_url_problem(src)
+            if problem:  # refused before any request: never "the server redirected to …"
+                raise where.error(
+                    f"the address {problem}", hint="check the URL (copy it from the browser)"
+                )
             return self._fetch_remote(src, where)
         if scheme:
             raise where.error(

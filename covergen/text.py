@@ -14,6 +14,7 @@ And one reading of what is a URL (``url_scheme``), for the catalog and the fetch
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import unicodedata
 from urllib.parse import urlsplit
@@ -26,6 +27,8 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 # Schemes recognised even without "//" (a bare "name:" prefix could be part of a file name).
 _BARE_SCHEMES = {"file", "data", "ftp", "ftps", "sftp", "javascript", "mailto"}
 WEB_SCHEMES = ("http", "https")
+# A DNS label as hosts are written (underscores appear in real hosts, so they pass).
+_HOST_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?$")
 # Anything printable() changes or unsafe_character() may refuse: Unicode's control characters
 # (category Cc is exactly U+0000–U+001F and U+007F–U+009F), bidi controls, lone surrogates.
 # A search for it is the fast path of both; the loops below run only when it finds one.
@@ -89,12 +92,61 @@ def url_scheme(src: str) -> str:
     return ""
 
 
+def web_url_problem(text: str) -> str:
+    """What makes ``text`` unusable as an http(s) address, in words, or "" when it is one.
+
+    The one reading of a web address for the catalog, the fetcher (redirects included) and
+    the site: a scheme of http or https (any letter case), a host that DNS could carry
+    (labels of 1 to 63 characters, 253 in all, or a bracketed IPv6 address), a port in
+    range, no spaces or control characters. Never raises, whatever the text.
+    """
+    if not text:
+        return "is empty"
+    if any(c.isspace() or unicodedata.category(c) == "Cc" for c in text):
+        return "contains spaces or control characters"
+    if url_scheme(text) not in WEB_SCHEMES:
+        return "is not an http(s) address"
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # parsed lazily: out of range or not a number raises here
+    except ValueError as exc:
+        return f"is malformed ({exc})"
+    host = parts.hostname or ""
+    if not host:
+        return "has no host"
+    if port == 0:
+        return "has port 0"
+    if ":" in host:  # an IPv6 address; urlsplit checked its brackets
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            return f"has a malformed IPv6 address [{host}]"
+        return ""
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return "has a host name that cannot be encoded (a label over 63 characters?)"
+    labels = ascii_host.rstrip(".").split(".")
+    if len(ascii_host) > 253 or any(not 1 <= len(label) <= 63 for label in labels):
+        return "has a host name longer than DNS allows (63 characters a label, 253 in all)"
+    if not all(_HOST_LABEL.match(label) for label in labels):
+        return "has a host name with characters a host name cannot have"
+    return ""
+
+
 def is_web_url(src: str) -> bool:
     """Whether ``src`` is an http(s) address with a host (in any letter case), safe to
-    fetch or to show as a link: no spaces or control characters in it."""
-    if not src or any(c.isspace() or unicodedata.category(c) == "Cc" for c in src):
+    fetch or to show as a link (``web_url_problem`` says why not)."""
+    return not web_url_problem(src)
+
+
+def has_credentials(url: str) -> bool:
+    """Whether a URL carries a user name or password (``https://user:pw@host/``)."""
+    try:
+        parts = urlsplit(url)
+        return bool(parts.username or parts.password)
+    except ValueError:
         return False
-    return url_scheme(src) in WEB_SCHEMES and bool(urlsplit(src).netloc)
 
 
 def counted(n: int, noun: str, plural: str | None = None) -> str:

@@ -164,3 +164,44 @@ def test_missing_catalog_file(tmp_path):
     (tmp_path / "bad.yaml").write_bytes(b"\xff\xfe pairs")
     with pytest.raises(CatalogError, match="UTF-8"):
         load_catalog(tmp_path / "bad.yaml")
+
+
+MALFORMED = ["http://[::1/credit", "https://" + "a" * 64 + ".example/", "http://h:99999/"]
+
+
+@pytest.mark.parametrize("bad", MALFORMED)
+def test_malformed_addresses_fail_their_pair_or_the_site_block_never_a_crash(
+    project: Path, bad: str, capsys
+):
+    from covergen import cli
+
+    catalog = project / "catalog.yaml"
+    text = catalog.read_text()
+    catalog.write_text(
+        text.replace("photo: {src: photos/a.png, credit: A. Person}",
+                     f"photo: {{src: photos/a.png, credit: A. Person, url: '{bad}'}}")
+        .replace("photo: photos/c.png", f"photo: '{bad}x.png'")
+    )  # fmt: skip
+    for command in (["check"], ["list"], ["status"]):
+        code = cli.main([*command, "--catalog", str(catalog)])
+        out = capsys.readouterr()
+        assert code in (0, 2) and "internal error" not in out.err, (command, out.err)
+    code = cli.main(["check", "--catalog", str(catalog)])
+    err = capsys.readouterr().err
+    assert code == 2 and "pair 'alpha-one': photo.url" in err and "gamma-three" in err
+    assert "photo.src" in err and "redirected" not in err
+    # In the site block, the whole catalog is refused with the field named.
+    catalog.write_text(f"site: {{base_url: '{bad}'}}\n" + text)
+    for command in (["check"], ["list"], ["status"], ["build", "--dry-run"]):
+        code = cli.main([*command, "--catalog", str(catalog)])
+        err = capsys.readouterr().err
+        assert code == 2 and "site.base_url" in err, (command, err)
+
+
+def test_a_base_url_with_a_password_is_refused_and_never_echoed(project: Path):
+    catalog = project / "catalog.yaml"
+    catalog.write_text("site: {base_url: 'https://me:s3cret@example.org/'}\n" + catalog.read_text())
+    with pytest.raises(CatalogError) as caught:
+        load_catalog(catalog)
+    assert "site.base_url" in caught.value.describe() and "password" in caught.value.describe()
+    assert "s3cret" not in caught.value.describe()

@@ -343,6 +343,32 @@ def test_redirect_to_another_scheme_is_refused(
     assert location in caught.value.message
 
 
+LONG_LABEL = "a" * 64
+
+
+@pytest.mark.parametrize(
+    "location", ["http://[::1/x", f"http://{LONG_LABEL}.example/x.png", "http://h:99999/x"]
+)
+def test_a_redirect_to_a_malformed_address_fails_that_image_naming_it(
+    server: LocalServer, make_store: Callable[..., ImageStore], tmp_path: Path, location: str
+) -> None:
+    server.routes["/moved.png"] = lambda h: reply(h, 302, headers={"Location": location})
+    with pytest.raises(InputImageError, match="redirected to") as caught:
+        make_store().fetch(server.url("/moved.png"), tmp_path)
+    message = caught.value.message
+    assert location in message
+    assert any(words in message for words in ("malformed", "cannot be encoded", "DNS"))
+
+
+@pytest.mark.parametrize("src", ["http://[::1/x.png", f"https://{LONG_LABEL}.example/x.png"])
+def test_a_malformed_address_is_refused_before_any_request(
+    make_store: Callable[..., ImageStore], tmp_path: Path, src: str
+) -> None:
+    with pytest.raises(InputImageError) as caught:
+        make_store().fetch(src, tmp_path)
+    assert "redirected" not in caught.value.message and "the address" in caught.value.message
+
+
 def test_http_redirects_are_followed(
     server: LocalServer, make_store: Callable[..., ImageStore], tmp_path: Path
 ) -> None:
