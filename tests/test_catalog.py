@@ -106,7 +106,7 @@ def test_every_problem_is_reported_at_once():
             "ftp:// sources are not supported",
         ),
         ("pairs:\n  - album: B\n    photo: p.jpg\n    cover: c.png\n", "band: is missing"),
-        ("site: {base_url: example.org}\npairs: []\n", "not an http(s) URL"),
+        ("site: {base_url: example.org}\npairs: []\n", "not an http(s) address"),
         ("build: {executor: dask}\npairs: []\n", "no executor called 'dask'"),
         ("build: {executer: ray}\npairs: []\n", "did you mean 'executor'"),
         ("build: {executor: [ray]}\npairs: []\n", "build.executor"),
