@@ -6,6 +6,7 @@ ends with "interrupted" and status 130, like one at any later moment, not a trac
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -30,8 +31,9 @@ def run() -> int:
         # CPython remembers a Ctrl-C that arrived inside an extension's own Python code
         # (torch's import runs some) and, at exit, kills the process with SIGINT after all,
         # although it was handled. Everything is written (atomically) by now: leave directly.
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(AttributeError, OSError, ValueError):  # closed or gone
+                stream.flush()
         os._exit(INTERRUPTED)
     return code
 

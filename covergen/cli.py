@@ -811,23 +811,39 @@ class _Interrupts:
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status and never lets a traceback out (but with
     --debug): 0 done, 1 some pairs failed, 2 bad input, 130 interrupted, 70 a bug."""
+    from .console import guarded_output
+
+    with guarded_output() as guard:
+        code, command = _main(argv)
+        if guard.stdout.lost and not guard.stderr.lost and command in _WORKING_COMMANDS:
+            # Said once, at the end: the reader of stdout went away, the work did not stop.
+            sys.stderr.write(
+                "covergen: the output was closed before the end; the command went on and "
+                "finished (`covergen status` shows the outcome)\n"
+            )
+    return code
+
+
+# Commands that do work whose outcome outlives their output (the others only print).
+_WORKING_COMMANDS = ("build", "rerun", "sweep", "stylize", "publish", "add", "clean")
+
+
+def _main(argv: Sequence[str] | None) -> tuple[int, str]:
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    command = ""
     try:
         args = build_parser().parse_args(argv)
-        return COMMANDS[args.command](args)
+        command = args.command
+        return COMMANDS[args.command](args), command
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: no traceback either
         sys.stderr.write("interrupted\n")
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:  # `covergen list | head`
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), sys.stdout.fileno())
-        return 0
+        return EXIT_INTERRUPTED, command
     except (CovergenError, EngineError) as exc:
         if debug:
             raise
         _complain(describe(exc))
-        return EXIT_USAGE
+        return EXIT_USAGE, command
     except OSError as exc:  # the machine said no: a permission, a full disk, a missing folder
         if debug:
             raise
@@ -836,11 +852,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{exc.strerror or exc}{where}\n"
             "  → check that path: it must exist, be yours to read or write, on a disk with space"
         )
-        return EXIT_USAGE
+        return EXIT_USAGE, command
     except Exception as exc:
         if _caused_by_interrupt(exc):  # Ctrl-C inside an import is re-raised wrapped
             sys.stderr.write("interrupted\n")
-            return EXIT_INTERRUPTED
+            return EXIT_INTERRUPTED, command
         if debug:
             raise
         _complain(
@@ -848,7 +864,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "  → this is a bug in covergen: run again with --debug for the details and "
             "report it"
         )
-        return EXIT_INTERNAL
+        return EXIT_INTERNAL, command
 
 
 def _caused_by_interrupt(exc: BaseException) -> bool:

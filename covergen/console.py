@@ -8,8 +8,11 @@ are attached to whole pieces (``styled``), never written inside strings.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -129,3 +132,83 @@ def _unstyled(piece: Piece) -> str:
 
 def error_printer() -> Printer:
     return Printer(sys.stderr)
+
+
+# ------------------------------------------------------------------- closed or broken output
+
+# What a write to a stream that is gone raises: a pipe whose reader left (EPIPE), a closed
+# descriptor (EBADF), a file object closed under us (ValueError), an absent stream (None).
+_GONE = (errno.EPIPE, errno.EBADF, errno.ECONNRESET)
+
+
+class GuardedStream:
+    """A text stream whose loss (a reader that went away: ``| head``; a closed descriptor:
+    ``>&-``) never stops the command: the first failed write marks it ``lost`` and the rest
+    of the output is dropped, while the work goes on and the exit status stays the
+    command's own. Everything else is the wrapped stream's."""
+
+    def __init__(self, stream: TextIO | None):
+        self._stream = stream
+        self.lost = stream is None
+
+    def write(self, text: str) -> int:
+        if not self.lost:
+            try:
+                return self._stream.write(text)  # type: ignore[union-attr]
+            except (OSError, ValueError) as exc:
+                self._lose(exc)
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.lost:
+            try:
+                self._stream.flush()  # type: ignore[union-attr]
+            except (OSError, ValueError) as exc:
+                self._lose(exc)
+
+    def isatty(self) -> bool:
+        if self.lost:
+            return False
+        try:
+            return bool(self._stream.isatty())  # type: ignore[union-attr]
+        except (OSError, ValueError):
+            return False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    def _lose(self, exc: BaseException) -> None:
+        if isinstance(exc, OSError) and exc.errno not in _GONE:
+            raise exc  # a full disk behind `> file` is a real error, not a reader gone
+        self.lost = True
+        # What the stream still buffers would fail again when Python flushes it at exit
+        # ("Exception ignored … BrokenPipeError"): its descriptor now leads nowhere.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            fd = self._stream.fileno()  # type: ignore[union-attr]
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, fd)
+            os.close(null)
+
+
+@dataclass
+class OutputGuard:
+    """The process's stdout and stderr as GuardedStreams, for the length of a command."""
+
+    stdout: GuardedStream
+    stderr: GuardedStream
+
+    @property
+    def lost(self) -> bool:
+        return self.stdout.lost or self.stderr.lost
+
+
+@contextlib.contextmanager
+def guarded_output() -> Iterator[OutputGuard]:
+    """Replace sys.stdout and sys.stderr with GuardedStreams inside the block."""
+    saved = sys.stdout, sys.stderr
+    guard = OutputGuard(GuardedStream(sys.stdout), GuardedStream(sys.stderr))
+    sys.stdout, sys.stderr = guard.stdout, guard.stderr  # type: ignore[assignment]
+    try:
+        yield guard
+    finally:
+        sys.stdout, sys.stderr = saved
