@@ -23,6 +23,7 @@ from .catalog import PROFILE_ENV, Catalog, Pair, load_catalog
 from .errors import CovergenError
 from .locks import cache_lock
 from .nst import EngineError, ParameterError, StyleParams, device_kind
+from .nst.params import check_image_sizes
 from .nst.weightsources import choose_source
 from .plain import plain
 from .plan import ImageInput, Job, Plan, make_job, plan_jobs
@@ -258,6 +259,7 @@ class _Build:
                 for variant in variants:
                     extra = {**self.options.extra, **variant}
                     params = catalog.params_for(pair, profile, extra)
+                    _check_sizes(params, photo, cover, pair.id)
                     weights = self._weights_identity(params, identities, pair.id)
                     job = make_job(
                         pair.id,
@@ -443,6 +445,15 @@ class _Build:
             except EngineError as exc:  # no usable weights: the message says what to run
                 raise CovergenError(str(exc), pair=pair, field="network") from None
         return known[key]
+
+
+def _check_sizes(params: StyleParams, photo: Any, cover: Any, pair: str) -> None:
+    """A photo or cover some scale would shrink below what the network needs fails its pair
+    now, naming the parameter, not in the middle of painting."""
+    try:
+        check_image_sizes(params, (photo.width, photo.height), [(cover.width, cover.height)])
+    except ParameterError as exc:
+        raise CovergenError(exc.message, pair=pair, field=exc.field, hint=exc.hint) from None
 
 
 def _reused(job: Job, record: ResultRecord, result: Path) -> PairOutcome:

@@ -230,6 +230,14 @@ class Catalog:
                 field=first.field,
                 hint=first.hint,
             ) from None
+        if len(params.style_blend) > 1:
+            raise CovergenError(
+                f"gives {len(params.style_blend)} weights, but a pair has one cover",
+                pair=pair.id,
+                field="style_blend",
+                hint="remove style_blend: it blends several covers, which `covergen stylize "
+                "PHOTO A.png B.png --style-blend 0.7,0.3` can do",
+            )
         if params.init == "image":
             raise CovergenError(
                 "init 'image' needs a starting image, which a catalog cannot give",

@@ -228,3 +228,30 @@ def test_offline_builds_use_only_what_was_fetched(project: Path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_images_too_small_for_the_network_fail_their_pair_naming_the_parameter(project: Path):
+    from conftest import gradient_photo
+
+    gradient_photo(16, 128).save(project / "photos" / "strip.png")
+    edit(project, "photo: photos/b.png", "photo: photos/strip.png")  # beta-two: 16×128
+    edit(project, "photo: photos/c.png", "photo: photos/c.png\n    overrides: {style_scale: 0.1}")
+    edit(project, "size: 32", "size: 32\n  min_size: 32")
+    summary = run_build(project)
+    outcomes = {o.pair: o for o in summary.outcomes}
+    assert outcomes["alpha-one"].status == "built"
+    assert outcomes["beta-two"].status == "failed" and "size" in outcomes["beta-two"].error
+    assert "use size 128 or more" in outcomes["beta-two"].error
+    assert outcomes["gamma-three"].status == "failed"
+    assert "gamma-three': style_scale" in outcomes["gamma-three"].error
+
+
+def test_style_blend_in_a_catalog_pair_is_refused_by_check(project: Path):
+    from covergen.catalog import load_catalog
+
+    edit(project, "content_weight: 2", "content_weight: 2\n      style_blend: [1, 2, 3]")
+    with pytest.raises(CovergenError, match="style_blend: gives 3 weights, but a pair has one"):
+        load_catalog(project / "catalog.yaml")
+    from covergen import cli
+
+    assert cli.main(["check", "--catalog", str(project / "catalog.yaml")]) == 2

@@ -1,7 +1,9 @@
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from covergen.nst import ParameterError, ParameterErrors, StyleParams, from_mapping, param_specs
-from covergen.nst.params import coerce, format_value
+from covergen.nst.params import check_image_sizes, coerce, fit_long_side, format_value
 
 
 def test_defaults_are_valid_and_specs_cover_every_field():
@@ -98,3 +100,54 @@ def test_replace_validates():
     with pytest.raises(ParameterError):
         StyleParams().replace(pooling="min")
     assert StyleParams().replace(pooling="avg").pooling == "avg"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    width=st.integers(16, 400),
+    height=st.integers(16, 400),
+    size=st.integers(16, 160),
+    scales=st.integers(1, 3),
+    style_scale=st.sampled_from([0.1, 0.25, 0.5, 1.0, 2.0]),
+    deepest=st.sampled_from(["relu2_1", "relu3_1", "relu4_2", "relu5_1"]),
+)
+def test_sizes_check_accepts_exactly_what_the_network_can_pool(
+    width, height, size, scales, style_scale, deepest
+):
+    """What check_image_sizes accepts, VGG's poolings can run on: every scale of the photo
+    and of the cover reaches the deepest layer with at least one pixel."""
+    import torch
+
+    from covergen.nst.layers import layer_table
+
+    assume(max(width, height) / min(width, height) <= 8)
+    params = StyleParams().replace(
+        size=size, scales=scales, style_scale=style_scale, style_layers=[deepest],
+        content_layers=["relu2_1"], min_size=max(16, size // 2),
+    )  # fmt: skip
+    table = layer_table("vgg19")
+    depth = next(info.index for info in table if info.name == deepest)
+    pools = sum(1 for info in table if info.kind == "pool" and info.index < depth)
+
+    def reaches(w: int, h: int) -> bool:
+        x = torch.zeros(1, 1, h, w)
+        try:
+            for _ in range(pools):
+                x = torch.nn.functional.max_pool2d(x, 2)
+        except RuntimeError:
+            return False
+        return min(x.shape[-2:]) >= 1
+
+    cover = (height, width)  # a cover of the transposed shape
+    fits = True
+    for long_side in params.scale_sizes():
+        w, h = fit_long_side(width, height, long_side)
+        sw, sh = fit_long_side(*cover, max(8, round(max(w, h) * style_scale)))
+        fits = fits and reaches(w, h) and reaches(sw, sh)
+    try:
+        check_image_sizes(params, (width, height), [cover])
+        accepted = True
+    except ParameterError as exc:
+        accepted = False
+        assert exc.field in ("size", "min_size", "style_scale") and "or more" in exc.hint
+    assert accepted == fits

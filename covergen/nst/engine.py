@@ -45,6 +45,7 @@ from .params import (
     FACE_MEAN_CAP,
     PHOTOREAL_VERSION,
     StyleParams,
+    check_image_sizes,
     probe_iterations,
     result_size,
     shape_signature,
@@ -999,6 +1000,7 @@ class _PreparedJob:
                 f"has {len(blend)} weights for {len(job.styles)} style images",
                 "give one weight per style image",
             )
+        check_image_sizes(p, job.content.size, [style.size for style in job.styles])
         total = sum(blend)
         if total <= 0:
             raise ParameterError("style_blend", "weights sum to zero", "give a positive weight")

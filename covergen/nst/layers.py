@@ -87,3 +87,10 @@ def deepest_layer(network: str, layers: Iterable[str]) -> str:
     names = list(layers)
     check_layers(network, names, "layers")
     return max(names, key=_layer_index(network).__getitem__)
+
+
+def smallest_side(network: str, layers: Iterable[str]) -> int:
+    """The fewest pixels an image may have on its shorter side for the network to reach the
+    deepest of ``layers``: each pooling halves it, and a pooling of one pixel has no output."""
+    deepest = deepest_layer(network, layers)
+    return layer_table(network)[_layer_index(network)[deepest]].stride

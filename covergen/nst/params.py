@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ParameterError
-from .layers import VGG_CONFIGS, check_layers
+from .layers import VGG_CONFIGS, check_layers, deepest_layer, smallest_side
 
 Region = tuple[float, float, float, float, float]
 
@@ -625,6 +625,49 @@ def fit_long_side(width: int, height: int, long_side: int) -> tuple[int, int]:
 def result_size(content_size: tuple[int, int], params: StyleParams) -> tuple[int, int]:
     """(width, height) of the image a job makes from a photo of ``content_size``."""
     return fit_long_side(*content_size, params.size)
+
+
+def check_image_sizes(
+    params: StyleParams,
+    content_size: tuple[int, int],
+    style_sizes: Sequence[tuple[int, int]],
+) -> None:
+    """Refuse, before any painting, a photo or cover that some scale would shrink below what
+    the network needs (``layers.smallest_side``): a ParameterError naming the parameter to
+    change (``size``, ``min_size`` or ``style_scale``) and the value that works."""
+    need = smallest_side(params.network, [*params.content_layers, *params.style_layers])
+    deepest = deepest_layer(params.network, [*params.content_layers, *params.style_layers])
+    sizes = params.scale_sizes()
+    for long_side in sizes:
+        width, height = fit_long_side(*content_size, long_side)
+        if min(width, height) < need:
+            field = "size" if long_side == params.size else "min_size"
+            least = math.ceil(need * max(content_size) / min(content_size))
+            raise ParameterError(
+                field,
+                f"at {long_side} px the photo ({content_size[0]}×{content_size[1]}) becomes "
+                f"{width}×{height}, too small for the network: its layer {deepest} needs "
+                f"{need} px on the shorter side",
+                f"use {field} {least} or more for this photo",
+            )
+        style_long = max(8, round(max(width, height) * params.style_scale))
+        for style in style_sizes:
+            sw, sh = fit_long_side(*style, style_long)
+            if min(sw, sh) < need:
+                cover_long = math.ceil(need * max(style) / min(style))  # what the cover needs
+                if params.style_scale < 1:
+                    field = "style_scale"
+                    least = math.ceil(100 * cover_long / max(width, height)) / 100
+                else:
+                    field = "size" if long_side == params.size else "min_size"
+                    least = math.ceil(cover_long / params.style_scale)
+                raise ParameterError(
+                    field,
+                    f"at {long_side} px the cover ({style[0]}×{style[1]}) becomes {sw}×{sh} "
+                    f"(style_scale {params.style_scale:g}), too small for the network: its "
+                    f"layer {deepest} needs {need} px on the shorter side",
+                    f"use {field} {least:g} or more for this cover",
+                )
 
 
 def shape_signature(params: StyleParams, content_size: tuple[int, int]) -> tuple:
