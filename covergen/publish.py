@@ -7,17 +7,26 @@ Two kinds of target, one plan:
   (no checkout, no copies), so identical content gives the identical tree hash and an
   unchanged site makes no commit. By default each publish is a parentless commit pushed
   with a lease, so the branch holds one commit however often it is published; with
-  ``keep_history`` the commit goes on top of the branch instead.
+  ``keep_history`` the commit goes on top of the branch instead. Every covergen commit
+  carries trailers naming covergen and the commit's own tree; a branch is replaced only when
+  every commit on it carries them (a person does not write a tree id by accident, and a
+  copied message names another tree), so no one's history is ever dropped.
 - ``dir``: the directory becomes a mirror of the site. Only new and changed files are
   written (each atomically), stale ones are removed, unchanged files are not touched. A
-  marker file says the directory is ours, so a non-empty stranger is never wiped.
+  marker file says the directory is ours, so a non-empty stranger is never wiped. A ``.git``
+  entry (folder, file or link, at any depth) is never published, replaced nor removed.
 
+Both publish one version of the site: its files are hard-linked (copied across file systems)
+into a private snapshot under the site's lock, which the build holds while it swaps a new
+version in, and the lock is released before the (possibly long, networked) publish.
 ``plan_publish`` answers "what would change" (``--dry-run``) without changing anything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import filecmp
+import glob
 import os
 import re
 import shutil
@@ -25,13 +34,14 @@ import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from .atomic import atomic_writer
 from .catalog import DEFAULT_BRANCH, SiteSettings
 from .errors import CovergenError
+from .locks import Lock, site_lock
 from .site.staging import MARKER as SITE_MARKER
-from .text import redact
+from .text import counted, redact
 
 MARKER = ".covergen-publish"
 MARKER_TEXT = (
@@ -39,12 +49,16 @@ MARKER_TEXT = (
     "the built site, removing files the site no longer has. Delete this file to stop that.\n"
 )
 GIT_FILE_MODE = "100644"  # web content: never executable, never a link
-# Every commit covergen makes ends with this trailer; a branch whose tip lacks it was not
-# made by covergen and is never replaced without --force.
+# Every commit covergen makes ends with these two trailers, the second naming the commit's
+# own tree. A commit is covergen's only when both are there and the tree is its own: a
+# subject that looks like ours, a copied message or a squash-merge does not pass. A branch
+# holding any other commit is never replaced without --force.
 TRAILER = "Published-by: covergen"
-# What earlier releases wrote before the trailer existed.
-_LEGACY_SUBJECT = "covergen: publish "
+TREE_TRAILER = "Covergen-Tree"
 KINDS = ("git", "dir")
+# A checkout's own entry (a folder, or a file pointing at a separate git dir: a worktree, a
+# submodule): never published, never replaced, never removed, at any depth.
+GIT_ENTRY = ".git"
 # Variables that would point our git commands at some other repository (set inside hooks).
 _GIT_REPO_ENV = (
     "GIT_DIR",
@@ -58,6 +72,10 @@ _GIT_REPO_ENV = (
 )
 _DEFAULT_IDENT = {"name": "covergen", "email": "covergen@localhost"}
 _BAD_BRANCH = re.compile(r"(^[-/.])|(\.\.)|(@\{)|([\s~^:?*\[\\\x00-\x1f\x7f])|([/.]$)|(\.lock$)|//")
+# Refused on top of git's rules: a component starting with "." or ending in ".lock", and
+# names git reads as something else (HEAD, @ for HEAD, a full ref name).
+_BAD_BRANCH_PARTS = re.compile(r"(/\.)|(\.lock/)")
+_SPECIAL_BRANCHES = ("HEAD", "@")
 _HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*$")
 
 
@@ -93,11 +111,12 @@ class PublishTarget:
                 field="publish",
                 hint="write a relative path as ./NAME",
             )
-        if self.kind == "git" and _BAD_BRANCH.search(self.branch):
+        if self.kind == "git" and not _is_branch_name(self.branch):
             raise CovergenError(
                 f"{self.branch!r} is not a valid branch name",
                 field="publish_branch",
-                hint=f"e.g. {DEFAULT_BRANCH}",
+                hint=f"give the branch's short name, e.g. {DEFAULT_BRANCH} (not HEAD, @ nor "
+                "refs/heads/…)",
             )
         if self.cname and not _HOST.match(self.cname):
             raise CovergenError(
@@ -141,6 +160,18 @@ class PublishPlan:
             f"{len(self.added)} added, {len(self.changed)} changed, "
             f"{len(self.removed)} removed, {self.unchanged} unchanged"
         )
+
+
+def _is_branch_name(name: str) -> bool:
+    """A name ``git check-ref-format --branch`` accepts and that means a branch to git (not
+    HEAD, @ nor a full ref name); it is pushed as ``refs/heads/NAME``."""
+    return bool(
+        name
+        and name not in _SPECIAL_BRANCHES
+        and not name.startswith("refs/")
+        and not _BAD_BRANCH.search(name)
+        and not _BAD_BRANCH_PARTS.search(name)
+    )
 
 
 def parse_target(
@@ -208,32 +239,59 @@ def plan_publish(site_dir: Path, target: PublishTarget, *, force: bool = False) 
     A git target is fetched into a temporary repository to compare trees; nothing is pushed.
     The same refusals as ``publish`` apply, so a dry run also checks the target is usable.
     """
-    files = site_files(site_dir)
     if target.kind == "dir":
-        return _plan_dir(files, _checked_dir_target(site_dir, target, force))
-    return _git_publish(files, target, push=False, force=force)
+        dest = _checked_dir_target(site_dir, target, force)
+        with _site_snapshot(site_dir) as files:
+            return _plan_dir(files, dest)
+    with _site_snapshot(site_dir) as files:
+        return _git_publish(files, target, push=False, force=force)
 
 
 def publish(site_dir: Path, target: PublishTarget, *, force: bool = False) -> PublishPlan:
     """Send the site at ``site_dir`` to ``target``; return what changed.
 
     ``force`` lets covergen replace what it did not make: a non-empty directory not marked
-    as a previous publish (its other files are removed), or a git branch whose last commit
-    was not made by covergen (its history is replaced, unless ``keep_history``).
+    as a previous publish (its other files are removed), or a git branch holding commits
+    covergen did not make (its history is replaced, unless ``keep_history``).
+    What is published is one version of the site, snapshot under the site's lock.
     """
-    files = site_files(site_dir)
     if target.kind == "dir":
-        return _mirror_dir(files, _checked_dir_target(site_dir, target, force))
-    return _git_publish(files, target, push=True, force=force)
+        dest = _checked_dir_target(site_dir, target, force)
+        with _site_snapshot(site_dir) as files:
+            return _mirror_dir(files, dest)
+    with _site_snapshot(site_dir) as files:
+        return _git_publish(files, target, push=True, force=force)
 
 
 def site_files(site_dir: Path) -> dict[str, Path]:
     """The built site's files, by POSIX path relative to ``site_dir``, sorted.
 
     Links to files publish the file they point to; a linked folder is refused rather than
-    followed (it could loop, or reach outside the site).
+    followed (it could loop, or reach outside the site). A ``.git`` entry is left out.
     """
     site_dir = Path(site_dir)
+    _check_site(site_dir)
+    files: dict[str, Path] = {}
+    for folder, dirnames, filenames in os.walk(site_dir):
+        base = Path(folder)
+        # A site (or a folder in it) that is a git checkout must not publish its .git.
+        dirnames[:] = sorted(d for d in dirnames if d != GIT_ENTRY)
+        for name in dirnames:
+            if (base / name).is_symlink():
+                raise CovergenError(
+                    f"{base / name} is a link to a folder",
+                    field="site",
+                    hint="copy the folder into the site instead of linking it",
+                )
+        for name in filenames:
+            path = base / name
+            if name in (MARKER, SITE_MARKER, GIT_ENTRY) or not path.is_file():
+                continue
+            files[path.relative_to(site_dir).as_posix()] = path
+    return dict(sorted(files.items()))
+
+
+def _check_site(site_dir: Path) -> None:
     if not site_dir.is_dir():
         raise CovergenError(
             f"no site at {site_dir}", field="site", hint="build it first: `covergen build`"
@@ -244,24 +302,81 @@ def site_files(site_dir: Path) -> dict[str, Path]:
             field="site",
             hint="build the site first (`covergen build`), or pass the folder that holds it",
         )
-    files: dict[str, Path] = {}
-    for folder, dirnames, filenames in os.walk(site_dir):
-        base = Path(folder)
-        for name in dirnames:
-            if (base / name).is_symlink():
-                raise CovergenError(
-                    f"{base / name} is a link to a folder",
-                    field="site",
-                    hint="copy the folder into the site instead of linking it",
-                )
-        # A site that is itself a git checkout must not publish its .git folder.
-        dirnames[:] = sorted(d for d in dirnames if d != ".git")
-        for name in filenames:
-            path = base / name
-            if name in (MARKER, SITE_MARKER) or not path.is_file():
-                continue
-            files[path.relative_to(site_dir).as_posix()] = path
-    return dict(sorted(files.items()))
+
+
+@contextlib.contextmanager
+def _site_snapshot(site_dir: Path) -> Iterator[dict[str, Path]]:
+    """The site's files as they are at one moment, like ``site_files`` but in a private
+    snapshot folder that is removed when the block ends.
+
+    The build swaps a new version in under the site's lock; taking the snapshot under the
+    same lock means a publish sends one version, never a mix, without holding the lock for
+    the publish itself. Files are hard-linked (the build never writes a site file in place,
+    so a link keeps the version's bytes), copied where links fail. The snapshot lies beside
+    the site, where links work; a snapshot left by a killed publish is swept by the next.
+    """
+    site_dir = Path(site_dir)
+    _check_site(site_dir)  # before the lock, which would create a missing site's parents
+    with contextlib.ExitStack() as cleanup:
+        with site_lock(site_dir):
+            files = site_files(site_dir)
+            _sweep_snapshots(site_dir)
+            snapshot = _snapshot_folder(site_dir, cleanup)
+            copied = {rel: _link_or_copy(path, snapshot / rel) for rel, path in files.items()}
+        yield copied
+
+
+def _snapshot_prefix(site: Path) -> str:
+    return f".{site.name}.publish-"
+
+
+def _snapshot_folder(site_dir: Path, cleanup: contextlib.ExitStack) -> Path:
+    """A new private folder beside the site, locked while in use (so that only a dead
+    publish's is swept), or in the temporary folder where the site's parent is read-only;
+    ``cleanup`` removes it."""
+    site = Path(site_dir).resolve()
+    try:
+        folder = Path(tempfile.mkdtemp(prefix=_snapshot_prefix(site), dir=site.parent))
+    except OSError:
+        folder = Path(tempfile.mkdtemp(prefix="covergen-publish-snapshot-"))
+        cleanup.callback(shutil.rmtree, folder, ignore_errors=True)
+        return folder
+    cleanup.callback(shutil.rmtree, folder, ignore_errors=True)
+    cleanup.enter_context(_snapshot_lock(folder))
+    return folder
+
+
+def _snapshot_lock(folder: Path) -> Lock:
+    return Lock(
+        folder,
+        busy=f"{folder} is in use by another publish",
+        field="publish",
+        hint="let it finish",
+        folder=True,
+    )
+
+
+def _sweep_snapshots(site_dir: Path) -> None:
+    """Remove snapshots left by publishes that were killed (their folder's lock died with
+    them). Called under the site's lock, under which every snapshot is made and locked."""
+    site = Path(site_dir).resolve()
+    for folder in site.parent.glob(f"{glob.escape(_snapshot_prefix(site))}*"):
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        try:
+            with _snapshot_lock(folder):
+                shutil.rmtree(folder, ignore_errors=True)
+        except CovergenError:  # in use by a publish that is running
+            continue
+
+
+def _link_or_copy(source: Path, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or links not allowed (protected_hardlinks)
+        shutil.copyfile(source, target)
+    return target
 
 
 # --- directory target -----------------------------------------------------------------------
@@ -299,7 +414,9 @@ def _checked_dir_target(site_dir: Path, target: PublishTarget, force: bool) -> P
     if dest.exists() and not dest.is_dir():
         raise refuse(f"{raw} is a file, not a folder", "name a folder")
     ours = (dest / MARKER).is_file()
-    if dest.is_dir() and not ours and not force and any(dest.iterdir()):
+    # A folder holding only a .git (a fresh clone of an empty repository) loses nothing.
+    holds_files = dest.is_dir() and any(p.name != GIT_ENTRY for p in dest.iterdir())
+    if holds_files and not ours and not force:
         looks_git = (dest / "HEAD").is_file() and (dest / "objects").is_dir()
         raise refuse(
             f"{raw} is not empty and was not published by covergen "
@@ -312,15 +429,16 @@ def _checked_dir_target(site_dir: Path, target: PublishTarget, force: bool) -> P
 
 
 def _target_entries(dest: Path) -> dict[str, Path]:
-    """What the target holds now: files and links (never followed), not ours to keep."""
+    """What the target holds now: files and links (never followed), but the marker and any
+    ``.git`` entry (a checkout, a worktree or a submodule keeps its history)."""
     entries: dict[str, Path] = {}
     if not dest.is_dir():
         return entries
     for folder, dirnames, filenames in os.walk(dest):
         base = Path(folder)
+        dirnames[:] = [d for d in dirnames if d != GIT_ENTRY]
+        filenames = [f for f in filenames if f != GIT_ENTRY]
         if base == dest:
-            # A target that is a git checkout (a pages repository) keeps its history.
-            dirnames[:] = [d for d in dirnames if d != ".git"]
             filenames = [f for f in filenames if f != MARKER]
         linked = [d for d in dirnames if (base / d).is_symlink()]
         dirnames[:] = [d for d in dirnames if d not in linked]
@@ -336,6 +454,7 @@ def _plan_dir(files: Mapping[str, Path], dest: Path) -> PublishPlan:
     for rel, source in files.items():
         existing = current.get(rel)
         if existing is None:
+            _check_no_git_in_the_way(dest, rel)
             added.append(rel)
         elif existing.is_symlink() or not filecmp.cmp(source, existing, shallow=False):
             changed.append(rel)
@@ -368,9 +487,31 @@ def _mirror_dir(files: Mapping[str, Path], dest: Path) -> PublishPlan:
     return plan
 
 
+def _check_no_git_in_the_way(dest: Path, rel: str) -> None:
+    """Refuse a site file whose place is taken by a folder holding a ``.git`` entry: making
+    way for it would delete a repository."""
+    if GIT_ENTRY in PurePosixPath(rel).parts:
+        raise ValueError(f"a site path with a .git part: {rel!r}")  # site_files leaves them out
+    out = dest / rel
+    if out.is_dir() and not out.is_symlink() and _holds_git(out):
+        raise CovergenError(
+            f"the site has a file {rel} where {dest} has a folder holding a .git entry",
+            field="publish",
+            hint="covergen never deletes a .git: move that folder out of the target",
+        )
+
+
+def _holds_git(folder: Path) -> bool:
+    for _, dirnames, filenames in os.walk(folder):
+        if GIT_ENTRY in dirnames or GIT_ENTRY in filenames:
+            return True
+    return False
+
+
 def _clear_way(dest: Path, out: Path) -> None:
     """Remove what stands where ``out`` must go: a file where a folder is needed, a folder
-    where the file goes (both are stale: the site has neither)."""
+    where the file goes (both are stale: the site has neither). Never a ``.git`` entry."""
+    _check_no_git_in_the_way(dest, out.relative_to(dest).as_posix())
     for parent in reversed(out.relative_to(dest).parents[:-1]):
         path = dest / parent
         if path.is_symlink() or (path.exists() and not path.is_dir()):
@@ -380,12 +521,13 @@ def _clear_way(dest: Path, out: Path) -> None:
 
 
 def _remove_empty_folders(dest: Path) -> None:
+    """Remove folders left empty, deepest first; never one named ``.git`` nor anything in
+    one (an empty ``refs/tags`` belongs to the repository)."""
     folders = []
     for folder, dirnames, _ in os.walk(dest):
         base = Path(folder)
-        if base == dest:
-            dirnames[:] = [d for d in dirnames if d != ".git"]
-        else:
+        dirnames[:] = [d for d in dirnames if d != GIT_ENTRY]
+        if base != dest:
             folders.append(base)
     for folder in reversed(folders):  # deepest first, so emptied parents go too
         if not any(folder.iterdir()):
@@ -495,13 +637,14 @@ def _git_publish(
         old_commit = _remote_head(git, remote, ref)
         old_entries: dict[str, tuple[str, str]] = {}
         if old_commit:
-            # One commit deep is enough: we need its tree, and (keep_history) its id as parent.
+            # One commit deep is enough to compare (its tree) and to add on top (its id); a
+            # replacing publish reads the whole history when there is more (below).
             git("fetch", "-q", "--no-tags", "--depth=1", remote, ref)
             # What was fetched is what we compare with and lease against, even if the
             # branch moved since ls-remote.
             old_commit = git.text("rev-parse", "FETCH_HEAD")
             if not target.keep_history and not force:
-                _refuse_foreign_branch(git, old_commit, target)
+                _refuse_foreign_history(git, remote, ref, old_commit, target)
             old_entries = _tree_entries(git, old_commit)
 
         new_entries = _site_entries(git, files, target.cname)
@@ -513,7 +656,7 @@ def _git_publish(
         subject = target.message or (
             f"covergen: publish {len(new_entries)} files, site {tree[:12]}"
         )
-        message = f"{subject.rstrip()}\n\n{TRAILER}\n"
+        message = f"{subject.rstrip()}\n\n{TRAILER}\n{TREE_TRAILER}: {tree}\n"
         parents = ["-p", old_commit] if target.keep_history and old_commit else []
         _fill_identity(git)
         commit = git.text("commit-tree", tree, *parents, "-m", message)
@@ -531,22 +674,94 @@ def _git_publish(
         return PublishPlan(plan.added, plan.changed, plan.removed, plan.unchanged, commit)
 
 
-def _refuse_foreign_branch(git: _Git, commit: str, target: PublishTarget) -> None:
-    """Refuse to replace a branch whose last commit covergen did not make: its history
-    (someone's `main`, a hand-made pages branch) would be gone."""
-    message = git.text("log", "-1", "--format=%B", commit)
-    ours = TRAILER in message.splitlines() or message.startswith(_LEGACY_SUBJECT)
-    if ours:
+@dataclass(frozen=True)
+class _Commit:
+    id: str
+    tree: str
+    parents: tuple[str, ...]
+    message: str
+
+    @property
+    def subject(self) -> str:
+        return self.message.strip().partition("\n")[0]
+
+    @property
+    def ours(self) -> bool:
+        """Made by covergen: its last paragraph holds our trailer and one naming this very
+        commit's tree (nobody types a tree id by accident; a copied message or a squash
+        names another tree)."""
+        last = re.split(r"\n[ \t]*\n", self.message.strip())[-1]
+        trailers = {line.strip() for line in last.splitlines()}
+        return TRAILER in trailers and f"{TREE_TRAILER}: {self.tree}" in trailers
+
+
+def _refuse_foreign_history(
+    git: _Git, remote: str, ref: str, tip: str, target: PublishTarget
+) -> None:
+    """Refuse to replace a branch holding any commit covergen did not make: replacing drops
+    the whole history (someone's `main`, a hand-made pages branch, the commits below a
+    --keep-history publish). ``tip`` was fetched one commit deep; the rest is fetched when
+    it has parents."""
+    last = _commits(git, [tip])[0]
+    if not last.ours:
+        raise _foreign_branch_error(
+            target,
+            f"was not published by covergen (its last commit is {last.id[:12]} "
+            f"{last.subject[:60]!r}); publishing would replace its history",
+        )
+    if not last.parents:
         return
-    subject = message.splitlines()[0] if message else ""
-    raise CovergenError(
-        f"branch {target.branch} of {redact(target.location)} was not published by covergen "
-        f"(its last commit is {commit[:12]} {subject[:60]!r}); publishing would replace "
-        "its history",
+    git("fetch", "-q", "--no-tags", "--unshallow", remote, ref)
+    if git.text("rev-parse", "FETCH_HEAD") != tip:
+        raise CovergenError(
+            f"{target.describe()} changed while covergen was reading it",
+            field="publish",
+            hint="someone else published meanwhile: publish again",
+        )
+    history = _commits(git, git.text("rev-list", tip).split())
+    foreign = [commit for commit in history if not commit.ours]
+    if foreign:
+        first = foreign[0]
+        raise _foreign_branch_error(
+            target,
+            f"holds {counted(len(foreign), 'commit')} covergen did not make (such as "
+            f"{first.id[:12]} {first.subject[:60]!r}); publishing would drop them",
+        )
+
+
+def _foreign_branch_error(target: PublishTarget, what: str) -> CovergenError:
+    other = "gh-pages" if target.branch != DEFAULT_BRANCH else "NAME"
+    return CovergenError(
+        f"branch {target.branch} of {redact(target.location)} {what}",
         field="publish",
-        hint=f"publish to another branch (--branch {DEFAULT_BRANCH}), add on top of it with "
-        f"--keep-history, or pass --force to replace {target.branch}",
+        hint=f"add on top of it with --keep-history (or site.publish_keep_history: true), "
+        f"publish to another branch (--branch {other}), or pass --force to replace "
+        f"{target.branch}; a branch published by an older covergen needs --force once",
     )
+
+
+def _commits(git: _Git, ids: list[str]) -> list[_Commit]:
+    """The commits ``ids``, read raw with ``cat-file`` (plumbing: no log configuration,
+    signature display or re-encoding can change what is parsed)."""
+    out = git("cat-file", "--batch", input="".join(f"{i}\n" for i in ids).encode()).stdout
+    commits, pos = [], 0
+    for wanted in ids:
+        header_end = out.index(b"\n", pos)
+        sha, kind, size = out[pos:header_end].decode().split()
+        if kind != "commit" or sha != wanted:
+            raise CovergenError(
+                f"{wanted[:12]} is a {kind}, not a commit",
+                field="publish",
+                hint="pass --force to replace the branch",
+            )
+        body = out[header_end + 1 : header_end + 1 + int(size)]
+        pos = header_end + 1 + int(size) + 1  # the object, then a newline
+        headers, _, message = body.partition(b"\n\n")
+        fields = [line.split(b" ", 1) for line in headers.split(b"\n") if line[:1] != b" "]
+        tree = next(value for key, value in fields if key == b"tree").decode()
+        parents = tuple(value.decode() for key, value in fields if key == b"parent")
+        commits.append(_Commit(sha, tree, parents, message.decode(errors="replace")))
+    return commits
 
 
 def _remote_head(git: _Git, remote: str, ref: str) -> str:

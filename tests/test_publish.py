@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
+import shlex
 import shutil
+import signal
 import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from covergen import locks
+from covergen import publish as publishing
 from covergen.errors import CovergenError
+from covergen.locks import site_lock
 from covergen.publish import (
     MARKER,
     PublishPlan,
@@ -17,7 +29,9 @@ from covergen.publish import (
     parse_target,
     plan_publish,
     publish,
+    site_files,
 )
+from covergen.site.staging import StagedSite
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 
@@ -78,7 +92,90 @@ def commit_count(remote: Path, branch: str = "gh-pages") -> int:
     return int(git("--git-dir", str(remote), "rev-list", "--count", branch))
 
 
+def tip(remote: Path, branch: str = "gh-pages") -> str:
+    return git("--git-dir", str(remote), "rev-parse", branch).strip()
+
+
+def push_human_commit(
+    work: Path, remote: Path, branch: str, message: str, files: dict[str, str | bytes]
+) -> str:
+    """A commit made by a person (git commit, the message as given) pushed to ``branch``."""
+    if not work.exists():
+        git("init", "-q", "-b", branch, str(work))
+    make_site(work, files)
+    git("add", "-A", cwd=work)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--cleanup=verbatim",
+        "-m", message, cwd=work)  # fmt: skip
+    git("push", "-q", str(remote), f"HEAD:refs/heads/{branch}", cwd=work)
+    return git("rev-parse", "HEAD", cwd=work).strip()
+
+
+def render(site: Path, files: dict[str, str]) -> None:
+    """Swap a new version of the site in, as the build does (staged beside, under its lock)."""
+    with site_lock(site), StagedSite(site) as staged:
+        for rel, text in files.items():
+            staged.write(rel, text.encode())
+        staged.commit()
+
+
+def leftovers(site: Path, tmpdir: Path | None = None) -> list[Path]:
+    """Snapshots and temporary repositories a publish left behind."""
+    found = list(site.parent.glob(f".{site.name}.publish-*"))
+    if tmpdir is not None:
+        found += list(tmpdir.glob("covergen-publish-*"))
+    return found
+
+
 # --- targets ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "branch",
+    ["HEAD", "@", "refs/heads/pages", "-pages", "", "pages/.hidden", "a.lock/b", "gh pages"],
+)
+def test_branch_names_git_refuses_or_reads_as_something_else_are_refused(branch):
+    with pytest.raises(CovergenError, match="not a valid branch name") as info:
+        parse_target("git:x.git", branch=branch)
+    assert info.value.field == "publish_branch" and "gh-pages" in info.value.hint
+
+
+def git_accepts_branch(name: str) -> bool:
+    done = subprocess.run(
+        ["git", "check-ref-format", "--branch", name], capture_output=True, check=False
+    )
+    return done.returncode == 0
+
+
+def accepts_branch(name: str) -> bool:
+    try:
+        parse_target("git:x.git", branch=name)
+    except CovergenError:
+        return False
+    return True
+
+
+BRANCH_PIECES = st.lists(
+    st.sampled_from([*"ab/.@{}-~^:*[\\\x7f\t é", "..", "lock", ".lock", "HEAD", "refs/"]),
+    max_size=8,
+).map("".join)
+
+
+@needs_git
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.text(max_size=12), BRANCH_PIECES))
+def test_every_branch_name_accepted_is_one_git_accepts(name: str):
+    if accepts_branch(name):
+        assert git_accepts_branch(name)
+
+
+@needs_git
+@settings(max_examples=200, deadline=None)
+@given(BRANCH_PIECES)
+def test_every_branch_name_git_accepts_is_accepted_but_those_git_reads_otherwise(name: str):
+    # @{…} is expanded by git against the repository it runs in: no branch name either way.
+    special = name in ("HEAD", "@") or name.startswith("refs/") or "@{" in name
+    if git_accepts_branch(name) and not special:
+        assert accepts_branch(name)
 
 
 @pytest.mark.parametrize(
@@ -250,10 +347,6 @@ def test_git_never_replaces_a_branch_covergen_did_not_make(site, remote, tmp_pat
     # On top of it is not a loss: allowed, and the old history stays.
     publish(site, parse_target(f"git:{remote}", branch="main", keep_history=True))
     assert commit_count(remote, "main") == 2
-    # Our commit is now the tip, so a later replacing publish is ours to make.
-    make_site(site, {"index.html": "<h1>v2</h1>"})
-    publish(site, parse_target(f"git:{remote}", branch="main"))
-    assert commit_count(remote, "main") == 1
 
 
 @needs_git
@@ -268,6 +361,67 @@ def test_git_force_replaces_a_foreign_branch(site, remote, tmp_path):
     assert set(branch_files(remote, "main")) == {*SITE, ".nojekyll"}
     message = git("--git-dir", str(remote), "log", "-1", "--format=%B", "main")
     assert "Published-by: covergen" in message
+
+
+@needs_git
+def test_git_a_commit_is_covergens_only_when_its_trailer_names_its_own_tree(site, remote, tmp_path):
+    target = parse_target(f"git:{remote}", branch="main")
+    # A person's commit whose subject reads like ours (what earlier releases relied on).
+    lookalike = "covergen: publish 3 files, site 3f9c2a81b7de"
+    head = push_human_commit(tmp_path / "work", remote, "main", lookalike, {"README": "source"})
+    with pytest.raises(CovergenError, match="not published by covergen") as info:
+        publish(site, target)
+    assert "older covergen needs --force once" in info.value.hint
+    assert tip(remote, "main") == head
+
+    # A real covergen message, trailers and all, copied onto a commit of another tree.
+    publish(site, PublishTarget("git", str(remote), branch="pages"))
+    copied = git("--git-dir", str(remote), "log", "-1", "--format=%B", "pages")
+    assert "Published-by: covergen" in copied and "Covergen-Tree: " in copied
+    head = push_human_commit(tmp_path / "work", remote, "main", copied, {"README": "changed"})
+    for attempt in (plan_publish, publish):
+        with pytest.raises(CovergenError, match="not published by covergen"):
+            attempt(site, target)
+    assert tip(remote, "main") == head
+
+
+@needs_git
+def test_git_a_replacing_publish_never_drops_older_commits_covergen_did_not_make(
+    site, remote, tmp_path
+):
+    human = push_human_commit(tmp_path / "work", remote, "main", "src", {"README": "source"})
+    publish(site, parse_target(f"git:{remote}", branch="main", keep_history=True))
+    assert commit_count(remote, "main") == 2  # our commit is the tip, the person's below it
+    make_site(site, {"index.html": "<h1>v2</h1>"})
+    ours = tip(remote, "main")
+    target = parse_target(f"git:{remote}", branch="main")
+    for attempt in (plan_publish, publish):
+        with pytest.raises(CovergenError, match="1 commit covergen did not make") as info:
+            attempt(site, target)
+        assert info.value.field == "publish"
+        assert "--keep-history" in info.value.hint and "publish_keep_history" in info.value.hint
+        assert "--force" in info.value.hint
+    assert tip(remote, "main") == ours
+    git("--git-dir", str(remote), "merge-base", "--is-ancestor", human, "main")
+
+    publish(site, parse_target(f"git:{remote}", branch="main", keep_history=True))
+    assert commit_count(remote, "main") == 3  # on top is still fine
+    make_site(site, {"index.html": "<h1>v3</h1>"})
+    publish(site, target, force=True)
+    assert commit_count(remote, "main") == 1
+
+
+@needs_git
+def test_git_replaces_a_branch_whose_every_commit_covergen_made(site, remote):
+    publish(site, PublishTarget("git", str(remote)))
+    for version in range(3):
+        make_site(site, {"index.html": f"<h1>v{version}</h1>"})
+        publish(site, PublishTarget("git", str(remote), keep_history=True, message=f"v{version}"))
+    assert commit_count(remote) == 4
+    make_site(site, {"index.html": "<h1>last</h1>"})
+    result = publish(site, PublishTarget("git", str(remote)))
+    assert commit_count(remote) == 1 and result.changed == ("index.html",)
+    assert branch_files(remote)["index.html"] == "<h1>last</h1>"
 
 
 @needs_git
@@ -363,6 +517,48 @@ def test_dir_publish_keeps_a_git_checkout_in_the_target(site, tmp_path):
     assert (out / ".git/HEAD").read_text() == "ref"
 
 
+def test_dir_publish_never_publishes_replaces_nor_removes_a_git_entry(site, tmp_path):
+    # The site is a worktree (a .git file) holding a submodule.
+    make_site(site, {".git": "gitdir: /srv/site.git/worktrees/site", "pairs/.git": "gitdir: x"})
+    assert not [rel for rel in site_files(site) if ".git" in rel.split("/")]
+    out = make_site(tmp_path / "www", {
+        MARKER: "",
+        ".git": "gitdir: /srv/www.git/worktrees/www",  # a worktree
+        "old/.git": "gitdir: ../.git/modules/old",  # a submodule the site no longer has
+        "old/page.html": "stale",
+        "vendor/.git/HEAD": "ref: refs/heads/main",  # a nested checkout
+    })  # fmt: skip
+    (out / "vendor/.git/refs/tags").mkdir(parents=True)  # empty, and the repository's
+    target = PublishTarget("dir", str(out))
+
+    plan = plan_publish(site, target)
+    assert plan.removed == ("old/page.html",)
+    assert not [rel for rel in plan.added if ".git" in rel.split("/")]
+    publish(site, target)
+    assert (out / ".git").read_text() == "gitdir: /srv/www.git/worktrees/www"
+    assert (out / "old/.git").read_text() == "gitdir: ../.git/modules/old"
+    assert not (out / "old/page.html").exists()
+    assert (out / "vendor/.git/HEAD").is_file() and (out / "vendor/.git/refs/tags").is_dir()
+
+
+def test_dir_refuses_to_replace_a_folder_holding_a_git_entry_by_a_file(site, tmp_path):
+    out = make_site(tmp_path / "www", {MARKER: "", "pairs/.git": "gitdir: x", "pairs/a": "a"})
+    shutil.rmtree(site / "pairs")
+    (site / "pairs").write_text("now a file")
+    for attempt in (plan_publish, publish):
+        with pytest.raises(CovergenError, match=r"holding a \.git entry") as info:
+            attempt(site, PublishTarget("dir", str(out)))
+        assert info.value.field == "publish" and info.value.hint
+    assert (out / "pairs/.git").read_text() == "gitdir: x"
+    assert not (out / "index.html").exists()  # refused before anything was written
+
+
+def test_dir_publishes_into_a_folder_holding_only_a_git_entry(site, tmp_path):
+    out = make_site(tmp_path / "clone", {".git": "gitdir: /srv/pages.git"})
+    publish(site, PublishTarget("dir", str(out)))
+    assert (out / "index.html").is_file() and (out / ".git").is_file()
+
+
 def test_dir_refuses_a_non_empty_folder_it_did_not_publish(site, tmp_path):
     out = make_site(tmp_path / "docs", {"thesis.tex": "years of work"})
     target = PublishTarget("dir", str(out))
@@ -413,3 +609,187 @@ def test_dir_refuses_dangerous_targets(
     with pytest.raises(CovergenError, match=message) as info:
         publish(site, PublishTarget("dir", location), force=True)
     assert info.value.field == "publish" and info.value.hint
+
+
+# --- one version of the site -----------------------------------------------------------------
+
+V1 = {"index.html": "<h1>one</h1>", "a.html": "a one", "b.html": "b one"}
+V2 = {"index.html": "<h1>two</h1>", "a.html": "a two", "b.html": "b two"}
+
+
+def test_publish_sends_one_version_while_a_build_swaps_in_another(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    render(site, V1)
+    writes: list[Path] = []
+    real_writer = publishing.atomic_writer
+
+    @contextlib.contextmanager
+    def writer(path: Path, **options):
+        if path.name != MARKER:
+            writes.append(path)
+            if len(writes) == 2:  # one file of the site is copied: a build swaps in v2 now
+                render(site, V2)
+        with real_writer(path, **options) as handle:
+            yield handle
+
+    monkeypatch.setattr(publishing, "atomic_writer", writer)
+    out = tmp_path / "www"
+    publish(site, PublishTarget("dir", str(out)))
+    assert len(writes) == len(V1)
+    assert {rel: (out / rel).read_text() for rel in V1} == V1
+    assert {rel: (site / rel).read_text() for rel in V2} == V2  # the build did swap
+    assert not leftovers(site)
+
+
+def test_publish_waits_while_a_build_holds_the_site_lock(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    render(site, V1)
+    waiting, finished, either = threading.Event(), threading.Event(), threading.Event()
+
+    class PollingClock:  # the lock's clock: tells the test the publish is waiting for it
+        monotonic = staticmethod(time.monotonic)
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            waiting.set()
+            either.set()
+            time.sleep(seconds)
+
+    monkeypatch.setattr(locks, "time", PollingClock)
+    out = tmp_path / "www"
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["plan"] = publish(site, PublishTarget("dir", str(out)))
+        except BaseException as error:  # reported by the assertions below
+            outcome["error"] = error
+        finally:
+            finished.set()
+            either.set()
+
+    thread = threading.Thread(target=run)
+    with site_lock(site):
+        thread.start()
+        assert either.wait(60)
+        assert waiting.is_set() and not finished.is_set(), outcome
+        assert not out.exists()
+    thread.join(60)
+    assert "plan" in outcome, outcome
+    assert {rel: (out / rel).read_text() for rel in V1} == V1
+
+
+def test_a_snapshot_left_by_a_killed_publish_is_removed_by_the_next(tmp_path):
+    site = tmp_path / "site"
+    render(site, V1)
+    dead = make_site(tmp_path / ".site.publish-dead", {"index.html": "old"})
+    running = make_site(tmp_path / ".site.publish-running", {"index.html": "in use"})
+    with publishing._snapshot_lock(running):
+        publish(site, PublishTarget("dir", str(tmp_path / "www")))
+        assert not dead.exists()
+        assert (running / "index.html").read_text() == "in use"
+
+
+# --- interrupted -----------------------------------------------------------------------------
+
+# Runs the command with the directory writer held half-way through index.html: it tells the
+# test through one FIFO, then waits on another for a signal to arrive.
+HELD_WRITER = """
+import contextlib, sys
+import covergen.publish as publishing
+from covergen.cli import main
+
+ready, block = sys.argv[1], sys.argv[2]
+real_writer = publishing.atomic_writer
+
+@contextlib.contextmanager
+def held(path, **options):
+    with real_writer(path, **options) as handle:
+        if path.name == "index.html":
+            handle.write(b"<h1>half")
+            handle.flush()
+            with open(ready, "w") as out:
+                out.write("writing")
+            with open(block) as wait:
+                wait.read()
+        yield handle
+
+publishing.atomic_writer = held
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def terminated(command: list[str], env: dict[str, str], ready: Path, block: Path):
+    """Run ``command``, send it SIGTERM once it writes to the FIFO ``ready`` (it then waits
+    on the FIFO ``block``); its (status, stdout, stderr)."""
+    child = subprocess.Popen(
+        command, env=env, cwd=ready.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        fd = os.open(ready, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            # A bound, not a synchronisation: the FIFO says when the child is there.
+            readable, _, _ = select.select([fd], [], [], 120)
+        finally:
+            os.close(fd)
+        assert readable, f"the publish never got there: {child.stderr.read1().decode()}"
+        child.send_signal(signal.SIGTERM)
+        out, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        with contextlib.suppress(OSError):  # let a reader still blocked on it (if any) go
+            os.close(os.open(block, os.O_WRONLY | os.O_NONBLOCK))
+    return child.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+def fifos(tmp_path: Path) -> tuple[Path, Path]:
+    ready, block = tmp_path / "ready", tmp_path / "block"
+    os.mkfifo(ready)
+    os.mkfifo(block)
+    return ready, block
+
+
+@needs_git
+def test_sigterm_during_a_git_publish_exits_130_and_leaves_no_temporary_files(
+    site, remote, tmp_path, fifos
+):
+    ready, block = fifos
+    # git, but a push says it has started, then hangs as a slow network would.
+    fake = tmp_path / "bin/git"
+    fake.parent.mkdir()
+    fake.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = push ]; then\n'
+        f"  echo pushing > {shlex.quote(str(ready))}\n"
+        f"  exec cat {shlex.quote(str(block))}\n"
+        "fi\n"
+        f'exec {shlex.quote(shutil.which("git") or "git")} "$@"\n'
+    )
+    fake.chmod(0o755)
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    path = f"{fake.parent}{os.pathsep}{os.environ['PATH']}"
+    env = {**os.environ, "TMPDIR": str(tmpdir), "PATH": path}
+    command = [sys.executable, "-m", "covergen", "publish", f"git:{remote}",
+               "--site-dir", str(site)]  # fmt: skip
+    code, out, err = terminated(command, env, ready, block)
+    assert code == 130 and "interrupted" in err and "Traceback" not in err, (code, out, err)
+    assert not leftovers(site, tmpdir)
+    assert git("--git-dir", str(remote), "branch", "--list") == ""  # nothing was published
+
+
+def test_sigterm_during_a_dir_publish_exits_130_and_leaves_no_partial_file(site, tmp_path, fifos):
+    ready, block = fifos
+    out_dir = tmp_path / "www"
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    command = [sys.executable, "-c", HELD_WRITER, str(ready), str(block),
+               "publish", f"dir:{out_dir}", "--site-dir", str(site)]  # fmt: skip
+    code, out, err = terminated(command, {**os.environ, "TMPDIR": str(tmpdir)}, ready, block)
+    assert code == 130 and "interrupted" in err and "Traceback" not in err, (code, out, err)
+    assert not [p for p in out_dir.rglob("*") if p.name.endswith(".tmp")]
+    assert not (out_dir / "index.html").exists()  # never half a file
+    assert not leftovers(site, tmpdir)
