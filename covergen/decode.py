@@ -8,6 +8,7 @@ decoded; images come out upright, 8-bit RGB, in sRGB, with no metadata.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -41,6 +42,10 @@ class DecodeLimits:
     max_pixels: int = 64_000_000  # decompression-bomb limit (width*height)
     min_side: int = 16  # smaller images are refused (too small to paint)
     max_aspect: float = 8.0  # long/short side; beyond is refused
+    # Scans of a progressive JPEG. Each is a pass over the whole image, so the decoding work
+    # is scans × pixels, not bytes: 3,000 copies of one small scan (535 KB) take minutes to
+    # decode at 64 Mpx. Encoders write 1 (baseline) to about 10 (progressive) scans.
+    max_jpeg_scans: int = 100
 
 
 DEFAULT_LIMITS = DecodeLimits()
@@ -160,10 +165,51 @@ def _open_checked(data: bytes, limits: DecodeLimits, where: Where) -> tuple[Imag
             f"of {limits.max_aspect:g}:1",
             "crop the image closer to a usual shape, or raise max_aspect",
         )
+    elif fmt == "JPEG" and (scans := jpeg_scans(data)) > limits.max_jpeg_scans:
+        problem = (
+            f"is a JPEG of {scans:,} scans, more than the limit of {limits.max_jpeg_scans} "
+            "(each scan is a pass over the whole image: decoding it would take too long)",
+            "save the image again as an ordinary JPEG or PNG",
+        )
     if problem is not None:
         image.close()
         raise where.error(*problem)
     return image, fmt
+
+
+# After a scan's header, its entropy-coded data runs to the next marker: 0xFF followed by a
+# byte that is neither a stuffed zero nor a restart marker (0xD0-0xD7).
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def jpeg_scans(data: bytes) -> int:
+    """How many scans (SOS segments) the first image of a JPEG file holds, read from its
+    markers without decoding; stops at its end (EOI), so an MPO's other frames are not
+    counted. Damaged structure ends the count: the decoder reports the damage itself."""
+    scans = 0
+    pos = 2  # after SOI
+    end = len(data)
+    while pos + 4 <= end:
+        if data[pos] != 0xFF:
+            return scans
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xD9:  # EOI
+            return scans
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # standalone markers
+            pos += 2
+            continue
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        pos += 2 + length
+        if marker == 0xDA:  # SOS: a scan; skip its entropy-coded data
+            scans += 1
+            found = _NEXT_MARKER.search(data, pos)
+            if found is None:
+                return scans
+            pos = found.start()
+    return scans
 
 
 def _upright(image: Image.Image) -> Image.Image:

@@ -649,6 +649,30 @@ def test_decompression_bomb_is_refused_before_decoding() -> None:
     assert limit_before == Image.MAX_IMAGE_PIXELS
 
 
+def scan_bomb(copies: int, size: tuple[int, int] = (256, 256)) -> bytes:
+    """A progressive greyscale JPEG whose smallest scan is repeated ``copies`` times: a few
+    bytes per copy, a pass over the whole image per copy when decoded."""
+    data = encode(Image.new("L", size, 128), "JPEG", progressive=True, quality=80)
+    starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xDA]
+    ends = [*starts[1:], data.rindex(b"\xff\xd9")]
+    start, end = min(zip(starts, ends, strict=True), key=lambda span: span[1] - span[0])
+    return data[:end] + data[start:end] * (copies - 1) + data[end:]
+
+
+def test_a_jpeg_scan_bomb_is_refused_before_decoding() -> None:
+    bomb = scan_bomb(3000)
+    assert len(bomb) < 200_000
+    started = time.process_time()
+    with pytest.raises(InputImageError, match=r"JPEG of 3,0\d\d scans, more than the limit"):
+        decode_image(bomb)
+    with pytest.raises(InputImageError, match="scans"):
+        decode_image(bomb[: len(bomb) // 2])  # cut short: still counted, still refused
+    assert time.process_time() - started < 30  # not a timing assertion: a hang guard
+    # An ordinary progressive JPEG (a few scans), and one just at the limit, decode.
+    assert decode_image(scan_bomb(1)).size == (256, 256)
+    assert decode_image(scan_bomb(90)).size == (256, 256)
+
+
 def test_cmyk_jpeg_gives_the_right_colours() -> None:
     cmyk = Image.new("CMYK", (32, 32), (255, 0, 0, 0))  # pure cyan
     cmyk.paste((0, 0, 0, 255), (0, 0, 16, 32))  # left half black
