@@ -161,6 +161,24 @@ def check_folders(options: BuildOptions) -> None:
             hint="every build replaces the site folder whole (the cache would be wiped) and "
             "publishing would send it out: choose a cache folder outside the site",
         )
+    if options.docs_dir is None or not options.render_site:
+        return
+    docs = options.docs_dir.resolve()
+    if docs.is_relative_to(site) or site.is_relative_to(docs):
+        raise CovergenError(
+            f"the user guide {options.docs_dir} and the site folder {options.site_dir} lie "
+            "one inside the other",
+            field="docs_dir",
+            hint="the guide is copied into the site's docs/: give the folder mkdocs built "
+            "(make docs writes cache/docs-html), outside the site",
+        )
+    if cache.is_relative_to(docs):
+        raise CovergenError(
+            f"the cache {options.cache_dir} lies inside the user guide {options.docs_dir}",
+            field="docs_dir",
+            hint="the guide is published whole: give the folder mkdocs built, not one "
+            "that holds the cache",
+        )
 
 
 class _Build:

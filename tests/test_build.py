@@ -255,3 +255,12 @@ def test_style_blend_in_a_catalog_pair_is_refused_by_check(project: Path):
     from covergen import cli
 
     assert cli.main(["check", "--catalog", str(project / "catalog.yaml")]) == 2
+
+
+@pytest.mark.parametrize("docs", ["site", "site/docs", ".", "cache/.."])
+def test_a_user_guide_that_holds_or_lies_in_the_site_is_refused(project: Path, docs: str):
+    (project / "site").mkdir(exist_ok=True)
+    with pytest.raises(CovergenError, match="docs_dir") as caught:
+        run_build(project, docs_dir=project / docs, render_site=True)
+    assert "inside" in caught.value.message
+    assert not (project / "cache" / "runs.sqlite").exists()  # refused before anything
