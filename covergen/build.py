@@ -114,6 +114,7 @@ class BuildSummary:
     profile: str | None = None
     devices: list[str] = field(default_factory=list)
     site: Any = None  # SiteReport when the site was rendered
+    notes: list[str] = field(default_factory=list)  # said after the summary (a full disk…)
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -230,7 +231,24 @@ class _Build:
         finally:
             self.summary.seconds = time.perf_counter() - self.start
             self.runlog.finish_build(self.build_id, status, self.summary.counts())
+            self._note_runlog()
         return self.summary
+
+    def _note_runlog(self) -> None:
+        log = self.runlog
+        if log.journaled or log.lost:
+            kept = (
+                f"{counted(log.journaled, 'record')} kept in {log.journal_path.name}, added "
+                "to it by the next build"
+                if log.journaled
+                else ""
+            )
+            lost = f"{counted(log.lost, 'record')} lost" if log.lost else ""
+            self.summary.notes.append(
+                f"the run log {log.path} could not be written ({log.failure}): "
+                + "; ".join(part for part in (kept, lost) if part)
+                + ". Every pair was built as usual; free some space there."
+            )
 
     def dry(self) -> BuildSummary:
         """The plan alone: what would be painted, with nothing written anywhere."""

@@ -59,7 +59,7 @@ def read_user_file(
         # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise refuse(f"no such {what}: {path}", "check the path") from None
+        raise refuse(f"no such file: {path}", "check the path") from None
     except OSError as exc:
         if exc.errno == errno.ENXIO:  # a socket, or a FIFO nobody writes to (some systems)
             raise refuse(f"{path} is not a regular file", f"give the path of a {what}") from None

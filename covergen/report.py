@@ -173,6 +173,8 @@ class BuildReport:
     # -- the end ---------------------------------------------------------------------------
     def summary(self, summary: BuildSummary) -> None:
         self._stop_bars()
+        for note in summary.notes:
+            self.printer.line(styled(f"note: {note}", "yellow"))
         counts = summary.counts()
         printer = self.printer
         if self.quiet:

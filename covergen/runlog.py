@@ -6,6 +6,13 @@ what happened to it last and why. The columns are ``RunRecord``'s fields, listed
 are checked when read, and a row that does not check out is skipped, never trusted.
 Reading never writes: `status` works on a read-only cache and on no cache at all.
 
+A full disk must not stop a build, nor make the next one forget: while a build holds the
+log (``held``), space for its records is set aside in ``runs.journal`` first. When SQLite
+cannot write (``database or disk is full``), that build's remaining records go to the
+journal instead, in order, and the next build that holds the log adds them to the database
+before anything else. Nothing is written to the database after the first record that went
+to the journal, so the order of what happened is kept.
+
 Several catalogs may share one cache (the sample catalog and ``samples/hard.yaml`` do), and
 two of them may each have a pair called ``live``: every build row names its catalog (the
 resolved path), and a ``RunLog`` opened for a catalog reads that catalog's rows only (and
@@ -14,9 +21,11 @@ rows from before catalogs were recorded, which any catalog may claim).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -73,6 +82,91 @@ CREATE TABLE IF NOT EXISTS runs (id INTEGER PRIMARY KEY);  -- columns: RUN_COLUM
 """
 
 
+JOURNAL_BYTES = 4 * 1024 * 1024  # space set aside per build: some thousands of records
+
+
+class _Journal:
+    """Space set aside, before it is needed, for records the database cannot take.
+
+    JSON lines written into a file allocated in advance (``posix_fallocate``: on a full
+    disk the blocks are already ours), each flushed; the unused rest is zero bytes.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd: int | None = None
+        self._offset = 0
+
+    def reserve(self) -> bool:
+        """Set the space aside (after what an earlier build left); False when it cannot be."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError:
+            return False
+        try:
+            self._offset = _journal_used(fd)
+            size = self._offset + JOURNAL_BYTES
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(fd, 0, size)
+            elif os.fstat(fd).st_size < size:
+                os.pwrite(fd, b"\0" * (size - os.fstat(fd).st_size), os.fstat(fd).st_size)
+        except OSError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def append(self, entry: Mapping[str, Any]) -> bool:
+        """Write one entry; False when the space set aside is used up."""
+        if self._fd is None:
+            return False
+        line = json.dumps(entry, sort_keys=True, default=str).encode() + b"\n"
+        if self._offset + len(line) > os.fstat(self._fd).st_size:
+            return False
+        try:
+            os.pwrite(self._fd, line, self._offset)
+            os.fsync(self._fd)
+        except OSError:
+            return False
+        self._offset += len(line)
+        return True
+
+    def close(self, *, keep: bool) -> None:
+        """Close it; unless ``keep`` (entries to replay), give the space back."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if not keep:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+
+
+def _journal_used(fd: int) -> int:
+    """Where the entries of a journal end: the first zero byte, or its end."""
+    size = os.fstat(fd).st_size
+    data = os.pread(fd, size, 0) if size else b""
+    end = data.find(b"\0")
+    return len(data) if end < 0 else end
+
+
+def _read_journal(path: Path) -> list[dict[str, Any]]:
+    """The entries of a journal; a line cut short by a crash ends them."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return []
+    end = data.find(b"\0")
+    entries = []
+    for line in (data if end < 0 else data[:end]).splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            break
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
+
+
 class RunLog:
     """A small SQLite database; each call opens its own connection (safe across processes).
 
@@ -84,20 +178,111 @@ class RunLog:
         self.path = Path(path)
         self.catalog = catalog_identity(catalog) if catalog is not None else None
         self._held: sqlite3.Connection | None = None
+        self._journal: _Journal | None = None
+        # Once a write went to the journal, every later one does (their order is kept).
+        self.journaled = 0
+        self.lost = 0  # records neither the database nor the journal could take
+        self.failure = ""  # why the database could not be written
+        self._next_temporary = -1  # build ids handed out while the database is unwritable
 
     # ----------------------------------------------------------------- connections
 
     @contextmanager
     def held(self) -> Iterator[RunLog]:
         """Keep one connection open for a whole build: opening, migrating and closing a
-        database per record costs tens of milliseconds each (the close checkpoints the WAL)."""
+        database per record costs tens of milliseconds each (the close checkpoints the WAL).
+
+        Also: what an earlier build could only journal is added first, and space is set
+        aside for this build's records, should the disk fill up.
+        """
         connection = self._open()
         self._held = connection
+        self._replay_journal(connection)
+        journal = _Journal(self.journal_path)
+        self._journal = journal if journal.reserve() else None
         try:
             yield self
         finally:
             self._held = None
             connection.close()
+            if self._journal is not None:
+                self._journal.close(keep=self.journaled > 0)
+                self._journal = None
+
+    @property
+    def journal_path(self) -> Path:
+        return self.path.with_name(self.path.stem + ".journal")
+
+    def _replay_journal(self, connection: sqlite3.Connection) -> None:
+        """Add what earlier builds journaled to the database, then remove the journal."""
+        entries = _read_journal(self.journal_path)
+        if not entries:
+            with contextlib.suppress(OSError):
+                self.journal_path.unlink()
+            return
+        builds: dict[int, int] = {}
+        try:
+            with connection:
+                for entry in entries:
+                    self._apply(connection, entry, builds)
+        except sqlite3.Error as exc:
+            # Still no space: this build's records follow the journaled ones, in order.
+            self.failure = str(exc)
+            self.journaled = len(entries)
+            return
+        except (KeyError, TypeError, ValueError):
+            pass  # a damaged journal only records history: dropped, as a damaged row is
+        self.journal_path.unlink()
+
+    def _apply(
+        self, db: sqlite3.Connection, entry: Mapping[str, Any], builds: dict[int, int]
+    ) -> int:
+        """Carry out one write (as journaled); ``builds`` maps temporary build ids to real
+        ones. Returns the build id of a start."""
+        op = entry.get("op")
+        build = int(entry.get("build") or 0)
+        build = builds.get(build, build)
+        if op == "start":
+            cursor = db.execute(
+                "INSERT INTO builds (kind, started, profile, status, catalog)"
+                " VALUES (?, ?, ?, 'running', ?)",
+                (entry["kind"], entry["started"], entry.get("profile"), entry.get("catalog")),
+            )
+            real = int(cursor.lastrowid or 0)
+            if int(entry.get("build") or 0) < 0:
+                builds[int(entry["build"])] = real
+            return real
+        if op == "finish":
+            db.execute(
+                "UPDATE builds SET finished = ?, status = ?, summary = ? WHERE id = ?",
+                (entry["finished"], entry["status"], entry["summary"], build),
+            )
+        elif op == "runs":
+            names = ", ".join(RUN_COLUMNS)
+            marks = ", ".join("?" for _ in RUN_COLUMNS)
+            rows = [(build, *row[1:]) for row in entry["rows"]]
+            db.executemany(f"INSERT INTO runs ({names}) VALUES ({marks})", rows)
+        return build
+
+    def _perform(self, entry: dict[str, Any]) -> int:
+        """Write to the database, or, once it has failed during a held build, to the journal
+        (a build never stops for its log). Returns the build id of a start."""
+        if not self.journaled:
+            try:
+                with self._write() as db:
+                    return self._apply(db, entry, {})
+            except CovergenError as exc:
+                if self._journal is None:
+                    raise
+                self.failure = str(exc.message)
+        if entry["op"] == "start":
+            entry["build"] = self._next_temporary
+            self._next_temporary -= 1
+        if self._journal is not None and self._journal.append(entry):
+            self.journaled += 1
+        else:
+            self.lost += 1
+        return int(entry.get("build") or 0)
 
     def _open(self) -> sqlite3.Connection:
         try:
@@ -180,13 +365,15 @@ class RunLog:
     # ----------------------------------------------------------------- builds
 
     def start_build(self, kind: str = "build", profile: str | None = None) -> int:
-        with self._write() as db:
-            cursor = db.execute(
-                "INSERT INTO builds (kind, started, profile, status, catalog)"
-                " VALUES (?, ?, ?, 'running', ?)",
-                (kind, time.time(), profile, self.catalog),
-            )
-            return int(cursor.lastrowid or 0)
+        return self._perform(
+            {
+                "op": "start",
+                "kind": kind,
+                "started": time.time(),
+                "profile": profile,
+                "catalog": self.catalog,
+            }
+        )
 
     def close_abandoned(self) -> int:
         """Mark builds still "running" as killed; return how many.
@@ -194,20 +381,29 @@ class RunLog:
         Call it only while holding the cache's build lock: then no other build is running,
         so such a row belongs to a process that died without a word (SIGKILL, power loss).
         """
-        if not self.path.exists():
+        if not self.path.exists() or self.journaled:
             return 0
-        with self._write() as db:
-            cursor = db.execute("UPDATE builds SET status = 'killed' WHERE status = 'running'")
-            return cursor.rowcount
+        try:
+            with self._write() as db:
+                cursor = db.execute("UPDATE builds SET status = 'killed' WHERE status = 'running'")
+                return cursor.rowcount
+        except CovergenError:
+            if self._journal is None:
+                raise
+            return 0  # tried again by the next build
 
     def finish_build(self, build: int, status: str, summary: Mapping[str, Any]) -> None:
         if status not in BUILD_STATUSES:
             raise ValueError(f"unknown build status {status!r}")
-        with self._write() as db:
-            db.execute(
-                "UPDATE builds SET finished = ?, status = ?, summary = ? WHERE id = ?",
-                (time.time(), status, json.dumps(dict(summary)), build),
-            )
+        self._perform(
+            {
+                "op": "finish",
+                "build": build,
+                "finished": time.time(),
+                "status": status,
+                "summary": json.dumps(dict(summary)),
+            }
+        )
 
     def last_build(self) -> dict[str, Any] | None:
         with self._read() as db:
@@ -254,10 +450,7 @@ class RunLog:
             for name in _JSON:
                 row[name] = json.dumps(dict(values.get(name) or {}), sort_keys=True)
             rows.append(tuple(row[name] for name in RUN_COLUMNS))
-        names = ", ".join(RUN_COLUMNS)
-        marks = ", ".join("?" for _ in RUN_COLUMNS)
-        with self._write() as db:
-            db.executemany(f"INSERT INTO runs ({names}) VALUES ({marks})", rows)
+        self._perform({"op": "runs", "build": build, "rows": rows})
 
     def latest(
         self, kind: str | None = "build", *, succeeded: bool = False

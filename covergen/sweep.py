@@ -83,8 +83,8 @@ def sweep(options: Any, pairs: Sequence[str], variants: Sequence[Mapping[str, st
     catalog = load_catalog(options.catalog, strict=False)
     targets = [catalog.pair(p) for p in pairs] if pairs else list(catalog.pairs)
     name = targets[0].id if len(targets) == 1 else "pairs"
-    path = out or Path(options.cache_dir) / "sweeps" / f"{name}.jpg"
-    check_output(path, catalog_inputs(catalog))  # before painting, not after
+    sheet = out or Path(options.cache_dir) / "sweeps" / f"{name}.jpg"
+    check_output(sheet, catalog_inputs(catalog))  # before painting, not after
     variants = list(variants) or [{}]
     summary = build(
         dataclasses.replace(
@@ -122,9 +122,9 @@ def sweep(options: Any, pairs: Sequence[str], variants: Sequence[Mapping[str, st
             pair=targets[0].id if len(targets) == 1 else None,
             hint="see the messages above; `covergen status` keeps them",
         )
-    save_image(contact_sheet(rows, tile), path, quality=85)
+    save_image(contact_sheet(rows, tile), sheet, quality=85)
     return SweepReport(
-        path,
+        sheet,
         len(variants) * len(targets),
         summary.count("built"),
         summary.count("failed"),
