@@ -27,6 +27,7 @@ from .nst.params import check_image_sizes
 from .nst.weightsources import choose_source
 from .plain import plain
 from .plan import ImageInput, Job, Plan, make_job, plan_jobs
+from .precision import resolve_precision
 from .results import ResultRecord, ResultStore
 from .runlog import RunLog
 from .scheduler import (
@@ -195,6 +196,7 @@ class _Build:
         self.runlog = RunLog(self.paths["runlog"], options.catalog)
         self.results = ResultStore(self.paths["results"], read_only=options.dry_run)
         self.build_id = 0
+        self.precision = "fp32"  # resolved when the build starts
 
     # -------------------------------------------------------------------- the steps
 
@@ -209,9 +211,14 @@ class _Build:
         if options.device != "auto":
             # A device named but missing here is an error before anything is recorded.
             self.summary.devices = list(executor.prepare())
-        profile = self._profile(catalog, executor.device_kind())
+        kind = executor.device_kind()
+        profile = self._profile(catalog, kind)
+        # Resolved once for the build (measured once per machine): the jobs' keys name it and
+        # every worker paints in it, whatever executor and process it runs in.
+        self.precision = resolve_precision(options.precision, kind)
+        executor.settings = dataclasses.replace(executor.settings, precision=self.precision)
         self.runlog.close_abandoned()  # under the lock, a "running" build is a dead one
-        self.build_id = self.runlog.start_build(options.kind, profile)
+        self.build_id = self.runlog.start_build(options.kind, profile, self.precision)
         status = "failed"
         try:
             self._report_invalid(catalog)
@@ -255,7 +262,10 @@ class _Build:
         options = self.options
         catalog = load_catalog(options.catalog, strict=False)
         selected = _select(catalog, options.only)
-        profile = self._profile(catalog, device_kind(options.device))
+        kind = device_kind(options.device)
+        profile = self._profile(catalog, kind)
+        # A dry run measures nothing: without this machine's answer yet, keys are fp32's.
+        self.precision = resolve_precision(options.precision, kind, measure=False)
         self._report_invalid(catalog)
         with self._store() as store:
             jobs = self._prepare_jobs(catalog, selected, store, profile)
@@ -305,6 +315,7 @@ class _Build:
                         params,
                         weights,
                         extra,
+                        self.precision,
                     )
                     made.setdefault(job.key, job)
             except CovergenError as exc:

@@ -357,14 +357,16 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
 
 def run_stylize(args: argparse.Namespace) -> int:
     from .console import Printer
-    from .nst import Engine, Runtime
+    from .nst import Engine, Runtime, device_kind
     from .nst.params import total_iterations
+    from .precision import resolve_precision
     from .report import BuildReport
     from .stylize import stylize_files
 
     params = from_mapping(param_values(args))
+    precision = resolve_precision(args.precision, device_kind(args.device))
     engine = Engine(
-        Runtime(device=args.device, precision=args.precision),
+        Runtime(device=args.device, precision=precision),
         cache_dir=args.cache_dir,
         weights_file=args.weights_file,
         offline=args.offline,
@@ -547,6 +549,7 @@ def run_status(args: argparse.Namespace) -> int:
     from .catalog import load_catalog
     from .console import Printer, styled
     from .inventory import load_states
+    from .precision import recorded_cpu_precision
     from .report import STATUS_STYLE
 
     catalog = load_catalog(args.catalog, strict=False)
@@ -582,10 +585,17 @@ def run_status(args: argparse.Namespace) -> int:
     )
     last = runlog.last_build()
     if last:
+        precision = f", precision {last['precision']}" if last["precision"] else ""
         printer.line(
-            f"last {last['kind']}: {last['status']}, profile {last['profile'] or 'none'}, "
-            + ", ".join(f"{n} {s}" for s, n in last["summary"].items())
+            f"last {last['kind']}: {last['status']}, profile {last['profile'] or 'none'}"
+            f"{precision}, " + ", ".join(f"{n} {s}" for s, n in last["summary"].items())
         )
+    record = recorded_cpu_precision()
+    printer.line(
+        f"precision auto on this machine's CPU: {record.describe()}"
+        if record
+        else "precision auto on this machine's CPU: not measured yet (the next build measures it)"
+    )
     return 0
 
 

@@ -47,6 +47,7 @@ class Job:
     params: StyleParams
     weights: str  # identity of the network weights
     extra: Mapping[str, Any] = field(default_factory=dict)  # e.g. the --set values of a rerun
+    precision: str = "fp32"  # what the network runs in, resolved (never "auto")
 
     def record_fields(self) -> dict[str, Any]:
         """Fields of the ResultRecord this job will produce, less the run's own figures."""
@@ -68,8 +69,15 @@ class Plan:
     reused: list[tuple[Job, ResultRecord]] = field(default_factory=list)
 
 
-def job_key(photo_sha256: str, cover_sha256: str, params: StyleParams, weights: str) -> str:
-    """The content address of a result."""
+def job_key(
+    photo_sha256: str,
+    cover_sha256: str,
+    params: StyleParams,
+    weights: str,
+    precision: str = "fp32",
+) -> str:
+    """The content address of a result. ``precision`` is what the network runs in (see
+    covergen.precision): fp32 results keep the keys they had before it was part of them."""
     payload = {
         "photo": photo_sha256,
         "cover": cover_sha256,
@@ -78,6 +86,8 @@ def job_key(photo_sha256: str, cover_sha256: str, params: StyleParams, weights: 
         "weights": weights,
         "recipes": recipe_versions(params),
     }
+    if precision != "fp32":
+        payload["precision"] = precision
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -90,17 +100,19 @@ def make_job(
     params: StyleParams,
     weights: str,
     extra: Mapping[str, Any] | None = None,
+    precision: str = "fp32",
 ) -> Job:
     """A job, its key derived from its inputs."""
     return Job(
         pair=pair,
-        key=job_key(photo.sha256, cover.sha256, params, weights),
+        key=job_key(photo.sha256, cover.sha256, params, weights, precision),
         label=label,
         photo=photo,
         cover=cover,
         params=params,
         weights=weights,
         extra=dict(extra or {}),
+        precision=precision,
     )
 
 

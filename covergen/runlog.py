@@ -76,7 +76,8 @@ CREATE TABLE IF NOT EXISTS builds (
     profile TEXT,
     status TEXT NOT NULL,          -- running, finished, interrupted, failed, killed
     summary TEXT,                  -- JSON counts
-    catalog TEXT                   -- the resolved path of the catalog built; NULL: older rows
+    catalog TEXT,                  -- the resolved path of the catalog built; NULL: older rows
+    precision TEXT                 -- what the network ran in (bf16, fp32, tf32, fp64)
 );
 CREATE TABLE IF NOT EXISTS runs (id INTEGER PRIMARY KEY);  -- columns: RUN_COLUMNS
 """
@@ -244,9 +245,15 @@ class RunLog:
         build = builds.get(build, build)
         if op == "start":
             cursor = db.execute(
-                "INSERT INTO builds (kind, started, profile, status, catalog)"
-                " VALUES (?, ?, ?, 'running', ?)",
-                (entry["kind"], entry["started"], entry.get("profile"), entry.get("catalog")),
+                "INSERT INTO builds (kind, started, profile, status, catalog, precision)"
+                " VALUES (?, ?, ?, 'running', ?, ?)",
+                (
+                    entry["kind"],
+                    entry["started"],
+                    entry.get("profile"),
+                    entry.get("catalog"),
+                    entry.get("precision"),
+                ),
             )
             real = int(cursor.lastrowid or 0)
             if int(entry.get("build") or 0) < 0:
@@ -364,7 +371,9 @@ class RunLog:
 
     # ----------------------------------------------------------------- builds
 
-    def start_build(self, kind: str = "build", profile: str | None = None) -> int:
+    def start_build(
+        self, kind: str = "build", profile: str | None = None, precision: str | None = None
+    ) -> int:
         return self._perform(
             {
                 "op": "start",
@@ -372,6 +381,7 @@ class RunLog:
                 "started": time.time(),
                 "profile": profile,
                 "catalog": self.catalog,
+                "precision": precision,
             }
         )
 
@@ -410,15 +420,18 @@ class RunLog:
             if db is None:
                 return None
             scope, args = self._scope("builds", db)
+            precision = "precision" if _has_column(db, "precision") else "NULL"
             row = db.execute(
-                "SELECT id, kind, started, finished, profile, status, summary"
+                f"SELECT id, kind, started, finished, profile, status, summary, {precision}"
                 f" FROM builds WHERE {scope} ORDER BY id DESC LIMIT 1",
                 args,
             ).fetchone()
         if row is None:
             return None
-        keys = ("id", "kind", "started", "finished", "profile", "status", "summary")
+        keys = ("id", "kind", "started", "finished", "profile", "status", "summary", "precision")
         out = dict(zip(keys, row, strict=True))
+        if not isinstance(out["precision"], str):
+            out["precision"] = None
         try:
             summary = json.loads(out["summary"] or "{}")
         except ValueError:
@@ -544,8 +557,13 @@ class RunLog:
         return out
 
 
+def _has_column(db: sqlite3.Connection, name: str) -> bool:
+    """Whether the builds table has this column (a log read, never migrated, may lack it)."""
+    return any(row[1] == name for row in db.execute("PRAGMA table_info(builds)"))
+
+
 def _has_catalog_column(db: sqlite3.Connection) -> bool:
-    return any(row[1] == "catalog" for row in db.execute("PRAGMA table_info(builds)"))
+    return _has_column(db, "catalog")
 
 
 def catalog_identity(catalog: Path) -> str:
@@ -561,8 +579,9 @@ def _migrate(db: sqlite3.Connection) -> None:
     """Create the tables, and add the columns a newer RunRecord has to an older log."""
     db.executescript(SCHEMA)
     builds = {row[1] for row in db.execute("PRAGMA table_info(builds)")}
-    if "catalog" not in builds:
-        db.execute("ALTER TABLE builds ADD COLUMN catalog TEXT")
+    for name in ("catalog", "precision"):
+        if name not in builds:
+            db.execute(f"ALTER TABLE builds ADD COLUMN {name} TEXT")
     have = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
     for name in RUN_COLUMNS:
         if name not in have:

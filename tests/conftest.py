@@ -11,10 +11,18 @@ from PIL import Image
 from covergen.nst import Engine, Runtime
 
 
+@pytest.fixture(scope="session")
+def _machine_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("covergen-home")
+
+
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+def _offline(monkeypatch: pytest.MonkeyPatch, _machine_cache: Path) -> None:
     # Tests never touch the network: commands run offline (their --offline default).
     monkeypatch.setenv("COVERGEN_OFFLINE", "1")
+    # One user cache folder for the session (this machine's precision answer, measured
+    # once, as on a real machine), never the user's own.
+    monkeypatch.setenv("COVERGEN_CACHE_HOME", str(_machine_cache))
 
 
 @pytest.fixture(scope="session")
