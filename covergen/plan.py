@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .nst import ENGINE_VERSION, StyleParams
-from .nst.params import recipe_versions
+from .nst.params import key_values, recipe_versions
 from .results import ResultRecord, ResultStore
 
 
@@ -81,7 +81,7 @@ def job_key(
     payload = {
         "photo": photo_sha256,
         "cover": cover_sha256,
-        "params": params.to_dict(),
+        "params": key_values(params),
         "engine": ENGINE_VERSION,
         "weights": weights,
         "recipes": recipe_versions(params),

@@ -126,13 +126,18 @@ class BuildReport:
 
     def paint_progress(self, worker: str, label: str, event: EngineProgress) -> None:
         with self._lock:
-            loss = event.losses[0]
-            where = (
-                "choosing the content weight"
-                if event.stage == "probe"
-                else f"scale {event.scale + 1}/{event.scales}"
-            )
-            text = f"{where} loss {loss.total:.3g} (c {loss.content:.2g} s {loss.style:.2g})"
+            if event.stage == "train":
+                text = "training the cover's network"
+            elif not event.losses:  # a feed-forward painting: one pass, no loss
+                text = "one pass"
+            else:
+                loss = event.losses[0]
+                where = (
+                    "choosing the content weight"
+                    if event.stage == "probe"
+                    else f"scale {event.scale + 1}/{event.scales}"
+                )
+                text = f"{where} loss {loss.total:.3g} (c {loss.content:.2g} s {loss.style:.2g})"
             if self._progress is not None and worker in self._workers:
                 self._progress.update(
                     self._workers[worker], completed=event.done, total=event.total, losses=text

@@ -264,3 +264,16 @@ def test_a_user_guide_that_holds_or_lies_in_the_site_is_refused(project: Path, d
         run_build(project, docs_dir=project / docs, render_site=True)
     assert "inside" in caught.value.message
     assert not (project / "cache" / "runs.sqlite").exists()  # refused before anything
+
+
+def test_a_catalog_of_the_arbitrary_method_builds_and_its_pages_say_so(project: Path):
+    pytest.importorskip("onnx")
+    edit(project, "content_weight: 1 ", "method: arbitrary\n  content_weight: 1 ")
+    summary = run_build(project, render_site=True)
+    assert {o.status for o in summary.outcomes} == {"built"}
+    assert all(o.metrics.get("style_taken") is not None for o in summary.outcomes)
+    page = (project / "site" / "pairs" / "alpha-one.html").read_text()
+    assert "Arbitrary-style network" in page
+    # The Gatys parameters decide nothing here: changing them repaints nothing.
+    edit(project, "iterations: 3", "iterations: 9")
+    assert {o.status for o in run_build(project).outcomes} == {"reused"}

