@@ -13,14 +13,24 @@ per device), and the unfinished jobs of the batch it was painting are tried once
 alone, before anything else. A job whose worker dies on that try too fails, with the exit
 code; the next build paints it again. A stop (Ctrl-C) tells the workers to stop
 at the next iteration; their jobs come back cancelled and every finished result is kept.
+
+A worker dies with the driver, however the driver dies (SIGKILL included): on Linux the
+kernel kills it (``PR_SET_PDEATHSIG``), and everywhere a thread in the worker ends it when
+its pipe from the driver closes. Left alone it would finish its painting for no one and then
+wait for ever. The multiprocessing resource tracker the driver started ends on its own once
+no worker is left to hold its pipe.
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import multiprocessing
+import multiprocessing.connection
+import os
 import queue
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -44,6 +54,7 @@ from .scheduler import (
 
 # How long stopped workers get to hand back their cancelled jobs before they are ended.
 STOP_GRACE = 10.0
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def job_id(job: Job) -> tuple[str, str]:
@@ -76,12 +87,14 @@ def work(
     inbox: Any,
     outbox: Any,
     cancel: Any,
+    driver: int,
 ) -> None:
     """A worker process's life: batches from ``inbox`` until None, messages to ``outbox``.
 
     ``cancel`` (a multiprocessing Event) is the driver's stop, seen by the engine at every
-    iteration.
+    iteration; ``driver`` the driver's pid, whose death ends this process.
     """
+    die_with_driver(driver)
     # Ctrl-C reaches the whole process group: the driver hears it and tells us by ``cancel``.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     inputs: dict[str, bytes] = {}  # replaced in place per batch; the painter keeps its engine
@@ -97,6 +110,35 @@ def work(
         for outcome in painter.run_batch(device, jobs, events, cancel):
             outbox.put(("outcome", name, outcome))
         outbox.put(("idle", name))
+
+
+def die_with_driver(driver: int) -> None:
+    """End this worker process when the driver (pid ``driver``, our parent) ends, however it
+    ends: its queues would never answer again, and the worker would paint on for no one.
+
+    Linux: the kernel sends SIGKILL when the parent dies (``PR_SET_PDEATHSIG``); a parent
+    that died before that was set is seen by ``getppid``. Everywhere: a thread waits on the
+    pipe multiprocessing keeps open from the driver, which closes when the driver is gone.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+            prctl.argtypes = [ctypes.c_int, *[ctypes.c_ulong] * 4]
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl here: the thread below still watches
+            pass
+    if os.getppid() != driver:  # orphaned already
+        os._exit(1)
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.sentinel is not None:
+        threading.Thread(
+            target=_exit_when_ready, args=(parent.sentinel,), name="covergen-driver", daemon=True
+        ).start()
+
+
+def _exit_when_ready(sentinel: int) -> None:
+    multiprocessing.connection.wait([sentinel])  # readable: the driver's end is closed
+    os._exit(1)
 
 
 # ------------------------------------------------------------------------ the driver side
@@ -239,6 +281,8 @@ class _Run:
                 self._report(JobOutcome(job, "failed", error=error))
 
     def _start(self, worker: _Worker) -> None:
+        # Started by the thread that runs the build, which the kernel's parent-death signal
+        # follows (see die_with_driver): that thread outlives its workers (``close``).
         worker.inbox = self.context.Queue()
         worker.outbox = self.context.Queue()
         settings = self.executor.settings
@@ -252,6 +296,7 @@ class _Run:
                 worker.inbox,
                 worker.outbox,
                 self.cancel,
+                os.getpid(),
             ),
             name=f"covergen-{worker.name}",
             daemon=True,

@@ -22,8 +22,22 @@ touches the driver's disk: inputs travel as bytes, results come back as PNG byte
 A worker that dies (SIGKILL, the node's OOM killer, a lost node) is replaced, up to
 ``restarts`` times per slot; the jobs it was painting are tried again one by one, elsewhere
 when another worker is free, and a job whose worker died ``retries + 1`` times fails alone.
-A stop (Ctrl-C) keeps what already came back, kills the actors (which ends their painting
-at once and frees the GPUs) and reports the rest as cancelled; the next build paints them.
+A stop (Ctrl-C, SIGTERM) keeps what already came back, kills the actors (which ends their
+painting at once and frees the GPUs) and reports the rest as cancelled; the next build paints
+them. ``ray.init`` puts handlers of Ray's own on SIGTERM (a ``sys.exit`` and its core
+worker's C++ stack dump); covergen puts its own back once connected, so SIGTERM stops a Ray
+build as Ctrl-C does.
+
+Joining a cluster is bounded and interruptible: the address's port is tried first (nothing
+listening fails at once, naming the address), then ``ray.init`` runs in a thread of its own
+while this one waits at most ``connect_timeout`` seconds, Ctrl-C and SIGTERM included: Ray
+2.60 tries a cluster that does not answer 20 times, some 40 s each (about 14 minutes), and
+hears a signal only between tries.
+
+A local instance covergen starts is watched by a small process of its own (``_Watchdog``):
+when the driver ends, however it ends (SIGKILL included), it ends every process of that
+instance still running (raylet, GCS, agents, workers), recognised by the instance's session
+folder, which they hold open; never another instance's, nor another user's.
 
 Ray is an optional extra (``pip install 'covergen[ray]'``); docs/cluster.md says how to run
 it, and why the auth token of a local instance lives in this process's environment only.
@@ -34,11 +48,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.util
+import inspect
 import logging
 import os
 import queue
 import re
 import secrets
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -65,6 +84,12 @@ RAY_HINT = "pip install 'covergen[ray]'"
 WORKER_CACHE_ENV = "COVERGEN_WORKER_CACHE"
 _AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 _ESCAPES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # Ray colours its errors for a terminal
+# How long the port of a cluster's address gets to accept a connection.
+PROBE_TIMEOUT = 5.0
+ADDRESS_HINT = (
+    "start a cluster there (`ray start --head` on that machine) or fix the address "
+    "(--ray-address, or build.ray_address in the catalog); see docs/cluster.md"
+)
 
 
 def import_ray() -> Any:
@@ -259,10 +284,12 @@ class RayExecutor:
     retries: int = 2  # more tries for a job whose worker died
     restarts: int = 3  # replacement actors per worker slot
     start_timeout: float = 300.0  # seconds for a worker to come up
+    connect_timeout: float = 60.0  # seconds to join the cluster at settings.ray_address
     progress_interval: float = 0.5
     name: str = "ray"
     _slots: list[_Slot] = field(default_factory=list)
     _owns_ray: bool = False
+    _local: LocalRay | None = None  # the instance this executor started
 
     def __post_init__(self) -> None:
         import_ray()  # refused at once when Ray is missing, before anything is recorded
@@ -319,6 +346,9 @@ class RayExecutor:
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
         self._owns_ray = False
+        if self._local is not None:
+            self._local.stop()
+            self._local = None
 
     # -- starting -----------------------------------------------------------------------------
     def _connect(self) -> None:
@@ -328,9 +358,11 @@ class RayExecutor:
         address = self.settings.ray_address
         try:
             if address is None:
-                start_local_ray(**dict(self.local_resources or {}))
+                self._local = start_local_ray(**dict(self.local_resources or {}))
             else:
-                ray.init(address=address, log_to_driver=False, **_QUIET)
+                join_ray(address, self.connect_timeout)
+        except CovergenError:
+            raise
         except Exception as exc:
             where = f"the Ray cluster at {address}" if address else "a local Ray instance"
             raise CovergenError(
@@ -712,16 +744,329 @@ def _kill(ray: Any, actor: Any) -> None:
 _QUIET = {"configure_logging": True, "logging_level": logging.WARNING}
 
 
-def start_local_ray(**resources: Any) -> None:
+@contextlib.contextmanager
+def _signal_handlers_kept() -> Iterator[None]:
+    """Keep this process's SIGINT and SIGTERM handlers through a ``ray.init``.
+
+    ray.init sets a SIGTERM handler of its own (``sys.exit(15)``: a build stopped that way
+    ended with 15 or 1, recorded failed) and its core worker installs a C++ one (absl's
+    failure handler: a stack dump on stderr, then the signal again, to Ray's handler, whose
+    SystemExit aborts the process when it is raised inside Ray's C++ callbacks).
+    Both are replaced by the handlers we had, so SIGTERM stops a build as Ctrl-C does. A
+    SIGTERM that Ray's handler caught meanwhile is handed to ours. Main thread only, as
+    signal handlers are.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, handler in kept.items():
+            if handler is not None:  # None: set outside Python, cannot be put back
+                signal.signal(sig, handler)
+
+    try:
+        yield
+    except SystemExit as exc:
+        ours = kept[signal.SIGTERM]
+        if exc.code != signal.SIGTERM or not callable(ours):
+            raise
+        restore()
+        ours(signal.SIGTERM, None)  # covergen's raises KeyboardInterrupt
+        raise KeyboardInterrupt from None
+    finally:
+        restore()
+
+
+def join_ray(address: str, timeout: float) -> None:
+    """Connect this process to the Ray cluster at ``address``, within ``timeout`` seconds.
+
+    Nothing listening at the address fails at once (``probe_address``). ``ray.init`` then
+    runs in a thread of its own: Ray retries a cluster that does not answer for some 14
+    minutes, in C++ calls of some 40 s that no signal interrupts, while this thread waits
+    interruptibly (Ctrl-C and SIGTERM raise here as anywhere). An attempt given up that
+    connects later disconnects.
+    Raises CovergenError (field ``ray_address``), or what ``ray.init`` raised.
+    """
+    ray = import_ray()
+    done: queue.Queue[BaseException | None] = queue.Queue()
+    lock = threading.Lock()
+    given_up = False
+
+    def attempt() -> None:
+        try:
+            probe_address(address)
+            with _warning_left_out(ray.init, "is not the main thread"):  # as we mean it to be
+                ray.init(address=address, log_to_driver=False, **_QUIET)
+        except BaseException as exc:
+            done.put(exc)
+            return
+        with lock:
+            if given_up:
+                ray.shutdown()
+                return
+        done.put(None)
+
+    with _signal_handlers_kept():  # the core worker's C++ handler, set from the thread
+        thread = threading.Thread(target=attempt, name="covergen-ray-connect", daemon=True)
+        try:
+            thread.start()
+            failure = done.get(timeout=timeout)
+        except queue.Empty:
+            with lock:
+                given_up = True
+            try:
+                failure = done.get_nowait()  # it answered as time ran out
+            except queue.Empty:
+                raise CovergenError(
+                    f"the Ray cluster at {address} did not answer within {timeout:.0f} s "
+                    "(something there accepts connections, but no Ray head answered)",
+                    field="ray_address",
+                    hint="check that the address is the head node's Ray port (`ray start "
+                    "--head` prints it; 6379 unless told otherwise) and that the head is up "
+                    "(`ray status` on it); see docs/cluster.md",
+                ) from None
+        except BaseException:  # Ctrl-C, SIGTERM
+            with lock:
+                given_up = True
+            raise
+    if failure is not None:
+        raise failure
+
+
+@contextlib.contextmanager
+def _warning_left_out(function: Any, text: str) -> Iterator[None]:
+    """Leave out the log records of ``function``'s module that contain ``text``."""
+
+    class LeftOut(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return text not in record.getMessage()
+
+    logger, left_out = logging.getLogger(function.__module__), LeftOut()
+    logger.addFilter(left_out)
+    try:
+        yield
+    finally:
+        logger.removeFilter(left_out)
+
+
+def probe_address(address: str) -> None:
+    """Refuse at once an address where nothing accepts a connection (refused, unreachable,
+    unknown, or silent for ``PROBE_TIMEOUT`` seconds).
+
+    The address is tried as Ray will dial it: Ray turns ``127.0.0.1`` and ``localhost``
+    into this machine's network address, and ``auto`` into the cluster it finds. Where Ray
+    cannot say, the address is left to ``ray.init``.
+    """
+    dialled = _dialled_address(address)
+    if dialled is None:
+        return
+    host, _, port = dialled.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT):
+            pass
+    except OSError as exc:
+        if isinstance(exc, TimeoutError):
+            why = f"no answer within {PROBE_TIMEOUT:.0f} s"
+        else:
+            why = (exc.strerror or str(exc) or type(exc).__name__).lower()
+        where = "" if dialled == address else f"{dialled}: "
+        raise CovergenError(
+            f"nothing answers at the Ray cluster address {address} ({where}{why})",
+            field="ray_address",
+            hint=ADDRESS_HINT,
+        ) from None
+
+
+def _dialled_address(address: str) -> str | None:
+    """``host:port`` as ray.init will dial it, or None when that cannot be told."""
+    if "://" in address:  # the Ray Client: not supported, and Ray says so
+        return None
+    try:  # Ray's own rule, so that the port tried is the one Ray connects to
+        from ray._private.services import canonicalize_bootstrap_address
+
+        dialled = canonicalize_bootstrap_address(address)
+    except Exception:  # not this Ray's API, or an address it cannot read: the text as given
+        dialled = address
+    if not dialled:
+        return None
+    host, sep, port = dialled.rpartition(":")
+    return dialled if sep and host and port.isdigit() else None
+
+
+@dataclass
+class LocalRay:
+    """A Ray instance this process started (``start_local_ray``), and its watchdog."""
+
+    session_dir: str
+    watchdog: _Watchdog
+
+    def stop(self) -> None:
+        """Shut the instance down, then let the watchdog end whatever of it is left."""
+        ray = import_ray()
+        if ray.is_initialized():
+            ray.shutdown()
+        self.watchdog.release()
+
+
+def start_local_ray(**resources: Any) -> LocalRay:
     """Start a Ray instance on this machine (``resources``: ray.init's num_cpus, num_gpus),
-    quiet, without the dashboard, with this process's own auth token (see ``_local_auth``)."""
+    quiet, without the dashboard, with this process's own auth token (see ``_local_auth``),
+    watched by a ``_Watchdog`` that ends it if this process dies first.
+
+    ``ray.shutdown()`` stops it as usual; ``LocalRay.stop`` does that and ends the watchdog
+    too (else it waits, idle, until this process ends).
+    """
     ray = import_ray()
     _local_auth()
     resources.setdefault("num_cpus", os.cpu_count() or 1)
-    # "local": a new instance even where RAY_ADDRESS, or a `ray start` on this machine,
-    # would have ray.init join another. The workers' output would interleave with the
-    # display; their errors come back anyway.
-    ray.init("local", include_dashboard=False, log_to_driver=False, **resources, **_QUIET)
+    watchdog = _Watchdog.start()  # before Ray's first process: a death at any moment is seen
+    try:
+        # "local": a new instance even where RAY_ADDRESS, or a `ray start` on this machine,
+        # would have ray.init join another. The workers' output would interleave with the
+        # display; their errors come back anyway. In this thread, not a helper: the kernel
+        # kills Ray's first processes when the thread that started them ends.
+        with _signal_handlers_kept():
+            context = ray.init(
+                "local", include_dashboard=False, log_to_driver=False, **resources, **_QUIET
+            )
+    except BaseException:
+        if ray.is_initialized():
+            ray.shutdown()
+        watchdog.release()  # ends what a start cut short left running
+        raise
+    session = os.path.realpath(context.address_info["session_dir"])
+    watchdog.watch(session)
+    return LocalRay(session, watchdog)
+
+
+@dataclass
+class _Watchdog:
+    """A small process that outlives the driver to end its local Ray instance.
+
+    Ray's own fate-sharing kills the processes the driver started (GCS, raylet) with it, but
+    not theirs: the raylet's agents and workers stay for minutes after a SIGKILLed driver.
+    The watchdog (``_end_orphaned_instance``, in a session of its own so that a Ctrl-C to the
+    terminal's process group spares it) reads a pipe whose other end only the driver holds;
+    the pipe closes when the driver ends or lets go, however it ends.
+    """
+
+    process: subprocess.Popen[bytes]
+    pipe: int  # the write end; a raw descriptor, closed only by ``release`` or our death
+
+    @classmethod
+    def start(cls) -> _Watchdog:
+        read, write = os.pipe()  # not inheritable: no other process holds the write end
+        ray_dir = os.path.dirname(os.path.realpath(import_ray().__file__))
+        code = f"{inspect.getsource(_end_orphaned_instance)}\n_end_orphaned_instance()\n"
+        arguments = [str(os.getpid()), repr(time.time()), os.path.realpath(sys.executable)]
+        # The instance's token stays with the build and Ray's processes.
+        env = {k: v for k, v in os.environ.items() if k not in _AUTH_VARS}
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-I", "-c", code, *arguments, ray_dir],
+                stdin=read,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+        except BaseException:
+            os.close(write)
+            raise
+        finally:
+            os.close(read)
+        return cls(process, write)
+
+    def watch(self, session_dir: str) -> None:
+        """Name the instance's session folder, which every process of it holds open."""
+        with contextlib.suppress(OSError):  # a watchdog gone (killed) only watches no more
+            os.write(self.pipe, f"{session_dir}\n".encode())
+
+    def release(self, wait: float = 10.0) -> None:
+        """Let go: the watchdog ends what is left of the instance, and then itself."""
+        if self.pipe < 0:
+            return
+        os.close(self.pipe)
+        self.pipe = -1
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(wait)
+
+
+def _end_orphaned_instance() -> None:
+    """The watchdog's life (run by ``python -I -c``, so only the standard library; Linux,
+    as it reads /proc: elsewhere it ends without a look).
+
+    Arguments: the driver's pid, the time it started the watchdog, its Python (resolved) and
+    Ray's package folder. Standard input: the session folder of the instance, once known;
+    its end (EOF) means the driver ended or let go. Then every process still running that
+    belongs to the instance is sent SIGTERM, and SIGKILL two seconds later: a process of
+    this user, not the driver, running that Python or one of Ray's programs, with a file of
+    the session folder open. A driver killed before it knew the folder: the folder is
+    recognised by Ray's name for it, ``session_<date>_<driver's pid>``, dated after the
+    watchdog started.
+    """
+    import contextlib
+    import datetime
+    import os
+    import re
+    import signal
+    import sys
+    import time
+
+    driver, started, python, ray_dir = int(sys.argv[1]), float(sys.argv[2]), *sys.argv[3:5]
+    received = b""
+    while chunk := os.read(0, 4096):
+        received += chunk
+    sessions = [line for line in received.decode().splitlines() if line]
+    named = re.compile(r"/session_(\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_\d+)_(\d+)/")
+
+    def ours(path: str) -> bool:
+        if sessions:
+            return any(path.startswith(folder + "/") for folder in sessions)
+        match = named.search(path)
+        if match is None or int(match[2]) != driver:
+            return False
+        born = datetime.datetime.strptime(match[1], "%Y-%m-%d_%H-%M-%S_%f").timestamp()
+        return born >= started - 1.0
+
+    def holds_ours(folder: str) -> bool:
+        for fd in os.listdir(f"{folder}/fd"):
+            try:
+                if ours(os.readlink(f"{folder}/fd/{fd}")):
+                    return True
+            except OSError:  # closed meanwhile
+                continue
+        return False
+
+    def instance() -> list[int]:
+        found = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) in (driver, os.getpid()):
+                continue
+            folder = f"/proc/{name}"
+            try:
+                if os.stat(folder).st_uid != os.getuid():
+                    continue
+                program = os.path.realpath(f"{folder}/exe")
+                if program != python and not program.startswith(ray_dir + os.sep):
+                    continue
+                if holds_ours(folder):
+                    found.append(int(name))
+            except OSError:  # gone meanwhile
+                continue
+        return found
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        left = instance()
+        for pid in left:
+            with contextlib.suppress(OSError):  # gone meanwhile
+                os.kill(pid, sig)
+        deadline = time.monotonic() + 2.0
+        while left and time.monotonic() < deadline:
+            time.sleep(0.1)
+            left = instance()
 
 
 def _local_auth() -> None:

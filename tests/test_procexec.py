@@ -1,16 +1,23 @@
 """The process executor: jobs travel as plain data to spawned workers and come back as the
-very same PNG bytes; a dead worker fails its job alone; a stop keeps what is finished.
+very same PNG bytes; a dead worker fails its job alone; a stop keeps what is finished; a
+killed driver takes its workers with it.
 
 ``StandIn`` (an engine factory that pickles by reference) is shared with test_rayexec: it
 paints without a network, and a pair marked by its seed fails, or kills its worker, on cue.
+So are ``CliBuild`` (the real command in a subprocess, its output read as it comes) and the
+/proc helpers that follow processes by pid and start time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +89,143 @@ def link_weights(converted: Path, cache: Path) -> None:
     (cache / "weights").mkdir(parents=True)
     for file in converted.iterdir():
         os.link(file, cache / "weights" / file.name)
+
+
+def endless_catalog(project: Path, converted: Path, *, short_first: bool = False) -> None:
+    """The conftest project, made to paint for ever (100,000 iterations a pair) with the
+    real engine, its weights linked; ``short_first``: the first pair (alpha-one) has 3
+    iterations, so it is built while the others paint."""
+    plain_catalog(project)
+    link_weights(converted, project / "cache")
+    catalog = project / "catalog.yaml"
+    text = catalog.read_text().replace("iterations: 3", "iterations: 100000")
+    if short_first:
+        text = text.replace("    cover: covers/x.png\n", "    cover: covers/x.png\n"
+                            "    overrides: {iterations: 3}\n", 1)  # fmt: skip
+    catalog.write_text(text)
+
+
+class CliBuild:
+    """``covergen build`` run in a subprocess, in a session of its own; its output (stdout
+    and stderr together) collected by a thread as it comes, so a test can wait for a line."""
+
+    def __init__(self, project: Path, *arguments: str):
+        command = [sys.executable, "-m", "covergen", "build", "--catalog", "catalog.yaml",
+                   "--no-site", "--offline", *arguments]  # fmt: skip
+        self.process = subprocess.Popen(
+            command,
+            cwd=project,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            start_new_session=True,
+        )
+        self.pid = self.process.pid
+        self.lines: list[str] = []
+        self._ended = False
+        self._news = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with self._news:
+                self.lines.append(line)
+                self._news.notify_all()
+        with self._news:
+            self._ended = True
+            self._news.notify_all()
+
+    @property
+    def output(self) -> str:
+        with self._news:
+            return "".join(self.lines)
+
+    def wait_for(self, *texts: str, timeout: float = 120) -> None:
+        """Until a line holds every one of ``texts``; fails if the output ends first."""
+
+        def seen() -> bool:
+            return any(all(t in line for t in texts) for line in self.lines)
+
+        with self._news:
+            self._news.wait_for(lambda: seen() or self._ended, timeout)
+            assert seen(), f"no line with {texts} in:\n{''.join(self.lines)}"
+
+    def end(self, timeout: float) -> int:
+        """The exit status, once the process has ended (and its output, unless a process
+        it left behind still holds the pipe)."""
+        code = self.process.wait(timeout)
+        self._reader.join(min(timeout, 10))
+        return code
+
+    def __enter__(self) -> CliBuild:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def process_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, parent pid, start time) of a process, from /proc; None when there is none."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()  # after the command's name, which may hold ")"
+    return fields[0], int(fields[1]), int(fields[19])
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def descendants(pid: int) -> dict[int, int]:
+    """Every process below ``pid`` (children, theirs, …), by pid: its start time."""
+    stats = {int(n): process_stat(int(n)) for n in os.listdir("/proc") if n.isdigit()}
+    found: dict[int, int] = {}
+    parents = {pid}
+    while parents:
+        children = {
+            child: stat[2]
+            for child, stat in stats.items()
+            if stat is not None and stat[1] in parents and child not in found
+        }
+        found.update(children)
+        parents = set(children)
+    return found
+
+
+def running(processes: dict[int, int]) -> list[int]:
+    """Those of ``processes`` (pid: start time) still running; a zombie has ended."""
+    left = []
+    for pid, started in processes.items():
+        stat = process_stat(pid)
+        if stat is not None and stat[2] == started and stat[0] != "Z":
+            left.append(pid)
+    return left
+
+
+def wait_until_ended(processes: dict[int, int], timeout: float) -> list[int]:
+    """Poll /proc until every one of ``processes`` has ended; those left at the deadline."""
+    deadline = time.monotonic() + timeout
+    while (left := running(processes)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+def kill_left(processes: dict[int, int], pids: Iterable[int]) -> None:
+    """SIGKILL those of ``pids`` that are still the processes recorded in ``processes``."""
+    for pid in running({pid: processes[pid] for pid in pids}):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def statuses(summary: BuildSummary) -> dict[str, str]:
@@ -255,3 +399,29 @@ def test_a_stop_keeps_finished_paintings_and_cancels_the_rest(project: Path):
     assert sorted(statuses(summary).values()) == ["built", "cancelled", "cancelled", "cancelled"]
     again = build(options(project), executor=ProcessExecutor(settings, StandIn()))
     assert sorted(statuses(again).values()) == ["built", "built", "built", "reused"]
+
+
+@pytest.mark.slow
+def test_a_killed_driver_takes_its_worker_processes_with_it(project: Path, converted_weights: Path):
+    """SIGKILL to the driver of a process build mid-painting: its worker process (and the
+    multiprocessing resource tracker) end too, instead of painting on for no one and then
+    waiting for ever."""
+    endless_catalog(project, converted_weights)
+    workers: dict[int, int] = {}
+    with CliBuild(project, "--executor", "process") as driver:
+        try:
+            driver.wait_for("process0:cpu", "iteration")  # a worker is painting
+            below = descendants(driver.pid)
+            workers = {
+                pid: started
+                for pid, started in below.items()
+                if "multiprocessing" in command_line(pid)  # spawn_main, resource_tracker
+            }
+            assert any("spawn_main" in command_line(pid) for pid in workers), below
+
+            os.kill(driver.pid, signal.SIGKILL)
+            assert driver.end(60) == -signal.SIGKILL
+            left = wait_until_ended(workers, timeout=30)
+        finally:
+            kill_left(workers, workers)
+    assert not left, [command_line(pid) for pid in left]

@@ -3,31 +3,41 @@ the actors see CUDA_VISIBLE_DEVICES but torch sees no CUDA, so they paint on the
 
 One instance serves the module (starting one takes seconds); each build starts and kills
 its own actors. The stand-in engine (``StandIn`` of test_procexec) paints where the painting
-is not the point, and fails or kills its worker on cue.
+is not the point, and fails or kills its worker on cue. Builds through the command line
+(``CliBuild``) start instances of their own, or join the module's by its address.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from test_procexec import (
+    CliBuild,
     StandIn,
+    command_line,
     convert_weights,
+    descendants,
+    endless_catalog,
+    kill_left,
     link_weights,
     many_pairs_catalog,
     options,
     plain_catalog,
     results,
+    running,
     statuses,
+    wait_until_ended,
 )
 
 from covergen.errors import CovergenError
@@ -46,11 +56,11 @@ def local_ray() -> Iterator[None]:
         # workers import covergen: from their own path.
         path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
         patch.setenv("PYTHONPATH", path)
-        start_local_ray(num_cpus=2, num_gpus=2)
+        local = start_local_ray(num_cpus=2, num_gpus=2)
         try:
             yield
         finally:
-            ray.shutdown()
+            local.stop()
 
 
 @pytest.fixture(scope="module")
@@ -187,43 +197,41 @@ def test_ctrl_c_stops_a_ray_build_which_the_next_build_resumes(
 ):
     """The real CLI, its own local Ray instance and the real engine; Ctrl-C to the whole
     process group as a terminal sends it (Ray's processes hear it too)."""
-    plain_catalog(project)
-    link_weights(converted_weights, project / "cache")
-    catalog = project / "catalog.yaml"
-    text = catalog.read_text().replace("iterations: 3", "iterations: 100000")
-    text = text.replace("    cover: covers/x.png\n", "    cover: covers/x.png\n"
-                        "    overrides: {iterations: 3}\n", 1)  # fmt: skip
-    catalog.write_text(text)
-    command = [sys.executable, "-m", "covergen", "build", "--catalog", "catalog.yaml",
-               "--executor", "ray", "--no-site", "--offline"]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    build_process = subprocess.Popen(
-        command, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=env, start_new_session=True,
-    )  # fmt: skip
-    output = []
-    try:
-        assert build_process.stdout is not None
-        for line in build_process.stdout:
-            output.append(line)
-            if "built" in line:  # the short pair is done; the long ones are painting
-                break
-        time.sleep(1)
-        os.killpg(build_process.pid, signal.SIGINT)
-        rest, _ = build_process.communicate(timeout=60)
-    finally:
-        if build_process.poll() is None:
-            os.killpg(build_process.pid, signal.SIGKILL)
-            build_process.wait()
-    text = "".join(output) + rest
-    assert build_process.returncode == 130, text
-    assert "Traceback" not in text
+    stop_a_ray_build(project, converted_weights, lambda pid: os.killpg(pid, signal.SIGINT))
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_ray_build_as_ctrl_c_does(project: Path, converted_weights: Path):
+    """SIGTERM to the driver alone, after ray.init put handlers of Ray's own on it: exit
+    130, no C++ stack dump nor abort, the build recorded interrupted, finished pairs kept."""
+    text = stop_a_ray_build(project, converted_weights, lambda pid: os.kill(pid, signal.SIGTERM))
+
+    for crash in ("SIGTERM received", "terminate called", "core dumped", "SIGABRT", "Aborted"):
+        assert crash not in text, text
+
+
+def stop_a_ray_build(project: Path, converted: Path, send: Callable[[int], None]) -> str:
+    """A CLI build on its own local instance, stopped by ``send(pid)`` while it paints (its
+    first pair built, the second painting); checks that it ends as an interrupted build
+    that the next one resumes, and returns its output."""
+    endless_catalog(project, converted, short_first=True)
+    with CliBuild(project, "--executor", "ray") as driver:
+        driver.wait_for("built", "alpha-one")
+        driver.wait_for("beta-two", "iteration 1/")
+        send(driver.pid)
+        code = driver.end(timeout=60)
+    text = driver.output
+    assert code == 130, text
+    assert "done (interrupted)" in text and "Traceback" not in text
     # Its own local instance, on this machine's CPUs: one worker for the node.
     assert "painting 3 pairs on cpu0:cpu@" in text and "(ray executor)" in text
     from covergen.cache import cache_paths
     from covergen.runlog import RunLog
 
-    latest = RunLog(cache_paths(project / "cache")["runlog"]).latest()
+    runlog = RunLog(cache_paths(project / "cache")["runlog"])
+    last = runlog.last_build()
+    assert last is not None and last["status"] == "interrupted", last
+    latest = runlog.latest()
     assert {pair: r.status for pair, r in latest.items()} == {
         "alpha-one": "built",
         "beta-two": "cancelled",
@@ -233,6 +241,162 @@ def test_ctrl_c_stops_a_ray_build_which_the_next_build_resumes(
     plan = build_with(options(project, dry_run=True))
     assert statuses(plan) == {"alpha-one": "reused", "beta-two": "planned",
                               "gamma-three": "planned"}  # fmt: skip
+    return text
+
+
+@pytest.mark.slow
+def test_a_killed_driver_leaves_no_process_of_its_local_ray_instance(
+    project: Path, converted_weights: Path
+):
+    """SIGKILL to a driver that started its own Ray instance: every process of that
+    instance (GCS, raylet, agents, workers) ends, and so does the watchdog that ended them;
+    the module's instance, another build's, is left alone."""
+    endless_catalog(project, converted_weights)
+    instance: dict[int, int] = {}
+    with CliBuild(project, "--executor", "ray") as driver:
+        try:
+            driver.wait_for("iteration 1/")  # its worker is painting
+            instance = descendants(driver.pid)
+            programs = " ".join(command_line(pid) for pid in instance)
+            assert "raylet" in programs and "gcs_server" in programs, programs
+            assert "ray::PaintingWorker" in programs, programs
+            others = module_instance(exclude=set(instance) | {driver.pid})
+
+            os.kill(driver.pid, signal.SIGKILL)
+            assert driver.end(timeout=60) == -signal.SIGKILL
+            left = wait_until_ended(instance, timeout=30)
+        finally:
+            kill_left(instance, instance)
+    assert not left, [command_line(pid) for pid in left]
+    assert running(others) == list(others)
+    assert ray.get(ray.put("still here")) == "still here"
+
+
+def module_instance(exclude: set[int]) -> dict[int, int]:
+    """The long-lived processes of this module's Ray instance, by pid: their start time."""
+    kept = ("raylet", "gcs_server", "ray::DashboardAgent", "ray::RuntimeEnvAgent")
+    below = descendants(os.getpid())
+    found = {
+        pid: started
+        for pid, started in below.items()
+        if pid not in exclude and any(name in command_line(pid) for name in kept)
+    }
+    assert len(found) >= 2, found
+    return found
+
+
+class SilentListener:
+    """A TCP server on every interface (Ray dials this machine's address for 127.0.0.1)
+    that accepts connections and never says a word."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("", 0))
+        self.port = self.server.getsockname()[1]
+        self.accepted = threading.Event()
+        self._held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):  # closed
+            while True:
+                self._held.append(self.server.accept()[0])
+                self.accepted.set()
+
+    def __enter__(self) -> SilentListener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.close()
+        for connection in self._held:
+            connection.close()
+
+
+def free_port() -> int:
+    """A port nobody listens on (one the system just handed out and took back)."""
+    with socket.create_server(("", 0)) as server:
+        return server.getsockname()[1]
+
+
+def test_an_address_where_nothing_listens_fails_at_once_naming_it(project: Path):
+    address = f"127.0.0.1:{free_port()}"
+
+    with CliBuild(project, "--executor", "ray", "--ray-address", address) as driver:
+        code = driver.end(timeout=60)  # Ray alone would retry for some fourteen minutes
+
+    text = driver.output
+    assert code == 2, text
+    assert f"ray_address: nothing answers at the Ray cluster address {address} (" in text
+    assert "ray start --head" in text and "Traceback" not in text
+
+
+def test_joining_a_cluster_that_never_answers_gives_up_at_the_connect_timeout():
+    with SilentListener() as listener:
+        address = f"127.0.0.1:{listener.port}"
+        code = (
+            "import time\n"
+            "from covergen.errors import CovergenError\n"
+            "from covergen.rayexec import RayExecutor\n"
+            "from covergen.scheduler import ExecutorSettings\n"
+            f"executor = RayExecutor(ExecutorSettings(ray_address={address!r}), "
+            "connect_timeout=2)\n"
+            "start = time.monotonic()\n"
+            "try:\n"
+            "    executor.prepare()\n"
+            "except CovergenError as exc:\n"
+            "    print(exc.field, time.monotonic() - start, exc.message)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+        )
+        assert listener.accepted.is_set()  # something answered the port, not Ray
+
+    field, seconds, message = done.stdout.split(" ", 2)
+    assert field == "ray_address", done.stdout + done.stderr
+    assert 2 <= float(seconds) < 20  # the deadline, not Ray's minutes
+    assert f"the Ray cluster at {address} did not answer within 2 s" in message
+
+
+def test_sigterm_while_joining_a_cluster_ends_the_build_at_once_with_130(project: Path):
+    with SilentListener() as listener:
+        arguments = ("--executor", "ray", "--ray-address", f"127.0.0.1:{listener.port}")
+        with CliBuild(project, *arguments) as driver:
+            assert listener.accepted.wait(60)  # the build is connecting
+            os.kill(driver.pid, signal.SIGTERM)
+            code = driver.end(timeout=20)  # Ray's own connect is deaf to it for 30 s and more
+
+    text = driver.output
+    assert code == 130, text
+    assert text.rstrip().endswith("interrupted") and "Traceback" not in text
+
+
+def test_a_build_joins_a_running_cluster_by_its_address(project: Path):
+    """Through the thread that connects: the module's instance, joined by its address from
+    another process, paints and is left running."""
+    many_pairs_catalog(project, 2)
+    address = ray.get_runtime_context().gcs_address
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from test_procexec import StandIn, options\n"
+        "from covergen.build import build\n"
+        "from covergen.rayexec import RayExecutor\n"
+        "from covergen.scheduler import ExecutorSettings\n"
+        "project = Path(sys.argv[1])\n"
+        "settings = ExecutorSettings(cache_dir=project / 'cache', ray_address=sys.argv[2])\n"
+        "summary = build(options(project, device='auto'), "
+        "executor=RayExecutor(settings, StandIn()))\n"
+        "print(sorted(o.status for o in summary.outcomes))\n"
+    )
+
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(project), address],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert "['built', 'built']" in done.stdout.splitlines(), done.stdout + done.stderr
+    assert ray.get(ray.put("still here")) == "still here"
 
 
 def test_without_ray_the_ray_executor_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch):
