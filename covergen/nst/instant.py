@@ -47,7 +47,9 @@ class InstantMethods:
 
     def network(self, name: str) -> Any:
         if name not in self._networks:
-            self._networks[name] = feedforward.load_network(name, self.engine.device)
+            self._networks[name] = feedforward.load_network(
+                name, self.engine.device, cache_dir=self.engine.cache_dir
+            )
         return self._networks[name]
 
     # -- painting --------------------------------------------------------------------------

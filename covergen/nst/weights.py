@@ -400,6 +400,18 @@ def _load_cached(
 ) -> dict[str, torch.Tensor] | None:
     """The cached conversion of the source with ``digest``, or None when absent or failing
     its checks (a truncated or altered file is rebuilt from the source, never trusted)."""
+    decoded = load_converted(store, network, flavour, digest)
+    if decoded is None:
+        return None
+    try:
+        return convert_state_dict(decoded, network, network)
+    except WeightsError:
+        return None
+
+
+def load_converted(store: Path, network: str, flavour: str, digest: str) -> Any:
+    """What ``store_converted`` kept for the source with ``digest`` (tensors only: loaded
+    with ``weights_only``), or None when absent or its sidecar's digest does not match."""
     path, sidecar = converted_paths(store, network, flavour, digest)
     expected = _read_digest(sidecar)
     if expected is None or not path.is_file():
@@ -411,10 +423,16 @@ def _load_cached(
     if hashlib.sha256(data).hexdigest() != expected:
         return None
     try:
-        decoded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        return convert_state_dict(decoded, network, str(path))
-    except (WeightsError, pickle.UnpicklingError, RuntimeError, EOFError, ValueError):
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError):
         return None
+
+
+def store_converted(
+    store: Path, network: str, flavour: str, digest: str, state: dict[str, torch.Tensor]
+) -> None:
+    """Keep a conversion of the source with ``digest`` in the weights cache (see _store)."""
+    _store(store, network, flavour, digest, state)
 
 
 def _store(
