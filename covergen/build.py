@@ -24,6 +24,7 @@ from .errors import CovergenError
 from .locks import cache_lock
 from .nst import EngineError, ParameterError, StyleParams, device_kind
 from .nst.params import check_image_sizes
+from .nst.runtime import device_family
 from .nst.weightsources import choose_source
 from .plain import plain
 from .plan import ImageInput, Job, Plan, make_job, plan_jobs
@@ -212,7 +213,7 @@ class _Build:
             # A device named but missing here is an error before anything is recorded.
             self.summary.devices = list(executor.prepare())
         kind = executor.device_kind()
-        profile = self._profile(catalog, kind)
+        profile = self._profile(catalog, "cpu" if kind == "cpu" else device_family(options.device))
         # Resolved once for the build (measured once per machine): the jobs' keys name it and
         # every worker paints in it, whatever executor and process it runs in.
         self.precision = resolve_precision(options.precision, kind)
@@ -263,7 +264,7 @@ class _Build:
         catalog = load_catalog(options.catalog, strict=False)
         selected = _select(catalog, options.only)
         kind = device_kind(options.device)
-        profile = self._profile(catalog, kind)
+        profile = self._profile(catalog, device_family(options.device))
         # A dry run measures nothing: without this machine's answer yet, keys are fp32's.
         self.precision = resolve_precision(options.precision, kind, measure=False)
         self._report_invalid(catalog)
@@ -466,9 +467,9 @@ class _Build:
             ray_address=options.ray_address or catalog.build.ray_address or None,
         )
 
-    def _profile(self, catalog: Catalog, device_kind: str) -> str | None:
+    def _profile(self, catalog: Catalog, family: str) -> str:
         profile = catalog.choose_profile(
-            self.options.profile or os.environ.get(PROFILE_ENV), device_kind
+            self.options.profile or os.environ.get(PROFILE_ENV), family
         )
         self.summary.profile = profile
         return profile

@@ -133,6 +133,16 @@ class SiteSettings:
     publish_keep_history: bool = False
 
 
+# Profiles every catalog has, unless it defines one of the same name (which then wins whole):
+# with no profile named, a CPU (or Apple's GPU) paints the draft and an NVIDIA GPU the final,
+# so a catalog without profiles never paints 512 px for 15 minutes a pair on a laptop.
+BUILTIN_PROFILES: Mapping[str, Mapping[str, Any]] = {
+    "draft": {"size": 256, "scales": 2, "min_size": 128, "coarse_iterations": 60,
+              "iterations": 60},
+    "final": {"size": 768},
+    "preview": {"method": "arbitrary", "size": 768},
+}  # fmt: skip
+
 # Where `covergen build` runs the jobs: scheduler.EXECUTORS, written out so that reading a
 # catalog does not import the scheduler (a test compares).
 EXECUTORS = ("local", "process", "ray")
@@ -191,27 +201,39 @@ class Catalog:
             hint=f"did you mean {close[0]!r}?" if close else "`covergen list` shows the ids",
         )
 
-    def choose_profile(self, name: str | None, device_kind: str) -> str | None:
-        """The profile to use: the one named, else draft on a CPU and final on a GPU, if
-        defined (``device_kind`` is cpu or gpu)."""
+    @property
+    def all_profiles(self) -> dict[str, Mapping[str, Any]]:
+        """The catalog's profiles and the built-in ones it does not redefine."""
+        return {**BUILTIN_PROFILES, **self.profiles}
+
+    def choose_profile(self, name: str | None, device_family: str) -> str:
+        """The profile to use: the one named, else draft on a CPU or Apple's GPU and final
+        on an NVIDIA GPU (``device_family``: cpu, mps or cuda; ``gpu`` counts as cuda)."""
         if name:
-            if name not in self.profiles:
+            if name not in self.all_profiles:
+                close = difflib.get_close_matches(name, list(self.all_profiles), n=1)
                 raise CovergenError(
                     f"no profile {printable(name)!r}",
                     field="profile",
-                    hint=f"profiles in {self.path.name}: {', '.join(self.profiles) or 'none'}",
+                    hint=(f"did you mean {close[0]!r}? " if close else "")
+                    + f"profiles: {', '.join(self.all_profiles)}",
                 )
             return name
-        preferred = "draft" if device_kind == "cpu" else "final"
-        return preferred if preferred in self.profiles else None
+        return "final" if device_family in ("cuda", "gpu") else "draft"
 
     def params_for(
         self, pair: Pair, profile: str | None = None, extra: Mapping[str, Any] | None = None
     ) -> StyleParams:
-        """Engine defaults ← catalog defaults ← profile ← the pair's overrides ← ``extra``."""
-        values: dict[str, Any] = dict(self.defaults)
-        if profile:
-            values.update(self.profiles[profile])
+        """Engine defaults ← catalog defaults ← profile ← the pair's overrides ← ``extra``.
+
+        A built-in profile the catalog does not define sits *under* its defaults: it fills
+        in only what the catalog does not say (a catalog's ``size: 32`` stays 32)."""
+        if profile and profile not in self.profiles:
+            values: dict[str, Any] = {**BUILTIN_PROFILES[profile], **self.defaults}
+        else:
+            values = dict(self.defaults)
+            if profile:
+                values.update(self.profiles[profile])
         values.update(pair.overrides)
         values.update(extra or {})
         # repr tells "1" from 1 from 1.0 from True: equal keys are equal values
@@ -427,7 +449,7 @@ def _resolution_problems(catalog: Catalog, owners: list[int]) -> list[Problem]:
     pair's fully resolved parameters, under every profile."""
     problems = []
     for pair, index in zip(catalog.pairs, owners, strict=True):
-        for profile in [None, *catalog.profiles]:
+        for profile in [None, *catalog.all_profiles]:
             try:
                 catalog.params_for(pair, profile)
             except CovergenError as exc:

@@ -22,7 +22,7 @@ from .nst.errors import EngineError, ParameterError
 from .nst.params import ParamSpec, from_mapping, param_specs, parse_assignments
 from .nst.runtime import PRECISIONS
 
-DEFAULT_CACHE = Path("cache")
+SITE_HELP = "the built site (default: site/ in the catalog's folder)"
 OFFLINE_ENV = "COVERGEN_OFFLINE"
 EXIT_INTERRUPTED = 130
 EXIT_USAGE = 2
@@ -137,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="validate the catalog and report every problem")
     add_catalog_option(check, cache=False)
+    check.add_argument(
+        "--allow-outside",
+        action="store_true",
+        help="accept local images outside the catalog's folder, as a build with it does",
+    )
 
     build = commands.add_parser("build", help="paint new and changed pairs, render the site")
     add_catalog_option(build)
@@ -206,8 +211,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_catalog_option(add, cache=False)
     add.add_argument("--band", required=True)
     add.add_argument("--album", required=True)
-    add.add_argument("--photo", required=True, help="path relative to the catalog, or a URL")
-    add.add_argument("--cover", required=True, help="path relative to the catalog, or a URL")
+    add.add_argument(
+        "--photo",
+        required=True,
+        help="a path from this folder (as your shell completes it), or a URL",
+    )
+    add.add_argument(
+        "--cover",
+        required=True,
+        help="a path from this folder (as your shell completes it), or a URL",
+    )
+    add.add_argument(
+        "--copy",
+        action="store_true",
+        help="copy local images into the catalog's folder (photos/, covers/) first",
+    )
     add.add_argument("--id", help="slug (default: from band and album)")
     add.add_argument("--year", type=int)
     add.add_argument("--tags", default="", help="comma-separated")
@@ -224,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_catalog_option(publish, cache=False)
     publish.add_argument("target", nargs="?", help="git:REMOTE, dir:PATH, or a URL or path")
-    publish.add_argument("--site-dir", type=Path, default=Path("site"))
+    publish.add_argument("--site-dir", type=Path, help=SITE_HELP)
     publish.add_argument("--branch", help="git branch (default: site.publish_branch)")
     publish.add_argument("--cname", help="custom domain written to CNAME")
     publish.add_argument(
@@ -246,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="preview the site locally, under the same base path as the published one"
     )
     add_catalog_option(serve, cache=False)
-    serve.add_argument("--site-dir", type=Path, default=Path("site"))
+    serve.add_argument("--site-dir", type=Path, help=SITE_HELP)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=port_number, default=8000)
     serve.add_argument("--base-path", help="default: the path of site.base_url")
@@ -275,8 +293,8 @@ def add_catalog_option(parser: argparse.ArgumentParser, *, cache: bool = True) -
         parser.add_argument(
             "--cache-dir",
             type=Path,
-            default=DEFAULT_CACHE,
-            help="downloads, results, features and the run log (default: cache)",
+            help="downloads, results, features and the run log (default: cache/ in the "
+            "catalog's folder)",
         )
 
 
@@ -313,7 +331,7 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
         help="accept local images outside the catalog's folder (../, absolute paths, "
         "symbolic links leading out)",
     )
-    group.add_argument("--site-dir", type=Path, default=Path("site"))
+    group.add_argument("--site-dir", type=Path, help=SITE_HELP)
     group.add_argument("-q", "--quiet", action="store_true", help="print failures only")
     # Where the jobs run (docs/cluster.md): the catalog's `build:` settings unless given.
     group.add_argument(
@@ -338,8 +356,8 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--cache-dir",
         type=Path,
-        default=DEFAULT_CACHE,
-        help="where converted weights are kept (default: cache)",
+        help="converted weights, features and trained networks (default: covergen's folder in "
+        "the user's cache, e.g. ~/.cache/covergen)",
     )
     group.add_argument(
         "--weights-file", type=Path, help="VGG weights file to use instead of the packaged ones"
@@ -402,13 +420,38 @@ def run_params(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from .catalog import load_catalog
+    from .catalog import CatalogError, Problem, load_catalog
     from .console import Printer
+    from .errors import CovergenError
+    from .sources import Where, missing_local
+    from .text import counted, url_scheme
 
     catalog = load_catalog(args.catalog)
+    # The local images must be there (a build would fail those pairs); each path once.
+    problems: list[Problem] = []
+    seen: dict[str, CovergenError | None] = {}
+    for pair in catalog.pairs:
+        for role, image in (("photo", pair.photo), ("cover", pair.cover)):
+            if url_scheme(image.src):
+                continue
+            if image.src not in seen:
+                try:
+                    missing_local(
+                        image.src, catalog.root, args.allow_outside, Where(image.src, None, "")
+                    )
+                    seen[image.src] = None
+                except CovergenError as exc:
+                    seen[image.src] = exc
+            error = seen[image.src]
+            if error is not None:
+                message = error.message.removeprefix(f"{image.src}: ")
+                problems.append(Problem(message, f"{role}.src", pair.id, pair.line, error.hint))
+    if problems:
+        raise CatalogError(args.catalog, problems)
+    profiles = counted(len(catalog.profiles), "profile")
     Printer().line(
-        f"{args.catalog}: {len(catalog.pairs)} pairs, "
-        f"{len(catalog.profiles)} profiles ({', '.join(catalog.profiles) or 'none'}) — OK"
+        f"{args.catalog}: {counted(len(catalog.pairs), 'pair')}, {profiles} "
+        f"({', '.join(catalog.profiles) or 'none'}), every local image found — OK"
     )
     return 0
 
@@ -430,6 +473,22 @@ def build_options(args: argparse.Namespace, **changes: Any) -> Any:
         ray_address=args.ray_address,
         **changes,
     )
+
+
+def resolve_paths(args: argparse.Namespace) -> None:
+    """One meaning for paths: the cache and the site live in the catalog's folder unless
+    given (so a command run from another folder finds what a build there made); `stylize`,
+    which has no catalog, keeps its cache in the user's cache folder."""
+    catalog = getattr(args, "catalog", None)
+    if getattr(args, "cache_dir", "absent") is None:
+        if catalog is None:
+            from .precision import user_cache_dir
+
+            args.cache_dir = user_cache_dir()
+        else:
+            args.cache_dir = catalog.parent / "cache"
+    if catalog is not None and getattr(args, "site_dir", "absent") is None:
+        args.site_dir = catalog.parent / "site"
 
 
 def run_with_report(options: Any, quiet: bool) -> tuple[int, Any]:
@@ -645,18 +704,22 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_add(args: argparse.Namespace) -> int:
-    from .console import Printer
-    from .edit import NewPair, add_pair
+    import shutil
+
+    from .console import Printer, styled
+    from .edit import NewPair, add_pair, place_image
     from .nst.params import coerce
 
     overrides = {
         name: coerce(name, value) for name, value in parse_assignments(args.param_set).items()
     }
+    photo = place_image(args.photo, args.catalog, "photo", copy=args.copy)
+    cover = place_image(args.cover, args.catalog, "cover", copy=args.copy)
     new = NewPair(
         band=args.band,
         album=args.album,
-        photo=args.photo,
-        cover=args.cover,
+        photo=photo.src,
+        cover=cover.src,
         id=args.id,
         year=args.year,
         tags=tuple(t.strip() for t in args.tags.split(",") if t.strip()),
@@ -669,10 +732,34 @@ def run_add(args: argparse.Namespace) -> int:
         cover_url=args.cover_url,
         overrides=overrides,
     )
-    pair_id = add_pair(args.catalog, new)
-    Printer().line(
+    root = args.catalog.resolve().parent
+    copied = []
+    try:
+        for placed in (photo, cover):
+            if placed.copy_from is not None and not (root / placed.src).exists():
+                (root / placed.src).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(placed.copy_from, root / placed.src)
+                copied.append(root / placed.src)
+        pair_id = add_pair(args.catalog, new)
+    except BaseException:
+        for path in copied:  # nothing of a refused pair stays behind
+            path.unlink(missing_ok=True)
+        raise
+    printer = Printer()
+    printer.line(
         f"added {pair_id} to {args.catalog}; paint it with: covergen build --only {pair_id}"
     )
+    for role, credit in (("photo", args.photo_credit), ("cover", args.cover_credit)):
+        if not credit.strip():
+            printer.line(
+                styled(
+                    f"note: no credit for the {role}: its page will say 'Credit unknown'. "
+                    f"Add one with --{role}-credit NAME (and --{role}-license, --{role}-url) "
+                    "in a new add, or in the catalog; album art and photographs belong to "
+                    "their makers (see the FAQ on rights)",
+                    "yellow",
+                )
+            )
     return 0
 
 
@@ -844,6 +931,7 @@ def _main(argv: Sequence[str] | None) -> tuple[int, str]:
     try:
         args = build_parser().parse_args(argv)
         command = args.command
+        resolve_paths(args)
         return COMMANDS[args.command](args), command
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: no traceback either

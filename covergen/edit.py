@@ -494,3 +494,60 @@ def _nested_step(items: Sequence[yaml.Node]) -> int:
                 if step > 0:
                     return step
     return DEFAULT_STEP
+
+
+@dataclass(frozen=True)
+class PlacedImage:
+    """Where an image given to `covergen add` goes in the catalog, and the copy to make."""
+
+    src: str  # as the catalog will say it: relative to the catalog's folder, or a URL
+    copy_from: Path | None = None  # --copy: the file to copy to ``src``
+
+
+def place_image(text: str, catalog_path: Path, role: str, *, copy: bool = False) -> PlacedImage:
+    """The catalog's ``src`` for an image path typed from the current folder (as a shell
+    completes it), or a URL as it is.
+
+    ``band/photos/x.jpg`` typed beside ``band/catalog.yaml`` becomes ``photos/x.jpg``; a
+    path already relative to the catalog's folder is kept; a file outside that folder is
+    refused unless ``copy`` (then it is to be copied into ``photos/`` or ``covers/`` there).
+    """
+    from .sources import near_names
+    from .text import url_scheme
+
+    if url_scheme(text):
+        return PlacedImage(text)
+    root = Path(catalog_path).resolve().parent
+    typed = Path(text).expanduser()
+    here = typed if typed.is_absolute() else Path.cwd() / typed
+    if not here.is_file() and not typed.is_absolute() and (root / typed).is_file():
+        here = root / typed  # written relative to the catalog, as earlier releases wanted
+    if not here.is_file():
+        near = near_names(here.absolute())
+        raise CovergenError(
+            f"no such file: {text}",
+            field=role,
+            hint=f"did you mean {' or '.join(repr(str(p)) for p in near)}?"
+            if near
+            else "give the path from this folder (as your shell completes it), or a URL",
+        )
+    target = here.resolve()
+    if copy:
+        folder = "photos" if role == "photo" else "covers"
+        dest = root / folder / target.name
+        if dest.exists() and dest.resolve() != target:
+            if dest.read_bytes() != target.read_bytes():
+                raise CovergenError(
+                    f"{dest} exists and is another image",
+                    field=role,
+                    hint="rename the file you add, or give the one already there",
+                )
+            return PlacedImage(f"{folder}/{target.name}")
+        return PlacedImage(f"{folder}/{target.name}", None if dest.exists() else target)
+    if not target.is_relative_to(root):
+        raise CovergenError(
+            f"{text} lies outside the catalog's folder {root}",
+            field=role,
+            hint="add --copy to copy it there (photos/ or covers/), or move it there yourself",
+        )
+    return PlacedImage(target.relative_to(root).as_posix())

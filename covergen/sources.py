@@ -81,9 +81,8 @@ def resolve_local(src: str, base_dir: Path, allow_outside: bool, where: Where) -
     no NUL bytes, no link loops; InputImageError otherwise. Reads nothing."""
     base = Path(base_dir).resolve()
     outside_hint = (
-        f"copy the image into {base} and give its path relative to it, "
-        "or allow images outside it (`covergen build --allow-outside`, "
-        "FetchSettings.allow_outside)"
+        f"copy the image into {base} and give its path relative to it (`covergen add "
+        "--copy` does), or allow images outside it: `covergen build --allow-outside`"
     )
     if "\0" in src:
         raise where.error("contains a NUL byte", hint="fix the path in the catalog")
@@ -108,6 +107,51 @@ def resolve_local(src: str, base_dir: Path, allow_outside: bool, where: Where) -
             message = f"is a symbolic link to {target}, outside the catalog's folder {base}"
         raise where.error(message, outside_hint)
     return target
+
+
+def missing_local(src: str, base_dir: Path, allow_outside: bool, where: Where) -> None:
+    """Raise InputImageError when a local ``src`` names no file (the build's own message,
+    with near names: ``photos/Band.JPG`` for ``photos/band.jpg``); reads nothing."""
+    target = resolve_local(src, base_dir, allow_outside, where)
+    if target.is_file():
+        return
+    shown = Path(base_dir).resolve() / src
+    if target.exists():
+        raise where.error(f"{shown} is not a file", hint="give the path of an image")
+    near = near_names(target)
+    relative = [os.path.relpath(p, Path(base_dir).resolve()) for p in near]
+    hint = (
+        f"did you mean {' or '.join(repr(r) for r in relative)}?"
+        if relative
+        else f"check the path; it is relative to the catalog's folder {Path(base_dir).resolve()}"
+    )
+    raise where.error(f"no such file: {shown}", hint=hint)
+
+
+def near_names(path: Path, limit: int = 2) -> list[Path]:
+    """Files beside where ``path`` would be whose names are close to its name: the same in
+    another letter case first, then by similarity (difflib)."""
+    import difflib
+
+    folder = path.parent
+    # The nearest folder that exists, case-insensitively, stands in for a mistyped folder.
+    if not folder.is_dir():
+        parent = folder.parent
+        if not parent.is_dir():
+            return []
+        folders = {p.name.lower(): p for p in parent.iterdir() if p.is_dir()}
+        found = folders.get(folder.name.lower())
+        if found is None:
+            return []
+        folder = found
+    try:
+        names = [p.name for p in folder.iterdir() if p.is_file()]
+    except OSError:
+        return []
+    by_lower = {n.lower(): n for n in names}
+    same = [n for n in names if n.lower() == path.name.lower()]
+    close = difflib.get_close_matches(path.name.lower(), list(by_lower), n=limit, cutoff=0.75)
+    return [folder / n for n in dict.fromkeys([*same, *(by_lower[c] for c in close)])][:limit]
 
 
 class ImageStore:
@@ -248,11 +292,8 @@ class ImageStore:
                 error=InputImageError,
             )
         except FileNotFoundError:
-            raise where.error(
-                f"no such file: {shown}",
-                hint=f"check the path; it is relative to the catalog's folder "
-                f"{Path(base_dir).resolve()}",
-            ) from None
+            missing_local(src, base_dir, settings.allow_outside, where)
+            raise  # it appeared meanwhile: unlikely, and then a plain error is fine
         except OSError as exc:
             raise where.error(
                 f"cannot read {shown} ({exc.strerror or exc})", hint="check its permissions"

@@ -129,6 +129,18 @@ def device_kind(name: str = "auto") -> str:
     return "cpu" if "+cpu" in torch_version else "gpu"
 
 
+def device_family(name: str = "auto") -> str:
+    """cpu, cuda or mps: ``device_kind``, with Apple's GPU told apart from NVIDIA's (it runs
+    the draft profile by default: a fraction of a CUDA GPU's speed). Torch-free."""
+    if device_kind(name) == "cpu":
+        return "cpu"
+    text = name.strip()
+    if text == "auto":
+        return "mps" if sys.platform == "darwin" else "cuda"
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    return "mps" if parts and all(p == "mps" for p in parts) else "cuda"
+
+
 def _mps_available(torch) -> bool:  # type: ignore[no-untyped-def]
     backend = getattr(torch.backends, "mps", None)
     return bool(backend and backend.is_available())

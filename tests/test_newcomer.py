@@ -1,0 +1,82 @@
+"""A newcomer's road: paths mean one thing from any folder, `add` takes paths as typed,
+`check` finds missing images, and a catalog without profiles gets the draft on a CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import gradient_photo, stripe_cover
+
+from covergen import cli
+from covergen.catalog import BUILTIN_PROFILES, load_catalog
+from covergen.errors import CovergenError
+
+
+@pytest.fixture
+def band(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A user's folder with a band's gallery in band/, and the shell in the user's folder."""
+    folder = tmp_path / "band"
+    (folder / "photos").mkdir(parents=True)
+    gradient_photo(48, 40).save(folder / "photos" / "live.png")
+    stripe_cover(40).save(tmp_path / "cover.png")  # outside the gallery's folder
+    monkeypatch.chdir(tmp_path)
+    return folder
+
+
+def test_add_takes_paths_as_the_shell_completes_them(band: Path, capsys):
+    catalog = band / "catalog.yaml"
+    args = ["add", "--catalog", "band/catalog.yaml", "--band", "B", "--album", "A"]
+    # The cover lies outside the catalog's folder: refused, with the way out.
+    code = cli.main([*args, "--photo", "band/photos/live.png", "--cover", "cover.png"])
+    assert code == 2 and "--copy" in capsys.readouterr().err and not catalog.exists()
+    code = cli.main([*args, "--photo", "band/photos/live.png", "--cover", "cover.png", "--copy"])
+    out = capsys.readouterr().out
+    assert code == 0 and "note: no credit for the photo" in out
+    pair = load_catalog(catalog).pairs[0]
+    assert (pair.photo.src, pair.cover.src) == ("photos/live.png", "covers/cover.png")
+    assert (band / "covers" / "cover.png").is_file()
+    # A path that exists nowhere: refused, the catalog untouched, near names offered.
+    before = catalog.read_bytes()
+    again = ["add", "--catalog", str(catalog), "--band", "C", "--album", "D"]
+    code = cli.main([*again, "--photo", "band/photos/Live.png", "--cover", "cover.png", "--copy"])
+    assert code == 2 and catalog.read_bytes() == before
+    assert "live.png" in capsys.readouterr().err
+
+
+def test_check_finds_missing_images_and_suggests_near_names(band: Path, capsys):
+    (band / "catalog.yaml").write_text(
+        "pairs:\n  - {band: B, album: A, photo: photos/Live.PNG, cover: covers/none.png}\n"
+    )
+    assert cli.main(["check", "--catalog", "band/catalog.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "photo.src: no such file" in err and "did you mean 'photos/live.png'?" in err
+    assert "cover.src: no such file" in err
+
+
+def test_cache_and_site_belong_to_the_catalogs_folder_from_anywhere(
+    project: Path, tmp_path: Path, monkeypatch, capsys
+):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    catalog = str(project / "catalog.yaml")
+    assert cli.main(["build", "--catalog", catalog, "--device", "cpu", "--only", "alpha-one",
+                     "--no-site", "-q"]) == 0  # fmt: skip
+    assert (project / "cache" / "runs.sqlite").is_file() and not (elsewhere / "cache").exists()
+    capsys.readouterr()
+    assert cli.main(["list", "--catalog", catalog]) == 0
+    assert "alpha-one" in capsys.readouterr().out.split("built")[0]
+
+
+def test_a_catalog_without_profiles_paints_the_draft_on_a_cpu_under_its_defaults(project: Path):
+    catalog = load_catalog(project / "catalog.yaml")
+    assert not catalog.profiles
+    assert catalog.choose_profile(None, "cpu") == "draft"
+    assert catalog.choose_profile(None, "mps") == "draft"
+    assert catalog.choose_profile(None, "cuda") == "final"
+    params = catalog.params_for(catalog.pairs[0], "draft")
+    assert params.size == 32  # the catalog's own default wins over the built-in draft
+    assert params.min_size == BUILTIN_PROFILES["draft"]["min_size"]
+    with pytest.raises(CovergenError, match="did you mean 'draft'"):
+        catalog.choose_profile("draftt", "cpu")
