@@ -132,6 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
     stylize.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     add_param_options(stylize)
 
+    init = commands.add_parser(
+        "init",
+        help="start a new gallery folder: a commented catalog with one example pair",
+        description="Make FOLDER a new gallery: catalog.yaml (commented, one example pair "
+        "with its photo and cover), photos/, covers/, a Makefile and a .gitignore. Nothing "
+        "is overwritten.",
+    )
+    init.add_argument("folder", type=Path, nargs="?", default=Path("."), help="(default: .)")
+
     params = commands.add_parser("params", help="list the engine parameters and their defaults")
     params.add_argument("--markdown", action="store_true", help="as the docs' Markdown table")
 
@@ -448,10 +457,11 @@ def run_check(args: argparse.Namespace) -> int:
                 problems.append(Problem(message, f"{role}.src", pair.id, pair.line, error.hint))
     if problems:
         raise CatalogError(args.catalog, problems)
-    profiles = counted(len(catalog.profiles), "profile")
+    names = [name + ("" if name in catalog.profiles else " (built in)")
+             for name in catalog.all_profiles]  # fmt: skip
     Printer().line(
-        f"{args.catalog}: {counted(len(catalog.pairs), 'pair')}, {profiles} "
-        f"({', '.join(catalog.profiles) or 'none'}), every local image found — OK"
+        f"{args.catalog}: {counted(len(catalog.pairs), 'pair')}, profiles {', '.join(names)}; "
+        "every local image found — OK"
     )
     return 0
 
@@ -854,7 +864,28 @@ def run_clean(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_init(args: argparse.Namespace) -> int:
+    from .console import Printer
+    from .starter import create_gallery
+
+    written = create_gallery(args.folder)
+    printer = Printer()
+    for path in written:
+        printer.line(f"  wrote {path}")
+    here = args.folder.resolve() == Path.cwd().resolve()
+    printer.line("\na new gallery, with one example pair. Next:")
+    if not here:
+        printer.line(f"  cd {args.folder}")
+    printer.line("  covergen build     # paints the example (about half a minute on a CPU)")
+    printer.line("  covergen serve     # opens the gallery at http://127.0.0.1:8000/")
+    printer.line(
+        "  covergen add --band NAME --album TITLE --photo photos/x.jpg --cover covers/y.jpg"
+    )
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "init": run_init,
     "stylize": run_stylize,
     "params": run_params,
     "check": run_check,
@@ -922,7 +953,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # Commands that do work whose outcome outlives their output (the others only print).
-_WORKING_COMMANDS = ("build", "rerun", "sweep", "stylize", "publish", "add", "clean")
+_WORKING_COMMANDS = ("build", "rerun", "sweep", "stylize", "publish", "add", "clean", "init")
 
 
 def _main(argv: Sequence[str] | None) -> tuple[int, str]:

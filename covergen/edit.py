@@ -33,18 +33,10 @@ from .errors import CovergenError
 from .files import read_user_file
 from .locks import catalog_lock
 from .nst.params import param_specs
+from .starter import new_catalog_text
 from .text import unsafe_character
 
 # A new catalog: enough to explain the format to whoever opens it next.
-NEW_CATALOG_HEADER = """\
-# covergen catalog: band photos, each painted in the style of one of the band's album covers.
-# Each pair has a band, an album, a photo and a cover. An image is a `src` (a path relative to
-# this file, or an http(s) URL) with optional `credit`, `license` and `url` (the source page).
-# Optional: id, year, tags, notes, and `overrides` of engine parameters (`covergen params`).
-
-pairs:
-"""
-
 DEFAULT_STEP = 2  # indentation of a nested block when the file gives no example to follow
 _NO_FOLDING = 2**31 - 1  # emitter width: never fold a quoted string over several lines
 _NULLS = ("", "~", "null", "Null", "NULL")
@@ -130,7 +122,7 @@ def add_pair(catalog_path: Path, new: NewPair) -> str:
             mode = stat.S_IMODE(target.stat().st_mode)
             text = _read_text(target, path)
         else:
-            text = NEW_CATALOG_HEADER
+            text = new_catalog_text()
 
         edit = _plan(text, path, pair_id, new)
         newline = "\r\n" if _uses_crlf(text) else "\n"

@@ -80,3 +80,23 @@ def test_a_catalog_without_profiles_paints_the_draft_on_a_cpu_under_its_defaults
     assert params.min_size == BUILTIN_PROFILES["draft"]["min_size"]
     with pytest.raises(CovergenError, match="did you mean 'draft'"):
         catalog.choose_profile("draftt", "cpu")
+
+
+def test_init_makes_a_gallery_that_checks_and_never_overwrites(tmp_path: Path, capsys):
+    folder = tmp_path / "my gallery"
+    assert cli.main(["init", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert f"cd {folder}" in out and "covergen build" in out
+    assert cli.main(["check", "--catalog", str(folder / "catalog.yaml")]) == 0
+    assert "draft (built in)" in capsys.readouterr().out
+    (folder / "catalog.yaml").write_text("# mine\n")
+    assert cli.main(["init", str(folder)]) == 2
+    assert "never overwrites" in capsys.readouterr().err
+    assert (folder / "catalog.yaml").read_text() == "# mine\n"
+    # `add` into a catalog that does not exist yet starts it with the same explanations.
+    new = tmp_path / "other" / "catalog.yaml"
+    new.parent.mkdir()
+    photo = folder / "photos" / "example-photo.jpg"
+    assert cli.main(["add", "--catalog", str(new), "--band", "B", "--album", "A",
+                     "--photo", str(photo), "--cover", str(photo), "--copy"]) == 0  # fmt: skip
+    assert "Every catalog has three profiles built in" in new.read_text()
