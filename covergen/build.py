@@ -117,6 +117,7 @@ class BuildSummary:
     devices: list[str] = field(default_factory=list)
     site: Any = None  # SiteReport when the site was rendered
     notes: list[str] = field(default_factory=list)  # said after the summary (a full disk…)
+    estimate: float | None = None  # seconds the painting was expected to take
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -198,6 +199,7 @@ class _Build:
         self.results = ResultStore(self.paths["results"], read_only=options.dry_run)
         self.build_id = 0
         self.precision = "fp32"  # resolved when the build starts
+        self.family = "cpu"  # cpu, cuda or mps: what paints (runtime.device_family)
 
     # -------------------------------------------------------------------- the steps
 
@@ -213,7 +215,8 @@ class _Build:
             # A device named but missing here is an error before anything is recorded.
             self.summary.devices = list(executor.prepare())
         kind = executor.device_kind()
-        profile = self._profile(catalog, "cpu" if kind == "cpu" else device_family(options.device))
+        self.family = "cpu" if kind == "cpu" else device_family(options.device)
+        profile = self._profile(catalog, self.family)
         # Resolved once for the build (measured once per machine): the jobs' keys name it and
         # every worker paints in it, whatever executor and process it runs in.
         self.precision = resolve_precision(options.precision, kind)
@@ -264,7 +267,8 @@ class _Build:
         catalog = load_catalog(options.catalog, strict=False)
         selected = _select(catalog, options.only)
         kind = device_kind(options.device)
-        profile = self._profile(catalog, device_family(options.device))
+        self.family = device_family(options.device)
+        profile = self._profile(catalog, self.family)
         # A dry run measures nothing: without this machine's answer yet, keys are fp32's.
         self.precision = resolve_precision(options.precision, kind, measure=False)
         self._report_invalid(catalog)
@@ -332,7 +336,36 @@ class _Build:
         )
         if self.events:
             self.events.planned(plan.to_run, len(plan.reused), self.summary.count("failed"))
+        if plan.to_run:
+            self._stage(self._cost_text(plan.to_run))
         return plan
+
+    def _cost_text(self, jobs: list[Job]) -> str:
+        """What painting will be: the profile's schedule, the precision and the time."""
+        from .estimate import estimate
+
+        params = [job.params for job in jobs]
+        covers = len({job.cover.sha256 for job in jobs if job.params.method == "fast"})
+        guess = estimate(
+            params, self.family, self.precision, self.runlog.latest(None).values(), covers
+        )
+        self.summary.estimate = guess.seconds
+        first = params[0]
+        if first.method == "gatys":
+            sizes = first.scale_sizes()
+            schedule = f"{first.size} px, " + (
+                f"{len(sizes)} scales from {sizes[0]} px, "
+                f"{first.coarse_iterations} + {first.iterations} iterations"
+                if len(sizes) > 1
+                else f"{first.iterations} iterations"
+            )
+        else:
+            schedule = f"{first.size} px, the {first.method} method"
+        noun = "job" if self.options.variants else "pair"
+        return (
+            f"profile {self.summary.profile} ({schedule}, {self.precision}): "
+            f"{counted(len(jobs), noun)} to paint, {guess.describe()}"
+        )
 
     def _check_inputs(self, jobs: list[Job], store: ImageStore) -> None:
         """Before painting, the stored copies of the jobs' inputs are checked once more; a
@@ -425,6 +458,10 @@ class _Build:
                 )
             extra["docs"] = docs
         store = ImageStore(self.paths["images"])
+        # The covers' style vectors for the live panel: torch only for a vector not cached.
+        from .stylevectors import cover_style_vectors
+
+        vectors = cover_style_vectors(catalog, self.runlog, store.find, self.options.cache_dir)
         self.summary.site = render_site(
             catalog,
             self.runlog,
@@ -433,7 +470,9 @@ class _Build:
             self.options.site_dir,
             cache_dir=self.options.cache_dir,
             extra_dirs=extra,
+            style_vectors=vectors,
         )
+        self.summary.notes.extend(self.summary.site.notes)
 
     # -------------------------------------------------------------------- helpers
 

@@ -100,3 +100,27 @@ def test_init_makes_a_gallery_that_checks_and_never_overwrites(tmp_path: Path, c
     assert cli.main(["add", "--catalog", str(new), "--band", "B", "--album", "A",
                      "--photo", str(photo), "--cover", str(photo), "--copy"]) == 0  # fmt: skip
     assert "Every catalog has three profiles built in" in new.read_text()
+
+
+def test_a_build_says_what_painting_will_cost_before_it_paints(project: Path, capsys):
+    from types import SimpleNamespace
+
+    from covergen.estimate import estimate, work_units
+    from covergen.nst import StyleParams
+
+    code = cli.main(["build", "--catalog", str(project / "catalog.yaml"), "--dry-run",
+                     "--device", "cpu"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0 and "profile draft (32 px, 3 iterations" in err
+    assert "3 pairs to paint, about" in err
+    draft = StyleParams(size=256, scales=2, min_size=128, coarse_iterations=60, iterations=60)
+    assert work_units(draft) == (60 + 50) * 128 * 128 + 60 * 256 * 256
+    prior = estimate([draft] * 9, "cpu", "fp32")
+    assert not prior.basis.startswith("from") and 60 < prior.seconds < 600
+    # This machine's own paintings, when there are some, decide the rate.
+    slow = SimpleNamespace(status="built", seconds=300.0, device="cpu",
+                           params=draft.to_dict())  # fmt: skip
+    own = estimate([draft] * 9, "cpu", "fp32", [slow, slow])
+    assert own.basis == "from 2 earlier paintings here" and own.seconds == pytest.approx(2700)
+    assert "45 min" in own.describe()
+    assert estimate([draft] * 9, "cuda", "tf32").basis.endswith("not measured")
