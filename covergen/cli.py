@@ -392,9 +392,13 @@ def run_stylize(args: argparse.Namespace) -> int:
 
     params = from_mapping(param_values(args))
     precision = resolve_precision(args.precision, device_kind(args.device))
+    from .featurecache import FeatureCache
+
     engine = Engine(
         Runtime(device=args.device, precision=precision),
         cache_dir=args.cache_dir,
+        # Features, face boxes and the fast method's cover networks, kept between runs.
+        target_cache=FeatureCache(args.cache_dir / "features"),
         weights_file=args.weights_file,
         offline=args.offline,
     )

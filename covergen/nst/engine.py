@@ -913,6 +913,7 @@ class Engine:
 # 1e-7 (the papers'), 1e-5 (a popular port's) and 1e-4 give results within 0.03 of each
 # other on every quality number at the draft size (docs/engine.md); 1e-5 is kept.
 LAPLACIAN_EPS = 1e-5
+COVER_SOURCE_SIDE = 1024  # a cover larger than this is trained on at this long side
 
 
 @dataclass
@@ -1047,6 +1048,9 @@ class _PreparedJob:
     probed: int = 0  # iterations the probe already spent on the first scale
     probe_budget: int = 0  # a probe's candidate: how many iterations it gets
     probe_history: list[dict[str, float]] = field(default_factory=list)
+    # The first cover as given (not resized nor recoloured, at most COVER_SOURCE_SIDE px): what
+    # the fast method trains a cover's network on, and keys it by.
+    cover_source: torch.Tensor | None = None
 
     @classmethod
     def create(cls, job: StylizeJob) -> _PreparedJob:
@@ -1091,6 +1095,17 @@ class _PreparedJob:
             init = imaging.pil_to_tensor(imaging.resized(job.init_image, (width, height)))
             if colour_source is not None:
                 init = imaging.luminance(init)
+        source = None
+        if p.method == "fast":
+            if len(job.styles) > 1:
+                raise ParameterError(
+                    "method",
+                    f"fast trains a network of one cover; {len(job.styles)} were given",
+                    "blend covers with method gatys or arbitrary",
+                )
+            cover = job.styles[0]
+            size = imaging.fit_long_side(*cover.size, min(max(cover.size), COVER_SOURCE_SIDE))
+            source = imaging.pil_to_tensor(imaging.resized(cover, size))
         return cls(
             p,
             content,
@@ -1100,6 +1115,7 @@ class _PreparedJob:
             blend,
             _content_map(job.content_map, p, width, height),
             init,
+            cover_source=source,
         )
 
     def with_weight(self, weight: float, probe: int = 0) -> _PreparedJob:

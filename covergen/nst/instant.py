@@ -36,6 +36,13 @@ if TYPE_CHECKING:
     from .engine import Engine, _PreparedJob
 
 MAX_WORKING_SIDE = 4096  # style_scale above 1 paints larger first: bounded
+# What, besides the fast_* parameters, decides a cover's trained network: the Gatys loss
+# it is trained with, the crops' seed and the cover's scale against the crops.
+_TRAINING_FIELDS = frozenset(
+    ("network", "weights", "pooling", "content_weight", "style_weight", "tv_weight",
+     "content_layers", "content_layer_weights", "style_layers", "style_layer_weights",
+     "style_loss", "seed", "style_scale")
+)  # fmt: skip
 
 
 class InstantMethods:
@@ -44,6 +51,7 @@ class InstantMethods:
     def __init__(self, engine: Engine):
         self.engine = engine
         self._networks: dict[str, torch.nn.Module] = {}
+        self._photos: list[torch.Tensor] | None = None  # the bundled training photos
 
     def network(self, name: str) -> Any:
         if name not in self._networks:
@@ -110,19 +118,70 @@ class InstantMethods:
         report: Callable[[str, int, int], None],
         cancel: Callable[[], bool] | None,
     ) -> torch.Tensor:
-        from .fasttrain import paint_with, trained_for
+        from .fasttrain import cover_painter
 
-        trained = trained_for(self.engine, job, report, cancel)
-        network = self.network("multistyle")
+        trained = self.trained(job, report, cancel)
+        painter = cover_painter(self.network("multistyle"), trained)
         params = job.params
         with torch.no_grad():
             content = _working(job.content, params.style_scale).to(self.engine.device)
-            image = paint_with(network, trained, content)
+            image = painter(content)
             if job.content_map is not None:
                 # No strength to lower: a protected region keeps the photo by its weight.
                 image = _blend_toward_photo(job, image, content)
         height, width = job.content.shape[-2:]
         return _resize(image.float().cpu(), width, height)
+
+    def trained(
+        self,
+        job: _PreparedJob,
+        report: Callable[[str, int, int], None],
+        cancel: Callable[[], bool] | None,
+    ) -> dict[str, torch.Tensor]:
+        """The cover's own network (what ``fasttrain`` learns): from the target cache,
+        keyed by the cover's pixels and the training's recipe, else trained now and kept.
+
+        The training set is the bundled one alone, not the catalog's photos: a cover's
+        network must not depend on which pairs a catalog holds, or adding a pair would
+        retrain every cover. A cancelled training keeps nothing."""
+        from .fasttrain import load_photos, train_cover_network, training_set_identity
+        from .params import FAST_TRAINING_VERSION, key_values
+
+        engine = self.engine
+        params = job.params
+        recipe = {
+            name: value
+            for name, value in key_values(params).items()
+            if name.startswith("fast_") or name in _TRAINING_FIELDS
+        }
+        key = engine._cache_key(
+            job.cover_source,
+            "fast",
+            FAST_TRAINING_VERSION,
+            training_set_identity(),
+            engine.weights_identity(params),
+            feedforward.MULTISTYLE_FILE.sha256,
+            engine.precision,
+            repr(sorted(recipe.items())),
+        )
+        kept = engine._cache_get(key)
+        if kept is not None and "norm.0.scale" in kept:
+            job.metrics["trained_steps"] = 0
+            return kept
+        if self._photos is None:
+            self._photos = load_photos()
+        total = params.fast_iterations
+        trained = train_cover_network(
+            engine,
+            params,
+            job.cover_source,
+            self._photos,
+            progress=lambda step, _total, _loss: report("train", step, total),
+            cancel=cancel,
+        )
+        engine._cache_put(key, trained)
+        job.metrics["trained_steps"] = total
+        return trained
 
 
 def _protected(
