@@ -38,7 +38,7 @@ from .scheduler import (
     SchedulerEvents,
     make_executor,
 )
-from .sources import FetchSettings, ImageStore
+from .sources import FetchSettings, ImageStore, NotFetchedYet
 from .text import counted
 
 PAIR_STATUSES = ("built", "reused", "failed", "cancelled", "planned")
@@ -323,6 +323,9 @@ class _Build:
                         self.precision,
                     )
                     made.setdefault(job.key, job)
+            except NotFetchedYet as exc:  # a dry run: the build would download it
+                self._finish(PairOutcome(pair.id, "planned", error=f"would download {exc.message}"))
+                continue
             except CovergenError as exc:
                 self._finish(PairOutcome(pair.id, "failed", error=exc.describe()))
                 continue

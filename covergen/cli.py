@@ -11,6 +11,7 @@ import argparse
 import os
 import signal
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,14 @@ def _metavar(spec: ParamSpec) -> str:
     }.get(spec.kind, "VALUE")
 
 
+def checked_values(args: argparse.Namespace) -> dict[str, Any]:
+    """``param_values``, each checked now: a bad value is a usage error (exit 2) before
+    anything runs, not a failed pair."""
+    values = param_values(args)
+    from_mapping(values)  # raises ParameterError(s) naming the field
+    return values
+
+
 def param_values(args: argparse.Namespace) -> dict[str, Any]:
     """The parameter options and --set values given, as raw name -> text."""
     values: dict[str, Any] = parse_assignments(args.param_set)
@@ -108,11 +117,123 @@ def env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Examples kept as written; every option's default shown (where it has one to show)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default in (None, False, [], argparse.SUPPRESS)
+            or action.option_strings == []
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+DESCRIPTION = """\
+Paint band photos in the style of their album covers, and publish them as a gallery.
+
+A catalog (catalog.yaml) lists pairs of a photo and a cover; `covergen build` paints what is
+new or changed and renders the gallery into site/.
+"""
+GETTING_STARTED = """\
+getting started:
+  covergen init my-gallery      a new gallery folder, with one example pair
+  cd my-gallery
+  covergen build                paint it and render site/ (draft on a CPU)
+  covergen serve                preview at http://127.0.0.1:8000/
+  covergen add --band NAME --album TITLE --photo photos/x.jpg --cover covers/y.jpg
+
+`covergen COMMAND --help` shows each command's options and examples.
+"""
+# Each command's description and examples, shown by `covergen COMMAND --help`.
+COMMAND_HELP: dict[str, tuple[str, str]] = {
+    "init": ("", "examples:\n  covergen init my-gallery\n  covergen init .   (here)"),
+    "stylize": (
+        "",
+        "examples:\n  covergen stylize band.jpg cover.png -o painted.png\n"
+        "  covergen stylize band.jpg cover.png -o painted.png --method arbitrary --size 1024\n"
+        "  covergen stylize band.jpg a.png b.png --style-blend 0.7,0.3 -o blend.png",
+    ),
+    "check": (
+        "Validate the catalog: every problem at once, with its line, pair, field and a hint; "
+        "every local image must exist.",
+        "examples:\n  covergen check\n  covergen check --catalog band/catalog.yaml",
+    ),
+    "build": (
+        "Paint the pairs that are new or changed (the others are reused from the cache) and "
+        "render the gallery into site/. With no profile named: draft on a CPU, final on an "
+        "NVIDIA GPU. Ctrl-C keeps what is finished; the next build resumes.",
+        "examples:\n  covergen build\n  covergen build --dry-run          what would be painted, "
+        "and how long\n  covergen build --profile preview  every pair in seconds (a network)\n"
+        "  covergen build --only my-band-my-album --set content_weight=4",
+    ),
+    "rerun": (
+        "Paint one pair again with other values, the catalog untouched (or, with --keep, "
+        "the values written into the pair's overrides). The gallery shows the build's "
+        "painting until the next build.",
+        "examples:\n  covergen rerun my-band-my-album --set content_weight=5\n"
+        "  covergen rerun my-band-my-album --set content_weight=5 --keep\n"
+        "  covergen rerun my-band-my-album -o .   (copies it here as my-band-my-album.png)",
+    ),
+    "sweep": (
+        "",
+        "examples:\n  covergen sweep my-band-my-album --set content_weight=1,2,4,8\n"
+        "  covergen sweep --set method=gatys,arbitrary -o methods.jpg",
+    ),
+    "status": (
+        "The latest run of every pair (a build or a rerun): its state, device, time, "
+        "the quality numbers and why it failed; then the last build and this machine's "
+        "precision.",
+        "example:\n  covergen status",
+    ),
+    "list": ("The catalog's pairs, their state and overrides.", "example:\n  covergen list"),
+    "clean": (
+        "Remove results no pair refers to (and, asked, unused downloads and the feature "
+        "cache). What a pair the catalog cannot read right now built is kept.",
+        "examples:\n  covergen clean --dry-run\n  covergen clean --downloads",
+    ),
+    "add": (
+        "",
+        "examples:\n  covergen add --band Wire --album 'Pink Flag' --photo photos/wire.jpg "
+        "--cover covers/pinkflag.jpg --photo-credit 'A. Person' --cover-credit 'Harvest'\n"
+        "  covergen add --band Wire --album 'Chairs Missing' --photo ~/Downloads/w.jpg "
+        "--cover ~/Downloads/c.jpg --copy",
+    ),
+    "publish": (
+        "",
+        "examples:\n  covergen publish git:git@github.com:me/gallery.git\n"
+        "  covergen publish dir:/var/www/gallery --dry-run",
+    ),
+    "serve": ("", "example:\n  covergen serve --port 8080"),
+    "score": ("", "example:\n  covergen score photo.jpg cover.png painted.png other.png"),
+    "params": ("", "examples:\n  covergen params\n  covergen params --markdown"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="covergen", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="covergen",
+        description=DESCRIPTION,
+        epilog=GETTING_STARTED,
+        formatter_class=_HelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"covergen {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", title="commands"
+    )
+
+    init = commands.add_parser(
+        "init",
+        help="start a new gallery folder: a commented catalog with one example pair",
+        description="Make FOLDER a new gallery: catalog.yaml (commented, one example pair "
+        "with its photo and cover), photos/, covers/, a Makefile and a .gitignore. Nothing "
+        "is overwritten.",
+    )
+    init.add_argument("folder", type=Path, nargs="?", default=Path("."), help="(default: .)")
 
     stylize = commands.add_parser(
         "stylize",
@@ -131,15 +252,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_runtime_options(stylize)
     stylize.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     add_param_options(stylize)
-
-    init = commands.add_parser(
-        "init",
-        help="start a new gallery folder: a commented catalog with one example pair",
-        description="Make FOLDER a new gallery: catalog.yaml (commented, one example pair "
-        "with its photo and cover), photos/, covers/, a Makefile and a .gitignore. Nothing "
-        "is overwritten.",
-    )
-    init.add_argument("folder", type=Path, nargs="?", default=Path("."), help="(default: .)")
 
     params = commands.add_parser("params", help="list the engine parameters and their defaults")
     params.add_argument("--markdown", action="store_true", help="as the docs' Markdown table")
@@ -161,6 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="show the plan; write, fetch and paint nothing"
     )
     build.add_argument("--no-site", action="store_true", help="do not render the site")
+    add_set_option(
+        build,
+        "a parameter for every pair of this build, over the catalog's values (repeatable; "
+        "never written to the catalog)",
+    )
     build.add_argument(
         "--docs-dir", type=Path, help="a built user guide (mkdocs) to publish under site/docs/"
     )
@@ -175,7 +292,18 @@ def build_parser() -> argparse.ArgumentParser:
     rerun.add_argument("pair", metavar="ID")
     add_profile_option(rerun)
     rerun.add_argument("--force", action="store_true", help="repaint even if a result exists")
-    rerun.add_argument("-o", "--output", type=Path, help="also copy the result here")
+    rerun.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="also copy the painting here (a folder: as PAIR.png in it)",
+    )
+    rerun.add_argument(
+        "--keep",
+        action="store_true",
+        help="write the --set values into the pair's overrides in the catalog (after a "
+        "successful rerun), so the next build paints with them",
+    )
     add_build_options(rerun)
     add_param_options(rerun)
 
@@ -288,6 +416,16 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("--downloads", action="store_true", help="also unused fetched images")
     clean.add_argument("--features", action="store_true", help="also the feature cache")
     clean.add_argument("--dry-run", action="store_true", help="only say what would go")
+    for name, sub in commands.choices.items():
+        description, examples = COMMAND_HELP.get(name, ("", ""))
+        sub.formatter_class = _HelpFormatter
+        if description:
+            sub.description = textwrap.fill(description, 88)
+        elif sub.description is None:
+            sub.description = next(
+                (a.help for a in commands._choices_actions if a.dest == name), None
+            )
+        sub.epilog = examples or None
     return parser
 
 
@@ -529,40 +667,72 @@ def run_build(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         render_site=not args.no_site,
         docs_dir=args.docs_dir,
+        extra=checked_values(args),
     )
     code, summary = run_with_report(options, args.quiet)
     if args.dry_run:
         printer = Printer()
         for outcome in summary.outcomes:
-            if outcome.status == "planned":
-                printer.line(f"would paint {outcome.pair} ({(outcome.key or '')[:12]})")
+            if outcome.status == "planned" and outcome.key is None:
+                printer.line(f"would download and paint {outcome.pair} ({outcome.error})")
+            elif outcome.status == "planned":
+                printer.line(f"would paint {outcome.pair} ({outcome.key[:12]})")
     return code
 
 
 def run_rerun(args: argparse.Namespace) -> int:
+    from .catalog import load_catalog
     from .console import Printer
+    from .outputs import catalog_inputs, check_output
+    from .report import quality_text
     from .stylize import export_result
 
-    if args.output:
-        from .catalog import load_catalog
-        from .outputs import catalog_inputs, check_output
-
-        check_output(args.output, catalog_inputs(load_catalog(args.catalog, strict=False)))
+    extra = checked_values(args)  # a bad --set is a usage error, before anything runs
+    if args.keep and not extra:
+        raise CovergenError(
+            "--keep writes the --set values into the catalog, and none were given",
+            field="keep",
+            hint="e.g. covergen rerun PAIR --set content_weight=5 --keep",
+        )
+    output = args.output
+    if output is not None and output.is_dir():
+        output = output / f"{args.pair}.png"  # named after the pair
+    if output is not None:
+        check_output(output, catalog_inputs(load_catalog(args.catalog, strict=False)))
     options = build_options(
         args,
         only=(args.pair,),
         force=args.force,
         profile=args.profile,
-        extra=param_values(args),
+        extra=extra,
         kind="rerun",
         render_site=False,
     )
     code, summary = run_with_report(options, args.quiet)
+    printer = Printer()
     for outcome in summary.outcomes:
-        if outcome.result is not None:
-            if args.output:
-                export_result(outcome.result, args.output)
-            Printer().line(f"{outcome.pair}: {args.output or outcome.result}")
+        if outcome.result is None:
+            continue
+        quality = quality_text(outcome.metrics)
+        printer.line(
+            f"{outcome.pair}: {outcome.status}" + (f" ({quality})" if quality else "")
+            + f"; the painting: {outcome.result}"
+        )  # fmt: skip
+        if output is not None:
+            export_result(outcome.result, output)
+            printer.line(f"copied to {output}")
+    if args.keep and code == 0:
+        from .edit import keep_overrides
+        from .nst.params import coerce
+
+        keep_overrides(args.catalog, args.pair, {n: coerce(n, v) for n, v in extra.items()})
+        values = ", ".join(f"{name}={value}" for name, value in extra.items())
+        printer.line(
+            f"kept {values} in {args.pair}'s overrides in {args.catalog}; "
+            "the next build paints with them"
+        )
+    elif args.keep:
+        printer.line("not kept: the rerun did not finish (the catalog is unchanged)")
     return code
 
 
@@ -627,22 +797,26 @@ def run_status(args: argparse.Namespace) -> int:
 
     catalog = load_catalog(args.catalog, strict=False)
     runlog, states = load_states(catalog, args.cache_dir)
+    latest = runlog.latest(None)  # builds and reruns alike: the latest run of each pair
     rows = []
     for state in states:
         r = state.record
         metrics = state.metrics
+        label = state.state + (" (shows older)" if state.stale else "")
+        newer = latest.get(state.id)
+        if newer is not None and newer.kind != "build" and (r is None or newer.build > r.build):
+            # A rerun since the build: its figures; the gallery shows the build's painting.
+            r, metrics = newer, newer.metrics
+            label = f"{newer.kind}: {newer.status}"
         when = time.strftime("%m-%d %H:%M", time.localtime(r.recorded)) if r else ""
         rows.append(
             [
                 state.id,
-                styled(
-                    state.state + (" (shows older)" if state.stale else ""),
-                    STATUS_STYLE.get(state.state, ""),
-                ),
+                styled(label, STATUS_STYLE.get(r.status if r else state.state, "")),
                 (r.device or "") if r else "",
                 str(r.iterations or "") if r else "",
                 f"{r.seconds:.0f}" if r and r.seconds else "",
-                _weight(state),
+                _weight(state) if r is state.record else _weight_of(r, metrics),
                 _score(metrics.get("content_kept")),
                 _score(metrics.get("style_taken")),
                 when,
@@ -684,6 +858,14 @@ def _weight(state: Any) -> str:
     if record is None or "content_weight" not in record.params:
         return ""
     return resolved_value("content_weight", record.params["content_weight"], state.metrics)
+
+
+def _weight_of(record: Any, metrics: Any) -> str:
+    from .nst.params import resolved_value
+
+    if record is None or "content_weight" not in record.params:
+        return ""
+    return resolved_value("content_weight", record.params["content_weight"], metrics)
 
 
 def _quality(state: Any) -> str:
@@ -961,9 +1143,11 @@ _WORKING_COMMANDS = ("build", "rerun", "sweep", "stylize", "publish", "add", "cl
 
 
 def _main(argv: Sequence[str] | None) -> tuple[int, str]:
-    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in words
     command = ""
     try:
+        _refuse_unknown_command(words)
         args = build_parser().parse_args(argv)
         command = args.command
         resolve_paths(args)
@@ -998,6 +1182,31 @@ def _main(argv: Sequence[str] | None) -> tuple[int, str]:
             "report it"
         )
         return EXIT_INTERNAL, command
+
+
+# Words people type for a command, and the command they mean.
+_MEANT = {
+    "paint": "build", "run": "build", "make": "build", "render": "build",
+    "new": "init", "create": "init", "start": "init", "preview": "serve",
+    "deploy": "publish", "upload": "publish", "ls": "list", "show": "status",
+    "validate": "check", "lint": "check", "remove": "clean", "gc": "clean",
+}  # fmt: skip
+
+
+def _refuse_unknown_command(words: Sequence[str]) -> None:
+    """A mistyped command gets a suggestion (argparse lists every choice instead)."""
+    import difflib
+
+    first = next((w for w in words if not w.startswith("-")), None)
+    if first is None or first in COMMANDS:
+        return
+    close = [_MEANT[first]] if first in _MEANT else difflib.get_close_matches(first, COMMANDS, n=1)
+    raise CovergenError(
+        f"there is no command {first!r}",
+        field="command",
+        hint=(f"did you mean {close[0]!r}? " if close else "")
+        + "`covergen --help` lists the commands",
+    )
 
 
 def _caused_by_interrupt(exc: BaseException) -> bool:

@@ -543,3 +543,86 @@ def place_image(text: str, catalog_path: Path, role: str, *, copy: bool = False)
             hint="add --copy to copy it there (photos/ or covers/), or move it there yourself",
         )
     return PlacedImage(target.relative_to(root).as_posix())
+
+
+def keep_overrides(catalog_path: Path, pair_id: str, values: Mapping[str, Any]) -> None:
+    """Write ``values`` into the overrides of pair ``pair_id`` (`rerun --keep`), editing the
+    text so that every other byte, comment and layout stays; a value the pair already
+    overrides is replaced in place. Checked with ``parse_catalog`` before the atomic write,
+    under the catalog's lock; a pair written as a flow mapping (`{band: …}`) is refused."""
+    path = Path(catalog_path)
+    target = Path(os.path.realpath(path))
+    known = {spec.name for spec in param_specs()}
+    for name in values:
+        if name not in known:
+            raise CovergenError(
+                f"unknown parameter {name!r}", field=name, hint="see covergen params"
+            )
+    with catalog_lock(target):
+        mode = stat.S_IMODE(target.stat().st_mode)
+        text = _read_text(target, path)
+        pair = parse_catalog(text, path, strict=False).pair(pair_id)  # "did you mean"
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        pairs = next(v for k, v in root.value if k.value == "pairs")
+        item = next(i for i in pairs.value if i.start_mark.line + 1 == pair.line)
+        if not isinstance(item, yaml.MappingNode) or item.flow_style:
+            raise CovergenError(
+                "is written on one line ({…}); --keep edits block mappings only",
+                pair=pair_id,
+                field="overrides",
+                hint="write the overrides into the catalog by hand",
+            )
+        newline = "\r\n" if _uses_crlf(text) else "\n"
+        key_col = item.value[0][0].start_mark.column
+        overrides = next((v for k, v in item.value if k.value == "overrides"), None)
+        edits: list[tuple[int, int, str]] = []  # (start, end, replacement), applied last first
+        if overrides is None or (
+            isinstance(overrides, yaml.ScalarNode) and overrides.value in _NULLS
+        ):
+            lines = "".join(
+                f"{' ' * (key_col + DEFAULT_STEP)}{name}: {_scalar(v, name)}{newline}"
+                for name, v in values.items()
+            )
+            if overrides is None:
+                at = _next_line_start(text, _content_end(item, text))
+                edits.append((at, at, f"{' ' * key_col}overrides:{newline}{lines}"))
+            else:
+                key_node = next(k for k, _ in item.value if k.value == "overrides")
+                at = _next_line_start(text, key_node.end_mark.index)
+                start = key_node.start_mark.index
+                edits.append((start, at, f"overrides:{newline}{lines}"))
+        elif isinstance(overrides, yaml.MappingNode) and not overrides.flow_style:
+            present = {k.value: v for k, v in overrides.value}
+            col = overrides.value[0][0].start_mark.column
+            at = _next_line_start(text, _content_end(overrides, text))
+            added = ""
+            for name, value in values.items():
+                if name in present:
+                    node = present[name]
+                    edits.append(
+                        (node.start_mark.index, _content_end(node, text), _scalar(value, name))
+                    )
+                else:
+                    added += f"{' ' * col}{name}: {_scalar(value, name)}{newline}"
+            if added:
+                edits.append((at, at, added))
+        else:
+            raise CovergenError(
+                "are written on one line ({…}); --keep edits block mappings only",
+                pair=pair_id,
+                field="overrides",
+                hint="write the overrides into the catalog by hand",
+            )
+        new_text = text
+        for start, end, replacement in sorted(edits, reverse=True):
+            new_text = new_text[:start] + replacement + new_text[end:]
+        checked = parse_catalog(new_text, path)  # raises, nothing written yet
+        kept = checked.pair(pair_id).overrides
+        if any(kept.get(name) != value for name, value in values.items()):
+            raise CovergenError(
+                "the edit did not read back as intended",
+                pair=pair_id,
+                field="overrides",
+                hint="the catalog was not changed; write the overrides by hand",
+            )
+        write_bytes(target, new_text.encode("utf-8"), mode=mode)

@@ -109,6 +109,10 @@ def resolve_local(src: str, base_dir: Path, allow_outside: bool, where: Where) -
     return target
 
 
+class NotFetchedYet(InputImageError):
+    """A remote image a read-only store (a dry run) does not hold: a build would fetch it."""
+
+
 def missing_local(src: str, base_dir: Path, allow_outside: bool, where: Where) -> None:
     """Raise InputImageError when a local ``src`` names no file (the build's own message,
     with near names: ``photos/Band.JPG`` for ``photos/band.jpg``); reads nothing."""
@@ -309,8 +313,10 @@ class ImageStore:
             if cached is not None:
                 return cached
             if self.read_only:
-                raise where.error(
-                    "has not been fetched yet; a build would download it",
+                raise NotFetchedYet(
+                    f"{where.src}: has not been fetched yet; a build would download it",
+                    pair=where.pair,
+                    field=where.field,
                     hint="run the build without --dry-run",
                 )
             raise where.error(

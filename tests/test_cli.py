@@ -316,7 +316,7 @@ def test_bad_port_and_unknown_command_are_usage_errors(project: Path):
     code, _, err = covergen(project, "serve", "--port", "99999")
     assert code == 2 and "not a port number" in err and "Traceback" not in err
     code, _, err = covergen(project, "paint")
-    assert code == 2 and "invalid choice" in err
+    assert code == 2 and "no command 'paint'" in err and "did you mean 'build'?" in err
 
 
 def test_sweep_paints_every_combination_once_and_writes_one_sheet(project: Path):

@@ -124,3 +124,52 @@ def test_a_build_says_what_painting_will_cost_before_it_paints(project: Path, ca
     assert own.basis == "from 2 earlier paintings here" and own.seconds == pytest.approx(2700)
     assert "45 min" in own.describe()
     assert estimate([draft] * 9, "cuda", "tf32").basis.endswith("not measured")
+
+
+def test_rerun_keeps_its_values_in_the_catalog_when_asked(project: Path, capsys):
+    catalog = project / "catalog.yaml"
+    before = catalog.read_text()
+    args = ["rerun", "gamma-three", "--catalog", str(catalog), "--device", "cpu", "-q"]
+    # A bad value is a usage error before anything runs; nothing is recorded.
+    assert cli.main([*args, "--set", "content_weight=-1"]) == 2
+    assert "content_weight" in capsys.readouterr().err
+    assert not (project / "cache" / "runs.sqlite").exists()
+    assert cli.main([*args, "--set", "content_weight=3", "--keep", "-o", str(project)]) == 0
+    out = capsys.readouterr().out
+    assert "gamma-three: built" in out and (project / "gamma-three.png").is_file()
+    assert "kept content_weight=3 in gamma-three's overrides" in out
+    after = catalog.read_text()
+    assert load_catalog(catalog).pair("gamma-three").overrides == {"content_weight": 3.0}
+    # Every other byte stays: the only change is the new overrides block.
+    assert after.replace("    overrides:\n      content_weight: 3.0\n", "") == before
+    # A pair that overrides already gets the value replaced in place.
+    assert cli.main(["rerun", "beta-two", "--catalog", str(catalog), "--device", "cpu", "-q",
+                     "--set", "content_weight=5", "--keep"]) == 0  # fmt: skip
+    assert load_catalog(catalog).pair("beta-two").overrides == {"content_weight": 5.0}
+    assert catalog.read_text().count("content_weight: 5") == 1
+
+
+def test_status_shows_the_latest_run_of_a_pair_a_rerun_included(project: Path, capsys):
+    catalog = str(project / "catalog.yaml")
+    assert cli.main(["build", "--catalog", catalog, "--device", "cpu", "--no-site", "-q"]) == 0
+    assert cli.main(["rerun", "alpha-one", "--catalog", catalog, "--device", "cpu", "-q",
+                     "--set", "content_weight=7"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert cli.main(["status", "--catalog", catalog]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line}
+    assert "rerun: built" in rows["alpha-one"] and " 7 " in rows["alpha-one"] + " "
+    assert "rerun" not in rows["beta-two"]
+
+
+def test_a_dry_run_says_it_would_download_and_a_mistyped_command_gets_a_suggestion(
+    project: Path, capsys
+):
+    catalog = project / "catalog.yaml"
+    catalog.write_text(
+        catalog.read_text().replace("photo: photos/b.png", "photo: https://example.org/b.png")
+    )
+    assert cli.main(["build", "--catalog", str(catalog), "--dry-run", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "would download and paint beta-two" in out and "would paint alpha-one" in out
+    assert cli.main(["biuld"]) == 2
+    assert "did you mean 'build'?" in capsys.readouterr().err
