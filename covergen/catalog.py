@@ -179,6 +179,9 @@ class Catalog:
     # Problems of single pairs, left out of ``pairs`` (only when loaded with strict=False).
     problems: tuple[Problem, ...] = ()
     build: BuildSettings = field(default_factory=BuildSettings)
+    # Every photo and cover src the file names, in pairs it can read or not: what no
+    # command may write over (a pair broken by a typo still refers to its files).
+    sources: tuple[str, ...] = ()
     # params_for's results by their merged values: most pairs share them, and checking
     # parameters is the largest cost of reading a big catalog.
     _params_memo: dict[str, StyleParams] = field(
@@ -393,6 +396,7 @@ def _parse_catalog(text: str, path: Path, *, strict: bool) -> Catalog:
         profiles=profiles,
         pairs=tuple(pairs),
         build=build,
+        sources=_every_src(entries.get("pairs")),
     )
     if not any(p.index is None for p in problems):
         problems.extend(_resolution_problems(catalog, owners))
@@ -851,6 +855,23 @@ def _params_block(
                 )
             )
     return out
+
+
+def _every_src(node: _Node | None) -> tuple[str, ...]:
+    """The src texts of every pair's photo and cover, read as leniently as can be."""
+    found: list[str] = []
+    items = node.value if node is not None and isinstance(node.value, list) else []
+    for item in items:
+        if not isinstance(item.value, dict):
+            continue
+        for role in ("photo", "cover"):
+            image = item.value.get(role)
+            if image is None:
+                continue
+            src = image.value.get("src") if isinstance(image.value, dict) else image
+            if src is not None and isinstance(src.value, str) and src.value.strip():
+                found.append(src.value.strip())
+    return tuple(dict.fromkeys(found))
 
 
 def _pairs(node: _Node | None, problems: list[Problem]) -> tuple[list[Pair], list[int]]:

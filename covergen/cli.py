@@ -552,6 +552,7 @@ def run_stylize(args: argparse.Namespace) -> int:
             content_map=args.content_map,
             init_image=args.init_image,
             extra_inputs=[(args.weights_file, "the weights file")],
+            protected=managed_folders(args),
             progress=lambda event: report.paint_progress(str(engine.device), label, event),
         )
     if not args.quiet:
@@ -627,6 +628,16 @@ def build_options(args: argparse.Namespace, **changes: Any) -> Any:
     )
 
 
+def managed_folders(args: argparse.Namespace) -> list[tuple[Path, str]]:
+    """The folders covergen manages for a command, where no result may be written."""
+    from .outputs import cache_folders
+
+    folders = [(folder, "the cache") for folder in cache_folders(args.cache_dir)]
+    if getattr(args, "site_dir", None) is not None:
+        folders.append((args.site_dir, "the site"))
+    return folders
+
+
 def resolve_paths(args: argparse.Namespace) -> None:
     """One meaning for paths: the cache and the site live in the catalog's folder unless
     given (so a command run from another folder finds what a build there made); `stylize`,
@@ -698,7 +709,8 @@ def run_rerun(args: argparse.Namespace) -> int:
     if output is not None and output.is_dir():
         output = output / f"{args.pair}.png"  # named after the pair
     if output is not None:
-        check_output(output, catalog_inputs(load_catalog(args.catalog, strict=False)))
+        catalog = load_catalog(args.catalog, strict=False)
+        check_output(output, catalog_inputs(catalog), protected=managed_folders(args))
     options = build_options(
         args,
         only=(args.pair,),

@@ -37,21 +37,45 @@ def output_format(path: Path, field: str = "output") -> str:
 
 
 def catalog_inputs(catalog: Catalog) -> list[tuple[Path, str]]:
-    """The local files a catalog refers to, each with what it is, the catalog first."""
+    """The local files a catalog refers to, each with what it is, the catalog first: the
+    images of every pair, those of pairs it cannot read right now included."""
     found: list[tuple[Path, str]] = [(catalog.path, "the catalog")]
-    for pair in catalog.pairs:
-        for role, image in (("photo", pair.photo), ("cover", pair.cover)):
-            if image.src and not url_scheme(image.src):
-                found.append((catalog.root / image.src, f"the {role} of pair {pair.id!r}"))
+    for src in catalog.sources:
+        if not url_scheme(src) and "\0" not in src:
+            found.append((catalog.root / src, f"an image the catalog refers to ({src})"))
     return found
 
 
+def cache_folders(cache_dir: Path) -> list[Path]:
+    """The cache's stores, where no result may be written (a stored download may be the only
+    copy there is); its ``sweeps/`` folder, where sheets go by default, is not one."""
+    from .cache import cache_paths
+
+    paths = cache_paths(cache_dir)
+    return [paths[name] for name in ("images", "results", "features", "derived", "runlog")] + [
+        Path(cache_dir) / "weights"
+    ]
+
+
 def check_output(
-    path: Path, inputs: Iterable[tuple[Path | None, str]], *, field: str = "output"
+    path: Path,
+    inputs: Iterable[tuple[Path | None, str]],
+    *,
+    field: str = "output",
+    protected: Iterable[tuple[Path, str]] = (),
 ) -> str:
-    """Refuse an output that would replace an input, or that cannot be written as a file;
-    return its image format. ``inputs``: (path, what it is) pairs; None paths are skipped."""
+    """Refuse an output that would replace an input, lie inside a ``protected`` folder (the
+    cache's stores, the site), or cannot be written as a file; return its image format.
+    ``inputs`` and ``protected``: (path, what it is) pairs; None inputs are skipped."""
     path = Path(path)
+    where = Path(os.path.realpath(path))
+    for folder, what in protected:
+        if where.is_relative_to(os.path.realpath(folder)):
+            raise CovergenError(
+                f"{path} lies in {what} ({folder}), which covergen manages",
+                field=field,
+                hint="write results outside it",
+            )
     try:
         info: os.stat_result | None = path.stat()
     except (FileNotFoundError, NotADirectoryError):  # the latter: a parent is a file

@@ -53,6 +53,7 @@ def stylize_files(
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
     extra_inputs: Sequence[tuple[Path | None, str]] = (),
+    protected: Sequence[tuple[Path, str]] = (),
 ) -> StylizeResult:
     """Paint the photo in the style of the cover(s) and write the result to ``output``."""
     # Refuse a bad name, a folder, or one of the inputs before an hour of painting.
@@ -65,6 +66,7 @@ def stylize_files(
             (init_image, "the starting image"),
             *extra_inputs,
         ],
+        protected=protected,
     )
     content = open_image(photo, "photo")
     styles = [open_image(path, "cover") for path in covers]

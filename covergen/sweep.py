@@ -75,7 +75,7 @@ def sweep(options: Any, pairs: Sequence[str], variants: Sequence[Mapping[str, st
     from .build import build
     from .cache import cache_paths
     from .catalog import load_catalog
-    from .outputs import catalog_inputs, check_output
+    from .outputs import cache_folders, catalog_inputs, check_output
     from .sheets import Tile, contact_sheet
     from .sources import ImageStore
     from .stylize import save_image
@@ -84,7 +84,12 @@ def sweep(options: Any, pairs: Sequence[str], variants: Sequence[Mapping[str, st
     targets = [catalog.pair(p) for p in pairs] if pairs else list(catalog.pairs)
     name = targets[0].id if len(targets) == 1 else "pairs"
     sheet = out or Path(options.cache_dir) / "sweeps" / f"{name}.jpg"
-    check_output(sheet, catalog_inputs(catalog))  # before painting, not after
+    # Before painting, not after; never into the cache's stores (a sheet in its sweeps/
+    # folder, the default, is fine) nor the site.
+    stores = [(folder, "the cache") for folder in cache_folders(options.cache_dir)]
+    check_output(
+        sheet, catalog_inputs(catalog), protected=[*stores, (options.site_dir, "the site")]
+    )
     variants = list(variants) or [{}]
     summary = build(
         dataclasses.replace(

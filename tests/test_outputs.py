@@ -92,8 +92,9 @@ def test_an_output_that_is_a_folder_is_refused_before_painting(project: Path, mo
         code = cli.main(["stylize", "photos/a.png", "covers/x.png", "-o", output])
         err = capsys.readouterr().err
         assert code == 2 and words in err and ".tmp" not in err, err
-        code = cli.main(["rerun", "alpha-one", "-o", output])
-        assert code == 2 and words in capsys.readouterr().err
+    # rerun takes a folder as where to put PAIR.png; under a file, it is refused too.
+    assert cli.main(["rerun", "alpha-one", "-o", "file/out.png"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
 
 
 def test_a_new_file_in_a_new_folder_is_a_fine_output(project: Path):
@@ -121,3 +122,30 @@ def test_any_spelling_of_a_catalog_file_is_refused_as_output(
     inputs = catalog_inputs(load_catalog(project / "catalog.yaml"))
     with pytest.raises(CovergenError, match="would replace it"):
         check_output(spelling, inputs)
+
+
+def test_a_file_of_a_pair_the_catalog_cannot_read_is_still_an_input(
+    project: Path, monkeypatch, capsys
+):
+    _painting_forbidden(monkeypatch)
+    monkeypatch.chdir(project)
+    catalog = project / "catalog.yaml"
+    catalog.write_text(catalog.read_text().replace("- band: Alpha", "- bnd: Alpha"))
+    before = (project / "photos" / "a.png").read_bytes()
+    for command in (["rerun", "beta-two", "-o", "photos/a.png"],
+                    ["sweep", "beta-two", "-o", "photos/a.png"]):  # fmt: skip
+        assert cli.main(command) == 2
+        assert "would replace it" in capsys.readouterr().err
+    assert (project / "photos" / "a.png").read_bytes() == before
+
+
+def test_no_result_is_written_into_the_cache_or_the_site(project: Path, monkeypatch, capsys):
+    _painting_forbidden(monkeypatch)
+    monkeypatch.chdir(project)
+    for where in ("cache/images/sha256/ab/stored.png", "cache/results/ab/x.png", "site/x.png"):
+        for command in (["rerun", "alpha-one", "-o", where], ["sweep", "alpha-one", "-o", where]):
+            assert cli.main(command) == 2, command
+            assert "which covergen manages" in capsys.readouterr().err
+    code = cli.main(["stylize", "photos/a.png", "covers/x.png", "--cache-dir", "cache",
+                     "-o", "cache/features/x.png"])  # fmt: skip
+    assert code == 2 and "which covergen manages" in capsys.readouterr().err
