@@ -130,6 +130,45 @@ def load_states(catalog: Catalog, cache_dir: Path) -> tuple[RunLog, list[PairSta
     return runlog, pair_states(catalog, runlog, results)
 
 
+def _check_log_complete(runlog: RunLog, results_root: Path) -> None:
+    """Refuse to clean while the run log cannot tell what is in use: records still waiting
+    in its journal (a full disk), or no log at all beside results."""
+    if runlog.journal_path.is_file():
+        with runlog.held():  # adds the journal to the log when the disk has room again
+            pass
+        if runlog.journaled:
+            raise CovergenError(
+                f"the run log has records waiting in {runlog.journal_path} (the disk was "
+                "full when they were made), so what is in use cannot be told yet",
+                field="cache",
+                hint="free some space and build, then clean",
+            )
+    if not runlog.path.is_file() and results_root.is_dir() and any(results_root.iterdir()):
+        raise CovergenError(
+            f"there is no run log ({runlog.path}) beside the paintings in {results_root}, so "
+            "what other catalogs or earlier builds use cannot be told",
+            field="cache",
+            hint="build every catalog that uses this cache first; then clean",
+        )
+
+
+def _planned(catalog: Catalog, cache_dir: Path) -> list[tuple[str | None, str | None, str | None]]:
+    """(key, photo hash, cover hash) of every job a build of ``catalog`` would plan, under
+    each of its profiles: a dry run, which fetches, writes and paints nothing."""
+    from .build import BuildOptions, build
+
+    found = []
+    for profile in catalog.all_profiles:
+        options = BuildOptions(
+            catalog=catalog.path, cache_dir=cache_dir, profile=profile, dry_run=True,
+            render_site=False,
+        )  # fmt: skip
+        for outcome in build(options).outcomes:
+            if outcome.status in ("planned", "reused"):
+                found.append((outcome.key, outcome.photo, outcome.cover))
+    return found
+
+
 @dataclass(frozen=True)
 class CleanReport:
     results_removed: int
@@ -165,6 +204,13 @@ def clean(catalog: Catalog, cache_dir: Path, *, downloads: bool = False,
         inputs.update(h for h in (record.photo, record.cover) if h)
 
     with cache_lock(cache_dir):
+        _check_log_complete(runlog, paths["results"])
+        # What the next build of this catalog would reuse, whatever the run log says (an id
+        # that changed and changed back, a log that lost rows): kept, under every profile.
+        for key, photo, cover in _planned(catalog, cache_dir):
+            if key:
+                keep.add(key)
+            inputs.update(h for h in (photo, cover) if h)
         known = runlog.latest(None)
         for kind in ("build", None):
             for pair, record in runlog.latest(kind).items():

@@ -360,13 +360,15 @@ class RunLog:
                 f"the run log {self.path} cannot be written ({exc})",
                 field="runlog",
                 hint="free disk space (or fix the folder's permissions) and build again; a "
-                "damaged run log can be deleted: it only records history",
+                "damaged run log can be moved aside (the next build starts a new one; "
+                "`covergen clean` waits until every catalog using the cache has built)",
             )
         return CovergenError(
             f"the run log {self.path} cannot be read ({exc})",
             field="runlog",
-            hint="check the file's permissions; a damaged run log can be deleted: it only "
-            "records history (the next build starts a new one)",
+            hint="check the file's permissions; a damaged run log can be moved aside (the "
+            "next build starts a new one; `covergen clean` waits until every catalog "
+            "using the cache has built)",
         )
 
     # ----------------------------------------------------------------- builds

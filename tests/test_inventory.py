@@ -158,3 +158,34 @@ def test_two_catalogs_sharing_a_cache_keep_their_own_pairs_of_one_id(project: Pa
     assert clean(load_catalog(first), cache).results_removed == 0
     assert clean(load_catalog(second), cache).results_removed == 0
     assert {keys_a["alpha-one"].key, keys_b["alpha-one"].key} <= set(results.keys())
+
+
+def test_clean_keeps_what_the_catalog_would_reuse_whatever_the_run_log_says(project: Path):
+    catalog_file = project / "catalog.yaml"
+    good = catalog_file.read_text()
+    # alpha-one built under another id, then the id goes back: the log knows my-alpha only.
+    catalog_file.write_text(good.replace("  - band: Alpha", "  - id: my-alpha\n    band: Alpha"))
+    keys = {o.pair: o.key for o in built(project).outcomes}
+    catalog_file.write_text(good)
+    report = clean(load_catalog(catalog_file), project / "cache", downloads=True)
+    assert report.results_removed == 0 and report.images_removed == 0
+    assert keys["my-alpha"] in set(ResultStore(cache_paths(project / "cache")["results"]).keys())
+    assert {o.status for o in built(project).outcomes} == {"reused"}
+
+
+def test_clean_waits_for_a_journaled_run_log_and_refuses_without_one(project: Path):
+    import pytest
+
+    from covergen.errors import CovergenError
+
+    built(project)
+    paths = cache_paths(project / "cache")
+    journal = paths["runlog"].with_name("runs.journal")
+    journal.write_bytes(b'{"op": "start", "build": -1, "kind": "build", "started": 1}\n')
+    # The disk has room again: the journal is added first, then clean goes on.
+    clean(load_catalog(project / "catalog.yaml"), project / "cache")
+    assert not journal.exists()
+    paths["runlog"].unlink()
+    with pytest.raises(CovergenError, match="no run log"):
+        clean(load_catalog(project / "catalog.yaml"), project / "cache", downloads=True)
+    assert any(paths["results"].rglob("*.png"))
