@@ -41,6 +41,7 @@ from .catalog import DEFAULT_BRANCH, SiteSettings
 from .errors import CovergenError
 from .locks import Lock, site_lock
 from .site.staging import MARKER as SITE_MARKER
+from .site.staging import REPLACED_MARKER, STAGING_MARKER
 from .text import counted, redact
 
 MARKER = ".covergen-publish"
@@ -285,7 +286,9 @@ def site_files(site_dir: Path) -> dict[str, Path]:
                 )
         for name in filenames:
             path = base / name
-            if name in (MARKER, SITE_MARKER, GIT_ENTRY) or not path.is_file():
+            if name in (MARKER, SITE_MARKER, STAGING_MARKER, REPLACED_MARKER, GIT_ENTRY):
+                continue
+            if not path.is_file():
                 continue
             files[path.relative_to(site_dir).as_posix()] = path
     return dict(sorted(files.items()))

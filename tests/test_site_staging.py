@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from covergen.site.staging import MARKER, MARKER_TEXT, StagedSite
+from covergen.site.staging import MARKER, MARKER_TEXT, REPLACED_MARKER, StagedSite
 
 
 def _killed_mid_render(site: Path) -> Path:
@@ -35,6 +36,7 @@ def test_what_a_killed_build_left_is_swept_by_the_next(tmp_path: Path):
     old = tmp_path / ".site.old-1a2b3c4d"  # a previous version, from a swap cut short
     old.mkdir()
     (old / MARKER).write_bytes(MARKER_TEXT + b"{}")
+    (old / REPLACED_MARKER).write_bytes(MARKER_TEXT)
     with StagedSite(site) as staged:
         staged.write("index.html", b"<p>new</p>")
         staged.commit()
@@ -64,3 +66,23 @@ def test_only_what_covergen_made_is_swept(tmp_path: Path):
     assert (site / "index.html").read_bytes() == b"<p>gallery</p>"
     # a new version's staging folder never reaches the site it becomes
     assert sorted(os.listdir(site)) == [MARKER, "index.html"]
+
+
+def test_a_copy_of_the_site_is_never_swept(tmp_path: Path):
+    site = tmp_path / "site"
+    with StagedSite(site) as staged:
+        staged.write("index.html", b"<p>one</p>")
+        staged.commit()
+    backups = [tmp_path / ".site.old-backup", tmp_path / ".site.old-2026_12_05"]
+    for backup in backups:
+        shutil.copytree(site, backup)  # a user's copy: it carries the site's marker
+    for version in (b"<p>two</p>", b"<p>three</p>"):
+        with StagedSite(site) as staged:
+            staged.write("index.html", version)
+            staged.commit()
+    for backup in backups:
+        assert (backup / "index.html").read_bytes() == b"<p>one</p>"
+    assert not (site / REPLACED_MARKER).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [*(b.name for b in backups), "site"]
+    )
