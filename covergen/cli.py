@@ -8,6 +8,7 @@ that paint nothing never load torch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -971,6 +972,18 @@ def run_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _catalog_files(catalog: Path) -> list[tuple[Path, str]]:
+    """What a publish may never remove: the catalog, its cache and the images it names."""
+    files = [(catalog, "the catalog"), (catalog.parent / "cache", "the cache")]
+    if catalog.is_file():
+        from .catalog import load_catalog
+        from .outputs import catalog_inputs
+
+        with contextlib.suppress(CovergenError):
+            files += catalog_inputs(load_catalog(catalog, strict=False))
+    return files
+
+
 def _site_settings(catalog: Path) -> Any:
     from .catalog import load_catalog
 
@@ -992,11 +1005,12 @@ def run_publish(args: argparse.Namespace) -> int:
     printer = Printer()
     # Ctrl-C or SIGTERM raises KeyboardInterrupt (exit 130, "interrupted"), so the snapshot,
     # the temporary repository and half-written files are removed on the way out.
+    protected = _catalog_files(args.catalog)
     with _Interrupts():
         if args.dry_run:
-            plan = plan_publish(args.site_dir, target, force=args.force)
+            plan = plan_publish(args.site_dir, target, force=args.force, protected=protected)
         else:
-            plan = publish(args.site_dir, target, force=args.force)
+            plan = publish(args.site_dir, target, force=args.force, protected=protected)
     if args.dry_run:
         for line in plan.lines():
             printer.line(line)

@@ -32,7 +32,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -234,21 +234,33 @@ def target_from_settings(
     )
 
 
-def plan_publish(site_dir: Path, target: PublishTarget, *, force: bool = False) -> PublishPlan:
+def plan_publish(
+    site_dir: Path,
+    target: PublishTarget,
+    *,
+    force: bool = False,
+    protected: Sequence[tuple[Path, str]] = (),
+) -> PublishPlan:
     """What ``publish`` would change at ``target``; changes nothing (the dry run).
 
     A git target is fetched into a temporary repository to compare trees; nothing is pushed.
     The same refusals as ``publish`` apply, so a dry run also checks the target is usable.
     """
     if target.kind == "dir":
-        dest = _checked_dir_target(site_dir, target, force)
+        dest = _checked_dir_target(site_dir, target, force, protected)
         with _site_snapshot(site_dir) as files:
             return _plan_dir(files, dest)
     with _site_snapshot(site_dir) as files:
         return _git_publish(files, target, push=False, force=force)
 
 
-def publish(site_dir: Path, target: PublishTarget, *, force: bool = False) -> PublishPlan:
+def publish(
+    site_dir: Path,
+    target: PublishTarget,
+    *,
+    force: bool = False,
+    protected: Sequence[tuple[Path, str]] = (),
+) -> PublishPlan:
     """Send the site at ``site_dir`` to ``target``; return what changed.
 
     ``force`` lets covergen replace what it did not make: a non-empty directory not marked
@@ -257,7 +269,7 @@ def publish(site_dir: Path, target: PublishTarget, *, force: bool = False) -> Pu
     What is published is one version of the site, snapshot under the site's lock.
     """
     if target.kind == "dir":
-        dest = _checked_dir_target(site_dir, target, force)
+        dest = _checked_dir_target(site_dir, target, force, protected)
         with _site_snapshot(site_dir) as files:
             return _mirror_dir(files, dest)
     with _site_snapshot(site_dir) as files:
@@ -385,8 +397,16 @@ def _link_or_copy(source: Path, target: Path) -> Path:
 # --- directory target -----------------------------------------------------------------------
 
 
-def _checked_dir_target(site_dir: Path, target: PublishTarget, force: bool) -> Path:
-    """The target directory, resolved, once it is known to be safe to mirror into."""
+def _checked_dir_target(
+    site_dir: Path,
+    target: PublishTarget,
+    force: bool,
+    protected: Sequence[tuple[Path, str]] = (),
+) -> Path:
+    """The target directory, resolved, once it is known to be safe to mirror into.
+
+    ``protected``: (path, what it is) of things a mirror must never remove, even with
+    ``--force`` (the catalog, its cache, its images): a target holding one is refused."""
     raw = Path(target.location).expanduser()
     dest = raw.resolve()
     site = Path(site_dir).resolve()
@@ -414,6 +434,13 @@ def _checked_dir_target(site_dir: Path, target: PublishTarget, force: bool) -> P
             f"{raw} is inside the site ({site_dir})",
             "the next build would publish the copy too; publish to a folder outside the site",
         )
+    for path, what in protected:
+        if Path(path).resolve().is_relative_to(dest):
+            raise refuse(
+                f"{raw} holds {what} ({path}); mirroring the site there would delete it",
+                "publish to a folder of its own, outside the catalog's folder (--force "
+                "does not change this)",
+            )
     if dest.exists() and not dest.is_dir():
         raise refuse(f"{raw} is a file, not a folder", "name a folder")
     ours = (dest / MARKER).is_file()

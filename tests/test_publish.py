@@ -793,3 +793,19 @@ def test_sigterm_during_a_dir_publish_exits_130_and_leaves_no_partial_file(site,
     assert not [p for p in out_dir.rglob("*") if p.name.endswith(".tmp")]
     assert not (out_dir / "index.html").exists()  # never half a file
     assert not leftovers(site, tmpdir)
+
+
+def test_dir_publish_never_mirrors_over_the_catalog_its_cache_or_images(project, capsys):
+    from covergen import cli
+
+    site = project.parent / f"{project.name}-site"  # built elsewhere (--site-dir)
+    site.mkdir()
+    (site / "index.html").write_text("<p>site</p>")
+    (project / "cache").mkdir()
+    before = sorted(p.relative_to(project) for p in project.rglob("*"))
+    for force in ([], ["--force"]):
+        code = cli.main(["publish", f"dir:{project}", "--catalog", str(project / "catalog.yaml"),
+                         "--site-dir", str(site), *force])  # fmt: skip
+        err = capsys.readouterr().err
+        assert code == 2 and "would delete it" in err, err
+    assert sorted(p.relative_to(project) for p in project.rglob("*")) == before
