@@ -180,29 +180,37 @@ def _open_checked(data: bytes, limits: DecodeLimits, where: Where) -> tuple[Imag
 # After a scan's header, its entropy-coded data runs to the next marker: 0xFF followed by a
 # byte that is neither a stuffed zero nor a restart marker (0xD0-0xD7).
 _NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_ANY_MARKER = re.compile(rb"\xff[^\x00\xff]")
 
 
 def jpeg_scans(data: bytes) -> int:
     """How many scans (SOS segments) the first image of a JPEG file holds, read from its
-    markers without decoding; stops at its end (EOI), so an MPO's other frames are not
-    counted. Damaged structure ends the count: the decoder reports the damage itself."""
+    markers without decoding, up to its end (EOI): an MPO's other frames are not counted.
+    Bytes where a marker is due are skipped to the next marker, as libjpeg itself does (it
+    warns and decodes on), so junk cannot hide scans from the count."""
     scans = 0
     pos = 2  # after SOI
     end = len(data)
-    while pos + 4 <= end:
+    while pos + 1 < end:
         if data[pos] != 0xFF:
-            return scans
+            found = _ANY_MARKER.search(data, pos)
+            if found is None:
+                return scans
+            pos = found.start()
+            continue
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
             continue
         if marker == 0xD9:  # EOI
             return scans
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # standalone markers
+        if marker == 0x00 or marker == 0x01 or 0xD0 <= marker <= 0xD8:  # no length follows
             pos += 2
             continue
+        if pos + 4 > end:
+            return scans
         length = int.from_bytes(data[pos + 2 : pos + 4], "big")
-        pos += 2 + length
+        pos += 2 + max(length, 2)
         if marker == 0xDA:  # SOS: a scan; skip its entropy-coded data
             scans += 1
             found = _NEXT_MARKER.search(data, pos)
