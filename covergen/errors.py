@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 
 
@@ -43,6 +44,11 @@ def interrupts_held() -> Iterator[None]:
     """Hold covergen's Ctrl-C handling for the block (an import of torch, for one), then
     raise the KeyboardInterrupt it held, if any. Main thread only, as signal handlers are."""
     global _shielded, _held
+    if threading.current_thread() is not threading.main_thread():
+        # Signals reach the main thread only: another thread's block must not make the
+        # main thread hold an interrupt that this thread would then raise (and swallow).
+        yield
+        return
     _shielded += 1
     try:
         yield

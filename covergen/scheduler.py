@@ -228,9 +228,13 @@ def collect(
 
 
 def checked_devices(names: Sequence[str]) -> list[str]:
-    """The devices named (``auto``: every GPU, else the CPU), each checked to exist here."""
+    """The devices named (``auto``: every GPU, else the CPU), each checked to exist here.
+
+    Checking imports torch, often for the first time in the build: a Ctrl-C in the middle of
+    that import is held until it is done (raised inside it, it would abort the process)."""
     try:
-        return resolve_devices(",".join(names) or "auto")
+        with interrupts_held():
+            return resolve_devices(",".join(names) or "auto")
     except ParameterError as exc:
         raise CovergenError(exc.message, field="device", hint=exc.hint) from None
 
