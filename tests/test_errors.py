@@ -29,7 +29,6 @@ def test_another_threads_block_never_makes_the_main_thread_hold_an_interrupt():
 def test_the_main_threads_block_holds_an_interrupt_and_raises_it_at_its_end():
     import pytest
 
-    with pytest.raises(KeyboardInterrupt):
-        with interrupts_held():
-            assert hold_interrupt() is True  # a Ctrl-C arrives: held
+    with pytest.raises(KeyboardInterrupt), interrupts_held():
+        assert hold_interrupt() is True  # a Ctrl-C arrives: held
     assert hold_interrupt() is False
