@@ -3,7 +3,13 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from covergen.nst import ParameterError, ParameterErrors, StyleParams, from_mapping, param_specs
-from covergen.nst.params import check_image_sizes, coerce, fit_long_side, format_value
+from covergen.nst.params import (
+    check_image_sizes,
+    coerce,
+    fit_long_side,
+    format_value,
+    probe_long_side,
+)
 
 
 def test_defaults_are_valid_and_specs_cover_every_field():
@@ -110,9 +116,10 @@ def test_replace_validates():
     scales=st.integers(1, 3),
     style_scale=st.sampled_from([0.1, 0.25, 0.5, 1.0, 2.0]),
     deepest=st.sampled_from(["relu2_1", "relu3_1", "relu4_2", "relu5_1"]),
+    auto=st.booleans(),
 )
 def test_sizes_check_accepts_exactly_what_the_network_can_pool(
-    width, height, size, scales, style_scale, deepest
+    width, height, size, scales, style_scale, deepest, auto
 ):
     """What check_image_sizes accepts, VGG's poolings can run on: every scale of the photo
     and of the cover reaches the deepest layer with at least one pixel."""
@@ -124,6 +131,7 @@ def test_sizes_check_accepts_exactly_what_the_network_can_pool(
     params = StyleParams().replace(
         size=size, scales=scales, style_scale=style_scale, style_layers=[deepest],
         content_layers=["relu2_1"], min_size=max(16, size // 2),
+        content_weight="auto" if auto else 1,
     )  # fmt: skip
     table = layer_table("vgg19")
     depth = next(info.index for info in table if info.name == deepest)
@@ -140,7 +148,8 @@ def test_sizes_check_accepts_exactly_what_the_network_can_pool(
 
     cover = (height, width)  # a cover of the transposed shape
     fits = True
-    for long_side in params.scale_sizes():
+    probe = probe_long_side(params)  # auto's candidates are painted there too
+    for long_side in [*params.scale_sizes(), *([probe] if probe else [])]:
         w, h = fit_long_side(width, height, long_side)
         sw, sh = fit_long_side(*cover, max(8, round(max(w, h) * style_scale)))
         fits = fits and reaches(w, h) and reaches(sw, sh)
@@ -149,5 +158,6 @@ def test_sizes_check_accepts_exactly_what_the_network_can_pool(
         accepted = True
     except ParameterError as exc:
         accepted = False
-        assert exc.field in ("size", "min_size", "style_scale") and "or more" in exc.hint
+        assert exc.field in ("size", "min_size", "style_scale", "content_weight")
+        assert "or more" in exc.hint
     assert accepted == fits

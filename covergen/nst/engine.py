@@ -47,6 +47,7 @@ from .params import (
     StyleParams,
     check_image_sizes,
     probe_iterations,
+    probe_long_side,
     result_size,
     shape_signature,
 )
@@ -636,8 +637,7 @@ class Engine:
         sizes = jobs[0].params.scale_sizes()
         # The coarse scale when there is one (its image is kept); else half the size, but
         # not below 64 px, where the judge's network sees little (nor above the size).
-        size = jobs[0].params.size
-        long_side = sizes[0] if len(sizes) > 1 else max(min(size, 64), size // 2)
+        long_side = probe_long_side(jobs[0].params) or sizes[0]
         height, width = jobs[0].content.shape[-2:]
         width, height = imaging.fit_long_side(width, height, long_side)
         encoder = self.encoder(jobs[0].params)

@@ -706,11 +706,23 @@ def check_image_sizes(
     need = smallest_side(params.network, [*params.content_layers, *params.style_layers])
     deepest = deepest_layer(params.network, [*params.content_layers, *params.style_layers])
     sizes = params.scale_sizes()
-    for long_side in sizes:
+    probe = probe_long_side(params)
+    for long_side in [*sizes, *([probe] if probe not in (None, *sizes) else [])]:
         width, height = fit_long_side(*content_size, long_side)
         if min(width, height) < need:
-            field = "size" if long_side == params.size else "min_size"
+            if long_side == probe and long_side not in sizes:
+                field = "content_weight"  # auto: its candidates are painted at half the size
+            else:
+                field = "size" if long_side == params.size else "min_size"
             least = math.ceil(need * max(content_size) / min(content_size))
+            if field == "content_weight":
+                raise ParameterError(
+                    field,
+                    f"auto paints its candidates at {long_side} px, where the photo "
+                    f"({content_size[0]}×{content_size[1]}) becomes {width}×{height}, too small "
+                    f"for the network: its layer {deepest} needs {need} px on the shorter side",
+                    f"use size {2 * least} or more, or a fixed content_weight (e.g. 2)",
+                )
             raise ParameterError(
                 field,
                 f"at {long_side} px the photo ({content_size[0]}×{content_size[1]}) becomes "
@@ -857,6 +869,18 @@ def key_values(params: StyleParams) -> dict[str, Any]:
 @functools.cache
 def _field_names() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(StyleParams))
+
+
+def probe_long_side(params: StyleParams) -> int | None:
+    """The long side an automatic content weight's candidates are painted at: the coarse
+    scale when there is one; else half the size, but not below 64 px, where the judge's
+    network sees little (nor above the size). None when nothing is probed."""
+    if params.method != "gatys" or params.content_weight != AUTO:
+        return None
+    sizes = params.scale_sizes()
+    if len(sizes) > 1:
+        return sizes[0]
+    return max(min(params.size, 64), params.size // 2)
 
 
 def probe_iterations(params: StyleParams) -> int:
