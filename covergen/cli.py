@@ -1155,10 +1155,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with guarded_output() as guard:
         code, command = _main(argv)
+        failure = guard.stdout.failure
+        if failure is not None and command not in _WORKING_COMMANDS:
+            # What a printing command prints is its product: an incomplete one is an error.
+            if not guard.stderr.lost:
+                sys.stderr.write(
+                    f"covergen: error: the output could not be written "
+                    f"({failure.strerror or failure}); it is incomplete\n"
+                )
+            return EXIT_USAGE
         if guard.stdout.lost and not guard.stderr.lost and command in _WORKING_COMMANDS:
-            # Said once, at the end: the reader of stdout went away, the work did not stop.
+            # Said once, at the end: the output went away, the work did not stop.
+            why = f" ({failure.strerror})" if failure is not None and failure.strerror else ""
             sys.stderr.write(
-                "covergen: the output was closed before the end; the command went on and "
+                f"covergen: the output was cut before the end{why}; the command went on and "
                 "finished (`covergen status` shows the outcome)\n"
             )
     return code

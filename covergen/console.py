@@ -150,6 +150,9 @@ class GuardedStream:
     def __init__(self, stream: TextIO | None):
         self._stream = stream
         self.lost = stream is None
+        # Why writing stopped, when it was not the reader leaving (a full disk behind
+        # `> file`): the command's printed result is then incomplete.
+        self.failure: OSError | None = None
 
     def write(self, text: str) -> int:
         if not self.lost:
@@ -179,7 +182,9 @@ class GuardedStream:
 
     def _lose(self, exc: BaseException) -> None:
         if isinstance(exc, OSError) and exc.errno not in _GONE:
-            raise exc  # a full disk behind `> file` is a real error, not a reader gone
+            # A full disk behind `> file`: the work still goes on (progress is not the
+            # product), and the command says at the end that its output is incomplete.
+            self.failure = exc
         self.lost = True
         # What the stream still buffers would fail again when Python flushes it at exit
         # ("Exception ignored … BrokenPipeError"): its descriptor now leads nowhere.

@@ -28,13 +28,26 @@ def test_a_stream_whose_reader_left_is_dropped_not_raised():
     assert absent.lost
 
 
-def test_a_full_disk_behind_the_output_is_still_an_error():
+def test_a_full_disk_behind_the_output_is_recorded_not_raised():
     class FullDisk(io.StringIO):
         def write(self, text: str) -> int:
             raise OSError(28, "No space left on device")
 
-    with pytest.raises(OSError, match="No space left"):
-        GuardedStream(FullDisk()).write("x")
+    stream = GuardedStream(FullDisk())
+    stream.write("x")
+    assert stream.lost and stream.failure is not None and stream.failure.errno == 28
+
+
+def test_a_full_disk_behind_stderr_stops_no_pair_and_behind_stdout_fails_a_listing(
+    project: Path,
+):
+    done = shell(project, "$COVERGEN build --device cpu --no-site 2>/dev/full; "
+                          'echo "status $?"')  # fmt: skip
+    assert done.stdout.splitlines()[-1] == "status 0", done.stdout + done.stderr
+    records = RunLog(project / "cache" / "runs.sqlite").latest()
+    assert {r.status for r in records.values()} == {"built"}
+    done = shell(project, "$COVERGEN list > /dev/full")
+    assert done.returncode == 2 and "could not be written" in done.stderr
 
 
 def shell(project: Path, script: str) -> subprocess.CompletedProcess:
@@ -61,7 +74,7 @@ def test_a_build_whose_output_reader_leaves_builds_every_pair(project: Path):
 def test_work_done_with_stdout_closed_is_reported_once_on_stderr(project: Path):
     done = shell(project, "$COVERGEN rerun alpha-one --device cpu >&-")
     assert done.returncode == 0, done.stderr
-    assert done.stderr.count("the output was closed before the end") == 1, done.stderr
+    assert done.stderr.count("the output was cut before the end") == 1, done.stderr
     assert RunLog(project / "cache" / "runs.sqlite").latest(None)["alpha-one"].status == "built"
 
 
