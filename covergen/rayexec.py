@@ -789,6 +789,7 @@ def join_ray(address: str, timeout: float) -> None:
     connects later disconnects.
     Raises CovergenError (field ``ray_address``), or what ``ray.init`` raised.
     """
+    check_address(address)
     ray = import_ray()
     done: queue.Queue[BaseException | None] = queue.Queue()
     lock = threading.Lock()
@@ -851,6 +852,30 @@ def _warning_left_out(function: Any, text: str) -> Iterator[None]:
         logger.removeFilter(left_out)
 
 
+def check_address(address: str) -> None:
+    """Refuse an address that is not ``auto`` nor ``HOST:PORT`` with a port of 1 to 65535,
+    before Ray reads it (Ray prints tracebacks for ``:0`` and takes ``localhost:99999``
+    for another address)."""
+    text = address.strip()
+    if text == "auto" or "://" in text:
+        return  # Ray's own words: it explains these itself
+    host, sep, port = text.rpartition(":")
+    problem = ""
+    if not sep or not host.strip("[]"):
+        problem = "is not HOST:PORT"
+    elif not port.isdigit() or not 1 <= int(port) <= 65535:
+        problem = f"has the port {port!r}, not a number from 1 to 65535"
+    elif host.startswith("[") != host.endswith("]") or any(c.isspace() for c in host):
+        problem = "has a malformed host"
+    if problem:
+        raise CovergenError(
+            f"the Ray cluster address {address!r} {problem}",
+            field="ray_address",
+            hint="give the head's HOST:PORT, as `ray start --head` prints it (e.g. "
+            "10.0.0.5:6379), or auto",
+        )
+
+
 def probe_address(address: str) -> None:
     """Refuse at once an address where nothing accepts a connection (refused, unreachable,
     unknown, or silent for ``PROBE_TIMEOUT`` seconds).
@@ -871,7 +896,7 @@ def probe_address(address: str) -> None:
             why = f"no answer within {PROBE_TIMEOUT:.0f} s"
         else:
             why = (exc.strerror or str(exc) or type(exc).__name__).lower()
-        where = "" if dialled == address else f"{dialled}: "
+        where = "" if dialled == address else f"Ray dials it as {dialled}: "
         raise CovergenError(
             f"nothing answers at the Ray cluster address {address} ({where}{why})",
             field="ray_address",

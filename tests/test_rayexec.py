@@ -452,3 +452,16 @@ def test_the_cli_offers_every_executor_and_the_address(capsys: pytest.CaptureFix
     with pytest.raises(SystemExit):
         parser.parse_args(["build", "--executor", "dask"])
     assert "invalid choice: 'dask'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("address", [":0", "localhost:99999", "host", "[::1:6379", "h:x"])
+def test_a_malformed_address_is_refused_before_ray_reads_it(address: str):
+    from covergen.errors import CovergenError
+    from covergen.rayexec import check_address
+
+    with pytest.raises(CovergenError, match="Ray cluster address") as caught:
+        check_address(address)
+    assert caught.value.field == "ray_address"
+    check_address("10.0.0.5:6379")
+    check_address("[::1]:6379")
+    check_address("auto")
