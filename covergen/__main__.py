@@ -14,7 +14,18 @@ import sys
 INTERRUPTED = 130
 
 
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM before a command sets its own handling: the same end as a Ctrl-C (130, no
+    traceback), never the default death by signal (143)."""
+    from .errors import hold_interrupt
+
+    if hold_interrupt():  # inside torch's import: raised when it is done
+        return
+    raise KeyboardInterrupt
+
+
 def run() -> int:
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         try:
             from .cli import main
