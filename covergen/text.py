@@ -29,6 +29,8 @@ _BARE_SCHEMES = {"file", "data", "ftp", "ftps", "sftp", "javascript", "mailto"}
 WEB_SCHEMES = ("http", "https")
 # A DNS label as hosts are written (underscores appear in real hosts, so they pass).
 _HOST_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?$")
+# An IPv6 literal (with a zone) and an optional port: what follows `//` when it opens with `[`.
+_BRACKETED = re.compile(r"\[[0-9A-Fa-f:.]+(?:%25[^\]]+)?\](?::\d*)?")
 # Anything printable() changes or unsafe_character() may refuse: Unicode's control characters
 # (category Cc is exactly U+0000–U+001F and U+007F–U+009F), bidi controls, lone surrogates.
 # A search for it is the fast path of both; the loops below run only when it finds one.
@@ -106,6 +108,10 @@ def web_url_problem(text: str) -> str:
         return "contains spaces or control characters"
     if url_scheme(text) not in WEB_SCHEMES:
         return "is not an http(s) address"
+    if "\\" in text.split("?", 1)[0].split("#", 1)[0]:
+        # Browsers and urllib3 read a backslash as "/", Python's urlsplit does not: the
+        # host shown would not be the host contacted.
+        return "contains a backslash"
     try:
         parts = urlsplit(text)
         port = parts.port  # parsed lazily: out of range or not a number raises here
@@ -116,14 +122,28 @@ def web_url_problem(text: str) -> str:
         return "has no host"
     if port == 0:
         return "has port 0"
+    authority = parts.netloc.rpartition("@")[2]
+    if authority.startswith("[") and not _BRACKETED.fullmatch(authority):
+        return f"has a malformed bracketed host {authority}"
     if ":" in host:  # an IPv6 address; urlsplit checked its brackets
         try:
             ipaddress.IPv6Address(host.split("%", 1)[0])
         except ValueError:
             return f"has a malformed IPv6 address [{host}]"
         return ""
+    if not host.isascii():
+        # As urllib3 reads it (IDNA 2008, strict): full-width letters, an ideographic full
+        # stop or a soft hyphen pass Python's older IDNA codec and fail the request.
+        import idna
+
+        try:
+            ascii_host = idna.encode(host, strict=True, std3_rules=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError):
+            return f"has a host name that is not a valid international name ({host})"
+    else:
+        ascii_host = host
     try:
-        ascii_host = host.encode("idna").decode("ascii")
+        ascii_host.encode("idna")
     except UnicodeError:
         return "has a host name that cannot be encoded (a label over 63 characters?)"
     labels = ascii_host.rstrip(".").split(".")

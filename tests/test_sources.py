@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 import requests
 import urllib3.util.connection
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageCms, ImageFile
 
 from covergen import __version__
@@ -783,3 +785,28 @@ def test_decoded_images_are_rgb_for_every_format() -> None:
     for fmt in ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP"):
         image = decode_image(encode(source, fmt))
         assert (image.mode, image.size) == ("RGB", (24, 20)), fmt
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    host=st.one_of(
+        st.from_regex(r"[a-z0-9-]{1,12}(\.[a-z]{2,6}){0,2}", fullmatch=True),
+        st.text(min_size=1, max_size=12).map(lambda t: t + ".com"),
+        st.from_regex(r"\[[0-9a-fv:.x]{1,10}\][a-z0-9:]{0,4}", fullmatch=True),
+    ),
+    tail=st.sampled_from(["/", "/a.png", ":8080/x", "\\\\@evil.com/", "?q=1"]),
+)
+def test_an_address_covergen_accepts_is_one_requests_fetches_from_the_host_shown(host, tail):
+    """The one reading of a web address agrees with the library that fetches: what passes
+    is prepared by requests without error, and for the host the address names."""
+    from urllib.parse import urlsplit
+
+    from covergen.text import web_url_problem
+
+    url = f"http://{host}{tail}"
+    if web_url_problem(url):
+        return
+    prepared = requests.models.PreparedRequest()
+    prepared.prepare_url(url, None)
+    ours = (urlsplit(url).hostname or "").encode("idna").decode().lower()
+    assert urlsplit(prepared.url).hostname in (ours, urlsplit(url).hostname)
