@@ -34,6 +34,13 @@ def atomic_writer(path: Path, *, mode: int | None = None) -> Iterator[BinaryIO]:
                 os.fchmod(handle.fileno(), mode)  # the umask may have masked some bits
             os.fsync(handle.fileno())
         os.replace(temp, path)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        if exc.filename is None or Path(exc.filename) == temp:
+            # Name the file being written, not the temporary one nor nothing at all (a full
+            # disk reads "No space left on device" with no path otherwise).
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
