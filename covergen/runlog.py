@@ -185,6 +185,7 @@ class RunLog:
         self.lost = 0  # records neither the database nor the journal could take
         self.failure = ""  # why the database could not be written
         self._next_temporary = -1  # build ids handed out while the database is unwritable
+        self._moved: tuple[str, ...] | None = None  # see _scope
 
     # ----------------------------------------------------------------- connections
 
@@ -487,7 +488,9 @@ class RunLog:
         def scope(db: sqlite3.Connection) -> tuple[str, tuple[Any, ...]]:
             if not _has_catalog_column(db):
                 return "0", ()
-            return "b2.catalog IS NOT NULL AND b2.catalog != ?", (catalog,)
+            mine = (catalog, *self._moved_from(db))
+            marks = ", ".join("?" for _ in mine)
+            return f"b2.catalog IS NOT NULL AND b2.catalog NOT IN ({marks})", mine
 
         return self._latest(kind, succeeded, scope, per_catalog=True)
 
@@ -533,10 +536,31 @@ class RunLog:
 
     def _scope(self, table: str, db: sqlite3.Connection) -> tuple[str, tuple[Any, ...]]:
         """The SQL condition (on the builds table named ``table``) for this catalog's rows;
-        a log from before catalogs were recorded (read, never migrated) has only shared rows."""
+        a log from before catalogs were recorded (read, never migrated) has only shared rows.
+
+        A catalog that has no rows of its own yet also claims the rows of catalogs whose
+        file no longer exists: the same catalog, moved (with its folder) or renamed."""
         if self.catalog is None or not _has_catalog_column(db):
             return "1", ()
-        return f"({table}.catalog = ? OR {table}.catalog IS NULL)", (self.catalog,)
+        moved = self._moved_from(db)
+        marks = "".join(", ?" for _ in moved)
+        return (
+            f"({table}.catalog IS NULL OR {table}.catalog IN (?{marks}))",
+            (self.catalog, *moved),
+        )
+
+    def _moved_from(self, db: sqlite3.Connection) -> tuple[str, ...]:
+        """The catalogs whose rows this one takes as its own history (see ``_scope``)."""
+        if self._moved is None:
+            own = db.execute("SELECT 1 FROM builds WHERE catalog = ? LIMIT 1", (self.catalog,))
+            if own.fetchone() is not None:
+                self._moved = ()
+            else:
+                others = db.execute(
+                    "SELECT DISTINCT catalog FROM builds WHERE catalog IS NOT NULL"
+                ).fetchall()
+                self._moved = tuple(c for (c,) in others if not Path(c).exists())
+        return self._moved
 
     def _query(
         self, make: Callable[[sqlite3.Connection], tuple[str, tuple[Any, ...]]]

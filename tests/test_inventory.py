@@ -189,3 +189,16 @@ def test_clean_waits_for_a_journaled_run_log_and_refuses_without_one(project: Pa
     with pytest.raises(CovergenError, match="no run log"):
         clean(load_catalog(project / "catalog.yaml"), project / "cache", downloads=True)
     assert any(paths["results"].rglob("*.png"))
+
+
+def test_a_catalog_moved_with_its_folder_keeps_its_history(project: Path, tmp_path_factory):
+    import shutil
+
+    keys = {o.pair: o.key for o in built(project).outcomes}
+    moved = tmp_path_factory.mktemp("moved") / "gallery"
+    shutil.move(str(project), moved)
+    catalog = load_catalog(moved / "catalog.yaml")
+    states = {s.id: s for s in load_states(catalog, moved / "cache")[1]}
+    assert {s.state for s in states.values()} == {"built"}
+    assert states["alpha-one"].record.key == keys["alpha-one"]
+    assert clean(catalog, moved / "cache").results_removed == 0
