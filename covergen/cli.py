@@ -732,6 +732,9 @@ def run_rerun(args: argparse.Namespace) -> int:
             + f"; the painting: {outcome.result}"
         )  # fmt: skip
         if output is not None:
+            # Checked again just before writing: the path may lead elsewhere by now.
+            catalog = load_catalog(args.catalog, strict=False)
+            check_output(output, catalog_inputs(catalog), protected=managed_folders(args))
             export_result(outcome.result, output)
             printer.line(f"copied to {output}")
     if args.keep and code == 0:

@@ -57,17 +57,14 @@ def stylize_files(
 ) -> StylizeResult:
     """Paint the photo in the style of the cover(s) and write the result to ``output``."""
     # Refuse a bad name, a folder, or one of the inputs before an hour of painting.
-    check_output(
-        output,
-        [
-            (photo, "the photo"),
-            *((cover, "a cover") for cover in covers),
-            (content_map, "the content map"),
-            (init_image, "the starting image"),
-            *extra_inputs,
-        ],
-        protected=protected,
-    )
+    inputs = [
+        (photo, "the photo"),
+        *((cover, "a cover") for cover in covers),
+        (content_map, "the content map"),
+        (init_image, "the starting image"),
+        *extra_inputs,
+    ]
+    check_output(output, inputs, protected=protected)
     content = open_image(photo, "photo")
     styles = [open_image(path, "cover") for path in covers]
     weight_map = open_image(content_map, "content_map") if content_map else None
@@ -81,6 +78,8 @@ def stylize_files(
         progress=progress,
         cancel=cancel,
     )
+    # Again, now: a folder on the way may have become a link to the photos meanwhile.
+    check_output(output, inputs, protected=protected)
     save_image(result.image, output)
     return result
 

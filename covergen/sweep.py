@@ -127,7 +127,11 @@ def sweep(options: Any, pairs: Sequence[str], variants: Sequence[Mapping[str, st
             pair=targets[0].id if len(targets) == 1 else None,
             hint="see the messages above; `covergen status` keeps them",
         )
-    save_image(contact_sheet(rows, tile), sheet, quality=85)
+    sheet_image = contact_sheet(rows, tile)
+    check_output(  # again: the path may lead elsewhere after the painting
+        sheet, catalog_inputs(catalog), protected=[*stores, (options.site_dir, "the site")]
+    )
+    save_image(sheet_image, sheet, quality=85)
     return SweepReport(
         sheet,
         len(variants) * len(targets),

@@ -149,3 +149,24 @@ def test_no_result_is_written_into_the_cache_or_the_site(project: Path, monkeypa
     code = cli.main(["stylize", "photos/a.png", "covers/x.png", "--cache-dir", "cache",
                      "-o", "cache/features/x.png"])  # fmt: skip
     assert code == 2 and "which covergen manages" in capsys.readouterr().err
+
+
+def test_a_path_that_leads_to_an_input_once_painting_is_done_is_refused(
+    project: Path, monkeypatch, capsys
+):
+    from covergen.nst.engine import Engine
+
+    monkeypatch.chdir(project)
+    painting = Engine.stylize
+
+    def meanwhile(self, *args, **kwargs):
+        (project / "newdir").symlink_to(project / "photos")  # while it paints
+        return painting(self, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "stylize", meanwhile)
+    before = (project / "photos" / "a.png").read_bytes()
+    code = cli.main(["stylize", "photos/a.png", "covers/x.png", "-o", "newdir/a.png",
+                     "--set", "size=32", "--set", "iterations=1", "--set", "scales=1",
+                     "--set", "content_weight=1", "--set", "protect_faces=false"])  # fmt: skip
+    assert code == 2 and "would replace it" in capsys.readouterr().err
+    assert (project / "photos" / "a.png").read_bytes() == before
