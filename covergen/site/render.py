@@ -24,6 +24,7 @@ from ..locks import site_lock
 from ..plain import plain
 from ..results import ResultStore
 from ..runlog import RunLog
+from ..stylevectors import StyleVectors
 from .gallery import (
     GalleryEntry,
     Picture,
@@ -31,6 +32,7 @@ from .gallery import (
     image_sources,
 )
 from .images import ImageDeriver
+from .live import LiveFiles, default_runtime_dirs, prepare_live
 from .staging import StagedSite, check_replaceable, unchanged_render
 from .theme import Theme
 
@@ -52,12 +54,15 @@ class SiteReport:
     removed: int  # files that no longer belong to the site
     shown: int  # pairs on the index, pending ones included
     pending: tuple[str, ...]  # ids of pairs without a result to show (shown or left out)
+    live: int = 0  # pages with the "Paint yourself" panel
+    notes: tuple[str, ...] = ()  # what the build should say (why there is no live panel…)
 
     def describe(self) -> str:
         """One line for the build's summary."""
         pending = f", {len(self.pending)} pending" if self.pending else ""
+        live = f", {self.live} with the live panel" if self.live else ""
         return (
-            f"site: {self.shown} pairs{pending}, {self.pages} pages; {self.written} files "
+            f"site: {self.shown} pairs{pending}, {self.pages} pages{live}; {self.written} files "
             f"written, {self.unchanged} unchanged, {self.removed} removed → {self.out_dir}"
         )
 
@@ -114,6 +119,8 @@ def render_site(
     templates_dir: Path | None = None,
     show_pending: bool | None = None,
     extra_dirs: Mapping[str, Path] | None = None,
+    style_vectors: StyleVectors | None = None,
+    runtime_dirs: Sequence[Path] | None = None,
 ) -> SiteReport:
     """Render the gallery into ``out_dir``, replacing the previous version in one step.
 
@@ -124,6 +131,12 @@ def render_site(
     instead of leaving them out. ``extra_dirs`` maps a folder of the site (``docs``) to a
     built folder copied in as it is, e.g. the mkdocs user guide. Files whose bytes did not
     change are kept, not rewritten.
+
+    ``style_vectors`` (the covers' vectors, computed by the build: ``covergen.stylevectors``)
+    adds the "Paint yourself" panel to pair pages and a page offering every cover, with
+    onnxruntime-web from ``runtime_dirs`` (default: ``node_modules/onnxruntime-web`` beside
+    the catalog or in the covergen checkout). When the panel cannot be made the site is
+    rendered without it and the report's ``notes`` say why.
     """
     out_dir = Path(out_dir)
     check_replaceable(out_dir)  # before any work: a folder we may not replace
@@ -134,11 +147,16 @@ def render_site(
     visible = [s for s in states if show or s.result is not None]
     sources = image_sources(visible, results, input_image)
     deriver = ImageDeriver(Path(cache_dir) / "derived")
+    paintings = frozenset(s.result.sha256 for s in visible if s.result is not None)
+    live = _live(style_vectors, catalog, Path(cache_dir) / "derived", runtime_dirs)
+    notes = _live_notes(style_vectors, live)
     extras = {
         prefix: sorted(p for p in Path(folder).rglob("*") if p.is_file())
         for prefix, folder in sorted((extra_dirs or {}).items())
     }
-    key = _render_key(settings, show, theme, states, sources, deriver.recipe, extra_dirs, extras)
+    key = _render_key(
+        settings, show, theme, states, sources, deriver.recipe, extra_dirs, extras, live
+    )
     with site_lock(out_dir):
         unchanged = unchanged_render(out_dir, key)
         if unchanged is not None:
@@ -150,9 +168,11 @@ def render_site(
                 removed=0,
                 shown=unchanged["shown"],
                 pending=tuple(unchanged["pending"]),
+                live=unchanged.get("live", 0),
+                notes=notes,
             )
         try:
-            derived = deriver.derive_all(sources)
+            derived = deriver.derive_all(sources, enlarge=paintings)
         except OSError as exc:
             raise _cannot_write(exc, deriver.root) from None
         all_entries = build_entries(states, derived)
@@ -162,17 +182,20 @@ def render_site(
 
         site = _site_view(settings)
         assets = theme.assets()
+        shown_live = live if live is not None and live.available else None
         common: dict[str, Any] = {
             "site": site,
             "assets": {name: asset.url for name, asset in assets.items()},
             "entries": entries,
             "base": "",
+            "live": shown_live,
         }
-        pages = _pages(theme, site, common, entries)
+        pages = _pages(theme, site, common, entries, shown_live)
 
         files = {f"img/{v.name}": v.path for d in derived.values() for v in d.variants}
+        live_pages = sum(1 for data in pages.values() if b"data-live=" in data)
         report = dict(pages=sum(1 for p in pages if p.endswith(".html")), shown=len(entries),
-                      pending=pending)  # fmt: skip
+                      pending=pending, live=live_pages)  # fmt: skip
         try:
             with StagedSite(out_dir) as staged:
                 for path, data in pages.items():
@@ -188,6 +211,9 @@ def render_site(
                 }  # a dict: pairs with the same inputs and parameters share one result
                 for path, source in sorted(originals.items()):
                     staged.copy(path, source)
+                if live_pages and shown_live is not None:
+                    for file in sorted(shown_live.files.values(), key=lambda f: f.path):
+                        staged.copy(file.path, file.source)
                 for prefix, paths in extras.items():
                     folder = Path((extra_dirs or {})[prefix])
                     for source in paths:
@@ -205,6 +231,35 @@ def render_site(
         removed=counts.removed,
         shown=report["shown"],
         pending=pending,
+        live=live_pages,
+        notes=notes,
+    )
+
+
+def _live(
+    vectors: StyleVectors | None,
+    catalog: Catalog,
+    derived: Path,
+    runtime_dirs: Sequence[Path] | None,
+) -> LiveFiles | None:
+    """The live panel's files, or None when the caller asked for no panel (no vectors)."""
+    if vectors is None:
+        return None
+    dirs = tuple(runtime_dirs) if runtime_dirs is not None else default_runtime_dirs(catalog.root)
+    try:
+        return prepare_live(vectors, derived, dirs)
+    except OSError as exc:  # the derived network could not be written: no panel this time
+        return LiveFiles(problem=f"cannot write {exc.filename or derived} ({exc.strerror})")
+
+
+def _live_notes(vectors: StyleVectors | None, live: LiveFiles | None) -> tuple[str, ...]:
+    if vectors is None or live is None:
+        return ()
+    if not live.available:
+        return (f"the gallery has no live panel: {live.problem}",)
+    return tuple(
+        f"the live panel leaves out the cover {sha[:12]}: {reason}"
+        for sha, reason in sorted(vectors.skipped.items())
     )
 
 
@@ -217,6 +272,7 @@ def _render_key(
     recipe: str,
     extra_dirs: Mapping[str, Path] | None,
     extras: Mapping[str, list[Path]],
+    live: LiveFiles | None,
 ) -> str:
     """The digest of everything the site is made from: when it equals the one the site was
     last rendered with, rendering again would write the very same files."""
@@ -249,6 +305,7 @@ def _render_key(
         for path in paths:
             name = str(path.relative_to(folder))
             add([prefix, name, hashlib.sha256(path.read_bytes()).hexdigest()])
+    add(live.key() if live is not None else None)
     return digest.hexdigest()
 
 
@@ -281,7 +338,11 @@ def _site_view(settings: SiteSettings) -> SiteView:
 
 
 def _pages(
-    theme: Theme, site: SiteView, common: Mapping[str, Any], entries: Sequence[GalleryEntry]
+    theme: Theme,
+    site: SiteView,
+    common: Mapping[str, Any],
+    entries: Sequence[GalleryEntry],
+    live: LiveFiles | None,
 ) -> dict[str, bytes]:
     """Every rendered page, by its path from the site's root."""
     ready = [e for e in entries if e.ready]
@@ -312,6 +373,9 @@ def _pages(
             share=_share(site, entry.result, entry.alt.result),
             structured_data=structured_data(entry, site, root="../"),
         )
+    covers = live.covers(entries) if live is not None else []
+    if covers:
+        page("live", "live.html", "live.html", covers=covers)
     page("about", "about.html", "about.html")
     # Hosts serve 404.html for a missing path at any depth: with a base URL its links are
     # made to resolve from the base path (<base href>), wherever it is served.
@@ -324,6 +388,7 @@ def _pages(
     )
     if site.base_url:
         urls = [site.absolute(""), site.absolute("about.html")]
+        urls += [site.absolute("live.html")] if covers else []
         urls += [site.absolute(e.page or "") for e in ready]
         page("sitemap", "sitemap.xml", "sitemap.xml", urls=urls)
     return pages

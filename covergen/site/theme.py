@@ -21,7 +21,15 @@ if TYPE_CHECKING:
 THEME_DIR = Path(__file__).parent / "theme"
 ASSETS = "assets"
 # Templates that render_site fills; each must exist in the user folder or the theme.
-PAGE_TEMPLATES = ("index.html", "pair.html", "about.html", "404.html", "robots.txt", "sitemap.xml")
+PAGE_TEMPLATES = (
+    "index.html",
+    "pair.html",
+    "live.html",
+    "about.html",
+    "404.html",
+    "robots.txt",
+    "sitemap.xml",
+)
 
 
 @dataclass(frozen=True)
