@@ -220,7 +220,8 @@ class _Build:
         # Resolved once for the build (measured once per machine): the jobs' keys name it and
         # every worker paints in it, whatever executor and process it runs in.
         self.precision = resolve_precision(options.precision, kind)
-        executor.settings = dataclasses.replace(executor.settings, precision=self.precision)
+        if isinstance(getattr(executor, "settings", None), ExecutorSettings):
+            executor.settings = dataclasses.replace(executor.settings, precision=self.precision)
         self.runlog.close_abandoned()  # under the lock, a "running" build is a dead one
         self.build_id = self.runlog.start_build(options.kind, profile, self.precision)
         status = "failed"

@@ -925,6 +925,19 @@ def run_add(args: argparse.Namespace) -> int:
     overrides = {
         name: coerce(name, value) for name, value in parse_assignments(args.param_set).items()
     }
+    folder = args.catalog.resolve().parent
+    if folder.is_dir() and not os.access(folder, os.W_OK):
+        # Said first: nothing else about the pair matters while it cannot be written.
+        raise CovergenError(
+            f"cannot write the catalog's folder {folder} (permission denied)",
+            field="catalog",
+            hint="add pairs to a catalog in a folder you may write to",
+        )
+    if args.catalog.exists():  # a FIFO or a device named as the catalog: refused unread
+        from .catalog import MAX_BYTES
+        from .files import read_user_file
+
+        read_user_file(args.catalog, limit=MAX_BYTES, field="catalog", what="catalog file")
     photo = place_image(args.photo, args.catalog, "photo", copy=args.copy)
     cover = place_image(args.cover, args.catalog, "cover", copy=args.copy)
     new = NewPair(
@@ -945,17 +958,24 @@ def run_add(args: argparse.Namespace) -> int:
         overrides=overrides,
     )
     root = args.catalog.resolve().parent
-    copied = []
+    copied: list[Path] = []
+    made: list[Path] = []
     try:
         for placed in (photo, cover):
             if placed.copy_from is not None and not (root / placed.src).exists():
-                (root / placed.src).parent.mkdir(parents=True, exist_ok=True)
+                folder = (root / placed.src).parent
+                if not folder.exists():
+                    folder.mkdir(parents=True)
+                    made.append(folder)
                 shutil.copy2(placed.copy_from, root / placed.src)
                 copied.append(root / placed.src)
         pair_id = add_pair(args.catalog, new)
     except BaseException:
         for path in copied:  # nothing of a refused pair stays behind
             path.unlink(missing_ok=True)
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
     printer = Printer()
     printer.line(

@@ -36,8 +36,8 @@ def fifo(project: Path) -> Path:
 @pytest.mark.parametrize(
     ("args", "field"),
     [
-        (["add", "--catalog", "fifo.png", "--band", "B", "--album", "A", "--photo", "p.png",
-          "--cover", "c.png"], "catalog"),
+        (["add", "--catalog", "fifo.png", "--band", "B", "--album", "A", "--photo",
+          "photos/a.png", "--cover", "covers/x.png"], "catalog"),
         (["score", "fifo.png", "covers/x.png", "photos/a.png"], "photo"),
         (["stylize", "photos/a.png", "fifo.png", "-o", "out.png"], "cover"),
         (["check", "--catalog", "fifo.png"], "catalog"),
@@ -53,8 +53,8 @@ def test_a_fifo_is_refused_without_waiting_for_a_writer(project: Path, fifo: Pat
 @pytest.mark.parametrize(
     ("args", "field"),
     [
-        (["add", "--catalog", "/dev/zero", "--band", "B", "--album", "A", "--photo", "p.png",
-          "--cover", "c.png"], "catalog"),
+        (["add", "--catalog", "/dev/zero", "--band", "B", "--album", "A", "--photo",
+          "photos/a.png", "--cover", "covers/x.png"], "catalog"),
         (["score", "/dev/zero", "covers/x.png", "photos/a.png"], "photo"),
         (["stylize", "photos/a.png", "covers/x.png", "--content-map", "/dev/urandom",
           "-o", "out.png"], "content_map"),

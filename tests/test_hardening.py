@@ -889,4 +889,4 @@ def test_a_run_log_that_cannot_be_written_is_a_clear_error(tmp_path: Path):
     with pytest.raises(CovergenError) as caught:
         RunLog(damaged).start_build()
     assert caught.value.field == "runlog" and "runs.sqlite" in caught.value.message
-    assert "delete" in caught.value.hint
+    assert "moved aside" in caught.value.hint

@@ -271,7 +271,7 @@ def _write_error(path: Path, exc: OSError) -> CovergenError:
     return CovergenError(
         f"cannot write {path} ({exc.strerror or exc})",
         field="site",
-        hint="free some space (or fix the permissions) there; the previous site is untouched",
+        hint="free some space (or fix the permissions) there; the site keeps its previous version",
     )
 
 
