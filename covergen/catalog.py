@@ -131,6 +131,11 @@ class SiteSettings:
     publish_branch: str = "gh-pages"
     cname: str = ""
     publish_keep_history: bool = False
+    # How much of each input the site publishes: full (the image as large as the painting,
+    # the comparison slider), thumbnail (a small copy beside the painting, no slider) or
+    # none (credit only; the file is not published). Rights differ: see docs/faq.md.
+    show_photo: str = "full"
+    show_cover: str = "full"
 
 
 # Profiles every catalog has, unless it defines one of the same name (which then wins whole):
@@ -142,6 +147,8 @@ BUILTIN_PROFILES: Mapping[str, Mapping[str, Any]] = {
     "final": {"size": 768},
     "preview": {"method": "arbitrary", "size": 768},
 }  # fmt: skip
+
+SHOW_CHOICES = ("full", "thumbnail", "none")  # site.show_photo, site.show_cover
 
 # Where `covergen build` runs the jobs: scheduler.EXECUTORS, written out so that reading a
 # catalog does not import the scheduler (a test compares).
@@ -789,6 +796,18 @@ def _site(node: _Node | None, problems: list[Problem]) -> SiteSettings:
     if node is None:
         return SiteSettings()
     values = _settings(node, SiteSettings, "site", problems)
+    for key in ("show_photo", "show_cover"):
+        if key in values and values[key] not in SHOW_CHOICES:
+            problems.append(
+                Problem(
+                    f"{printable(str(values[key]))[:40]!r} is not one of {', '.join(SHOW_CHOICES)}",
+                    field=f"site.{key}",
+                    line=node.value[key].line,
+                    hint="full shows it as large as the painting, thumbnail small, none not "
+                    "at all (its credit stays)",
+                )
+            )
+            del values[key]
     base_url = values.get("base_url", "")
     problem = web_url_problem(base_url) if base_url else ""
     if not problem and base_url and has_credentials(base_url):

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from PIL import Image, ImageFilter, ImageOps
 
-from covergen.catalog import Catalog, parse_catalog
+from covergen.catalog import Catalog, CatalogError, parse_catalog
 from covergen.errors import CovergenError
 from covergen.painter import encode_png
 from covergen.results import ResultStore
@@ -764,3 +764,35 @@ def test_theme_text_colours_meet_wcag_aa():
             ratio = contrast(colours[text], colours[surface])
             assert ratio >= 4.5, f"--{text} on --{surface}: {ratio:.2f}:1"
     assert contrast(colours["accent-ink"], colours["accent"]) >= 4.5
+
+
+def test_the_site_publishes_as_much_of_each_input_as_the_catalog_says(tmp_path, gallery):
+    from covergen.site.images import ImageDeriver
+
+    less = replace(
+        gallery.catalog,
+        site=replace(gallery.catalog.site, show_photo="none", show_cover="thumbnail"),
+    )
+    render_site(less, gallery.runlog, gallery.results, gallery.input_image, tmp_path / "less",
+                cache_dir=gallery.cache)  # fmt: skip
+    page = next((tmp_path / "less" / "pairs").glob("*.html")).read_text()
+    assert "data-compare-range" not in page and "Not shown here" in page
+    deriver = ImageDeriver(gallery.cache / "derived")
+    published = {p.name for p in (tmp_path / "less" / "img").iterdir()}
+
+    def files_of(src: str) -> set[str]:
+        sha = hashlib.sha256((gallery.root / src).read_bytes()).hexdigest()
+        key = deriver.key(sha)
+        return {name for name in published if name.startswith(key)}
+
+    for pair in gallery.catalog.pairs:
+        assert not files_of(pair.photo.src)  # the photos are not published at all
+        covers = files_of(pair.cover.src)
+        widths = [int(name.split("-")[1].split(".")[0]) for name in covers]
+        assert widths and max(widths) <= 320  # the covers as thumbnails only
+
+
+def test_show_photo_and_show_cover_take_three_values(tmp_path):
+    bad = "site: {show_photo: small}\npairs: []\n"
+    with pytest.raises(CatalogError, match=r"site\.show_photo"):
+        parse_catalog(bad, tmp_path / "catalog.yaml")

@@ -62,6 +62,14 @@ class Picture:
     def aspect(self) -> str:
         return f"{self.width} / {self.height}"
 
+    def small(self, width: int) -> Picture:
+        """Only the files at most ``width`` wide (the narrowest, if none is)."""
+
+        def kept(files: tuple[ImageFile, ...]) -> tuple[ImageFile, ...]:
+            return tuple(f for f in files if f.width <= width) or files[:1]
+
+        return replace(self, webp=kept(self.webp), jpeg=kept(self.jpeg))
+
     @property
     def unenlarged(self) -> Picture:
         """Only the files no wider than the image itself: where it is shown small (a card),
@@ -155,6 +163,8 @@ class GalleryEntry:
     previous: Neighbour | None = None
     next: Neighbour | None = None
     cover_sha256: str | None = None  # the cover shown: its style vector paints live
+    compare: bool = True  # the photo is shown as large as the painting, with the slider
+    withheld: tuple[str, ...] = ()  # roles the site does not show (show_photo/cover: none)
 
     @property
     def ready(self) -> bool:
@@ -191,11 +201,25 @@ def image_sources(
     return sources
 
 
+THUMBNAIL_WIDTH = 320  # the widest file of an input shown as a thumbnail
+
+
+def shown_input(image: Picture | None, mode: str) -> Picture | None:
+    """An input picture as the site's ``show_photo`` / ``show_cover`` says: whole, small
+    files only (thumbnail), or nothing (none; its files are then never published)."""
+    if image is None or mode == "none":
+        return None
+    return image.small(THUMBNAIL_WIDTH) if mode == "thumbnail" else image
+
+
 def build_entries(
-    states: Sequence[PairState], derived: Mapping[str, DerivedImage]
+    states: Sequence[PairState],
+    derived: Mapping[str, DerivedImage],
+    show: tuple[str, str] = ("full", "full"),
 ) -> list[GalleryEntry]:
-    """The entries to show, in the given order, with previous/next among the ready ones."""
-    entries = [_entry(state, derived) for state in states]
+    """The entries to show, in the given order, with previous/next among the ready ones;
+    ``show``: how much of the photo and of the cover (site.show_photo, site.show_cover)."""
+    entries = [_entry(state, derived, show) for state in states]
     ready = [i for i, e in enumerate(entries) if e.ready]
     for position, index in enumerate(ready):
         before = entries[ready[position - 1]] if position > 0 else None
@@ -213,12 +237,14 @@ def _with_neighbours(
     return replace(entry, previous=link(before), next=link(after))
 
 
-def _entry(state: PairState, derived: Mapping[str, DerivedImage]) -> GalleryEntry:
+def _entry(
+    state: PairState, derived: Mapping[str, DerivedImage], show: tuple[str, str]
+) -> GalleryEntry:
     pair = state.pair
     assert pair is not None  # invalid pairs are not shown
     credits = {"photo": credit_for(pair.photo), "cover": credit_for(pair.cover)}
     alt = alt_texts(pair)
-    cover = picture(derived.get(state.cover_sha256 or ""))
+    cover = shown_input(picture(derived.get(state.cover_sha256 or "")), show[1])
     result = picture(derived.get(state.result.sha256)) if state.result else None
     if state.result is None or result is None:
         # A result the site cannot show (it would not decode) is pending, never a broken image.
@@ -242,7 +268,11 @@ def _entry(state: PairState, derived: Mapping[str, DerivedImage]) -> GalleryEntr
         status="ready",
         page=f"{PAIR_DIR}/{pair.id}.html",
         result=result,
-        photo=picture(derived.get(state.photo_sha256 or "")),
+        photo=shown_input(picture(derived.get(state.photo_sha256 or "")), show[0]),
+        compare=show[0] == "full",
+        withheld=tuple(
+            role for role, mode in zip(("photo", "cover"), show, strict=True) if mode == "none"
+        ),
         cover=cover,
         original=Original(
             original_path(stored.sha256), stored.width, stored.height, _size_of(state)

@@ -175,7 +175,7 @@ def render_site(
             derived = deriver.derive_all(sources, enlarge=paintings)
         except OSError as exc:
             raise _cannot_write(exc, deriver.root) from None
-        all_entries = build_entries(states, derived)
+        all_entries = build_entries(states, derived, (settings.show_photo, settings.show_cover))
         pending = tuple(e.pair.id for e in all_entries if not e.ready)
         shown = [(s, e) for s, e in zip(states, all_entries, strict=True) if show or e.ready]
         entries = [e for _, e in shown]
