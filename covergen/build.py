@@ -155,6 +155,17 @@ def build(
         return run.run(executor)
 
 
+def render_only(options: BuildOptions) -> Any:
+    """Render the site from what is already painted (no fetching, no painting): what
+    `covergen serve --watch` does when the catalog or the templates change. Returns the
+    SiteReport; our errors as usual (a broken catalog is refused whole)."""
+    check_folders(options)
+    run = _Build(options, None, threading.Event())
+    catalog = load_catalog(options.catalog)
+    run._render_site(catalog)
+    return run.summary.site
+
+
 def check_folders(options: BuildOptions) -> None:
     """Refuse folder choices that would destroy or publish one another."""
     cache, site = options.cache_dir.resolve(), options.site_dir.resolve()

@@ -401,8 +401,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve", help="preview the site locally, under the same base path as the published one"
     )
-    add_catalog_option(serve, cache=False)
+    add_catalog_option(serve)
     serve.add_argument("--site-dir", type=Path, help=SITE_HELP)
+    serve.add_argument(
+        "--watch",
+        action="store_true",
+        help="render the site again (not the paintings) when the catalog or its templates/ "
+        "change, and reload the pages open in the browser",
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=port_number, default=8000)
     serve.add_argument("--base-path", help="default: the path of site.base_url")
@@ -1056,6 +1062,22 @@ def run_serve(args: argparse.Namespace) -> int:
         site = _site_settings(args.catalog)
         base_path = base_path_for(site.base_url if site else "")
     printer = Printer()
+    watch = None
+    if args.watch:
+        from .build import BuildOptions, render_only
+        from .serve import Watch
+
+        options = BuildOptions(
+            catalog=args.catalog, cache_dir=args.cache_dir, site_dir=args.site_dir
+        )
+
+        def rebuild() -> str:
+            report = render_only(options)
+            return f"rebuilt: {report.describe()}"
+
+        watch = Watch(
+            [args.catalog, args.catalog.parent / "templates"], rebuild, lambda t: printer.line(t)
+        )
     # Ctrl-C or SIGTERM ends the preview, also when started in the background (which
     # inherits SIGINT ignored: Python then never raises KeyboardInterrupt by itself).
     with _Interrupts():
@@ -1064,7 +1086,11 @@ def run_serve(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             base_path=base_path,
-            on_ready=lambda url: printer.line(f"serving {url} (Ctrl-C to stop)"),
+            on_ready=lambda url: printer.line(
+                f"serving {url} (Ctrl-C to stop)"
+                + ("; watching the catalog and templates/" if watch else "")
+            ),
+            watch=watch,
         )
     return 0
 

@@ -20,10 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
+import json
 import logging
 import os
 import socket
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -83,14 +87,41 @@ def normalise_base_path(base_path: str) -> str:
     return "/" + "".join(f"{p}/" for p in parts)
 
 
+# Served under the base path with --watch: the page's reload script and the site's version.
+WATCH_PREFIX = "__covergen/"
+RELOAD_SCRIPT = b"""// covergen serve --watch: reload the page when the site is rebuilt.
+(() => {
+  const url = new URL("__covergen/version", document.baseURI.replace(/[^/]*$/, ""));
+  const here = document.currentScript && document.currentScript.src;
+  const base = here ? new URL("version", here) : url;
+  let seen = null;
+  setInterval(async () => {
+    try {
+      const answer = await fetch(base, { cache: "no-store" });
+      const version = (await answer.json()).version;
+      if (seen !== null && version !== seen) location.reload();
+      seen = version;
+    } catch (error) { /* the preview stopped: nothing to reload */ }
+  }, 1000);
+})();
+"""
+
+
 class SiteServer(ThreadingHTTPServer):
-    """An HTTP server for one built site under one base path."""
+    """An HTTP server for one built site under one base path.
+
+    ``watch``: pages get a script that reloads them when ``version`` changes (the site was
+    rebuilt); the files on disk are never changed for it."""
 
     daemon_threads = True  # a hung browser connection must not keep the command alive
 
-    def __init__(self, address: tuple[str, int], site_dir: Path, base_path: str):
+    def __init__(
+        self, address: tuple[str, int], site_dir: Path, base_path: str, *, watch: bool = False
+    ):
         self.site_dir = site_dir.resolve()
         self.base_path = normalise_base_path(base_path)
+        self.watch = watch
+        self.version = 0
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         handler = functools.partial(SiteRequestHandler, directory=str(self.site_dir))
@@ -120,6 +151,16 @@ class SiteRequestHandler(SimpleHTTPRequestHandler):
     def send_head(self):  # type: ignore[no-untyped-def]
         base = self.server.base_path
         path = unquote(urlsplit(self.path).path)
+        if self.server.watch and path.startswith(base + WATCH_PREFIX):
+            return self._watch_answer(path[len(base + WATCH_PREFIX) :])
+        if self.server.watch and (
+            path.endswith((".html", "/")) or "." not in path.rsplit("/", 1)[-1]
+        ):
+            page = Path(self.translate_path(self.path))
+            if page.is_dir():
+                page = page / "index.html"
+            if page.suffix == ".html" and page.is_file():
+                return self._page_with_reload(page)
         if base != "/" and path in ("/", base.rstrip("/")):
             query = urlsplit(self.path).query
             self.send_response(HTTPStatus.MOVED_PERMANENTLY)
@@ -154,6 +195,35 @@ class SiteRequestHandler(SimpleHTTPRequestHandler):
             return nowhere  # a link inside the site must not lead out of it
         text = str(resolved)
         return text + "/" if request.endswith("/") and resolved.is_dir() else text
+
+    def _watch_answer(self, name: str):  # type: ignore[no-untyped-def]
+        if name == "version":
+            body = json.dumps({"version": self.server.version}).encode()
+            kind = CONTENT_TYPES[".json"]
+        elif name == "reload.js":
+            body, kind = RELOAD_SCRIPT, CONTENT_TYPES[".js"]
+        else:
+            self.send_error(HTTPStatus.NOT_FOUND)
+            return None
+        return self._bytes(body, kind)
+
+    def _page_with_reload(self, page: Path):  # type: ignore[no-untyped-def]
+        try:
+            body = page.read_bytes()
+        except OSError:
+            self.send_error(HTTPStatus.NOT_FOUND)
+            return None
+        script = f'<script src="{self.server.base_path}{WATCH_PREFIX}reload.js" defer></script>'
+        at = body.rfind(b"</body>")
+        body = body[:at] + script.encode() + body[at:] if at >= 0 else body + script.encode()
+        return self._bytes(body, CONTENT_TYPES[".html"])
+
+    def _bytes(self, body: bytes, kind: str):  # type: ignore[no-untyped-def]
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        return io.BytesIO(body)
 
     def list_directory(self, path: str | os.PathLike[str]):  # type: ignore[no-untyped-def]
         self.send_error(HTTPStatus.NOT_FOUND)  # no listings
@@ -216,7 +286,12 @@ def check_site(site_dir: Path) -> None:
 
 
 def make_server(
-    site_dir: Path, *, host: str = "127.0.0.1", port: int = 8000, base_path: str = "/"
+    site_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    base_path: str = "/",
+    watch: bool = False,
 ) -> SiteServer:
     """A server for ``site_dir`` under ``base_path``, bound but not yet serving.
 
@@ -230,7 +305,7 @@ def make_server(
             f"{port} is not a port number", field="port", hint="use 1–65535, or 0 for any free one"
         )
     try:
-        return SiteServer((host, port), site_dir, base_path)
+        return SiteServer((host, port), site_dir, base_path, watch=watch)
     except (OSError, OverflowError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise CovergenError(
@@ -247,14 +322,62 @@ def serve(
     port: int = 8000,
     base_path: str = "/",
     on_ready: Callable[[str], None] | None = None,
+    watch: Watch | None = None,
 ) -> None:
     """Serve ``site_dir`` under ``base_path`` until interrupted (Ctrl-C returns normally).
 
     ``on_ready`` receives the site's URL once the server listens (the CLI prints it).
+    ``watch``: rebuild the site when its sources change, and reload the pages open.
     """
-    server = make_server(site_dir, host=host, port=port, base_path=base_path)
+    server = make_server(
+        site_dir, host=host, port=port, base_path=base_path, watch=watch is not None
+    )
+    stop = threading.Event()
     with server:
         if on_ready is not None:
             on_ready(server.url)
-        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a preview ends
-            server.serve_forever()
+        if watch is not None:
+            threading.Thread(
+                target=watch.run, args=(server, stop), name="covergen-watch", daemon=True
+            ).start()
+        try:
+            with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a preview ends
+                server.serve_forever()
+        finally:
+            stop.set()
+
+
+@dataclass
+class Watch:
+    """What `serve --watch` watches (files or folders, by their files' sizes and times)
+    and how it rebuilds; ``rebuild`` returns a line to say, and raises CovergenError to
+    say what is wrong (the site stays as it was)."""
+
+    paths: list[Path]
+    rebuild: Callable[[], str]
+    say: Callable[[str], None]
+    interval: float = 0.5
+
+    def state(self) -> tuple[tuple[str, int, int], ...]:
+        seen = []
+        for path in self.paths:
+            files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+            for file in files:
+                with contextlib.suppress(OSError):
+                    info = file.stat()
+                    seen.append((str(file), info.st_mtime_ns, info.st_size))
+        return tuple(seen)
+
+    def run(self, server: SiteServer, stop: threading.Event) -> None:
+        last = self.state()
+        while not stop.wait(self.interval):
+            now = self.state()
+            if now == last:
+                continue
+            last = now
+            try:
+                self.say(self.rebuild())
+            except CovergenError as exc:
+                self.say(f"not rebuilt: {exc.describe()}")
+                continue
+            server.version += 1

@@ -177,3 +177,51 @@ def test_hostile_paths_answer_404_or_stay_on_this_site(root_server):
     assert not headers.get("Location", "/").startswith("//")  # never another host
     status, _, _ = get(root_server, "/.covergen-site")  # the marker is not part of the site
     assert status == 404
+
+
+def test_watch_rebuilds_when_a_source_changes_and_pages_learn_of_it(site: Path, tmp_path: Path):
+    import json
+
+    from covergen.serve import Watch
+
+    source = tmp_path / "catalog.yaml"
+    source.write_text("a")
+    rebuilt = threading.Event()
+    said: list[str] = []
+
+    def rebuild() -> str:
+        rebuilt.set()
+        return "rebuilt"
+
+    server = make_server(site, port=0, base_path="/covergen/", watch=True)
+    watch = Watch([source], rebuild, said.append, interval=0.01)
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch.run, args=(server, stop), daemon=True)
+    for _ in running(server):
+        watcher.start()
+        host, port = server.server_address[:2]
+
+        def get(path: str, host: str = host, port: int = port) -> tuple[int, bytes]:
+            connection = http.client.HTTPConnection(host, port, timeout=10)
+            connection.request("GET", path)
+            answer = connection.getresponse()
+            return answer.status, answer.read()
+
+        status, page = get("/covergen/about")
+        assert status == 200 and b"__covergen/reload.js" in page
+        assert (site / "about.html").read_bytes() == b"about"  # the file is untouched
+        assert json.loads(get("/covergen/__covergen/version")[1])["version"] == 0
+        source.write_text("a change")
+        assert rebuilt.wait(10)
+        stop.set()
+        watcher.join(10)
+        assert json.loads(get("/covergen/__covergen/version")[1])["version"] == 1
+        assert said == ["rebuilt"]
+        assert get("/covergen/__covergen/reload.js")[0] == 200
+
+
+def test_without_watch_pages_are_served_as_they_are(root_server: SiteServer):
+    host, port = root_server.server_address[:2]
+    connection = http.client.HTTPConnection(host, port, timeout=10)
+    connection.request("GET", "/about")
+    assert connection.getresponse().read() == b"about"

@@ -25,6 +25,7 @@ from ..plain import plain
 from ..results import ResultStore
 from ..runlog import RunLog
 from ..stylevectors import StyleVectors
+from ..text import counted
 from .gallery import (
     GalleryEntry,
     Picture,
@@ -62,8 +63,9 @@ class SiteReport:
         pending = f", {len(self.pending)} pending" if self.pending else ""
         live = f", {self.live} with the live panel" if self.live else ""
         return (
-            f"site: {self.shown} pairs{pending}, {self.pages} pages{live}; {self.written} files "
-            f"written, {self.unchanged} unchanged, {self.removed} removed → {self.out_dir}"
+            f"site: {counted(self.shown, 'pair')}{pending}, {counted(self.pages, 'page')}"
+            f"{live}; {counted(self.written, 'file')} written, {self.unchanged} unchanged, "
+            f"{self.removed} removed → {self.out_dir}"
         )
 
 
