@@ -10,7 +10,9 @@ raw), ``OUT/*.jpg`` (sheets). Tested on the CPU with ``--quick`` (tiny sizes, sa
    (halving), then a job that fits nowhere on the GPU (the CPU fallback);
 4. coarse-to-fine against one scale at 512 and 1024 px, judged (scripts/bench.py scales);
 5. the peer benchmark (scripts/peers.py) at 512 px;
-6. the sample catalog built with the final profile, end to end.
+6. the feed-forward methods: arbitrary and fast paintings a minute at 512 px (batched), and a
+   cover's own network trained with the default recipe (goal ≤ 20 s);
+7. the sample catalog built with the final profile, end to end.
 
 Usage (there): python scripts/gpu_check.py --out "$OUT"   (scripts/gpu_check.sh sets it up)
 """
@@ -241,6 +243,73 @@ def scales(report: Report, device: str, sizes: list[int], budgets: list[int],
            deadline)  # fmt: skip
 
 
+def feedforward(report: Report, device: str, size: int, batch: int, quick: bool,
+                deadline: float) -> None:  # fmt: skip
+    """Paintings a minute by the arbitrary and the fast networks (batches of ``batch``
+    photos at ``size`` px), and the time a cover's network takes to train (fast)."""
+    from covergen.nst import imaging
+    from covergen.nst.fasttrain import cover_painter, load_photos, train_cover_network
+    from covergen.nst.feedforward import (
+        load_multistyle,
+        load_predictor,
+        load_transformer,
+        predict_style,
+    )
+
+    photo_image, cover_image = images()
+    engine = Engine(Runtime(device=device), cache_dir=ROOT / "cache", offline=True)
+    dev = engine.device
+    photo = imaging.pil_to_tensor(photo_image.resize((size, size))).to(dev)
+    photos = photo.expand(batch, -1, -1, -1).contiguous()
+    cover = imaging.pil_to_tensor(cover_image)
+
+    def rate(paint: Callable[[], object], label: str) -> float:
+        paint()  # warm: kernels chosen, memory taken
+        sync()
+        start, rounds = time.perf_counter(), 0
+        while rounds < 3 or time.perf_counter() - start < 5:
+            paint()
+            rounds += 1
+            if time.perf_counter() > deadline:
+                break
+        sync()
+        per_minute = 60 * rounds * batch / (time.perf_counter() - start)
+        report.line(f"- {label}: **{per_minute:,.0f} paintings a minute** "
+                    f"({batch} × {size} px a batch, {engine.precision})")  # fmt: skip
+        return per_minute
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    predictor, transformer = load_predictor(dev), load_transformer(dev)
+    with torch.no_grad():
+        vector = predict_style(predictor, imaging.pil_to_tensor(
+            cover_image.resize((256, 256))).to(dev))  # fmt: skip
+        arbitrary = rate(lambda: transformer(photos, vector.expand(batch, -1)), "arbitrary")
+    params = StyleParams(method="fast")
+    if quick:
+        params = params.replace(fast_iterations=3, fast_size=64)
+    start = time.perf_counter()
+    steps: list[float] = []
+    trained = train_cover_network(
+        engine, params, cover, load_photos(), progress=lambda *_: steps.append(time.perf_counter())
+    )
+    sync()
+    train_s = time.perf_counter() - start
+    report.line(f"- a cover's network (fast), {params.fast_iterations} steps × "
+                f"{params.fast_batch} crops of {params.fast_size} px: **{train_s:.1f} s** "
+                f"(goal ≤ 20 s)")  # fmt: skip
+    painter = cover_painter(load_multistyle(dev), trained)
+    with torch.no_grad():
+        fast = rate(lambda: painter(photos), "fast")
+        painted = painter(photo[:1]).clamp(0, 1).cpu()
+    imaging.tensor_to_pil(painted).save(report.out / "fast-0.jpg", quality=88)
+    report.save("feedforward", {"size": size, "batch": batch, "arbitrary_per_minute": arbitrary,
+                                "fast_per_minute": fast, "fast_train_s": train_s,
+                                "fast_steps": len(steps)})  # fmt: skip
+
+
 def sample_build(report: Report, device: str, deadline: float) -> None:
     work = Path(tempfile.mkdtemp(prefix="covergen-gpu-"))
     try:
@@ -294,10 +363,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     section(report, "Out of memory: halving, then the CPU", 20 if quick else 45,
             lambda end: memory_path(report, device, end))  # fmt: skip
-    section(report, "Coarse-to-fine against one scale, judged", 40 if quick else 100,
+    section(report, "The feed-forward methods", 60,
+            lambda end: feedforward(report, device, 64 if quick else 512, 2 if quick else 32,
+                                    quick, end))  # fmt: skip
+    section(report, "Coarse-to-fine against one scale, judged", 40 if quick else 80,
             lambda end: scales(report, device, [64] if quick else [512, 1024],
                                [3] if quick else [6, 20], end))  # fmt: skip
-    section(report, "Peer benchmark", 60 if quick else 90,
+    section(report, "Peer benchmark", 60 if quick else 80,
             lambda end: peers(report, device, 64 if quick else 512, end))  # fmt: skip
     if not quick:
         section(report, "The sample catalog, final profile", 80,

