@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -17,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import gradient_photo
@@ -74,9 +76,11 @@ def test_markup_and_escapes_in_data_are_printed_as_text(project: Path):
     assert "[/x] is not a year" in done.stderr and "Traceback" not in done.stderr
     done = command(project, "status")
     assert done.returncode == 0 and "Traceback" not in done.stderr
-    assert "[bold red]Beta[/]" not in done.stdout or "bold-red-beta" in done.stdout
+    assert "bold-red-beta-two" in done.stdout  # the pair's id, from its name
     done = command(project, "list")
-    assert done.returncode == 0 and "[/x]" in done.stdout
+    assert done.returncode == 0 and "Traceback" not in done.stderr
+    # The markup in the data is printed as it was written, not read as markup.
+    assert "[/x]" in done.stdout and "[bold red]Beta[/]" in done.stdout
 
 
 def test_control_characters_never_reach_the_terminal():
@@ -297,14 +301,14 @@ def test_ctrl_c_during_the_import_of_torch_is_held_until_the_import_is_done():
     finished = []
     with cli._Interrupts(), pytest.raises(KeyboardInterrupt), interrupts_held():
         with interrupts_held():  # nested: held until the outermost block ends
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)  # the handler runs here, and returns
+            # Delivered to this thread before raise_signal returns; the Python handler
+            # runs at the next bytecode, holds the interrupt and returns.
+            signal.raise_signal(signal.SIGINT)
             finished.append("inner")
         finished.append("outer")
     assert finished == ["inner", "outer"]
     with cli._Interrupts(), pytest.raises(KeyboardInterrupt):  # outside: at once
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.05)
+        signal.raise_signal(signal.SIGINT)
         finished.append("never")
     assert finished == ["inner", "outer"]
 
@@ -447,11 +451,28 @@ def test_a_briefly_missing_photo_keeps_the_painting_on_the_site(project: Path):
     assert "shows older" in done.stdout
 
 
-def test_two_builds_with_different_caches_do_not_sweep_each_others_site_staging(project: Path):
+def test_two_builds_with_different_caches_do_not_sweep_each_others_site_staging(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import covergen.locks as locks
     from covergen.locks import site_lock
 
+    # The build's site lock polls while another holder has it: the first poll says it waits.
+    waiting = threading.Event()
+
+    def poll(seconds: float) -> None:
+        waiting.set()
+        time.sleep(seconds)
+
+    monkeypatch.setattr(locks, "time", SimpleNamespace(monotonic=time.monotonic, sleep=poll))
+    from covergen.site.staging import MARKER_TEXT, STAGING_MARKER
+
+    staging = project / ".site.new-other"
     with site_lock(project / "site"):
-        started = time.monotonic()
+        # The staging of another build (another cache), which holds the lock while it renders.
+        staging.mkdir()
+        (staging / STAGING_MARKER).write_bytes(MARKER_TEXT)
+        (staging / "index.html").write_text("theirs")
         thread_error: list[BaseException] = []
 
         def render() -> None:
@@ -463,8 +484,12 @@ def test_two_builds_with_different_caches_do_not_sweep_each_others_site_staging(
 
         worker = threading.Thread(target=render)
         worker.start()
-        time.sleep(0.5)
-        assert worker.is_alive() or time.monotonic() - started < 0.5  # it waits for the lock
+        while not waiting.wait(0.05):
+            assert worker.is_alive(), "the build finished without waiting for the site lock"
+        # While it waits, the other build's staging and the site are as they were.
+        assert worker.is_alive() and (staging / "index.html").read_text() == "theirs"
+        assert not (project / "site" / "index.html").exists()
+        shutil.rmtree(staging)  # the other build finishes and cleans up after itself
     worker.join(300)
     assert not thread_error and (project / "site" / "index.html").is_file()
 
