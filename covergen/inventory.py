@@ -92,6 +92,8 @@ def pair_states(catalog: Catalog, runlog: RunLog, results: ResultStore) -> list[
     """Each catalog pair (then each invalid one) with its state, in catalog order."""
     latest = runlog.latest("build")
     succeeded = runlog.latest("build", succeeded=True)
+    # Each result read and verified once, however many pairs share it.
+    verified: dict[str, ResultRecord | None] = {}
     states = []
     for pair in catalog.pairs:
         if not SLUG.match(pair.id):
@@ -104,7 +106,10 @@ def pair_states(catalog: Catalog, runlog: RunLog, results: ResultStore) -> list[
                 continue
             # Results are addressed by content: two pairs with the same inputs and
             # parameters share one, so the record's pair name is not checked.
-            found = results.get(candidate.key) if candidate.key else None
+            key = candidate.key
+            if key and key not in verified:
+                verified[key] = results.get(key)
+            found = verified[key] if key else None
             if found is not None:
                 result, path, shown = found, results.image_path(found.key), candidate
                 break

@@ -122,10 +122,19 @@ def plan_jobs(
     *,
     force: bool = False,
 ) -> Plan:
-    """Split jobs into those to run and finished results to reuse (``force``: run all)."""
+    """Split jobs into those to run and finished results to reuse (``force``: run all).
+
+    Each distinct key is looked up (and its result verified) once, however many pairs share
+    it: pairs with the same inputs and parameters are one result."""
     plan = Plan()
+    records: dict[str, ResultRecord | None] = {}
     for job in jobs:
-        record = None if force else results.get(job.key)
+        if force:
+            record = None
+        elif job.key in records:
+            record = records[job.key]
+        else:
+            record = records[job.key] = results.get(job.key)
         if record is None:
             plan.to_run.append(job)
         else:

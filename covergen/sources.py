@@ -9,9 +9,12 @@ the store, so the store only ever holds usable images::
     root/urls/<sha256(url)>.json   per URL: ETag, Last-Modified and the hash of its bytes
 
 Bytes once decoded are known by their hash: a rebuild reads and hashes its sources, and
-decodes none that the store already knows. Remote images are revalidated with If-None-Match /
-If-Modified-Since; when the server says 304, or cannot be reached, or the build is offline,
-the stored copy is used, re-hashed first: a corrupt one is deleted and fetched again.
+decodes none that the store already knows. Within one build (one ``ImageStore``), a dry
+run's too, each distinct image is decoded at most once however many pairs refer to it, and its
+stored copy is hashed once unless that file changes meanwhile. Remote images are revalidated
+with If-None-Match / If-Modified-Since; when the server says 304, or cannot be reached, or
+the build is offline, the stored copy is used, re-hashed first: a corrupt one is deleted and
+fetched again.
 """
 
 from __future__ import annotations
@@ -181,6 +184,12 @@ class ImageStore:
         self._session = session
         self._owns_session = session is None
         self._prepared = False
+        # What this store learnt during its build, by the hash of the bytes: the size and
+        # format a decode (or a record) gave, so that an image that a thousand pairs share is
+        # decoded once; and the stored copies already hashed, with their stat then, so that
+        # each is read again only when it changed.
+        self._sizes: dict[str, tuple[int, int, str]] = {}
+        self._checked: dict[str, tuple[Path, tuple[int, int, int, int]]] = {}
 
     def __enter__(self) -> ImageStore:
         return self
@@ -375,10 +384,12 @@ class ImageStore:
     # ------------------------------------------------------------------ the store
 
     def _keep(self, data: bytes, where: Where) -> StoredImage:
-        """Validate and store bytes. Bytes the store already knows are not decoded again;
-        their stored copy is still checked (and replaced when damaged)."""
+        """Validate and store bytes. Bytes the store already knows, or met earlier in this
+        build, are not decoded again; their stored copy is still checked (and replaced when
+        damaged)."""
         digest = hashlib.sha256(data).hexdigest()
-        known = self._known(digest)
+        learnt = self._sizes.get(digest)
+        known = learnt or self._known(digest)
         if known is not None:
             width, height, fmt = known
         else:
@@ -387,11 +398,25 @@ class ImageStore:
             image.close()
         path = self.path_for(digest, fmt)
         if not self.read_only:
-            if self._verified(digest) is None:
+            if not self._still_verified(digest) and self._verified(digest) is None:
                 self._write(path, data, where)
+                self._note_checked(digest, path)
             if known is None:
                 self._remember(digest, width, height, fmt, where)
+        self._sizes[digest] = (width, height, fmt)
         return StoredImage(digest, path, width, height, fmt, where.src, from_cache=False)
+
+    def _still_verified(self, digest: str) -> bool:
+        """Whether this build already hashed the stored copy, and it has not changed since
+        (same inode, size, modification and change time)."""
+        checked = self._checked.get(digest)
+        if checked is None:
+            return False
+        path, seen = checked
+        try:
+            return _identity(path) == seen
+        except OSError:
+            return False
 
     def _cached(self, record: dict[str, Any], where: Where) -> StoredImage | None:
         """The stored copy a URL record points to, if intact; None otherwise."""
@@ -399,9 +424,11 @@ class ImageStore:
         if found is None:
             return None
         path, data = found
-        known = self._known(record["sha256"])
+        digest = record["sha256"]
+        known = self._sizes.get(digest) or self._known(digest)
         width, height, fmt = known if known else inspect(data, self.settings.limits, where)
-        return StoredImage(record["sha256"], path, width, height, fmt, where.src, from_cache=True)
+        self._sizes[digest] = (width, height, fmt)
+        return StoredImage(digest, path, width, height, fmt, where.src, from_cache=True)
 
     def _verified(self, digest: str) -> tuple[Path, bytes] | None:
         """The stored file and its bytes if they still hash to ``digest``; a corrupt one is
@@ -414,8 +441,16 @@ class ImageStore:
         if hashlib.sha256(data).hexdigest() != digest:
             if not self.read_only:
                 path.unlink(missing_ok=True)
+            self._checked.pop(digest, None)
             return None
+        self._note_checked(digest, path)
         return path, data
+
+    def _note_checked(self, digest: str, path: Path) -> None:
+        try:
+            self._checked[digest] = (path, _identity(path))
+        except OSError:
+            self._checked.pop(digest, None)
 
     def _known_path(self, digest: str) -> Path:
         return self.root / "known" / digest[:2] / f"{digest}.json"
@@ -478,3 +513,9 @@ class ImageStore:
                 field=where.field,
                 hint=f"check the free space and permissions of {self.root}",
             ) from None
+
+
+def _identity(path: Path) -> tuple[int, int, int, int]:
+    """What changes when a file is written: inode, size, modification and change time."""
+    info = path.stat()
+    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)

@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -277,3 +278,108 @@ def test_a_catalog_of_the_arbitrary_method_builds_and_its_pages_say_so(project: 
     # The Gatys parameters decide nothing here: changing them repaints nothing.
     edit(project, "iterations: 3", "iterations: 9")
     assert {o.status for o in run_build(project).outcomes} == {"reused"}
+
+
+class InstantEngine:
+    """Paints in no time: the photo at the job's size (the pipeline is under test here)."""
+
+    def stylize_batch(self, jobs, progress=None, cancel=None):
+        from covergen.nst import LossValues, StylizeResult
+
+        out = []
+        for job in jobs:
+            scale = job.params.size / max(job.content.size)
+            size = (round(job.content.width * scale), round(job.content.height * scale))
+            painted = job.content.resize(size)
+            out.append(StylizeResult(painted, [], 1, 0.0, "cpu", LossValues(1, 1, 1, 1)))
+        return out
+
+
+def shared_images_project(project: Path, pairs: int) -> dict[str, str]:
+    """``pairs`` pairs over two distinct images (the photo under two names, one cover);
+    returns the images' SHA-256 by name."""
+    import hashlib
+
+    photo = project / "photos" / "a.png"
+    (project / "photos" / "a-again.png").write_bytes(photo.read_bytes())
+    lines = [
+        "defaults: {size: 32, scales: 1, iterations: 1, content_weight: 1, protect_faces: false}",
+        "pairs:",
+    ]
+    for i in range(pairs):
+        lines += [
+            f"  - band: Band {i}",
+            f"    album: Album {i}",
+            f"    photo: photos/{'a' if i % 2 else 'a-again'}.png",
+            "    cover: covers/x.png",
+        ]
+        if i % 3 == 0:
+            lines.append(f"    overrides: {{content_weight: {1 + i % 4}}}")
+    (project / "catalog.yaml").write_text("\n".join(lines) + "\n")
+    return {
+        name: hashlib.sha256((project / name).read_bytes()).hexdigest()
+        for name in ("photos/a.png", "covers/x.png")
+    }
+
+
+def spy_decodes(monkeypatch: pytest.MonkeyPatch) -> tuple[Counter[str], Counter[str]]:
+    """Decodes counted by the SHA-256 of the bytes: the sources stage's (fetching and
+    checking the images), and every other (painting, the site)."""
+    import hashlib
+
+    import covergen.decode
+    import covergen.sources
+
+    fetching: Counter[str] = Counter()
+    other: Counter[str] = Counter()
+    decode = covergen.decode.decode
+
+    def counter(counted: Counter[str]):
+        def counting(data: bytes, *args, **kwargs):
+            counted[hashlib.sha256(data).hexdigest()] += 1
+            return decode(data, *args, **kwargs)
+
+        return counting
+
+    monkeypatch.setattr(covergen.sources, "decode", counter(fetching))
+    monkeypatch.setattr(covergen.decode, "decode", counter(other))
+    return fetching, other
+
+
+def test_each_distinct_image_is_decoded_once_per_build_however_many_pairs_share_it(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from covergen.painter import Painter, StoreInputs
+    from covergen.scheduler import ExecutorSettings, LocalExecutor
+
+    pairs = 60
+    images = shared_images_project(project, pairs)
+    once = dict.fromkeys(images.values(), 1)
+    fetching, other = spy_decodes(monkeypatch)
+
+    from covergen import cli
+
+    assert cli.main(["check", "--catalog", str(project / "catalog.yaml")]) == 0
+    assert (fetching, other) == ({}, {})  # check finds the files; it decodes none
+
+    dry = run_build(project, dry_run=True)  # an empty cache: the store knows nothing yet
+    assert list(statuses(dry).values()) == ["planned"] * pairs
+    assert (fetching, other) == (once, {})
+
+    fetching.clear()
+    cache = project / "cache"
+    painter = Painter(StoreInputs(cache), lambda device: InstantEngine())
+    executor = LocalExecutor(ExecutorSettings(cache_dir=cache, devices=("cpu",)), painter)
+    built = build(
+        BuildOptions(catalog=project / "catalog.yaml", cache_dir=cache, render_site=False),
+        executor=executor,
+    )
+    assert set(statuses(built).values()) == {"built"}
+    assert fetching == once  # painting decodes what it paints, counted in ``other``
+
+    fetching.clear()
+    other.clear()
+    assert set(statuses(run_build(project)).values()) == {"reused"}
+    assert set(statuses(run_build(project, dry_run=True)).values()) == {"reused"}
+    # The store remembers what it decoded: a no-op build and its dry run decode nothing.
+    assert (fetching, other) == ({}, {})

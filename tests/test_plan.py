@@ -72,6 +72,26 @@ def test_a_damaged_result_is_planned_again(tmp_path: Path, tamper: str):
     assert [j.pair for j in plan_jobs([job], store).to_run] == ["a"]
 
 
+def test_a_result_many_pairs_share_is_read_and_verified_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from PIL import Image
+
+    store = ResultStore(tmp_path / "results")
+    jobs = [make_job(f"p{i}", "P", PHOTO, COVER, StyleParams(), "w") for i in range(50)]
+    fields = {**jobs[0].record_fields(), "iterations": 1, "seconds": 1.0, "device": "cpu",
+              "losses": {}}  # fmt: skip
+    store.put(encode_png(Image.new("RGB", (8, 6))), 8, 6, fields)
+    other = make_job("q", "Q", PHOTO, COVER, StyleParams(content_weight=3), "w")
+    reads: list[str] = []
+    get = ResultStore.get
+    monkeypatch.setattr(ResultStore, "get", lambda self, key: reads.append(key) or get(self, key))
+    plan = plan_jobs([*jobs, other, *jobs], store)
+    assert [job.pair for job, _ in plan.reused] == [job.pair for job in jobs] * 2
+    assert [job.pair for job in plan.to_run] == ["q"]
+    assert sorted(reads) == sorted([jobs[0].key, other.key])
+
+
 def test_the_key_carries_the_recipes_a_job_uses():
     """Face protection and auto weights are computed inside the job: their recipes' versions
     are in the key, so a new detector or judge repaints exactly the jobs that use them."""

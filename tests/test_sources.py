@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -545,6 +546,71 @@ def test_corrupt_stored_copy_of_a_local_file_is_replaced(
     first.path.write_bytes(b"not the same bytes")
     again = store.fetch("photos/band.jpg", catalog_dir)
     assert again.path.read_bytes() == (catalog_dir / "photos" / "band.jpg").read_bytes()
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """How many times the store decoded bytes, by their SHA-256."""
+    import covergen.sources as sources
+
+    counted: Counter[str] = Counter()
+    decode = sources.decode
+
+    def counting(data: bytes, *args: object, **kwargs: object):
+        counted[hashlib.sha256(data).hexdigest()] += 1
+        return decode(data, *args, **kwargs)
+
+    monkeypatch.setattr(sources, "decode", counting)
+    return counted
+
+
+@pytest.mark.parametrize("read_only", [False, True], ids=["build", "dry-run"])
+def test_an_image_many_pairs_share_is_decoded_once_per_store(
+    make_store: Callable[..., ImageStore],
+    catalog_dir: Path,
+    decodes: Counter[str],
+    read_only: bool,
+) -> None:
+    photo = catalog_dir / "photos" / "band.jpg"
+    (catalog_dir / "photos" / "copy.jpg").write_bytes(photo.read_bytes())  # same bytes
+    store = make_store()
+    if read_only:  # a dry run on an empty store: nothing is remembered on disk
+        store = ImageStore(store.root, store.settings, read_only=True)
+    fetched = {
+        store.fetch(src, catalog_dir, pair=f"p{i}", field="photo.src")
+        for i, src in enumerate(["photos/band.jpg", "photos/copy.jpg"] * 50)
+    }
+    digest = hashlib.sha256(photo.read_bytes()).hexdigest()
+    assert decodes == {digest: 1}
+    assert {(s.sha256, s.width, s.height, s.format) for s in fetched} == {(digest, 64, 48, "JPEG")}
+    assert store.root.exists() is not read_only
+
+
+def test_a_file_changed_between_two_fetches_is_read_and_decoded_anew(
+    make_store: Callable[..., ImageStore], catalog_dir: Path, decodes: Counter[str]
+) -> None:
+    store = make_store()
+    first = store.fetch("photos/band.jpg", catalog_dir)
+    (catalog_dir / "photos" / "band.jpg").write_bytes(noisy_jpeg((48, 64)))
+    second = store.fetch("photos/band.jpg", catalog_dir)
+    assert second.sha256 != first.sha256 and (second.width, second.height) == (48, 64)
+    assert list(decodes.values()) == [1, 1]
+    # Broken meanwhile: refused as before, naming the pair and field, not taken from memory.
+    (catalog_dir / "photos" / "band.jpg").write_bytes(noisy_jpeg()[:2000])
+    with pytest.raises(InputImageError, match="damaged or truncated") as caught:
+        store.fetch("photos/band.jpg", catalog_dir, pair="p", field="photo.src")
+    assert caught.value.describe().startswith("pair 'p': photo.src: photos/band.jpg: ")
+
+
+def test_a_bad_image_many_pairs_share_fails_each_pair_naming_it(
+    make_store: Callable[..., ImageStore], catalog_dir: Path
+) -> None:
+    (catalog_dir / "photos" / "cut.jpg").write_bytes(noisy_jpeg()[:2000])
+    store = make_store()
+    for pair in ("one", "two"):
+        with pytest.raises(InputImageError, match="damaged or truncated") as caught:
+            store.fetch("photos/cut.jpg", catalog_dir, pair=pair, field="cover.src")
+        assert caught.value.describe().startswith(f"pair '{pair}': cover.src: photos/cut.jpg: ")
 
 
 def test_stored_bytes_are_checked_against_their_hash(
