@@ -211,6 +211,9 @@ class _Build:
         self.build_id = 0
         self.precision = "fp32"  # resolved when the build starts
         self.family = "cpu"  # cpu, cuda or mps: what paints (runtime.device_family)
+        # Pairs whose job has the key of one being painted (same images, same parameters):
+        # one painting, theirs when it is stored.
+        self._sharing: dict[str, list[Job]] = {}
 
     # -------------------------------------------------------------------- the steps
 
@@ -243,7 +246,7 @@ class _Build:
                 plan = self._plan(jobs)
                 if plan.to_run and not self.stop.is_set():
                     self._check_inputs(plan.to_run, store)
-                    self._paint(plan.to_run, executor)
+                    self._paint(self._one_per_key(plan.to_run), executor)
             if options.render_site and options.kind == "build" and not self.summary.interrupted:
                 self._render_site(catalog)
             status = "interrupted" if self.summary.interrupted else "finished"
@@ -352,8 +355,33 @@ class _Build:
         if self.events:
             self.events.planned(plan.to_run, len(plan.reused), self.summary.count("failed"))
         if plan.to_run:
-            self._stage(self._cost_text(plan.to_run))
+            self._stage(self._cost_text(_first_per_key(plan.to_run)))
         return plan
+
+    def _one_per_key(self, jobs: list[Job]) -> list[Job]:
+        """The first job of each key, to paint; the others wait for its result."""
+        first = _first_per_key(jobs)
+        leaders = {id(job) for job in first}
+        for job in jobs:
+            if id(job) not in leaders:
+                self._sharing.setdefault(job.key, []).append(job)
+        return first
+
+    def _shared(self, done: PairOutcome) -> list[PairOutcome]:
+        """The outcomes of the pairs that wait for ``done``'s painting: its result, or its
+        failure."""
+        waiting = self._sharing.pop(done.key or "", [])
+        if done.status != "built":
+            return [PairOutcome.of_job(job, done.status, error=done.error) for job in waiting]
+        same = {
+            "seconds": done.seconds,
+            "device": done.device,
+            "iterations": done.iterations,
+            "losses": done.losses,
+            "metrics": done.metrics,
+            "result": done.result,
+        }
+        return [PairOutcome.of_job(job, "reused", **same) for job in waiting]
 
     def _cost_text(self, jobs: list[Job]) -> str:
         """What painting will be: the profile's schedule, the precision and the time."""
@@ -412,7 +440,8 @@ class _Build:
             done = {(o.pair, o.key) for o in self.summary.outcomes}
             waiting = [j for j in jobs if (j.pair, j.key) not in done]
             error = "stopped before it started"
-            self._finish(*(PairOutcome.of_job(j, "cancelled", error=error) for j in waiting))
+            cancelled = [PairOutcome.of_job(j, "cancelled", error=error) for j in waiting]
+            self._finish(*cancelled, *(o for c in cancelled for o in self._shared(c)))
             raise
         self.summary.interrupted = not completed
 
@@ -426,7 +455,8 @@ class _Build:
             "metrics": outcome.metrics,
         }
         if outcome.status != "built" or outcome.png is None:
-            self._finish(PairOutcome.of_job(job, outcome.status, error=outcome.error, **common))
+            failed = PairOutcome.of_job(job, outcome.status, error=outcome.error, **common)
+            self._finish(failed, *self._shared(failed))
             return
         try:
             self.results.put(
@@ -449,14 +479,16 @@ class _Build:
             interrupted = isinstance(exc, KeyboardInterrupt)
             status = "cancelled" if interrupted else "failed"
             error = _store_error(exc, job.pair, self.results.root)
-            self._finish(PairOutcome.of_job(job, status, error=error, **common))
+            failed = PairOutcome.of_job(job, status, error=error, **common)
+            self._finish(failed, *self._shared(failed))
             if interrupted:
                 raise
             return
         result = self.results.image_path(job.key)
-        self._finish(
-            PairOutcome.of_job(job, "built", iterations=outcome.iterations, result=result, **common)
+        built = PairOutcome.of_job(
+            job, "built", iterations=outcome.iterations, result=result, **common
         )
+        self._finish(built, *self._shared(built))
 
     def _render_site(self, catalog: Catalog) -> None:
         from .site import render_site
@@ -556,6 +588,13 @@ def _check_sizes(params: StyleParams, photo: Any, cover: Any, pair: str) -> None
         check_image_sizes(params, (photo.width, photo.height), [(cover.width, cover.height)])
     except ParameterError as exc:
         raise CovergenError(exc.message, pair=pair, field=exc.field, hint=exc.hint) from None
+
+
+def _first_per_key(jobs: list[Job]) -> list[Job]:
+    """Each key's first job, in order: pairs with the same images and parameters are one
+    painting."""
+    seen: set[str] = set()
+    return [job for job in jobs if not (job.key in seen or seen.add(job.key))]
 
 
 def _reused(job: Job, record: ResultRecord, result: Path) -> PairOutcome:

@@ -322,6 +322,57 @@ def shared_images_project(project: Path, pairs: int) -> dict[str, str]:
     }
 
 
+class CountingEngine(InstantEngine):
+    """InstantEngine that counts what it paints, and fails every job when told to."""
+
+    def __init__(self, fail: bool = False):
+        self.painted: list[str] = []
+        self.fail = fail
+
+    def stylize_batch(self, jobs, progress=None, cancel=None):
+        if self.fail:
+            raise ValueError("the engine refused")
+        self.painted += [job.params.to_dict()["content_weight"] for job in jobs]
+        return super().stylize_batch(jobs, progress, cancel)
+
+
+def test_pairs_with_the_same_images_and_parameters_are_painted_once(project: Path):
+    """Twelve pairs over one photo (under two names) and one cover, four content weights:
+    four paintings; every other pair gets the painting of its key, or its failure."""
+    from covergen.painter import Painter, StoreInputs
+    from covergen.scheduler import ExecutorSettings, LocalExecutor
+
+    shared_images_project(project, 12)
+    cache = project / "cache"
+
+    def build_with(engine: CountingEngine):
+        painter = Painter(StoreInputs(cache), lambda device: engine)
+        settings = ExecutorSettings(cache_dir=cache, devices=("cpu",), max_batch=1)
+        return build(
+            BuildOptions(catalog=project / "catalog.yaml", cache_dir=cache, render_site=False),
+            executor=LocalExecutor(settings, painter),
+        )
+
+    failing = CountingEngine(fail=True)
+    failed = build_with(failing)
+    assert set(statuses(failed).values()) == {"failed"} and len(failed.outcomes) == 12
+    assert all("the engine refused" in (o.error or "") for o in failed.outcomes)
+
+    engine = CountingEngine()
+    built = build_with(engine)
+    assert sorted(engine.painted) == [1, 2, 3, 4]  # one painting per key
+    outcomes = {o.pair: o for o in built.outcomes}
+    assert len(outcomes) == 12
+    by_key: dict[str, set[str]] = {}
+    for o in outcomes.values():
+        assert o.result is not None and o.result.is_file()
+        by_key.setdefault(o.key, set()).add(o.status)
+    assert all(states in ({"built"}, {"built", "reused"}) for states in by_key.values())
+    # The run log knows every pair's result: the next build paints nothing.
+    again = CountingEngine()
+    assert set(statuses(build_with(again)).values()) == {"reused"} and again.painted == []
+
+
 def spy_decodes(monkeypatch: pytest.MonkeyPatch) -> tuple[Counter[str], Counter[str]]:
     """Decodes counted by the SHA-256 of the bytes: the sources stage's (fetching and
     checking the images), and every other (painting, the site)."""
@@ -374,7 +425,8 @@ def test_each_distinct_image_is_decoded_once_per_build_however_many_pairs_share_
         BuildOptions(catalog=project / "catalog.yaml", cache_dir=cache, render_site=False),
         executor=executor,
     )
-    assert set(statuses(built).values()) == {"built"}
+    # Four distinct keys (content weights 1-4): four paintings, the other pairs share them.
+    assert sorted(statuses(built).values()) == ["built"] * 4 + ["reused"] * (pairs - 4)
     assert fetching == once  # painting decodes what it paints, counted in ``other``
 
     fetching.clear()
