@@ -124,6 +124,15 @@ def test_a_build_says_what_painting_will_cost_before_it_paints(project: Path, ca
     assert own.basis == "from 2 earlier paintings here" and own.seconds == pytest.approx(2700)
     assert "45 min" in own.describe()
     assert estimate([draft] * 9, "cuda", "tf32").basis.endswith("not measured")
+    # A feed-forward painting costs about the same whatever the pair; a cover's own network
+    # its training, once per cover to train.
+    fast = StyleParams(method="fast", size=768)
+    painted = estimate([fast] * 6, "cpu", "fp32")
+    trained = estimate([fast] * 6, "cpu", "fp32", covers_to_train=2)
+    one_training = trained.seconds - painted.seconds
+    assert painted.seconds < 10 and 60 < one_training / 2 < 180  # the measured 2-3 min
+    longer = estimate([fast.replace(fast_iterations=600)] * 6, "cpu", "fp32", covers_to_train=2)
+    assert longer.seconds - painted.seconds == pytest.approx(2 * one_training)
 
 
 def test_rerun_keeps_its_values_in_the_catalog_when_asked(project: Path, capsys):
