@@ -1,7 +1,7 @@
 # covergen — every target installs what it needs into .venv on first use.
 #   make build            paint what is new or changed in catalog.yaml, render site/ and its docs
 #                         (make install: the Python packages, and onnxruntime-web with npm)
-#   make test             lint, then the whole test suite
+#   make test             lint, then the whole test suite (make test-fast: without the slow ones)
 #   make rerun PAIR=id    repaint one pair (add SET="content_weight=5" to try a value)
 #   make serve            preview the site;  make publish: send it to site.publish
 #   make bench            benchmarks on the current device (engine, peers, no-op, Ray, live panel)
@@ -30,7 +30,7 @@ NODE_STAMP := node_modules/.covergen-installed
 CATALOG ?= catalog.yaml
 COVERGEN := $(BIN)/covergen
 
-.PHONY: install build docs rerun serve publish test test-deps lint format bench sheets clean
+.PHONY: install build docs rerun serve publish test test-fast test-deps lint format bench sheets clean
 
 install: $(STAMP) $(NODE_STAMP)
 
@@ -79,6 +79,9 @@ sheets: $(STAMP)
 		--set mode=artistic,photo -o docs/images/photo-mode.jpg
 	$(SWEEP) --catalog samples/hard.yaml --set content_weight=auto,1 \
 		--set protect_faces=true,false --tile 240 -o docs/images/hard-pairs.jpg
+	$(SWEEP) --set method=gatys,arbitrary,fast -o docs/images/methods.jpg
+	$(SWEEP) --catalog samples/hard.yaml --set method=gatys,arbitrary,fast --tile 240 \
+		-o docs/images/methods-hard.jpg
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -98,6 +101,11 @@ test-deps:
 
 test: lint test-deps $(NODE_STAMP)
 	$(BIN)/python -m pytest -q
+
+# The quick loop while editing: everything but the tests marked slow (real processes, Ray,
+# the browser, the longest paintings). `make test` stays the whole suite, as CI runs it.
+test-fast: $(STAMP) $(NODE_STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python scripts/bench.py

@@ -295,6 +295,7 @@ def test_auto_picks_a_higher_weight_for_a_dark_sparse_cover_than_for_a_soft_one(
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cover", ["covers/colourfields.png", "covers-hard/darkfield.png"])
 def test_the_probe_in_rounds_chooses_what_the_batch_chooses_with_less_work(
     exact_engine: Engine, cover: str

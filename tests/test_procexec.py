@@ -31,6 +31,9 @@ from covergen.procexec import ProcessExecutor
 from covergen.results import ResultStore
 from covergen.scheduler import ExecutorSettings
 
+# Real processes, Ray or a browser: `make test-fast` leaves them out.
+pytestmark = pytest.mark.slow
+
 # Settings that need no quality judge and no face detector: these tests are about executors.
 PLAIN = "  content_weight: 1\n  protect_faces: false\n"
 BAD_SEED = 666  # the seed that marks the pair a stand-in fails or dies on

@@ -44,6 +44,9 @@ from covergen.errors import CovergenError
 from covergen.rayexec import RayExecutor, start_local_ray
 from covergen.scheduler import ExecutorSettings, make_executor
 
+# Real processes, Ray or a browser: `make test-fast` leaves them out.
+pytestmark = pytest.mark.slow
+
 ray = pytest.importorskip("ray")
 TESTS = Path(__file__).parent
 

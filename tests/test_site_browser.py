@@ -40,10 +40,13 @@ PHONE: dict[str, Any] = {
 BASE_PATH = "/gallery/"  # served under a sub-path, like project pages
 PAIR = "pairs/orbital-hum-pulsar.html"
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)",
+    ),
+    pytest.mark.slow,  # a real browser: `make test-fast` leaves it out
+]
 
 
 class QuietHandler(SimpleHTTPRequestHandler):

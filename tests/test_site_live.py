@@ -37,6 +37,9 @@ from covergen.site.live import (
 )
 from covergen.stylevectors import StyleVectors, style_vectors
 
+# Real processes, Ray or a browser: `make test-fast` leaves them out.
+pytestmark = pytest.mark.slow
+
 CHROMIUM = Path("/usr/bin/chromium")
 RUNTIME_DIRS = default_runtime_dirs(REPO)
 HAS_RUNTIME = any((d / "dist" / RUNTIME_FILES["wasm"]["wasm"][0]).is_file() for d in RUNTIME_DIRS)
