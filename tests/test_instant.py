@@ -169,3 +169,29 @@ def test_a_kept_conversion_paints_without_the_package_and_a_damaged_one_is_not_t
         Engine(engine.runtime, cache_dir=tmp_path, offline=True).stylize(
             gradient_photo(), stripe_cover(), ARBITRARY
         )
+
+
+def test_a_covers_network_is_trained_once_and_kept_for_its_next_photo(engine: Engine, tmp_path):
+    from covergen.featurecache import FeatureCache
+
+    cached = Engine(engine.runtime, cache_dir=engine.cache_dir, offline=True,
+                    target_cache=FeatureCache(tmp_path / "features"))  # fmt: skip
+    params = StyleParams(method="fast", size=64, protect_faces=False, fast_iterations=3,
+                         fast_size=64)  # fmt: skip
+    cover = stripe_cover()
+    first = cached.stylize(gradient_photo(80, 60, seed=1), cover, params)
+    second = cached.stylize(gradient_photo(60, 80, seed=2), cover, params)
+    assert first.metrics["trained_steps"] == 3 and second.metrics["trained_steps"] == 0
+    assert second.image.size == (48, 64)  # its own photo, at its own aspect
+    # Another recipe is another network; another process with the same cache reuses it.
+    again = Engine(engine.runtime, cache_dir=engine.cache_dir, offline=True,
+                   target_cache=FeatureCache(tmp_path / "features"))  # fmt: skip
+    assert again.stylize(gradient_photo(), cover, params).metrics["trained_steps"] == 0
+    other = cached.stylize(gradient_photo(), cover, params.replace(fast_iterations=2))
+    assert other.metrics["trained_steps"] == 2
+
+
+def test_a_strength_outside_0_to_1_is_refused_naming_the_field():
+    with pytest.raises(ParameterError) as caught:
+        ARBITRARY.replace(style_strength=1.5)
+    assert caught.value.field == "style_strength"
