@@ -4,7 +4,7 @@
 #   make test             lint, then the whole test suite (make test-fast: without the slow ones)
 #   make rerun PAIR=id    repaint one pair (add SET="content_weight=5" to try a value)
 #   make serve            preview the site;  make publish: send it to site.publish
-#   make bench            benchmarks on the current device (engine, peers, no-op, Ray, live panel)
+#   make bench            benchmarks on the current device (engine, peers, no-op, scale, Ray, live panel)
 #   make sheets           the docs' contact sheets (covergen sweep)
 
 PYTHON ?= python3
@@ -111,6 +111,7 @@ bench: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python scripts/bench.py
 	$(BIN)/python scripts/peers.py --sheet cache/peers.jpg
 	$(BIN)/python scripts/bench_noop.py
+	$(BIN)/python scripts/bench_scale.py
 	$(BIN)/python scripts/bench_ray.py
 	$(BIN)/python scripts/bench_live.py
 
