@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from support.engines import InstantEngine
 
 from covergen.build import BuildOptions, build, cache_paths
 from covergen.errors import CovergenError
@@ -278,21 +279,6 @@ def test_a_catalog_of_the_arbitrary_method_builds_and_its_pages_say_so(project: 
     # The Gatys parameters decide nothing here: changing them repaints nothing.
     edit(project, "iterations: 3", "iterations: 9")
     assert {o.status for o in run_build(project).outcomes} == {"reused"}
-
-
-class InstantEngine:
-    """Paints in no time: the photo at the job's size (the pipeline is under test here)."""
-
-    def stylize_batch(self, jobs, progress=None, cancel=None):
-        from covergen.nst import LossValues, StylizeResult
-
-        out = []
-        for job in jobs:
-            scale = job.params.size / max(job.content.size)
-            size = (round(job.content.width * scale), round(job.content.height * scale))
-            painted = job.content.resize(size)
-            out.append(StylizeResult(painted, [], 1, 0.0, "cpu", LossValues(1, 1, 1, 1)))
-        return out
 
 
 def shared_images_project(project: Path, pairs: int) -> dict[str, str]:

@@ -36,13 +36,14 @@ import numpy as np
 import pytest
 import torch
 from conftest import gradient_photo, stripe_cover
-from PIL import Image, ImageStat
+from PIL import Image
+from support.engines import LOSS, painting_of
 
 from covergen.build import BuildOptions, BuildSummary, build, cache_paths
 from covergen.catalog import CatalogError, parse_catalog
 from covergen.errors import CovergenError, InputImageError
 from covergen.featurecache import FeatureCache
-from covergen.nst import LossValues, StyleParams, StylizeResult
+from covergen.nst import StyleParams, StylizeResult
 from covergen.nst.weights import load_weights
 from covergen.painter import Painter, StoreInputs
 from covergen.results import ResultStore
@@ -91,13 +92,8 @@ class StandInEngine:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         out = []
         for job in jobs:
-            photo, size = job.content, job.params.size
-            scale = size / max(photo.size)
-            shape = (max(1, round(photo.width * scale)), max(1, round(photo.height * scale)))
-            mean = tuple(round(c) for c in ImageStat.Stat(job.styles[0]).mean[:3])
-            painted = Image.blend(photo.resize(shape), Image.new("RGB", shape, mean), 0.5)
-            loss = LossValues(1.0, 0.5, 0.4, 0.1)
-            out.append(StylizeResult(painted, [], job.params.iterations, 0.01, self.device, loss))
+            painted = painting_of(job, tint=True)
+            out.append(StylizeResult(painted, [], job.params.iterations, 0.01, self.device, LOSS))
         return out
 
 

@@ -18,12 +18,12 @@ import yaml
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from support.engines import InstantEngine
 
 from covergen.build import BuildOptions, BuildSummary, build
 from covergen.catalog import CatalogError, parse_catalog
 from covergen.decode import decode_image
 from covergen.errors import CovergenError, InputImageError
-from covergen.nst import LossValues, StylizeResult
 from covergen.painter import Painter, StoreInputs
 from covergen.results import ResultRecord
 from covergen.runlog import RunLog
@@ -224,23 +224,6 @@ def test_any_json_is_a_valid_result_record_or_none(document):
 
 
 # ------------------------------------------------------------------ whole builds
-
-
-class InstantEngine:
-    """Paints in no time: the photo at the job's size."""
-
-    def stylize_batch(self, jobs, progress=None, cancel=None):
-        out = []
-        for job in jobs:
-            scale = job.params.size / max(job.content.size)
-            size = (
-                max(1, round(job.content.width * scale)),
-                max(1, round(job.content.height * scale)),
-            )
-            out.append(
-                StylizeResult(job.content.resize(size), [], 1, 0.0, "cpu", LossValues(1, 1, 1, 1))
-            )
-        return out
 
 
 @pytest.fixture
