@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from support.engines import InstantEngine
+from support.servers import local_server, serve_bytes
 
 from covergen.build import BuildOptions, build, cache_paths
 from covergen.errors import CovergenError
@@ -199,37 +200,15 @@ def test_a_cache_inside_the_site_is_refused_before_anything_is_written(project: 
 
 
 def test_offline_builds_use_only_what_was_fetched(project: Path):
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    hits = []
-
-    class Handle(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            hits.append(self.path)
-            data = (project / "covers" / "x.png").read_bytes()
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handle)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/cover.png"
-        edit(project, "cover: covers/y.png", f"cover: '{url}'")
+    with local_server() as server:
+        cover = (project / "covers" / "x.png").read_bytes()
+        server.routes["/cover.png"] = serve_bytes(cover, "image/png")
+        edit(project, "cover: covers/y.png", f"cover: '{server.url('/cover.png')}'")
         offline = statuses(run_build(project, offline=True))
-        assert offline["gamma-three"] == "failed" and hits == []
-        assert statuses(run_build(project))["gamma-three"] == "built" and len(hits) == 1
+        assert offline["gamma-three"] == "failed" and server.paths == []
+        assert statuses(run_build(project))["gamma-three"] == "built" and len(server.paths) == 1
         again = run_build(project, offline=True, force=True)  # the stored copy is enough
-        assert statuses(again)["gamma-three"] == "built" and len(hits) == 1
-    finally:
-        server.shutdown()
-        server.server_close()
+        assert statuses(again)["gamma-three"] == "built" and len(server.paths) == 1
 
 
 def test_images_too_small_for_the_network_fail_their_pair_naming_the_parameter(project: Path):

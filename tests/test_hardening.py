@@ -24,11 +24,10 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,8 @@ import torch
 from conftest import gradient_photo, stripe_cover
 from PIL import Image
 from support.engines import LOSS, painting_of
+from support.servers import LocalServer as Server
+from support.servers import local_server
 
 from covergen.build import BuildOptions, BuildSummary, build, cache_paths
 from covergen.catalog import CatalogError, parse_catalog
@@ -407,14 +408,6 @@ def test_malformed_yaml_gives_line_and_column():
 # ---------------------------------------------------------------------- the network
 
 
-@dataclass
-class Server:
-    base: str
-    routes: dict[str, Callable[[BaseHTTPRequestHandler], None]]
-    hits: list[str]
-    stop: threading.Event
-
-
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
     for name in (
@@ -427,33 +420,8 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    state = Server("", {}, [], threading.Event())
-
-    class Handle(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            state.hits.append(self.path)
-            state.routes[self.path](self)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    class Quiet(ThreadingHTTPServer):
-        daemon_threads = True
-
-        def handle_error(self, request: object, client_address: object) -> None:
-            pass  # clients hanging up on purpose
-
-    httpd = Quiet(("127.0.0.1", 0), Handle)
-    state.base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with local_server() as state:
         yield state
-    finally:
-        state.stop.set()
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
 
 
 def send(handler: BaseHTTPRequestHandler, body: bytes, *, length: int | None = None,
@@ -491,7 +459,7 @@ def test_a_download_cut_short_fails_that_pair_and_the_next_build_fetches_it(
     assert message.startswith(f"pair 'beta-two': photo.src: {server.base}/band.png: ")
     half = len(data) // 2
     assert f"the connection dropped after {half:,} of {len(data):,} bytes" in message
-    assert server.hits == ["/band.png"] * 2  # retried once, as the settings say
+    assert server.paths == ["/band.png"] * 2  # retried once, as the settings say
     stored = hashlib.sha256(data).hexdigest()
     assert not list((project.cache / "images").rglob(f"{stored}*"))  # nothing half-stored
     assert not (project.cache / "images" / "urls").exists()
@@ -510,7 +478,7 @@ def test_a_dropped_download_is_retried(server: Server, tmp_path: Path):
     store = ImageStore(tmp_path / "store", FetchSettings(retries=2, backoff=0.01))
     with store:
         stored = store.fetch(f"{server.base}/band.png", tmp_path)
-    assert stored.path.read_bytes() == data and len(server.hits) == 2
+    assert stored.path.read_bytes() == data and len(server.paths) == 2
 
 
 def test_a_server_trickling_bytes_hits_the_download_timeout(server: Server, tmp_path: Path):
@@ -531,7 +499,7 @@ def test_a_server_trickling_bytes_hits_the_download_timeout(server: Server, tmp_
     assert time.monotonic() - started < 3
     assert "the download took longer than 0.5 s" in caught.value.message
     assert (caught.value.pair, caught.value.field) == ("p", "cover.src")
-    assert server.hits == ["/slow.png"]  # a server this slow is not asked again
+    assert server.paths == ["/slow.png"]  # a server this slow is not asked again
     assert not (tmp_path / "s" / "sha256").exists()
 
 

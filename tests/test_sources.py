@@ -11,12 +11,10 @@ import io
 import json
 import os
 import socket
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,7 @@ import urllib3.util.connection
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageCms, ImageFile
+from support.servers import Handler, LocalServer, local_server, reply
 
 from covergen import __version__
 from covergen.errors import InputImageError
@@ -57,45 +56,6 @@ def noisy_jpeg(size: tuple[int, int] = (64, 48)) -> bytes:
 
 # ---------------------------------------------------------------------- a local HTTP server
 
-Handler = Callable[[BaseHTTPRequestHandler], None]
-
-
-@dataclass
-class Seen:
-    path: str
-    headers: dict[str, str]
-
-
-@dataclass
-class LocalServer:
-    """A ThreadingHTTPServer on 127.0.0.1 whose answer per path the test decides."""
-
-    base: str
-    routes: dict[str, Handler] = field(default_factory=dict)
-    seen: list[Seen] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def url(self, path: str) -> str:
-        return f"{self.base}{path}"
-
-    def hits(self, path: str) -> list[Seen]:
-        return [s for s in self.seen if s.path == path]
-
-
-def reply(
-    handler: BaseHTTPRequestHandler,
-    status: int,
-    body: bytes = b"",
-    headers: dict[str, str] | None = None,
-) -> None:
-    handler.send_response(status)
-    for name, value in (headers or {}).items():
-        handler.send_header(name, value)
-    handler.send_header("Content-Length", str(len(body)))
-    handler.end_headers()
-    if body:
-        handler.wfile.write(body)
-
 
 def image_route(data: bytes, etag: str = '"v1"', content_type: str | None = "image/png") -> Handler:
     """Serve ``data`` with an ETag and Last-Modified; answer a matching If-None-Match with 304."""
@@ -114,38 +74,8 @@ def image_route(data: bytes, etag: str = '"v1"', content_type: str | None = "ima
 
 @pytest.fixture
 def server() -> Iterator[LocalServer]:
-    state = LocalServer(base="")
-
-    class Handle(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            state.seen.append(Seen(self.path, {k.lower(): v for k, v in self.headers.items()}))
-            route = state.routes.get(self.path)
-            if route is None:
-                reply(self, 404, b"not found", {"Content-Type": "text/plain"})
-            else:
-                route(self)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass  # keep the test output clean
-
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
-
-        def handle_error(self, request: object, client_address: object) -> None:
-            pass  # clients hanging up on purpose (size limit, timeout) are expected here
-
-    httpd = Server(("127.0.0.1", 0), Handle)
-    state.base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    # A short poll interval keeps shutdown() (and so each test's teardown) quick.
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with local_server() as state:
         yield state
-    finally:
-        state.stop.set()  # releases slow handlers
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture(autouse=True)

@@ -11,13 +11,13 @@ import hashlib
 import io
 import os
 import pickle
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from support.servers import LocalServer, local_server, serve_bytes
 
 from covergen.nst import weights as W
 from covergen.nst import weightsources as S
@@ -322,32 +322,23 @@ def test_damaged_hub_file_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert "offline" in str(caught.value)
 
 
+class _Served(dict):
+    """path -> bytes, served by ``server`` from the moment they are set."""
+
+    def __init__(self, server: LocalServer):
+        super().__init__()
+        self.server = server
+
+    def __setitem__(self, path: str, data: bytes) -> None:
+        super().__setitem__(path, data)
+        self.server.routes[path] = serve_bytes(data)
+
+
 @pytest.fixture
 def file_server() -> Iterator[tuple[str, dict[str, bytes]]]:
     """An HTTP server on 127.0.0.1 serving ``files`` (path -> bytes); yields its base URL."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    files: dict[str, bytes] = {}
-
-    class Handle(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            data = files.get(self.path)
-            self.send_response(200 if data is not None else 404)
-            self.send_header("Content-Length", str(len(data or b"")))
-            self.end_headers()
-            self.wfile.write(data or b"")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handle)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", files
-    finally:
-        server.shutdown()
-        server.server_close()
+    with local_server() as server:
+        yield server.base, _Served(server)
 
 
 @pytest.mark.parametrize("corrupt", [False, True])
