@@ -355,17 +355,16 @@ class _Build:
         if self.events:
             self.events.planned(plan.to_run, len(plan.reused), self.summary.count("failed"))
         if plan.to_run:
-            self._stage(self._cost_text(_first_per_key(plan.to_run)))
+            self._stage(self._cost_text(list(_first_per_key(plan.to_run).values())))
         return plan
 
     def _one_per_key(self, jobs: list[Job]) -> list[Job]:
         """The first job of each key, to paint; the others wait for its result."""
         first = _first_per_key(jobs)
-        leaders = {id(job) for job in first}
         for job in jobs:
-            if id(job) not in leaders:
+            if job is not first[job.key]:
                 self._sharing.setdefault(job.key, []).append(job)
-        return first
+        return list(first.values())
 
     def _shared(self, done: PairOutcome) -> list[PairOutcome]:
         """The outcomes of the pairs that wait for ``done``'s painting: its result, or its
@@ -590,11 +589,13 @@ def _check_sizes(params: StyleParams, photo: Any, cover: Any, pair: str) -> None
         raise CovergenError(exc.message, pair=pair, field=exc.field, hint=exc.hint) from None
 
 
-def _first_per_key(jobs: list[Job]) -> list[Job]:
+def _first_per_key(jobs: list[Job]) -> dict[str, Job]:
     """Each key's first job, in order: pairs with the same images and parameters are one
     painting."""
-    seen: set[str] = set()
-    return [job for job in jobs if not (job.key in seen or seen.add(job.key))]
+    first: dict[str, Job] = {}
+    for job in jobs:
+        first.setdefault(job.key, job)
+    return first
 
 
 def _reused(job: Job, record: ResultRecord, result: Path) -> PairOutcome:

@@ -32,14 +32,14 @@ PRIOR_RATES: dict[tuple[str, str], tuple[float, bool]] = {
 FEEDFORWARD_SECONDS = {"cpu": 1.0, "mps": 0.3, "cuda": 0.1}  # a painting, judge included
 # A cover's network (fast), seconds per crop pixel and step: measured on the same CPU with
 # the default recipe (300 steps of one 256 px crop: 0.44 s a step in fp32, 0.28 s in
-# bf16), estimated for the GPUs.
-TRAINING_RATE: dict[tuple[str, str], tuple[float, bool]] = {
-    ("cpu", "fp32"): (6.7e-6, True),
-    ("cpu", "bf16"): (4.2e-6, True),
-    ("mps", "fp32"): (2e-6, False),
-    ("cuda", "tf32"): (1.5e-7, False),
-    ("cuda", "fp32"): (2e-7, False),
-    ("cuda", "bf16"): (1.5e-7, False),
+# bf16); the others estimated.
+TRAINING_RATE: dict[tuple[str, str], float] = {
+    ("cpu", "fp32"): 6.7e-6,
+    ("cpu", "bf16"): 4.2e-6,
+    ("mps", "fp32"): 2e-6,
+    ("cuda", "tf32"): 1.5e-7,
+    ("cuda", "fp32"): 2e-7,
+    ("cuda", "bf16"): 1.5e-7,
 }
 
 
@@ -119,7 +119,7 @@ def estimate(
             seconds += work_units(params) * rate
         else:
             seconds += FEEDFORWARD_SECONDS.get(family, 1.0)
-    training_rate = TRAINING_RATE.get((family, precision), TRAINING_RATE["cpu", "fp32"])[0]
+    training_rate = TRAINING_RATE.get((family, precision), TRAINING_RATE["cpu", "fp32"])
     for params in [p for p in jobs if p.method == "fast"][:covers_to_train]:
         seconds += params.fast_iterations * params.fast_batch * params.fast_size**2 * training_rate
     return Estimate(seconds, measured, basis)

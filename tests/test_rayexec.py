@@ -106,7 +106,6 @@ class Events:
 # ---------------------------------------------------------------------- the tests
 
 
-@pytest.mark.slow
 def test_ray_paints_the_same_bytes_as_the_local_executor(project: Path, converted_weights: Path):
     plain_catalog(project)
     for cache in ("cache-local", "cache-ray"):
@@ -194,7 +193,6 @@ def test_a_stop_keeps_finished_results_cancels_the_rest_and_the_next_build_compl
     assert {s for s in statuses(again).values()} <= {"built", "reused"}
 
 
-@pytest.mark.slow
 def test_ctrl_c_stops_a_ray_build_which_the_next_build_resumes(
     project: Path, converted_weights: Path
 ):
@@ -203,7 +201,6 @@ def test_ctrl_c_stops_a_ray_build_which_the_next_build_resumes(
     stop_a_ray_build(project, converted_weights, lambda pid: os.killpg(pid, signal.SIGINT))
 
 
-@pytest.mark.slow
 def test_sigterm_stops_a_ray_build_as_ctrl_c_does(project: Path, converted_weights: Path):
     """SIGTERM to the driver alone, after ray.init put handlers of Ray's own on it: exit
     130, no C++ stack dump nor abort, the build recorded interrupted, finished pairs kept."""
@@ -247,7 +244,6 @@ def stop_a_ray_build(project: Path, converted: Path, send: Callable[[int], None]
     return text
 
 
-@pytest.mark.slow
 def test_a_killed_driver_leaves_no_process_of_its_local_ray_instance(
     project: Path, converted_weights: Path
 ):

@@ -697,6 +697,22 @@ def vnu_command() -> list[str]:
     return [java, "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xss4m", "-jar", str(jar)]
 
 
+def html_problems(files: list[Path], *options: str) -> list[str]:
+    """The Nu Html Checker's errors and warnings on ``files``, one line each."""
+    run = subprocess.run(
+        [*vnu_command(), "--format", "json", *options, *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    messages = json.loads(run.stderr or run.stdout or '{"messages": []}')["messages"]
+    return [
+        f"{'/'.join(m.get('url', '').rsplit('/', 2)[-2:])}:{m.get('lastLine')}: {m['message']}"
+        for m in messages
+        if m.get("type") in ("error", "non-document-error") or m.get("subType") == "warning"
+    ]
+
+
 @pytest.mark.slow
 def test_pages_are_valid_html(tmp_path, gallery):
     hostile = make_gallery(
@@ -719,25 +735,7 @@ def test_pages_are_valid_html(tmp_path, gallery):
         gallery.render(tmp_path / "repo-templates", templates_dir=user)
         files += sorted((tmp_path / "repo-templates").rglob("*.html"))
         files += [tmp_path / "repo-templates" / "assets" / n for n in ("site.css", "favicon.svg")]
-    run = subprocess.run(
-        [
-            *vnu_command(),
-            "--format",
-            "json",
-            "--also-check-css",
-            "--also-check-svg",
-            *map(str, files),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    messages = json.loads(run.stderr or run.stdout or '{"messages": []}')["messages"]
-    problems = [
-        f"{m.get('url', '').rsplit('/', 3)[-2:]}:{m.get('lastLine')}: {m['message']}"
-        for m in messages
-        if m.get("type") in ("error", "non-document-error") or m.get("subType") == "warning"
-    ]
+    problems = html_problems(files, "--also-check-css", "--also-check-svg")
     assert not problems, "\n".join(problems)
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from test_site import REPO, SAMPLES, Gallery, make_gallery, read, shared_cache, vnu_command
+from test_site import REPO, SAMPLES, Gallery, html_problems, make_gallery, read, shared_cache
 
 from covergen import stylevectors
 from covergen.serve import ISOLATION_HEADERS, make_server
@@ -225,21 +225,9 @@ def test_the_browser_network_paints_any_size_like_the_packaged_one(tmp_path):
 
 
 @needs_runtime
-@pytest.mark.slow
 def test_pages_with_the_panel_are_valid_html(live_site):
     files = [live_site / PAIR, live_site / "live.html", live_site / "index.html"]
-    run = subprocess.run(
-        [*vnu_command(), "--format", "json", *map(str, files)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    messages = json.loads(run.stderr or run.stdout or '{"messages": []}')["messages"]
-    problems = [
-        f"{m.get('url', '').rsplit('/', 1)[-1]}:{m.get('lastLine')}: {m['message']}"
-        for m in messages
-        if m.get("type") in ("error", "non-document-error") or m.get("subType") == "warning"
-    ]
+    problems = html_problems(files)
     assert not problems, "\n".join(problems)
 
 
@@ -387,7 +375,6 @@ def rgb(values: list[int]) -> np.ndarray:
 
 @needs_runtime
 @needs_browser
-@pytest.mark.slow
 def test_the_camera_is_painted_live_toward_the_covers_colours(browser, server):
     visit = Visit(browser, server, PAIR, permissions=["camera"])
     page = visit.page
@@ -422,7 +409,6 @@ def test_the_camera_is_painted_live_toward_the_covers_colours(browser, server):
 
 @needs_runtime
 @needs_browser
-@pytest.mark.slow
 def test_a_chosen_photo_is_painted_and_saved_as_a_png(browser, server, tmp_path):
     visit = Visit(browser, server, PAIR)
     page = visit.page
@@ -459,7 +445,6 @@ def test_a_chosen_photo_is_painted_and_saved_as_a_png(browser, server, tmp_path)
 
 @needs_runtime
 @needs_browser
-@pytest.mark.slow
 def test_a_refused_camera_says_so_and_a_photo_still_paints(browser, server):
     visit = Visit(browser, server, PAIR)  # no camera permission: the request is refused
     visit.part("camera").click()
@@ -508,7 +493,6 @@ def test_the_page_of_every_cover_paints_with_the_chosen_one_on_a_phone(browser, 
 
 @needs_runtime
 @needs_browser
-@pytest.mark.slow
 def test_the_webgpu_path_paints_as_wasm_does(playwright, server, tmp_path):
     # No GPU here: SwiftShader's software WebGPU, which the panel would skip for WASM
     # (?backend=webgpu takes it anyway). Slow (seconds a frame), so a 64 px photo.

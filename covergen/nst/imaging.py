@@ -54,6 +54,18 @@ def resized(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
+def resize(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """NCHW ``image`` (0..1) at ``width`` x ``height``: bicubic, antialiased when it shrinks,
+    clamped to 0..1; the same tensor when it already has that size."""
+    if tuple(image.shape[-2:]) == (height, width):
+        return image
+    smaller = height * width < image.shape[-2] * image.shape[-1]
+    out = torch.nn.functional.interpolate(
+        image, size=(height, width), mode="bicubic", align_corners=False, antialias=smaller
+    )
+    return out.clamp(0, 1)
+
+
 def rgb_to_yiq(image: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) RGB -> YIQ."""
     return torch.einsum("ij,bjhw->bihw", _RGB_TO_YIQ.to(image), image)

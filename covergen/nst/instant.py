@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from . import feedforward
+from . import feedforward, imaging
 from .errors import Cancelled, ParameterError
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ class InstantMethods:
 
             image = _protected(job, painted, params.style_strength)
         height, width = job.content.shape[-2:]
-        return _resize(image.float().cpu(), width, height)
+        return imaging.resize(image.float().cpu(), width, height)
 
     def _fast(
         self,
@@ -130,7 +130,7 @@ class InstantMethods:
                 # No strength to lower: a protected region keeps the photo by its weight.
                 image = _blend_toward_photo(job, image, content)
         height, width = job.content.shape[-2:]
-        return _resize(image.float().cpu(), width, height)
+        return imaging.resize(image.float().cpu(), width, height)
 
     def trained(
         self,
@@ -221,8 +221,7 @@ def _with_light_of(painting: torch.Tensor, source: torch.Tensor, amount: torch.T
 
 
 def _luminance(image: torch.Tensor) -> torch.Tensor:
-    red, green, blue = image[:, 0:1], image[:, 1:2], image[:, 2:3]
-    return 0.299 * red + 0.587 * green + 0.114 * blue
+    return imaging.rgb_to_yiq(image)[:, :1]
 
 
 def _centre_square(image: torch.Tensor) -> torch.Tensor:
@@ -242,13 +241,4 @@ def _working(content: torch.Tensor, style_scale: float) -> torch.Tensor:
     factor = min(style_scale, MAX_WORKING_SIDE / max(height, width))
     size = (max(feedforward.MIN_SIDE, round(height * factor)),
             max(feedforward.MIN_SIDE, round(width * factor)))  # fmt: skip
-    return _resize(content, size[1], size[0])
-
-
-def _resize(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    if tuple(image.shape[-2:]) == (height, width):
-        return image
-    smaller = height * width < image.shape[-2] * image.shape[-1]
-    return F.interpolate(
-        image, size=(height, width), mode="bicubic", align_corners=False, antialias=smaller
-    ).clamp(0, 1)
+    return imaging.resize(content, size[1], size[0])
