@@ -15,12 +15,8 @@ INTERRUPTED = 130
 
 
 def _terminated(signum: int, frame: object) -> None:
-    """SIGTERM before a command sets its own handling: the same end as a Ctrl-C (130, no
-    traceback), never the default death by signal (143)."""
-    from .errors import hold_interrupt
-
-    if hold_interrupt():  # inside torch's import: raised when it is done
-        return
+    """SIGTERM before a command sets its own handling (``stopping.StopSignals``): the same
+    end as a Ctrl-C (130, no traceback), never the default death by signal (143)."""
     raise KeyboardInterrupt
 
 

@@ -1,4 +1,4 @@
-"""`covergen build`: catalog -> sources -> plan -> scheduler -> results -> site.
+"""`covergen build`: catalog -> sources -> plan -> executors -> results -> site.
 
 Every stage is a function of its own module; this one wires them, in the order the steps
 of ``_Build.run`` read top to bottom, records every pair's outcome in the run log, and
@@ -21,6 +21,13 @@ from .atomic import remove_leftovers
 from .cache import cache_paths
 from .catalog import PROFILE_ENV, Catalog, Pair, load_catalog
 from .errors import CovergenError
+from .executors import (
+    Executor,
+    ExecutorSettings,
+    JobOutcome,
+    SchedulerEvents,
+    make_executor,
+)
 from .locks import cache_lock
 from .nst import EngineError, ParameterError, StyleParams, device_kind
 from .nst.params import check_image_sizes
@@ -31,13 +38,6 @@ from .plan import ImageInput, Job, Plan, make_job, plan_jobs
 from .precision import resolve_precision
 from .results import ResultRecord, ResultStore
 from .runlog import RunLog
-from .scheduler import (
-    Executor,
-    ExecutorSettings,
-    JobOutcome,
-    SchedulerEvents,
-    make_executor,
-)
 from .sources import FetchSettings, ImageStore, NotFetchedYet
 from .text import counted
 
@@ -63,7 +63,7 @@ class BuildOptions:
     render_site: bool = True
     docs_dir: Path | None = None  # a built user guide, published under site/docs/
     dry_run: bool = False
-    # local, process or ray (see scheduler.make_executor); None: the catalog's build settings
+    # local, process or ray (see executors.make_executor); None: the catalog's build settings
     executor: str | None = None
     ray_address: str | None = None  # None: the catalog's (none there: a local Ray instance)
     # Limits and network behaviour of the sources (sizes, timeouts, retries, allow_outside);
@@ -131,7 +131,7 @@ class BuildSummary:
 
 
 class BuildEvents(SchedulerEvents, Protocol):
-    """What the CLI's display hears of a build, on top of the scheduler's events."""
+    """What the CLI's display hears of a build, on top of the executors' events."""
 
     def stage(self, text: str) -> None: ...
 
@@ -223,19 +223,22 @@ class _Build:
         catalog = load_catalog(options.catalog, strict=False)
         selected = _select(catalog, options.only)
         executor = executor or make_executor(
-            options.executor or catalog.build.executor, self._executor_settings(catalog)
+            options.executor or catalog.build.executor,
+            self._executor_settings(catalog),
+            self.stop,
         )
-        if options.device != "auto":
-            # A device named but missing here is an error before anything is recorded.
-            self.summary.devices = list(executor.prepare())
         kind = executor.device_kind()
         self.family = "cpu" if kind == "cpu" else device_family(options.device)
         profile = self._profile(catalog, self.family)
         # Resolved once for the build (measured once per machine): the jobs' keys name it and
-        # every worker paints in it, whatever executor and process it runs in.
+        # every worker paints in it, whatever executor and process it runs in. Before any
+        # worker starts: a Ray actor keeps the settings it was started with.
         self.precision = resolve_precision(options.precision, kind)
         if isinstance(getattr(executor, "settings", None), ExecutorSettings):
             executor.settings = dataclasses.replace(executor.settings, precision=self.precision)
+        if options.device != "auto":
+            # A device named but missing here is an error before anything is recorded.
+            self.summary.devices = list(executor.prepare())
         self.runlog.close_abandoned()  # under the lock, a "running" build is a dead one
         self.build_id = self.runlog.start_build(options.kind, profile, self.precision)
         status = "failed"
@@ -247,14 +250,14 @@ class _Build:
                 if plan.to_run and not self.stop.is_set():
                     self._check_inputs(plan.to_run, store)
                     self._paint(self._one_per_key(plan.to_run), executor)
+            # Stopped at any step: what was done is kept, the rest waits for the next build.
+            self.summary.interrupted = self.stop.is_set()
             if options.render_site and options.kind == "build" and not self.summary.interrupted:
                 self._render_site(catalog)
             status = "interrupted" if self.summary.interrupted else "finished"
-        except KeyboardInterrupt:
-            # Ctrl-C while fetching or planning: what was done is kept, the rest waits.
-            self.summary.interrupted = True
-            status = "interrupted"
         finally:
+            if status == "failed" and self.stop.is_set():  # a second Ctrl-C cut it short
+                status = "interrupted"
             self.summary.seconds = time.perf_counter() - self.start
             self.runlog.finish_build(self.build_id, status, self.summary.counts())
             self._note_runlog()
@@ -434,14 +437,14 @@ class _Build:
                 f"({executor.name} executor)"
             )
             completed = executor.run(jobs, self._collect, self.events, self.stop)
-        except KeyboardInterrupt:
-            # Stopped before the executor could report: every job without an outcome waits.
+        finally:
+            # Cut short by a second Ctrl-C before the executor could report: every job
+            # without an outcome waits for the next build.
             done = {(o.pair, o.key) for o in self.summary.outcomes}
-            waiting = [j for j in jobs if (j.pair, j.key) not in done]
-            error = "stopped before it started"
+            waiting = [j for j in jobs if (j.pair, j.key) not in done and self.stop.is_set()]
+            error = "stopped before its painting was stored; the next build paints it"
             cancelled = [PairOutcome.of_job(j, "cancelled", error=error) for j in waiting]
             self._finish(*cancelled, *(o for c in cancelled for o in self._shared(c)))
-            raise
         self.summary.interrupted = not completed
 
     def _collect(self, outcome: JobOutcome) -> None:
@@ -471,17 +474,12 @@ class _Build:
                     "metrics": outcome.metrics,
                 },
             )
-        except (OSError, KeyboardInterrupt) as exc:
-            # A full disk fails this pair alone; Ctrl-C while storing cancels it. The atomic
-            # write left nothing half-written either way, and the run log says why the
-            # painting is missing.
-            interrupted = isinstance(exc, KeyboardInterrupt)
-            status = "cancelled" if interrupted else "failed"
+        except OSError as exc:
+            # A full disk fails this pair alone. The atomic write left nothing half-written,
+            # and the run log says why the painting is missing.
             error = _store_error(exc, job.pair, self.results.root)
-            failed = PairOutcome.of_job(job, status, error=error, **common)
+            failed = PairOutcome.of_job(job, "failed", error=error, **common)
             self._finish(failed, *self._shared(failed))
-            if interrupted:
-                raise
             return
         result = self.results.image_path(job.key)
         built = PairOutcome.of_job(
@@ -611,9 +609,7 @@ def _reused(job: Job, record: ResultRecord, result: Path) -> PairOutcome:
     )
 
 
-def _store_error(exc: BaseException, pair: str, root: Path) -> str:
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted while its result was being stored; it is painted again next time"
+def _store_error(exc: OSError, pair: str, root: Path) -> str:
     strerror = getattr(exc, "strerror", None) or str(exc)
     return CovergenError(
         f"the painting could not be stored in {root} ({strerror})",

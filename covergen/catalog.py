@@ -150,8 +150,8 @@ BUILTIN_PROFILES: Mapping[str, Mapping[str, Any]] = {
 
 SHOW_CHOICES = ("full", "thumbnail", "none")  # site.show_photo, site.show_cover
 
-# Where `covergen build` runs the jobs: scheduler.EXECUTORS, written out so that reading a
-# catalog does not import the scheduler (a test compares).
+# Where `covergen build` runs the jobs: executors.EXECUTORS, written out so that reading a
+# catalog does not import the executors (a test compares).
 EXECUTORS = ("local", "process", "ray")
 
 

@@ -13,20 +13,21 @@ import os
 import signal
 import sys
 import textwrap
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .catalog import EXECUTORS
-from .errors import CovergenError, hold_interrupt
+from .errors import CovergenError
 from .nst.errors import EngineError, ParameterError
 from .nst.params import ParamSpec, from_mapping, param_specs, parse_assignments
 from .nst.runtime import PRECISIONS
+from .stopping import EXIT_INTERRUPTED, StopSignals
 
 SITE_HELP = "the built site (default: site/ in the catalog's folder)"
 OFFLINE_ENV = "COVERGEN_OFFLINE"
-EXIT_INTERRUPTED = 130
 EXIT_USAGE = 2
 EXIT_INTERNAL = 70
 
@@ -662,12 +663,13 @@ def resolve_paths(args: argparse.Namespace) -> None:
 
 
 def run_with_report(options: Any, quiet: bool) -> tuple[int, Any]:
-    """Run a build with its display; Ctrl-C and SIGTERM stop it cleanly (see ``_Interrupts``)."""
+    """Run a build with its display; Ctrl-C and SIGTERM stop it cleanly (``StopSignals``)."""
     from .build import build
     from .report import BuildReport
 
-    with _Interrupts(), BuildReport(quiet=quiet) as report:
-        summary = build(options, report)
+    stop = threading.Event()
+    with StopSignals(stop), BuildReport(quiet=quiet) as report:
+        summary = build(options, report, stop=stop)
         report.summary(summary)
     if summary.interrupted:
         return EXIT_INTERRUPTED, summary
@@ -769,11 +771,15 @@ def run_sweep(args: argparse.Namespace) -> int:
         )
     variants = parse_variants(args.param_set)
     options = build_options(args, profile=args.profile, render_site=False)
-    with _Interrupts():
+    stop = threading.Event()
+    with StopSignals(stop):
         from .report import BuildReport
 
         with BuildReport(quiet=args.quiet) as report:
-            result = sweep(options, args.pairs, variants, args.output, report, args.tile)
+            result = sweep(options, args.pairs, variants, args.output, report, args.tile, stop)
+    if result.interrupted:
+        sys.stderr.write("interrupted\n")
+        return EXIT_INTERRUPTED
     Printer().line(
         f"wrote {result.sheet}: {counted(result.jobs, 'image')} ({result.painted} painted "
         f"now, {result.jobs - result.painted - result.failed} from the cache, "
@@ -1035,7 +1041,7 @@ def run_publish(args: argparse.Namespace) -> int:
     # Ctrl-C or SIGTERM raises KeyboardInterrupt (exit 130, "interrupted"), so the snapshot,
     # the temporary repository and half-written files are removed on the way out.
     protected = _catalog_files(args.catalog)
-    with _Interrupts():
+    with StopSignals():
         if args.dry_run:
             plan = plan_publish(args.site_dir, target, force=args.force, protected=protected)
         else:
@@ -1080,7 +1086,7 @@ def run_serve(args: argparse.Namespace) -> int:
         )
     # Ctrl-C or SIGTERM ends the preview, also when started in the background (which
     # inherits SIGINT ignored: Python then never raises KeyboardInterrupt by itself).
-    with _Interrupts():
+    with StopSignals():
         serve(
             args.site_dir,
             host=args.host,
@@ -1164,37 +1170,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 # ----------------------------------------------------------------------------- errors
-
-
-class _Interrupts:
-    """Ctrl-C and SIGTERM during a build: the first stops it cleanly (finished results are
-    kept, the next build resumes), the second says it is stopping, the third quits at once
-    (every write is atomic, so that is as safe as a SIGKILL). Set explicitly, because a
-    process started in the background inherits SIGINT ignored."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _Interrupts:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self.previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        self.count += 1
-        if self.count == 1:
-            if hold_interrupt():  # raised when the block that holds it ends
-                return
-            raise KeyboardInterrupt
-        if self.count == 2:
-            sys.stderr.write("\nstopping; press Ctrl-C again to quit at once\n")
-            return
-        os._exit(EXIT_INTERRUPTED)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

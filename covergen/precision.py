@@ -107,10 +107,7 @@ def cpu_precision(home: Path | None = None, *, measure: bool = True) -> CpuPreci
     record = recorded_cpu_precision(home)
     if record is not None or not measure:
         return record
-    from .errors import interrupts_held
-
-    with interrupts_held():  # torch's first import: a Ctrl-C is held until it is done
-        from .nst.engine import cpu_bf16_speedup
+    from .nst.engine import cpu_bf16_speedup
 
     try:
         # The best of several rounds: the answer is kept, so it is worth a steady reading.

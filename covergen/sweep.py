@@ -11,6 +11,7 @@ catalog says, which is how the docs' sheets of the sample and hard pairs are mad
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ class SweepReport:
     jobs: int  # variants times pairs
     painted: int  # the others were already in the cache
     failed: int
+    interrupted: bool = False  # stopped before the end: no sheet was written
 
 
 def parse_variants(items: Sequence[str]) -> list[dict[str, str]]:
@@ -64,7 +66,8 @@ def parse_variants(items: Sequence[str]) -> list[dict[str, str]]:
 
 
 def sweep(options: Any, pairs: Sequence[str], variants: Sequence[Mapping[str, str]],
-          out: Path | None, events: Any = None, tile: int = TILE) -> SweepReport:  # fmt: skip
+          out: Path | None, events: Any = None, tile: int = TILE,
+          stop: threading.Event | None = None) -> SweepReport:  # fmt: skip
     """Paint every variant of ``pairs`` (none: every pair; ``options`` a BuildOptions) and
     write their sheet: a row per pair, photo and cover first. A pair that cannot be painted
     fails alone; its row is left out."""
@@ -100,7 +103,11 @@ def sweep(options: Any, pairs: Sequence[str], variants: Sequence[Mapping[str, st
             render_site=False,
         ),
         events,
+        stop=stop,
     )
+    if summary.interrupted:  # what was painted is kept for the next sweep; no sheet
+        painted, failed = summary.count("built"), summary.count("failed")
+        return SweepReport(sheet, len(variants) * len(targets), painted, failed, True)
     store = ImageStore(cache_paths(options.cache_dir)["images"])
     profile = summary.profile
     rows = []

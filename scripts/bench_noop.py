@@ -31,9 +31,10 @@ sys.path.insert(0, str(ROOT))
 
 from covergen.build import BuildOptions, build  # noqa: E402
 from covergen.edit import NewPair, render_pair  # noqa: E402
+from covergen.executors import ExecutorSettings  # noqa: E402
+from covergen.executors.local import LocalExecutor  # noqa: E402
+from covergen.executors.painter import Painter, StoreInputs  # noqa: E402
 from covergen.nst import LossValues, StylizeResult  # noqa: E402
-from covergen.painter import Painter, StoreInputs  # noqa: E402
-from covergen.scheduler import ExecutorSettings, LocalExecutor  # noqa: E402
 
 
 class InstantEngine:

@@ -147,9 +147,9 @@ def throughput(report: Report, device: str, size: int, batch: int, deadline: flo
 
 def memory_path(report: Report, device: str, deadline: float) -> None:
     """The painter's halving and CPU fallback, on the real device with its memory capped."""
-    from covergen.painter import Painter, make_engine
+    from covergen.executors import ExecutorSettings
+    from covergen.executors.painter import Painter, make_engine
     from covergen.plan import ImageInput, make_job
-    from covergen.scheduler import ExecutorSettings
 
     if not device.startswith("cuda"):
         report.line("no CUDA device: skipped")

@@ -96,3 +96,11 @@ def project(tmp_path: Path) -> Path:
     stripe_cover(40, colour=(20, 40, 200)).save(tmp_path / "covers" / "y.png")
     (tmp_path / "catalog.yaml").write_text(CATALOG)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def converted_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default network's weights, converted once; a test's cache links to them."""
+    from support.builds import convert_weights
+
+    return convert_weights(tmp_path_factory.mktemp("weights"))

@@ -304,8 +304,9 @@ class CountingEngine(InstantEngine):
 def test_pairs_with_the_same_images_and_parameters_are_painted_once(project: Path):
     """Twelve pairs over one photo (under two names) and one cover, four content weights:
     four paintings; every other pair gets the painting of its key, or its failure."""
-    from covergen.painter import Painter, StoreInputs
-    from covergen.scheduler import ExecutorSettings, LocalExecutor
+    from covergen.executors import ExecutorSettings
+    from covergen.executors.local import LocalExecutor
+    from covergen.executors.painter import Painter, StoreInputs
 
     shared_images_project(project, 12)
     cache = project / "cache"
@@ -365,8 +366,9 @@ def spy_decodes(monkeypatch: pytest.MonkeyPatch) -> tuple[Counter[str], Counter[
 def test_each_distinct_image_is_decoded_once_per_build_however_many_pairs_share_it(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    from covergen.painter import Painter, StoreInputs
-    from covergen.scheduler import ExecutorSettings, LocalExecutor
+    from covergen.executors import ExecutorSettings
+    from covergen.executors.local import LocalExecutor
+    from covergen.executors.painter import Painter, StoreInputs
 
     pairs = 60
     images = shared_images_project(project, pairs)

@@ -292,27 +292,6 @@ def test_tampered_result_records_and_run_log_rows_are_not_trusted(project: Path)
 # ------------------------------------------------------------------ 16: interrupts
 
 
-def test_ctrl_c_during_the_import_of_torch_is_held_until_the_import_is_done():
-    """torch's import runs Python code from C++ (pybind11), where a KeyboardInterrupt
-    cannot unwind: it aborted the process. Inside interrupts_held the CLI's handler holds
-    the interrupt, and the block's end raises it."""
-    from covergen.errors import interrupts_held
-
-    finished = []
-    with cli._Interrupts(), pytest.raises(KeyboardInterrupt), interrupts_held():
-        with interrupts_held():  # nested: held until the outermost block ends
-            # Delivered to this thread before raise_signal returns; the Python handler
-            # runs at the next bytecode, holds the interrupt and returns.
-            signal.raise_signal(signal.SIGINT)
-            finished.append("inner")
-        finished.append("outer")
-    assert finished == ["inner", "outer"]
-    with cli._Interrupts(), pytest.raises(KeyboardInterrupt):  # outside: at once
-        signal.raise_signal(signal.SIGINT)
-        finished.append("never")
-    assert finished == ["inner", "outer"]
-
-
 def test_ctrl_c_at_any_moment_ends_with_130_and_no_traceback(project: Path):
     # From when our code runs (the interpreter's own start-up, ~20 ms, is not ours to handle).
     for delay in (0.15, 0.4, 1.5):

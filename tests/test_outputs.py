@@ -23,7 +23,7 @@ def _painting_forbidden(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("painted although the output was refused")
 
     monkeypatch.setattr("covergen.nst.engine.Engine.stylize", no_painting)
-    monkeypatch.setattr("covergen.painter.Painter.run_batch", no_painting)
+    monkeypatch.setattr("covergen.executors.painter.Painter.run_batch", no_painting)
 
 
 def _spellings(project: Path, target: Path) -> list[str]:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from covergen.executors.painter import encode_png
 from covergen.nst import StyleParams, params
-from covergen.painter import encode_png
 from covergen.plan import ImageInput, job_key, make_job, plan_jobs
 from covergen.results import ResultStore
 

@@ -24,10 +24,11 @@ from covergen.build import BuildOptions, BuildSummary, build
 from covergen.catalog import CatalogError, parse_catalog
 from covergen.decode import decode_image
 from covergen.errors import CovergenError, InputImageError
-from covergen.painter import Painter, StoreInputs
+from covergen.executors import ExecutorSettings
+from covergen.executors.local import LocalExecutor
+from covergen.executors.painter import Painter, StoreInputs
 from covergen.results import ResultRecord
 from covergen.runlog import RunLog
-from covergen.scheduler import ExecutorSettings, LocalExecutor
 from covergen.text import BIDI_CONTROLS
 
 BOUNDED = settings(

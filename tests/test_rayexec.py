@@ -2,9 +2,9 @@
 the actors see CUDA_VISIBLE_DEVICES but torch sees no CUDA, so they paint on the CPU).
 
 One instance serves the module (starting one takes seconds); each build starts and kills
-its own actors. The stand-in engine (``StandIn`` of test_procexec) paints where the painting
-is not the point, and fails or kills its worker on cue. Builds through the command line
-(``CliBuild``) start instances of their own, or join the module's by its address.
+its own actors. What every executor promises (the same bytes, a bad job, a stop, a dead
+worker) is proved for Ray in test_executors; here is what only Ray does. Builds through the
+command line (``CliBuild``) start instances of their own, or join the module's by its address.
 """
 
 from __future__ import annotations
@@ -16,33 +16,29 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_procexec import (
-    CliBuild,
-    StandIn,
-    command_line,
-    convert_weights,
-    descendants,
+from support.builds import (
     endless_catalog,
-    kill_left,
-    link_weights,
     many_pairs_catalog,
     options,
-    plain_catalog,
-    results,
-    running,
     statuses,
+)
+from support.processes import (
+    CliBuild,
+    command_line,
+    descendants,
+    kill_left,
+    running,
     wait_until_ended,
 )
 
 from covergen.errors import CovergenError
-from covergen.rayexec import RayExecutor, start_local_ray
-from covergen.scheduler import ExecutorSettings, make_executor
+from covergen.executors import ExecutorSettings, make_executor
+from covergen.executors.raycluster import RayExecutor, start_local_ray
 
 # Real processes, Ray or a browser: `make test-fast` leaves them out.
 pytestmark = pytest.mark.slow
@@ -55,7 +51,7 @@ TESTS = Path(__file__).parent
 def local_ray() -> Iterator[None]:
     """A local instance with 2 CPUs and 2 fake GPUs, shut down after the module."""
     with pytest.MonkeyPatch.context() as patch:
-        # Workers unpickle the stand-in engine by importing test_procexec, as a cluster's
+        # Workers unpickle the stand-in engine from support.engines, as a cluster's
         # workers import covergen: from their own path.
         path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
         patch.setenv("PYTHONPATH", path)
@@ -66,131 +62,7 @@ def local_ray() -> Iterator[None]:
             local.stop()
 
 
-@pytest.fixture(scope="module")
-def converted_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return convert_weights(tmp_path_factory.mktemp("weights"))
-
-
-def executor(project: Path, engine: StandIn | None = None, **values: Any) -> RayExecutor:
-    settings = ExecutorSettings(cache_dir=project / "cache", devices=("auto",))
-    return RayExecutor(settings, engine, **values)
-
-
-class Events:
-    """Records what the display would show; ``stop_after`` built pairs, sets ``stop``."""
-
-    def __init__(self, stop: threading.Event | None = None, stop_after: int = 0):
-        self.stop, self.stop_after = stop, stop_after
-        self.started: list[tuple[str, list[str]]] = []
-        self.progress_events: list[tuple[str, str, int]] = []
-        self.built = 0
-        self.stopped_at = 0.0
-
-    def stage(self, text: str) -> None: ...
-    def planned(self, *args: Any) -> None: ...
-
-    def batch_started(self, worker: str, jobs: Any) -> None:
-        self.started.append((worker, [job.pair for job in jobs]))
-
-    def progress(self, worker: str, jobs: Any, event: Any) -> None:
-        self.progress_events.append((worker, jobs[0].pair, event.iteration))
-
-    def pair_done(self, outcome: Any) -> None:
-        if outcome.status == "built":
-            self.built += 1
-            if self.stop is not None and self.built == self.stop_after:
-                self.stopped_at = time.monotonic()
-                self.stop.set()
-
-
 # ---------------------------------------------------------------------- the tests
-
-
-def test_ray_paints_the_same_bytes_as_the_local_executor(project: Path, converted_weights: Path):
-    plain_catalog(project)
-    for cache in ("cache-local", "cache-ray"):
-        link_weights(converted_weights, project / cache)
-    # fp32: a Ray worker may run torch on another number of threads, and bf16's kernels
-    # (what `auto` picks on a CPU where they pay) round differently on another number.
-    local = build_with(options(project, "cache-local", precision="fp32"))
-    assert set(statuses(local).values()) == {"built"}, [o.error for o in local.outcomes]
-    events = Events()
-
-    on_ray = build_with(
-        options(project, "cache-ray", executor="ray", device="auto", precision="fp32"), events
-    )
-
-    assert statuses(on_ray) == statuses(local)
-    painted = results(project, "cache-ray")
-    assert painted == results(project, "cache-local") and len(painted) == 3
-    # The fake GPUs' actors fell back to the CPU; the display heard of every pair's start.
-    assert {o.device for o in on_ray.outcomes} == {"cpu"}
-    assert sorted(p for _, pairs in events.started for p in pairs) == sorted(statuses(local))
-    assert all(worker.startswith(("gpu0:cpu@", "gpu1:cpu@")) for worker, _ in events.started)
-    assert {pair for _, pair, _ in events.progress_events} == set(statuses(local))
-
-
-def test_a_worker_killed_mid_job_is_replaced_and_the_job_reruns_elsewhere(
-    project: Path, tmp_path: Path
-):
-    many_pairs_catalog(project, 4, bad=1)
-    run = executor(project, StandIn(str(tmp_path), "kill-once"))
-
-    summary = build_with(options(project, device="auto"), executor=run)
-
-    assert set(statuses(summary).values()) == {"built"}, [o.error for o in summary.outcomes]
-    tries = sorted((tmp_path / "tries").iterdir())
-    assert len(tries) == 2  # killed in one process, painted in another
-    assert len(results(project, "cache")) == 4
-
-
-def test_a_job_that_kills_every_worker_fails_alone(project: Path, tmp_path: Path):
-    many_pairs_catalog(project, 3, bad=0)
-    run = executor(project, StandIn(str(tmp_path), "kill"), retries=1)
-
-    summary = build_with(options(project, device="auto"), executor=run)
-
-    assert statuses(summary) == {"band0-album": "failed", "band1-album": "built",
-                                 "band2-album": "built"}  # fmt: skip
-    error = next(o.error for o in summary.outcomes if o.status == "failed")
-    assert "its worker died 2 times while painting it" in error
-    assert "ActorDiedError" in error and "the other pairs went on" in error
-    assert len(list((tmp_path / "tries").iterdir())) == 2  # two processes, each killed
-
-
-def test_a_bad_pair_fails_alone(project: Path):
-    many_pairs_catalog(project, 3, bad=2)
-
-    summary = build_with(
-        options(project, device="auto"), executor=executor(project, StandIn(on_bad="raise"))
-    )
-
-    assert statuses(summary) == {"band0-album": "built", "band1-album": "built",
-                                 "band2-album": "failed"}  # fmt: skip
-    error = next(o.error for o in summary.outcomes if o.status == "failed")
-    assert "upsets the stand-in engine" in error
-
-
-def test_a_stop_keeps_finished_results_cancels_the_rest_and_the_next_build_completes(
-    project: Path,
-):
-    many_pairs_catalog(project, 6)
-    stop = threading.Event()
-    events = Events(stop, stop_after=1)
-    slow = executor(project, StandIn(delay=1.5, iterations=30))
-
-    summary = build_with(options(project, device="auto"), events, executor=slow, stop=stop)
-    waited = time.monotonic() - events.stopped_at
-
-    assert summary.interrupted
-    done = statuses(summary)
-    assert list(done.values()).count("cancelled") >= 3 and "failed" not in done.values()
-    assert waited < 1.5  # the workers were killed, not waited for
-    kept = [o for o in summary.outcomes if o.status == "built"]
-    assert len(results(project, "cache")) == len(kept) >= 1
-    again = build_with(options(project, device="auto"), executor=executor(project, StandIn()))
-    assert list(statuses(again).values()).count("reused") == len(kept)
-    assert {s for s in statuses(again).values()} <= {"built", "reused"}
 
 
 def test_ctrl_c_stops_a_ray_build_which_the_next_build_resumes(
@@ -334,8 +206,8 @@ def test_joining_a_cluster_that_never_answers_gives_up_at_the_connect_timeout():
         code = (
             "import time\n"
             "from covergen.errors import CovergenError\n"
-            "from covergen.rayexec import RayExecutor\n"
-            "from covergen.scheduler import ExecutorSettings\n"
+            "from covergen.executors.raycluster import RayExecutor\n"
+            "from covergen.executors import ExecutorSettings\n"
             f"executor = RayExecutor(ExecutorSettings(ray_address={address!r}), "
             "connect_timeout=2)\n"
             "start = time.monotonic()\n"
@@ -376,10 +248,11 @@ def test_a_build_joins_a_running_cluster_by_its_address(project: Path):
     code = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from test_procexec import StandIn, options\n"
+        "from support.builds import options\n"
+        "from support.engines import StandIn\n"
         "from covergen.build import build\n"
-        "from covergen.rayexec import RayExecutor\n"
-        "from covergen.scheduler import ExecutorSettings\n"
+        "from covergen.executors.raycluster import RayExecutor\n"
+        "from covergen.executors import ExecutorSettings\n"
         "project = Path(sys.argv[1])\n"
         "settings = ExecutorSettings(cache_dir=project / 'cache', ray_address=sys.argv[2])\n"
         "summary = build(options(project, device='auto'), "
@@ -416,8 +289,8 @@ def test_without_ray_the_ray_executor_says_how_to_install_it(monkeypatch: pytest
 def test_device_kind_starts_no_ray():
     code = (
         "import ray\n"
-        "from covergen.rayexec import RayExecutor\n"
-        "from covergen.scheduler import ExecutorSettings\n"
+        "from covergen.executors.raycluster import RayExecutor\n"
+        "from covergen.executors import ExecutorSettings\n"
         "print(RayExecutor(ExecutorSettings()).device_kind(), ray.is_initialized())\n"
         "print(RayExecutor(ExecutorSettings(devices=('cpu',)), local_resources={'num_gpus': 2})"
         ".device_kind())\n"
@@ -437,7 +310,7 @@ def build_with(opts: Any, events: Any = None, **values: Any) -> Any:
 def test_the_cli_offers_every_executor_and_the_address(capsys: pytest.CaptureFixture[str]):
     from covergen import catalog
     from covergen.cli import build_parser
-    from covergen.scheduler import EXECUTORS
+    from covergen.executors import EXECUTORS
 
     assert catalog.EXECUTORS == EXECUTORS
 
@@ -456,7 +329,7 @@ def test_the_cli_offers_every_executor_and_the_address(capsys: pytest.CaptureFix
 @pytest.mark.parametrize("address", [":0", "localhost:99999", "host", "[::1:6379", "h:x"])
 def test_a_malformed_address_is_refused_before_ray_reads_it(address: str):
     from covergen.errors import CovergenError
-    from covergen.rayexec import check_address
+    from covergen.executors.raycluster import check_address
 
     with pytest.raises(CovergenError, match="Ray cluster address") as caught:
         check_address(address)

@@ -10,10 +10,11 @@ import torch
 from PIL import Image
 
 from covergen.errors import CovergenError
+from covergen.executors import ExecutorSettings, checked_devices, make_batches
+from covergen.executors.local import LocalExecutor
+from covergen.executors.painter import Painter
 from covergen.nst import Cancelled, LossValues, StyleParams, StylizeResult, resolve_devices
-from covergen.painter import Painter
 from covergen.plan import ImageInput, Job
-from covergen.scheduler import ExecutorSettings, LocalExecutor, checked_devices, make_batches
 
 
 def job(name: str, size=(64, 48), **params) -> Job:

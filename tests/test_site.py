@@ -22,7 +22,7 @@ from PIL import Image, ImageFilter, ImageOps
 
 from covergen.catalog import Catalog, CatalogError, parse_catalog
 from covergen.errors import CovergenError
-from covergen.painter import encode_png
+from covergen.executors.painter import encode_png
 from covergen.results import ResultStore
 from covergen.runlog import RunLog
 from covergen.site import SiteReport, render_site

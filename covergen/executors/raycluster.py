@@ -66,11 +66,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import CovergenError
-from .nst import ENGINE_VERSION, device_kind
-from .painter import BytesInputs, EngineFactory, Painter
-from .plan import Job
-from .scheduler import (
+from ..errors import CovergenError
+from ..nst import ENGINE_VERSION, device_kind
+from ..plan import Job
+from ..stopping import Stopped
+from .contract import (
     ExecutorSettings,
     JobOutcome,
     OutcomeSink,
@@ -78,6 +78,8 @@ from .scheduler import (
     batch_limit,
     make_batches,
 )
+from .ledger import RETRIES, BatchFailed, Finished, JobLedger, Message, MessageEvents
+from .painter import BytesInputs, EngineFactory, Painter
 
 RAY_HINT = "pip install 'covergen[ray]'"
 # Where a worker on a remote node keeps its converted weights and feature targets.
@@ -143,18 +145,18 @@ class PaintingWorker:
             "engine_version": ENGINE_VERSION,
         }
 
-    def paint(self, jobs: list[Job], shas: list[str], *data: bytes) -> Iterator[tuple]:
-        """Paint one batch; yield ("started", keys), ("progress", keys, event) and
-        ("outcome", JobOutcome) messages as they happen.
+    def paint(self, jobs: list[Job], shas: list[str], *data: bytes) -> Iterator[Message]:
+        """Paint one batch; yield its ``Started``, ``Progressed`` and ``Finished`` messages
+        (see ``ledger``) as they happen.
 
         ``data`` are the input images' bytes, in the order of ``shas`` (Ray resolves the
         references passed at the top level before the call).
         """
         self._inputs.clear()
         self._inputs.update(zip(shas, data, strict=True))
-        messages: queue.Queue[tuple | None] = queue.Queue()
+        messages: queue.Queue[Message | None] = queue.Queue()
         stop = threading.Event()
-        events = _StreamedEvents(messages, self.progress_interval)
+        events = MessageEvents(messages.put, self.progress_interval)
 
         def work() -> None:
             # In a thread, because progress is reported from deep inside the engine while
@@ -164,15 +166,14 @@ class PaintingWorker:
                 for job in jobs:
                     wrong = self._wrong_weights(job)
                     if wrong:
-                        messages.put(("outcome", JobOutcome(job, "failed", error=wrong)))
+                        messages.put(Finished(JobOutcome(job, "failed", error=wrong)))
                     else:
                         runnable.append(job)
                 if runnable:
                     for outcome in self.painter.run_batch(self.device, runnable, events, stop):
-                        messages.put(("outcome", outcome))
+                        messages.put(Finished(outcome))
             except Exception as exc:  # a bug outside run_batch's isolation: fail the batch
-                text = f"{type(exc).__name__}: {exc}"
-                messages.put(("failed", text))
+                messages.put(BatchFailed(f"{type(exc).__name__}: {exc}"))
             finally:
                 messages.put(None)
 
@@ -198,27 +199,6 @@ class PaintingWorker:
             f"with ({job.weights[:16]}): install the same covergen and weight packages on "
             "every node"
         )
-
-
-@dataclass
-class _StreamedEvents:
-    """The painter's events, queued for the generator; progress at most every
-    ``interval`` seconds (the first and the last iteration of each scale always)."""
-
-    messages: queue.Queue[tuple | None]
-    interval: float
-    _last: float = 0.0
-
-    def batch_started(self, worker: str, jobs: Sequence[Job]) -> None:
-        self._last = 0.0
-        self.messages.put(("started", [job_id(job) for job in jobs]))
-
-    def progress(self, worker: str, jobs: Sequence[Job], event: Any) -> None:
-        now = time.monotonic()
-        edge = event.iteration in (1, event.iterations)
-        if edge or now - self._last >= self.interval:
-            self._last = now
-            self.messages.put(("progress", [job_id(job) for job in jobs], event))
 
 
 def _actor_device(use_gpu: bool) -> str:
@@ -258,11 +238,10 @@ class _Slot:
 
 @dataclass
 class _Flight:
-    """A batch on its way: which worker paints it and what came back so far."""
+    """A batch on its way, and the worker that paints it."""
 
     slot: _Slot
     jobs: list[Job]
-    started: bool = False
 
 
 @dataclass
@@ -281,7 +260,7 @@ class RayExecutor:
     local_resources: Mapping[str, Any] | None = None
     worker_cache: Path | None = None
     window: int = 2  # batches in flight per worker: the next one's inputs travel meanwhile
-    retries: int = 2  # more tries for a job whose worker died
+    retries: int = RETRIES  # more tries, each alone, for a job whose worker died
     restarts: int = 3  # replacement actors per worker slot
     start_timeout: float = 300.0  # seconds for a worker to come up
     connect_timeout: float = 60.0  # seconds to join the cluster at settings.ray_address
@@ -290,6 +269,8 @@ class RayExecutor:
     _slots: list[_Slot] = field(default_factory=list)
     _owns_ray: bool = False
     _local: LocalRay | None = None  # the instance this executor started
+    # The build's stop, watched while joining a cluster (before any job runs).
+    stop: threading.Event | None = None
 
     def __post_init__(self) -> None:
         import_ray()  # refused at once when Ray is missing, before anything is recorded
@@ -360,7 +341,7 @@ class RayExecutor:
             if address is None:
                 self._local = start_local_ray(**dict(self.local_resources or {}))
             else:
-                join_ray(address, self.connect_timeout)
+                join_ray(address, self.connect_timeout, self.stop)
         except CovergenError:
             raise
         except Exception as exc:
@@ -487,14 +468,12 @@ class _Dispatch:
         events: SchedulerEvents | None,
         stop: threading.Event,
     ):
-        from .sources import ImageStore
+        from ..sources import ImageStore
 
         self.ray = import_ray()
         self.executor = executor
-        self.jobs = {job_id(job): job for job in jobs}
-        self.on_outcome = on_outcome
-        self.events = events
         self.stop = stop
+        self.ledger = JobLedger(jobs, self._outcome(on_outcome), events, stop, executor.retries)
         self.store = ImageStore(Path(executor.settings.cache_dir) / "images")
         slots = executor._slots
         devices = [s.device for s in slots if s.state == "ready"]
@@ -504,13 +483,24 @@ class _Dispatch:
             (batch, frozenset()) for batch in make_batches(jobs, size)
         )
         self.flights: dict[Any, _Flight] = {}
-        self.deaths: dict[tuple[str, str], int] = {}
-        self.done: set[tuple[str, str]] = set()
         self.refs: dict[str, Any] = {}  # input hash -> ObjectRef of its bytes
         self.users: dict[str, int] = {}  # input hash -> jobs still to finish that use it
         for job in jobs:
             for sha in {job.photo.sha256, job.cover.sha256}:
                 self.users[sha] = self.users.get(sha, 0) + 1
+
+    def _outcome(self, on_outcome: OutcomeSink) -> OutcomeSink:
+        """The caller's sink, after freeing the input bytes no unfinished job needs."""
+
+        def reported(outcome: JobOutcome) -> None:
+            job = outcome.job
+            for sha in {job.photo.sha256, job.cover.sha256}:
+                self.users[sha] -= 1
+                if self.users[sha] == 0:
+                    self.refs.pop(sha, None)  # Ray frees the bytes
+            on_outcome(outcome)
+
+        return reported
 
     def run(self) -> bool:
         while not self.stop.is_set():
@@ -520,20 +510,16 @@ class _Dispatch:
                 if self.batches:  # work left, and no worker to do it
                     self._fail_waiting()
                 break
-            try:
-                ready, _ = self.ray.wait([*self.flights, *starting], num_returns=1, timeout=0.2)
-                for item in ready:
-                    if item in starting:
-                        self.executor._started(starting[item], item)
-                    elif item in self.flights:  # not lost with its worker meanwhile
-                        self._receive(item)
-                self._check_start_timeouts()
-            except KeyboardInterrupt:
-                self.stop.set()
+            ready, _ = self.ray.wait([*self.flights, *starting], num_returns=1, timeout=0.2)
+            for item in ready:
+                if item in starting:
+                    self.executor._started(starting[item], item)
+                elif item in self.flights:  # not lost with its worker meanwhile
+                    self._receive(item)
+            self._check_start_timeouts()
         if self.stop.is_set():
             self._wind_down()
-            return False
-        return True
+        return self.ledger.close()
 
     # -- out ------------------------------------------------------------------------------
     def _dispatch(self) -> None:
@@ -556,8 +542,7 @@ class _Dispatch:
         try:
             refs = [self._input(sha) for sha in shas]
         except CovergenError as exc:  # checked before painting, so damaged since
-            for job in batch:
-                self._report(JobOutcome(job, "failed", error=exc.describe()))
+            self.ledger.fail(batch, exc.describe())
             return
         generator = slot.actor.paint.remote(batch, shas, *refs)
         self.flights[generator] = _Flight(slot, batch)
@@ -586,62 +571,29 @@ class _Dispatch:
             else:
                 self._landed(generator, _reason(exc))
             return
-        self._handle(flight, message)
-
-    def _handle(self, flight: _Flight, message: tuple) -> None:
-        kind = message[0]
-        if kind == "outcome":
-            outcome: JobOutcome = message[1]
-            job = self.jobs.get(job_id(outcome.job), outcome.job)  # the driver's own copy
-            self._report(dataclasses.replace(outcome, job=job))
-        elif kind == "failed":
-            for job in flight.jobs:
-                if job_id(job) not in self.done:
-                    self._report(JobOutcome(job, "failed", error=message[1]))
-        else:
-            if kind == "started":
-                flight.started = True
-            jobs = [self.jobs[tuple(i)] for i in message[1] if tuple(i) in self.jobs]
-            if self.events is None or not jobs:
-                return
-            if kind == "started":
-                self.events.batch_started(flight.slot.name, jobs)
-            else:
-                self.events.progress(flight.slot.name, jobs, message[2])
+        self.ledger.receive(flight.slot.name, message, flight.jobs)
 
     def _landed(self, generator: Any, why: str) -> None:
         """A batch is over: any job it said nothing of fails with ``why``."""
         flight = self.flights.pop(generator)
         flight.slot.load = max(0, flight.slot.load - 1)
-        for job in flight.jobs:
-            if job_id(job) not in self.done:
-                self._report(JobOutcome(job, "failed", error=why))
+        self.ledger.fail(flight.jobs, why)
 
     def _worker_died(self, slot: _Slot, why: str) -> None:
         """Every batch on the dead worker goes back in line. The one it was painting (its
-        oldest: an actor takes its calls in order) counts a death for each of its jobs, which
-        go one by one, so that a job that kills its worker is found out; a job that died too
-        often fails alone. (Not the "started" message: a job that kills its worker at once
-        can take it down before that message leaves.)"""
-        limit = self.executor.retries + 1
+        oldest: an actor takes its calls in order) counts a death for each of its jobs (the
+        ledger's retry policy), which go one by one, so that a job that kills its worker is
+        found out. (Not the "started" message: a job that kills its worker at once can take
+        it down before that message leaves.)"""
         lost = [(g, f) for g, f in self.flights.items() if f.slot is slot]
         retry: list[tuple[list[Job], frozenset[int]]] = []
         for position, (generator, flight) in enumerate(lost):
             del self.flights[generator]
-            waiting = [job for job in flight.jobs if job_id(job) not in self.done]
             if position > 0:  # never began: back in line as it was
-                retry.append((waiting, frozenset({slot.index})))
+                retry.append((self.ledger.unreported(flight.jobs), frozenset({slot.index})))
                 continue
-            for job in waiting:
-                deaths = self.deaths[job_id(job)] = self.deaths.get(job_id(job), 0) + 1
-                if deaths >= limit:
-                    error = (
-                        f"its worker died {deaths} times while painting it (last: {why}); "
-                        "the other pairs went on"
-                    )
-                    self._report(JobOutcome(job, "failed", error=error))
-                else:
-                    retry.append(([job], frozenset({slot.index})))
+            again = self.ledger.worker_died(flight.jobs, why)
+            retry.extend(([job], frozenset({slot.index})) for job in again)
         self.batches.extendleft(reversed(retry))
         self.executor._replace(slot, why)
 
@@ -652,61 +604,32 @@ class _Dispatch:
                 self.executor._retire(slot, "its replacement did not start in time")
 
     # -- the end --------------------------------------------------------------------------
-    def _report(self, outcome: JobOutcome) -> None:
-        """A job's final outcome, handed to the caller (only once per job)."""
-        job = outcome.job
-        if job_id(job) in self.done:
-            return
-        self.done.add(job_id(job))
-        for sha in {job.photo.sha256, job.cover.sha256}:
-            self.users[sha] -= 1
-            if self.users[sha] == 0:
-                self.refs.pop(sha, None)  # no job needs these bytes any more: Ray frees them
-        try:
-            self.on_outcome(outcome)
-        except KeyboardInterrupt:
-            self.stop.set()
-
     def _fail_waiting(self) -> None:
         reasons = "; ".join(
             dict.fromkeys(s.why_retired for s in self.executor._slots if s.why_retired)
         )
-        for batch, _ in self.batches:
-            for job in batch:
-                self._report(JobOutcome(job, "failed", error=f"no Ray worker was left ({reasons})"))
+        waiting = [job for batch, _ in self.batches for job in batch]
+        self.ledger.fail(waiting, f"no Ray worker was left ({reasons})")
         self.batches.clear()
 
     def _wind_down(self) -> None:
-        """Stopped: keep what already came back, kill the workers, cancel the rest."""
+        """Stopped: keep what already came back and kill the workers (the ledger cancels
+        the rest)."""
         for generator in list(self.flights):
-            flight = self.flights[generator]
             while True:
                 try:
                     ready, _ = self.ray.wait([generator], timeout=0)
                     if not ready:
                         break
                     message = self.ray.get(next(generator))
-                except (StopIteration, KeyboardInterrupt):
+                except Exception:  # the stream's end, or its worker gone
                     break
-                except Exception:
-                    break
-                if message[0] == "outcome":
-                    self._handle(flight, message)
+                if isinstance(message, Finished):
+                    self.ledger.receive("", message)
         for slot in self.executor._slots:
             _kill(self.ray, slot.actor)
             slot.state = "retired"
-        started = {job_id(job) for f in self.flights.values() if f.started for job in f.jobs}
-        for job in self.jobs.values():
-            if job_id(job) not in self.done:
-                why = "interrupted" if job_id(job) in started else "stopped before it started"
-                self._report(JobOutcome(job, "cancelled", error=why))
         self.flights.clear()
-
-
-def job_id(job: Job) -> tuple[str, str]:
-    """A job as the driver knows it: two pairs with the same inputs and parameters share a
-    key (and a result), but each is owed its own outcome."""
-    return (job.pair, job.key)
 
 
 def _worker_lost(ray: Any, exc: BaseException) -> bool:
@@ -773,21 +696,22 @@ def _signal_handlers_kept() -> Iterator[None]:
         if exc.code != signal.SIGTERM or not callable(ours):
             raise
         restore()
-        ours(signal.SIGTERM, None)  # covergen's raises KeyboardInterrupt
-        raise KeyboardInterrupt from None
+        ours(signal.SIGTERM, None)  # covergen's: the build's stop
+        # Ray's handler broke off what it was doing: the step cannot finish.
+        raise Stopped("stopped while Ray was starting") from None
     finally:
         restore()
 
 
-def join_ray(address: str, timeout: float) -> None:
+def join_ray(address: str, timeout: float, stop: threading.Event | None = None) -> None:
     """Connect this process to the Ray cluster at ``address``, within ``timeout`` seconds.
 
     Nothing listening at the address fails at once (``probe_address``). ``ray.init`` then
     runs in a thread of its own: Ray retries a cluster that does not answer for some 14
-    minutes, in C++ calls of some 40 s that no signal interrupts, while this thread waits
-    interruptibly (Ctrl-C and SIGTERM raise here as anywhere). An attempt given up that
+    minutes, in C++ calls of some 40 s that no signal interrupts, while this thread waits,
+    watching ``stop`` (a stop ends the wait at once: ``Stopped``). An attempt given up that
     connects later disconnects.
-    Raises CovergenError (field ``ray_address``), or what ``ray.init`` raised.
+    Raises CovergenError (field ``ray_address``), Stopped, or what ``ray.init`` raised.
     """
     check_address(address)
     ray = import_ray()
@@ -813,7 +737,7 @@ def join_ray(address: str, timeout: float) -> None:
         thread = threading.Thread(target=attempt, name="covergen-ray-connect", daemon=True)
         try:
             thread.start()
-            failure = done.get(timeout=timeout)
+            failure = _answer(done, timeout, stop or threading.Event())
         except queue.Empty:
             with lock:
                 given_up = True
@@ -828,12 +752,30 @@ def join_ray(address: str, timeout: float) -> None:
                     "--head` prints it; 6379 unless told otherwise) and that the head is up "
                     "(`ray status` on it); see docs/cluster.md",
                 ) from None
-        except BaseException:  # Ctrl-C, SIGTERM
+        except BaseException:  # a stop, or a second Ctrl-C
             with lock:
                 given_up = True
             raise
     if failure is not None:
         raise failure
+
+
+def _answer(
+    done: queue.Queue[BaseException | None], timeout: float, stop: threading.Event
+) -> BaseException | None:
+    """What the connecting thread put in ``done`` within ``timeout`` seconds (queue.Empty
+    when nothing came); Stopped as soon as ``stop`` is set."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if stop.is_set():
+            raise Stopped("stopped while joining the Ray cluster")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise queue.Empty
+        try:
+            return done.get(timeout=min(left, 0.1))
+        except queue.Empty:
+            continue
 
 
 @contextlib.contextmanager

@@ -9,10 +9,11 @@ this machine, share the engine's own caches (converted weights, feature targets)
 local executor's threads do.
 
 A worker that dies (SIGKILL, the OOM killer) is replaced by a new one (``restarts`` times
-per device), and the unfinished jobs of the batch it was painting are tried once more, each
-alone, before anything else. A job whose worker dies on that try too fails, with the exit
-code; the next build paints it again. A stop (Ctrl-C) tells the workers to stop
-at the next iteration; their jobs come back cancelled and every finished result is kept.
+per device), and the unfinished jobs of the batch it was painting are tried again, each
+alone, before anything else, as the ledger's retry policy says (``ledger.RETRIES``); a job
+that keeps killing its worker fails alone, with the exit code; the next build paints it
+again. A stop tells the workers to stop at the next iteration; their jobs come back
+cancelled and every finished result is kept.
 
 A worker dies with the driver, however the driver dies (SIGKILL included): on Linux the
 kernel kills it (``PR_SET_PDEATHSIG``), and everywhere a thread in the worker ends it when
@@ -24,7 +25,6 @@ no worker is left to hold its pipe.
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -39,44 +39,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import CovergenError
-from .painter import BytesInputs, EngineFactory, Painter
-from .plan import Job
-from .scheduler import (
+from ..errors import CovergenError
+from ..plan import Job
+from .contract import (
     DevicesHere,
     ExecutorSettings,
-    JobOutcome,
     OutcomeSink,
     SchedulerEvents,
     batch_limit,
     make_batches,
 )
+from .ledger import RETRIES, Finished, JobLedger, Message, MessageEvents, job_id
+from .painter import BytesInputs, EngineFactory, Painter
 
 # How long stopped workers get to hand back their cancelled jobs before they are ended.
 STOP_GRACE = 10.0
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
-def job_id(job: Job) -> tuple[str, str]:
-    """A job as the driver knows it: pairs with the same inputs share a key, not an outcome."""
-    return (job.pair, job.key)
+IDLE = "idle"  # a worker's last word on a batch: it is ready for the next one
 
 
 # ------------------------------------------------------------------------ the worker side
-
-
-@dataclass
-class _QueuedEvents:
-    """The painter's events, sent to the driver under this worker's name."""
-
-    outbox: Any  # multiprocessing queue
-    name: str
-
-    def batch_started(self, worker: str, jobs: Sequence[Job]) -> None:
-        self.outbox.put(("started", self.name, [job_id(job) for job in jobs]))
-
-    def progress(self, worker: str, jobs: Sequence[Job], event: Any) -> None:
-        self.outbox.put(("progress", self.name, [job_id(job) for job in jobs], event))
 
 
 def work(
@@ -102,14 +84,14 @@ def work(
         painter = Painter.from_settings(settings, BytesInputs(inputs))
     else:
         painter = Painter(BytesInputs(inputs), engine_factory)
-    events = _QueuedEvents(outbox, name)
+    events = MessageEvents(outbox.put)
     while (task := inbox.get()) is not None:
         jobs, data = task
         inputs.clear()
         inputs.update(data)
         for outcome in painter.run_batch(device, jobs, events, cancel):
-            outbox.put(("outcome", name, outcome))
-        outbox.put(("idle", name))
+            outbox.put(Finished(outcome))
+        outbox.put(IDLE)
 
 
 def die_with_driver(driver: int) -> None:
@@ -168,7 +150,8 @@ class ProcessExecutor(DevicesHere):
     settings: ExecutorSettings = field(default_factory=ExecutorSettings)
     engine_factory: EngineFactory | None = None
     trust_devices: bool = False
-    restarts: int = 2  # new workers per device after one died
+    restarts: int = 3  # new workers per device after one died
+    retries: int = RETRIES  # more tries, each alone, for a job whose worker died
     name: str = "process"
     _devices: list[str] = field(default_factory=list)
 
@@ -207,18 +190,15 @@ class _Run:
         events: SchedulerEvents | None,
         stop: threading.Event,
     ):
-        from .sources import ImageStore
+        from ..sources import ImageStore
 
         self.executor, self.context, self.cancel = executor, context, cancel
         self.workers = {w.name: w for w in workers}
-        self.jobs = {job_id(job): job for job in jobs}
-        self.on_outcome, self.events, self.stop = on_outcome, events, stop
+        self.ledger = JobLedger(jobs, on_outcome, events, stop, executor.retries)
+        self.stop = stop
         self.store = ImageStore(Path(executor.settings.cache_dir) / "images")
         size = batch_limit([w.device for w in workers], executor.settings.max_batch)
         self.batches = deque(make_batches(jobs, size))
-        self.done: set[tuple[str, str]] = set()
-        self.sent: set[tuple[str, str]] = set()
-        self.retried: set[tuple[str, str]] = set()  # painted again after a worker died
         self.stopped_at: float | None = None
         self.checked_at = time.monotonic()
         for worker in workers:
@@ -234,23 +214,19 @@ class _Run:
             busy = [w for w in self.workers.values() if w.batch is not None]
             if not busy:
                 if self.batches and not self.stop.is_set():  # no worker left to paint them
-                    self._fail_waiting()
+                    error = (
+                        f"every worker process died {self.executor.restarts + 1} times; "
+                        "the next build paints it again"
+                    )
+                    self.ledger.fail((job for batch in self.batches for job in batch), error)
                 break
             if self.stopped_at is not None and time.monotonic() - self.stopped_at > STOP_GRACE:
                 break
-            try:
-                self._receive(0.2)
-            except KeyboardInterrupt:
-                self.stop.set()
+            self._receive(0.2)
             if time.monotonic() - self.checked_at > 0.5:  # progress may never pause
                 self.checked_at = time.monotonic()
                 self._check_alive()
-        for job in self.jobs.values():  # stopped: what never came back is cancelled
-            if job_id(job) not in self.done:
-                sent = job_id(job) in self.sent
-                why = "interrupted" if sent else "stopped before it started"
-                self._report(JobOutcome(job, "cancelled", error=why))
-        return not self.stop.is_set()
+        return self.ledger.close()
 
     def _receive(self, timeout: float) -> bool:
         """Handle what the workers have sent, waiting up to ``timeout`` for a first message;
@@ -262,23 +238,17 @@ class _Run:
                 if worker.outbox is None:
                     continue
                 try:
-                    message = worker.outbox.get_nowait()
+                    message: Message | str = worker.outbox.get_nowait()
                 except queue.Empty:
                     continue
                 got = True
-                self._handle(message)
+                if message == IDLE:
+                    worker.batch = None
+                else:
+                    self.ledger.receive(worker.name, message, worker.batch or ())
             if got or time.monotonic() >= end:
                 return got
             time.sleep(0.01)
-
-    def _fail_waiting(self) -> None:
-        error = (
-            f"every worker process died {self.executor.restarts + 1} times; "
-            "the next build paints it again"
-        )
-        while self.batches:
-            for job in self.batches.popleft():
-                self._report(JobOutcome(job, "failed", error=error))
 
     def _start(self, worker: _Worker) -> None:
         # Started by the thread that runs the build, which the kernel's parent-death signal
@@ -314,28 +284,12 @@ class _Run:
                         for sha in (job.photo.sha256, job.cover.sha256)
                     }
                 except CovergenError as exc:  # checked before painting, so damaged since
-                    for job in batch:
-                        self._report(JobOutcome(job, "failed", error=exc.describe()))
+                    self.ledger.fail(batch, exc.describe())
                     continue
                 worker.batch = batch
-                self.sent.update(job_id(job) for job in batch)
+                # Sent is as good as started: a stop now interrupts it.
+                self.ledger.started.update(job_id(job) for job in batch)
                 worker.inbox.put((batch, data))
-
-    def _handle(self, message: tuple) -> None:
-        kind, name = message[0], message[1]
-        worker = self.workers[name]
-        if kind == "outcome":
-            outcome: JobOutcome = message[2]
-            job = self.jobs.get(job_id(outcome.job), outcome.job)  # the driver's own copy
-            self._report(dataclasses.replace(outcome, job=job))
-        elif kind == "idle":
-            worker.batch = None
-        elif self.events is not None:
-            jobs = [self.jobs[tuple(i)] for i in message[2] if tuple(i) in self.jobs]
-            if kind == "started" and jobs:
-                self.events.batch_started(name, jobs)
-            elif kind == "progress" and jobs:
-                self.events.progress(name, jobs, message[3])
 
     def _check_alive(self) -> None:
         """A worker that died fails its batch's unfinished jobs; another takes its place."""
@@ -350,39 +304,17 @@ class _Run:
         while time.monotonic() < deadline and self._receive(0.05):
             pass
         for worker in dead:
-            code = worker.process.exitcode
-            for job in worker.batch or []:
-                key = job_id(job)
-                if key in self.done:
-                    continue
-                if key not in self.retried and not self.stop.is_set():
-                    # Once more, alone and first: a batch-mate that brought the worker down
-                    # (or the batch's memory) cannot take it down again.
-                    self.retried.add(key)
-                    self.batches.appendleft([job])
-                    continue
-                again = ", and again when tried alone" if key in self.retried else ""
-                error = (
-                    f"the worker process {worker.name} died (exit code {code}) while "
-                    f"painting it{again}; the next build paints it again"
-                )
-                self._report(JobOutcome(job, "failed", device=worker.device, error=error))
+            why = f"worker process {worker.name}, exit code {worker.process.exitcode}"
+            again = self.ledger.worker_died(worker.batch or [], why, worker.device)
+            # Each alone and first: a batch-mate that brought the worker down (or the
+            # batch's memory) cannot take it down again.
+            self.batches.extendleft([job] for job in reversed(again))
             worker.batch = None
             if worker.restarts < self.executor.restarts and not self.stop.is_set():
                 worker.restarts += 1
                 self._start(worker)
             else:
                 worker.process = None
-
-    def _report(self, outcome: JobOutcome) -> None:
-        key = job_id(outcome.job)
-        if key in self.done:
-            return
-        self.done.add(key)
-        try:
-            self.on_outcome(outcome)
-        except KeyboardInterrupt:
-            self.stop.set()
 
     def close(self) -> None:
         """Ask every worker to quit, and end those that do not within a few seconds."""

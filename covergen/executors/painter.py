@@ -19,10 +19,10 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from .nst import Cancelled, Engine, Progress, Runtime, StylizeJob, TargetCache
-from .plan import Job
-from .scheduler import ExecutorSettings, JobOutcome, SchedulerEvents
-from .sources import ImageStore, decode_image
+from ..nst import Cancelled, Engine, Progress, Runtime, StylizeJob, TargetCache
+from ..plan import Job
+from ..sources import ImageStore, decode_image
+from .contract import ExecutorSettings, JobOutcome, SchedulerEvents
 
 EngineFactory = Callable[[str], Any]  # device -> an object with Engine.stylize_batch
 
@@ -74,7 +74,7 @@ class Painter:
 
     @classmethod
     def from_settings(cls, settings: ExecutorSettings, inputs: Inputs) -> Painter:
-        from .featurecache import FeatureCache
+        from ..featurecache import FeatureCache
 
         features = FeatureCache(Path(settings.cache_dir) / "features")
 
