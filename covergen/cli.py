@@ -1118,7 +1118,8 @@ def run_clean(args: argparse.Namespace) -> int:
     verb = "would remove" if args.dry_run else "removed"
     printer = Printer()
     printer.line(
-        f"{verb} {report.results_removed} results, {report.images_removed} downloads"
+        f"{verb} {report.results_removed} results, {report.images_removed} downloads, "
+        f"{report.derived_removed} sets of site images"
         + (", the feature cache" if report.features_removed else "")
         + f" ({report.bytes_freed / 1e6:.1f} MB)"
     )

@@ -10,13 +10,15 @@ not verify or load is treated as missing and rewritten.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
+from collections.abc import Container
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from .store import Collected, Store, digest
 
-from .atomic import write_bytes
+if TYPE_CHECKING:  # torch loads when a job runs, not for `covergen clean`
+    import torch
 
 MAGIC = b"covergen-features sha256:"
 _HEADER = len(MAGIC) + 64 + 1  # magic, hex digest, newline
@@ -26,40 +28,40 @@ class FeatureCache:
     """Implements the engine's ``TargetCache`` protocol on ``root/<key[:2]>/<key>.pt``."""
 
     def __init__(self, root: Path):
-        self.root = Path(root)
-
-    def _path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.pt"
+        self.store = Store(Path(root))
+        self.root = self.store.root
 
     def get(self, key: str) -> dict[str, torch.Tensor] | None:
-        path = self._path(key)
-        try:
-            data = path.read_bytes()
-        except OSError:
+        data = self.store.read(f"{key}.pt")
+        if data is None:
             return None
-        value = _verified_load(data)
-        if value is None:  # damaged, truncated or of an older format: recompute, overwrite
-            path.unlink(missing_ok=True)
+        # The file carries its own digest: the header is this entry's record.
+        header, body = data[:_HEADER], data[_HEADER:]
+        if header != MAGIC + digest(body).encode() + b"\n" or (value := _load(body)) is None:
+            self.store.discard(f"{key}.pt")  # damaged, truncated or of an older format
+            return None
         return value
 
     def put(self, key: str, value: dict[str, torch.Tensor]) -> None:
+        import torch
+
         buffer = io.BytesIO()
         torch.save({name: t.contiguous() for name, t in value.items()}, buffer)
         body = buffer.getvalue()
-        header = MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n"
         # The cache only saves time: a full disk or a read-only cache must not fail the
         # painting (the result's own write reports it). The atomic write leaves no file.
         with contextlib.suppress(OSError):
-            write_bytes(self._path(key), header + body)
+            self.store.put(f"{key}.pt", MAGIC + digest(body).encode() + b"\n" + body)
+
+    def collect(self, keep: Container[str] = (), *, dry_run: bool = False) -> Collected:
+        """Remove the targets whose key is not in ``keep`` (by default: all of them)."""
+        return self.store.collect(keep, dry_run=dry_run)
 
 
-def _verified_load(data: bytes) -> dict[str, torch.Tensor] | None:
-    """The tensors of a cache file whose checksum matches, else None."""
-    header, body = data[:_HEADER], data[_HEADER:]
-    if not header.startswith(MAGIC) or not header.endswith(b"\n"):
-        return None
-    if hashlib.sha256(body).hexdigest().encode() != header[len(MAGIC) : -1]:
-        return None
+def _load(body: bytes) -> dict[str, torch.Tensor] | None:
+    """The tensors of verified bytes, or None when they do not load as a dict of tensors."""
+    import torch
+
     try:
         value = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
     except Exception:  # verified bytes that still do not load: another torch, say

@@ -16,7 +16,6 @@ painting off the site.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,12 +182,13 @@ class CleanReport:
     # Pairs the run log knows but the catalog does not list, whose results were kept
     # because the catalog has problems (a broken pair may be one of them, under another id).
     kept_unlisted: int = 0
+    derived_removed: int = 0  # the site's images of sources and paintings no longer kept
 
 
 def clean(catalog: Catalog, cache_dir: Path, *, downloads: bool = False,
           features: bool = False, dry_run: bool = False) -> CleanReport:  # fmt: skip
-    """Remove results no pair refers to (and, when asked, unused downloads and features),
-    holding the cache's lock.
+    """Remove results no pair refers to, and the site's images of what is no longer kept
+    (and, when asked, unused downloads and features), holding the cache's lock.
 
     A result is referred to when it is the latest build result of a pair in the catalog, the
     latest successful one (shown while a later attempt failed), or the latest rerun of such a
@@ -197,6 +197,11 @@ def clean(catalog: Catalog, cache_dir: Path, *, downloads: bool = False,
     pair it does not list is removed: a typo in a key can change a pair's id (``bnd:`` for
     ``band:`` leaves the id to the album), so the broken pair may be any of them.
     """
+    # The stores' modules load here: `list` and `status` need only the results.
+    from .featurecache import FeatureCache
+    from .site.images import ImageDeriver
+    from .sources import ImageStore
+
     paths = cache_paths(cache_dir)
     runlog = RunLog(paths["runlog"], catalog.path)
     ids = {pair.id for pair in catalog.pairs}
@@ -233,29 +238,18 @@ def clean(catalog: Catalog, cache_dir: Path, *, downloads: bool = False,
         for pair in unlisted:
             for record in runlog.history(pair, limit=None):
                 hold(record)
-        results = ResultStore(paths["results"])
-        freed = removed = 0
-        for key in list(results.keys()):
-            if key in keep:
-                continue
-            for path in (results.image_path(key), results.image_path(key).with_suffix(".json")):
-                if path.exists():
-                    freed += path.stat().st_size
-            removed += 1
-            if not dry_run:
-                results.remove(key)
-        images_removed = 0
-        if downloads and paths["images"].exists():
-            for path in sorted((paths["images"] / "sha256").glob("*/*")):
-                if path.name.split(".")[0] not in inputs:
-                    freed += path.stat().st_size
-                    images_removed += 1
-                    if not dry_run:
-                        path.unlink()
-        features_removed = False
-        if features and paths["features"].exists():
-            freed += sum(p.stat().st_size for p in paths["features"].rglob("*") if p.is_file())
-            features_removed = True
-            if not dry_run:
-                shutil.rmtree(paths["features"])
-    return CleanReport(removed, images_removed, features_removed, freed, len(unlisted))
+        # Each store removes what is not kept, by its own layout: the results no record
+        # refers to, the downloads no input is, the site's images of neither, the features.
+        results = ResultStore(paths["results"], read_only=dry_run)
+        paintings = {r.sha256 for r in map(results.get, sorted(keep)) if r is not None}
+        deriver = ImageDeriver(paths["derived"])
+        shown = {deriver.key(sha) for sha in inputs} | {deriver.key(sha, True) for sha in paintings}
+        gone = results.store.collect(keep, dry_run=dry_run)
+        images = ImageStore(paths["images"]).collect(inputs, dry_run=dry_run) if downloads else None
+        derived = deriver.collect(shown, dry_run=dry_run)
+        cleared = FeatureCache(paths["features"]).collect(dry_run=dry_run) if features else None
+    freed = sum(c.bytes for c in (gone, images, derived, cleared) if c is not None)
+    removed = images.entries if images else 0
+    return CleanReport(
+        gone.entries, removed, cleared is not None, freed, len(unlisted), derived.entries
+    )

@@ -4,7 +4,7 @@ A catalog ``src`` is either a path relative to the catalog's folder or an http(s
 way the bytes are checked (size, type, fully decodable, sensible dimensions) before they enter
 the store, so the store only ever holds usable images::
 
-    root/sha256/ab/ab12…ef.jpg     the bytes, named by their hash, written atomically
+    root/sha256/ab/ab12…ef.jpg     the bytes, named by their hash (a ``store.Store`` each)
     root/known/ab/ab12…ef.json     what a full decode found out: size and format
     root/urls/<sha256(url)>.json   per URL: ETag, Last-Modified and the hash of its bytes
 
@@ -19,25 +19,21 @@ fetched again.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import re
+from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated
 
-from .atomic import write_bytes
 from .decode import ACCEPTED_FORMATS, DecodeLimits, Where, decode, inspect, too_large
 from .decode import decode_image as decode_image  # the stages' one decoder, re-exported
 from .errors import CovergenError, InputImageError
 from .files import read_user_file
+from .store import SHA256, Check, Collected, Pixels, Sha256, Store, digest, dumps
 from .text import WEB_SCHEMES, printable, redact, url_scheme, web_url_problem
 
 if TYPE_CHECKING:  # requests (and urllib3) load only when an image is downloaded
     import requests
-
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -51,6 +47,26 @@ class StoredImage:
     format: str  # PIL format name: JPEG, PNG, WEBP, GIF, TIFF, BMP
     src: str  # the src as the catalog wrote it
     from_cache: bool  # True when a remote image was served from the store (304 or offline)
+
+
+@dataclass(frozen=True)
+class KnownImage:
+    """What a full decode of stored bytes found out (``known/``): no need to decode again."""
+
+    width: Pixels
+    height: Pixels
+    format: Annotated[str, Check(ACCEPTED_FORMATS.__contains__, "an accepted image format")]
+
+
+@dataclass(frozen=True)
+class UrlRecord:
+    """What was fetched from a URL (``urls/``): the hash of its bytes, the validators."""
+
+    url: str
+    sha256: Sha256
+    final_url: str = ""
+    etag: str = ""
+    last_modified: str = ""
 
 
 @dataclass(frozen=True)
@@ -181,6 +197,10 @@ class ImageStore:
         self.root = Path(root)
         self.settings = settings
         self.read_only = read_only
+        # The bytes by their own hash; a record per decoded image; one per URL, unsharded.
+        self.images = Store(self.root / "sha256", read_only=read_only)
+        self.known = Store(self.root / "known", read_only=read_only)
+        self.urls = Store(self.root / "urls", read_only=read_only, sharded=False)
         self._session = session
         self._owns_session = session is None
         self._prepared = False
@@ -253,13 +273,12 @@ class ImageStore:
         With ``format`` (a PIL format name), the path whether or not the file exists yet;
         without, the existing file, or FileNotFoundError when the store does not hold it.
         """
-        if not _HEX64.match(sha256):
+        if not SHA256.fullmatch(sha256):
             raise ValueError(f"not a SHA-256 hex digest: {sha256!r}")
-        shard = self.root / "sha256" / sha256[:2]
         if format is not None:
-            return shard / f"{sha256}{ACCEPTED_FORMATS[format]}"
+            return self.images.path(f"{sha256}{ACCEPTED_FORMATS[format]}")
         for suffix in ACCEPTED_FORMATS.values():
-            candidate = shard / f"{sha256}{suffix}"
+            candidate = self.images.path(f"{sha256}{suffix}")
             if candidate.is_file():
                 return candidate
         raise FileNotFoundError(f"the image store {self.root} holds no image {sha256}")
@@ -281,6 +300,12 @@ class ImageStore:
                 hint="build again: the image is fetched (or copied) anew",
             )
         return found[1]
+
+    def collect(self, keep: Container[str], *, dry_run: bool = False) -> Collected:
+        """Remove the images whose hash is not in ``keep``, and what is known of them; the
+        URL records stay (small, and a record without its image only means a fetch)."""
+        self.known.collect(keep, dry_run=dry_run)
+        return self.images.collect(keep, dry_run=dry_run)
 
     # ------------------------------------------------------------------ local files
 
@@ -337,10 +362,10 @@ class ImageStore:
         headers = {"User-Agent": USER_AGENT, "Accept": ACCEPT}
         # Conditional only when the bytes are at hand: a 304 is useless without them.
         if cached is not None and record is not None:
-            if record.get("etag"):
-                headers["If-None-Match"] = record["etag"]
-            if record.get("last_modified"):
-                headers["If-Modified-Since"] = record["last_modified"]
+            if record.etag:
+                headers["If-None-Match"] = record.etag
+            if record.last_modified:
+                headers["If-Modified-Since"] = record.last_modified
         try:
             download = Downloader(self.session, self.settings).get(url, headers, where)
         except InputImageError as exc:
@@ -368,17 +393,11 @@ class ImageStore:
                 hint="build again; if it persists, the server is misbehaving",
             )
         stored = self._keep(download.data, where)
-        self._write_record(
-            url,
-            {
-                "url": url,
-                "final_url": download.final_url,
-                "sha256": stored.sha256,
-                "etag": download.etag,
-                "last_modified": download.last_modified,
-            },
-            where,
-        )
+        if not self.read_only:
+            fetched = UrlRecord(
+                url, stored.sha256, download.final_url, download.etag, download.last_modified
+            )
+            self._write(self.urls, _url_name(url), dumps(fetched), where)
         return stored
 
     # ------------------------------------------------------------------ the store
@@ -387,24 +406,25 @@ class ImageStore:
         """Validate and store bytes. Bytes the store already knows, or met earlier in this
         build, are not decoded again; their stored copy is still checked (and replaced when
         damaged)."""
-        digest = hashlib.sha256(data).hexdigest()
-        learnt = self._sizes.get(digest)
-        known = learnt or self._known(digest)
+        sha = digest(data)
+        learnt = self._sizes.get(sha)
+        known = learnt or self._known(sha)
         if known is not None:
             width, height, fmt = known
         else:
             image, fmt = decode(data, self.settings.limits, where)
             width, height = image.size
             image.close()
-        path = self.path_for(digest, fmt)
+        path = self.path_for(sha, fmt)
         if not self.read_only:
-            if not self._still_verified(digest) and self._verified(digest) is None:
-                self._write(path, data, where)
-                self._note_checked(digest, path)
+            if not self._still_verified(sha) and self._verified(sha) is None:
+                self._write(self.images, path.name, data, where)
+                self._note_checked(sha, path)
             if known is None:
-                self._remember(digest, width, height, fmt, where)
-        self._sizes[digest] = (width, height, fmt)
-        return StoredImage(digest, path, width, height, fmt, where.src, from_cache=False)
+                entry = dumps(KnownImage(width, height, fmt))
+                self._write(self.known, f"{sha}.json", entry, where)
+        self._sizes[sha] = (width, height, fmt)
+        return StoredImage(sha, path, width, height, fmt, where.src, from_cache=False)
 
     def _still_verified(self, digest: str) -> bool:
         """Whether this build already hashed the stored copy, and it has not changed since
@@ -418,32 +438,27 @@ class ImageStore:
         except OSError:
             return False
 
-    def _cached(self, record: dict[str, Any], where: Where) -> StoredImage | None:
+    def _cached(self, record: UrlRecord, where: Where) -> StoredImage | None:
         """The stored copy a URL record points to, if intact; None otherwise."""
-        found = self._verified(record["sha256"])
+        sha = record.sha256
+        found = self._verified(sha)
         if found is None:
             return None
         path, data = found
-        digest = record["sha256"]
-        known = self._sizes.get(digest) or self._known(digest)
+        known = self._sizes.get(sha) or self._known(sha)
         width, height, fmt = known if known else inspect(data, self.settings.limits, where)
-        self._sizes[digest] = (width, height, fmt)
-        return StoredImage(digest, path, width, height, fmt, where.src, from_cache=True)
+        self._sizes[sha] = (width, height, fmt)
+        return StoredImage(sha, path, width, height, fmt, where.src, from_cache=True)
 
-    def _verified(self, digest: str) -> tuple[Path, bytes] | None:
-        """The stored file and its bytes if they still hash to ``digest``; a corrupt one is
+    def _verified(self, sha: str) -> tuple[Path, bytes] | None:
+        """The stored file and its bytes if they still hash to ``sha``; a corrupt one is
         deleted so that it is fetched again."""
-        try:
-            path = self.path_for(digest)
-            data = path.read_bytes()
-        except (OSError, ValueError):
+        path = self.find(sha)
+        data = None if path is None else self.images.get(path.name)
+        if path is None or data is None:
+            self._checked.pop(sha, None)
             return None
-        if hashlib.sha256(data).hexdigest() != digest:
-            if not self.read_only:
-                path.unlink(missing_ok=True)
-            self._checked.pop(digest, None)
-            return None
-        self._note_checked(digest, path)
+        self._note_checked(sha, path)
         return path, data
 
     def _note_checked(self, digest: str, path: Path) -> None:
@@ -452,60 +467,20 @@ class ImageStore:
         except OSError:
             self._checked.pop(digest, None)
 
-    def _known_path(self, digest: str) -> Path:
-        return self.root / "known" / digest[:2] / f"{digest}.json"
-
-    def _known(self, digest: str) -> tuple[int, int, str] | None:
+    def _known(self, sha: str) -> tuple[int, int, str] | None:
         """Size and format of bytes a full decode accepted before, if recorded."""
-        try:
-            entry = json.loads(self._known_path(digest).read_text(encoding="utf-8"))
-            width, height, fmt = entry["width"], entry["height"], entry["format"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        if (
-            isinstance(width, int)
-            and isinstance(height, int)
-            and width > 0
-            and height > 0
-            and fmt in ACCEPTED_FORMATS
-        ):
-            return width, height, fmt
-        return None
+        known = self.known.get_record(f"{sha}.json", KnownImage)
+        return None if known is None else (known.width, known.height, known.format)
 
-    def _remember(self, digest: str, width: int, height: int, fmt: str, where: Where) -> None:
-        entry = {"width": width, "height": height, "format": fmt}
-        self._write(self._known_path(digest), json.dumps(entry).encode(), where)
-
-    def _record_path(self, url: str) -> Path:
-        return self.root / "urls" / f"{hashlib.sha256(url.encode()).hexdigest()}.json"
-
-    def _read_record(self, url: str) -> dict[str, Any] | None:
-        try:
-            record = json.loads(self._record_path(url).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
+    def _read_record(self, url: str) -> UrlRecord | None:
         # A damaged or foreign record is ignored; the next successful fetch rewrites it.
-        if (
-            not isinstance(record, dict)
-            or record.get("url") != url
-            or not isinstance(record.get("sha256"), str)
-            or not _HEX64.match(record["sha256"])
-        ):
-            return None
-        for key in ("etag", "last_modified"):
-            if not isinstance(record.get(key, ""), str):
-                record[key] = ""
-        return record
+        record = self.urls.get_record(_url_name(url), UrlRecord)
+        return record if record is not None and record.url == url else None
 
-    def _write_record(self, url: str, record: dict[str, Any], where: Where) -> None:
-        if self.read_only:
-            return
-        text = json.dumps(record, indent=2, sort_keys=True) + "\n"
-        self._write(self._record_path(url), text.encode("utf-8"), where)
-
-    def _write(self, path: Path, data: bytes, where: Where) -> None:
+    def _write(self, store: Store, name: str, data: bytes, where: Where) -> None:
+        path = store.path(name)
         try:
-            write_bytes(path, data)
+            store.put(name, data)
         except OSError as exc:
             raise CovergenError(
                 f"cannot write the image store at {path} ({exc.strerror or exc})",
@@ -513,6 +488,10 @@ class ImageStore:
                 field=where.field,
                 hint=f"check the free space and permissions of {self.root}",
             ) from None
+
+
+def _url_name(url: str) -> str:
+    return f"{digest(url.encode())}.json"
 
 
 def _identity(path: Path) -> tuple[int, int, int, int]:

@@ -18,20 +18,17 @@ for it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import write_bytes
 from .catalog import Catalog
 from .decode import decode_image
 from .errors import CovergenError, InputImageError
 from .nst.errors import WeightsError
 from .nst.weightsources import PREDICTOR_FILE, TRANSFORMER_FILE
 from .runlog import RunLog
+from .store import Sha256, Store, digest, dumps
 
 VECTOR_SIZE = 100
 # Bump when the same cover and predictor would give other numbers (the crop, the resize,
@@ -132,38 +129,32 @@ def _network_files() -> tuple[Path, Path]:
 
 def record_key(cover_sha256: str, predictor_sha256: str) -> str:
     """Where a vector is kept: its cover, its predictor and the recipe."""
-    text = f"{cover_sha256}:{predictor_sha256}:{VECTOR_RECIPE}"
-    return hashlib.sha256(text.encode()).hexdigest()
+    return digest(f"{cover_sha256}:{predictor_sha256}:{VECTOR_RECIPE}".encode())
 
 
-def _record_path(root: Path, key: str) -> Path:
-    return root / key[:2] / f"{key}.json"
+@dataclass(frozen=True)
+class VectorRecord:
+    """A cover's vector as kept in ``derived/style-vectors/``."""
+
+    cover: Sha256
+    predictor: Sha256
+    recipe: int
+    vector: tuple[float, ...]
 
 
 def _load(root: Path, cover: str, predictor: str) -> tuple[float, ...] | None:
-    key = record_key(cover, predictor)
-    try:
-        data = json.loads(_record_path(root, key).read_text(encoding="utf-8"))
-        if (data["cover"], data["predictor"], data["recipe"]) != (cover, predictor, VECTOR_RECIPE):
-            return None
-        return _checked(data["vector"])
-    except (OSError, ValueError, KeyError, TypeError):
+    kept = Store(root).get_record(f"{record_key(cover, predictor)}.json", VectorRecord)
+    wanted = VectorRecord(cover, predictor, VECTOR_RECIPE, kept.vector) if kept else None
+    if kept is None or kept != wanted or len(kept.vector) != VECTOR_SIZE:
         return None  # missing or damaged: computed again
+    return kept.vector
 
 
 def _save(root: Path, cover: str, predictor: str, vector: tuple[float, ...]) -> None:
-    key = record_key(cover, predictor)
-    record = {"cover": cover, "predictor": predictor, "recipe": VECTOR_RECIPE, "vector": vector}
+    record = VectorRecord(cover, predictor, VECTOR_RECIPE, vector)
     # Only a cache: a full disk costs the next build a recomputation, never this one.
     with contextlib.suppress(OSError):
-        write_bytes(_record_path(root, key), json.dumps(record).encode())
-
-
-def _checked(values: Iterable[object]) -> tuple[float, ...]:
-    vector = tuple(float(v) for v in values)  # type: ignore[arg-type]
-    if len(vector) != VECTOR_SIZE or not all(math.isfinite(v) for v in vector):
-        raise ValueError("not a style vector")
-    return vector
+        Store(root).put(f"{record_key(cover, predictor)}.json", dumps(record))
 
 
 def _compute(
@@ -182,7 +173,7 @@ def _compute(
     for sha, path in covers.items():
         try:
             data = path.read_bytes()
-            if hashlib.sha256(data).hexdigest() != sha:
+            if digest(data) != sha:
                 failed[sha] = f"{path} does not match its SHA-256"
                 continue
             image = decode_image(data, src=str(path))

@@ -18,8 +18,7 @@ def built(project: Path, **options):
             catalog=project / "catalog.yaml",
             cache_dir=project / "cache",
             device="cpu",
-            render_site=False,
-            **options,
+            **{"render_site": False, **options},
         )
     )
 
@@ -54,11 +53,28 @@ def test_clean_removes_only_results_no_pair_refers_to(project: Path):
     assert report.results_removed == 1  # beta-two's old result; the newest rerun stays
     assert set(results.keys()) == {*second.values(), rerun_key}
     assert report.images_removed == 0  # every download is still used
-    assert not cache_paths(project / "cache")["features"].exists()
+    assert not any(cache_paths(project / "cache")["features"].iterdir())  # every shard went
     assert report.bytes_freed > 0
     built(project)  # a build after the rerun: the experiment is no longer referred to
     assert clean(catalog, project / "cache").results_removed == 1
     assert set(results.keys()) == set(second.values())
+
+
+def test_clean_removes_the_site_images_of_the_results_it_removes(project: Path):
+    from covergen.site.images import ImageDeriver
+
+    built(project, render_site=True, site_dir=project / "site")
+    text = (project / "catalog.yaml").read_text().replace("content_weight: 2", "content_weight: 3")
+    (project / "catalog.yaml").write_text(text)
+    built(project, render_site=True, site_dir=project / "site")  # beta-two painted anew
+    derived = ImageDeriver(cache_paths(project / "cache")["derived"])
+    before = set(derived.store.keys())
+
+    report = clean(load_catalog(project / "catalog.yaml"), project / "cache")
+    assert report.results_removed == 1 and report.derived_removed == 1  # the old painting's
+    assert len(set(derived.store.keys())) == len(before) - 1
+    shown = [p for p in (project / "site" / "img").iterdir() if "-" in p.name]  # the variants
+    assert shown and all(derived.store.path(p.name).is_file() for p in shown)
 
 
 def test_list_and_status_commands(project: Path, capsys, monkeypatch):

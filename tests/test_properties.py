@@ -29,6 +29,7 @@ from covergen.executors.local import LocalExecutor
 from covergen.executors.painter import Painter, StoreInputs
 from covergen.results import ResultRecord
 from covergen.runlog import RunLog
+from covergen.store import decode
 from covergen.text import BIDI_CONTROLS
 
 BOUNDED = settings(
@@ -218,7 +219,7 @@ def test_any_bytes_decode_or_are_refused(data):
 @given(VALUES)
 def test_any_json_is_a_valid_result_record_or_none(document):
     try:
-        record = ResultRecord.from_json(document)
+        record = decode(ResultRecord, document)
     except ValueError:
         return
     assert isinstance(record.width, int)

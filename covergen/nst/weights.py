@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..atomic import atomic_writer, write_bytes
+from ..atomic import atomic_writer
+from ..store import SHA256, Store
 from . import weightsources
 from .errors import WeightsError
 from .layers import LayerInfo, layer_table
@@ -304,7 +305,7 @@ def _load_explicit(source: WeightsSource, store: Path) -> VGGWeights:
         state = convert_state_dict(read_source(data, "auto", str(path)), network, str(path))
     except WeightsError as exc:
         raise WeightsError(f"unusable {source.origin}: {exc}") from exc
-    _store(store, network, flavour, source.digest, state)
+    store_converted(store, network, flavour, source.digest, state)
     return VGGWeights(network, flavour, state, source.identity, source.origin)
 
 
@@ -321,7 +322,7 @@ def _load_package(source: WeightsSource, store: Path) -> VGGWeights:
         )
     data = package.verified_bytes(path)
     state = convert_state_dict(read_source(data, package.layout, str(path)), network, str(path))
-    _store(store, network, flavour, package.sha256, state)
+    store_converted(store, network, flavour, package.sha256, state)
     return VGGWeights(network, flavour, state, source.identity, source.origin)
 
 
@@ -359,9 +360,9 @@ def _load_torchvision(source: WeightsSource, store: Path, offline: bool) -> VGGW
             raise WeightsError("; ".join([*problems, str(exc)])) from exc
     digest = hashlib.sha256(data).hexdigest()
     state = convert_state_dict(read_source(data, "torch", str(hub_file)), network, str(hub_file))
-    _store(store, network, "torchvision", digest, state)
+    store_converted(store, network, "torchvision", digest, state)
     try:
-        write_bytes(record, f"{digest}\n".encode())
+        Store(store, sharded=False).put(record.name, f"{digest}\n".encode())
     except OSError as exc:
         raise WeightsError(f"cannot write the weights cache {record}: {exc}") from exc
     return VGGWeights(
@@ -414,13 +415,8 @@ def load_converted(store: Path, network: str, flavour: str, digest: str) -> Any:
     with ``weights_only``), or None when absent or its sidecar's digest does not match."""
     path, sidecar = converted_paths(store, network, flavour, digest)
     expected = _read_digest(sidecar)
-    if expected is None or not path.is_file():
-        return None
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    if hashlib.sha256(data).hexdigest() != expected:
+    data = None if expected is None else Store(Path(store), sharded=False).get(path.name, expected)
+    if data is None:
         return None
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
@@ -431,36 +427,27 @@ def load_converted(store: Path, network: str, flavour: str, digest: str) -> Any:
 def store_converted(
     store: Path, network: str, flavour: str, digest: str, state: dict[str, torch.Tensor]
 ) -> None:
-    """Keep a conversion of the source with ``digest`` in the weights cache (see _store)."""
-    _store(store, network, flavour, digest, state)
-
-
-def _store(
-    store: Path, network: str, flavour: str, digest: str, state: dict[str, torch.Tensor]
-) -> None:
-    """Write the converted state dict and the digest sidecar that vouches for it."""
+    """Keep a conversion of the source with ``digest`` in the weights cache, the converted
+    state dict first and then the digest sidecar that vouches for it."""
     buffer = io.BytesIO()
     # Saved through memory: torch.save names the zip's records after a file's name, so the
     # bytes would otherwise depend on the temporary file's random name.
     torch.save(state, buffer)
     data = buffer.getvalue()
     path, sidecar = converted_paths(store, network, flavour, digest)
+    record = f"{hashlib.sha256(data).hexdigest()}\n".encode()
     try:
-        write_bytes(path, data)
-        # The sidecar goes last: a crash in between leaves no sidecar, hence a rebuild.
-        write_bytes(sidecar, f"{hashlib.sha256(data).hexdigest()}\n".encode())
+        Store(Path(store), sharded=False).put_entry(sidecar.name, record, {path.name: data})
     except OSError as exc:
         raise WeightsError(f"cannot write the weights cache {path}: {exc}") from exc
 
 
 def _read_digest(path: Path) -> str | None:
     try:
-        text = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
+        text = path.read_bytes().decode("ascii", errors="replace").strip()
+    except OSError:
         return None
-    if len(text) == 64 and all(c in "0123456789abcdef" for c in text):
-        return text
-    return None
+    return text if SHA256.fullmatch(text) else None
 
 
 # ----------------------------------------------------------------------------- messages

@@ -10,23 +10,23 @@ headers are safe.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Container, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import PIL
 from PIL import Image, features
 
-from ..atomic import write_bytes
 from ..decode import decode_image
 from ..errors import InputImageError
+from ..store import Check, Collected, Pixels, RecordError, Sha256, Store, digest, dumps
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,31 @@ class DerivedImage:
         return tuple(v for v in self.variants if v.format == fmt)
 
 
+_VARIANT_NAME = re.compile(r"[0-9a-f]{20}-[0-9]+\.(webp|jpg)")  # key-width.extension
+
+
+@dataclass(frozen=True)
+class VariantRecord:
+    """One derived file as its manifest lists it."""
+
+    name: Annotated[str, Check(_VARIANT_NAME.fullmatch, "a derived file's name")]
+    format: Literal["webp", "jpeg"]
+    width: Pixels
+    height: Pixels
+    sha256: Sha256
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The record of one source's derived files, written after them."""
+
+    source: Sha256
+    recipe: Sha256
+    width: Pixels
+    height: Pixels
+    variants: tuple[VariantRecord, ...]
+
+
 def recipe() -> dict[str, Any]:
     """Everything besides the source bytes that decides a derived file's bytes."""
     return {
@@ -108,7 +133,7 @@ def recipe() -> dict[str, Any]:
 
 
 def recipe_digest() -> str:
-    return hashlib.sha256(json.dumps(recipe(), sort_keys=True).encode()).hexdigest()
+    return digest(json.dumps(recipe(), sort_keys=True).encode())
 
 
 def target_widths(width: int, *, enlarge: bool = False) -> list[int]:
@@ -126,12 +151,13 @@ class ImageDeriver:
     """Derives and caches the site's images under ``root`` (``cache/derived``)."""
 
     def __init__(self, root: Path):
-        self.root = Path(root)
+        self.store = Store(Path(root))
+        self.root = self.store.root
         self.recipe = recipe_digest()
 
     def key(self, source_sha256: str, enlarge: bool = False) -> str:
         kind = ":enlarged" if enlarge else ""
-        return hashlib.sha256(f"{source_sha256}:{self.recipe}{kind}".encode()).hexdigest()[:20]
+        return digest(f"{source_sha256}:{self.recipe}{kind}".encode())[:20]
 
     def derive_all(
         self,
@@ -165,7 +191,7 @@ class ImageDeriver:
         except OSError as exc:
             log.warning("cannot read %s: %s", source, exc)
             return None
-        if hashlib.sha256(data).hexdigest() != source_sha256:
+        if digest(data) != source_sha256:
             log.warning("%s does not match its SHA-256 %s; left out", source, source_sha256[:12])
             return None
         try:
@@ -173,7 +199,7 @@ class ImageDeriver:
         except InputImageError as exc:
             log.warning("cannot decode %s: %s", source, exc.message)
             return None
-        variants = []
+        records, files = [], {}
         for width in target_widths(image.width, enlarge=enlarge):
             height = max(1, round(image.height * width / image.width))
             if width == image.width:
@@ -183,60 +209,33 @@ class ImageDeriver:
             else:
                 sized = image.resize((width, height), ENLARGE_FILTER)
             for fmt in ("webp", "jpeg"):
-                encoded = _encode(sized, fmt)
                 name = f"{key}-{width}.{EXTENSIONS[fmt]}"
-                path = self._folder(key) / name
-                write_bytes(path, encoded)
-                variants.append(
-                    Variant(name, fmt, width, height, hashlib.sha256(encoded).hexdigest(), path)
-                )
-        derived = DerivedImage(source_sha256, key, image.width, image.height, tuple(variants))
-        self._save(derived)
-        return derived
+                files[name] = _encode(sized, fmt)
+                records.append(VariantRecord(name, fmt, width, height, digest(files[name])))
+        manifest = Manifest(source_sha256, self.recipe, image.width, image.height, tuple(records))
+        self.store.put_entry(f"{key}.json", dumps(manifest), files)
+        return self._derived(key, manifest)
 
-    def _folder(self, key: str) -> Path:
-        return self.root / key[:2]
+    def collect(self, keep: Container[str], *, dry_run: bool = False) -> Collected:
+        """Remove the derived files of every key (``key``) not in ``keep``."""
+        return self.store.collect(keep, dry_run=dry_run)
 
-    def _manifest(self, key: str) -> Path:
-        return self._folder(key) / f"{key}.json"
-
-    def _save(self, derived: DerivedImage) -> None:
-        # Written last: a manifest means every file it lists was written before it.
-        data = {
-            "source": derived.source,
-            "recipe": self.recipe,
-            "width": derived.width,
-            "height": derived.height,
-            "variants": [
-                {
-                    "name": v.name,
-                    "format": v.format,
-                    "width": v.width,
-                    "height": v.height,
-                    "sha256": v.sha256,
-                }
-                for v in derived.variants
-            ],
-        }
-        write_bytes(self._manifest(derived.key), json.dumps(data, indent=1).encode())
+    def _derived(self, key: str, manifest: Manifest) -> DerivedImage:
+        variants = tuple(
+            Variant(v.name, v.format, v.width, v.height, v.sha256, self.store.path(v.name))
+            for v in manifest.variants
+        )
+        return DerivedImage(manifest.source, key, manifest.width, manifest.height, variants)
 
     def _load(self, key: str, source_sha256: str) -> DerivedImage | None:
-        try:
-            data = json.loads(self._manifest(key).read_text())
-            if data["source"] != source_sha256 or data["recipe"] != self.recipe:
-                return None
-            variants = []
-            for v in data["variants"]:
-                path = self._folder(key) / v["name"]
-                # Small files, read once per build: a damaged cache must never reach the site.
-                if hashlib.sha256(path.read_bytes()).hexdigest() != v["sha256"]:
-                    return None
-                variants.append(
-                    Variant(v["name"], v["format"], v["width"], v["height"], v["sha256"], path)
-                )
-            return DerivedImage(source_sha256, key, data["width"], data["height"], tuple(variants))
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        def vouched(manifest: Manifest) -> dict[str, str]:
+            if (manifest.source, manifest.recipe) != (source_sha256, self.recipe):
+                raise RecordError(f"the manifest of {key} is of another source or recipe")
+            # Small files, read once per build: a damaged cache must never reach the site.
+            return {v.name: v.sha256 for v in manifest.variants}
+
+        found = self.store.get_entry(f"{key}.json", Manifest, vouched)
+        return None if found is None else self._derived(key, found)
 
 
 def _encode(image: Image.Image, fmt: str) -> bytes:

@@ -32,7 +32,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ..atomic import write_bytes
+from ..store import Sha256, Store, dumps
+from ..store import digest as sha256_of
 from ..stylevectors import StyleVectors
 from .gallery import GalleryEntry, Picture
 from .theme import filesize
@@ -252,29 +253,30 @@ def default_runtime_dirs(*roots: Path) -> tuple[Path, ...]:
     return tuple(dict.fromkeys(Path(r) / "node_modules" / RUNTIME_PACKAGE for r in folders))
 
 
+@dataclass(frozen=True)
+class LiveRecord:
+    """The browser's network as derived: its source, recipe, writer, file and digest."""
+
+    source: Sha256
+    recipe: int
+    onnx: str
+    name: str
+    sha256: Sha256
+
+
 def browser_transformer(source: Path, derived_root: Path) -> LiveFile:
     """The transformer with free height and width: cached by the source's digest and the
     recipe (and the onnx package's version, which writes it)."""
     data = source.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
     writer = _onnx_version()
-    key = hashlib.sha256(f"{digest}:{NETWORK_RECIPE}:{writer}".encode()).hexdigest()[:20]
-    folder = Path(derived_root) / LIVE_DIR / key[:2]
-    manifest = folder / f"{key}.json"
-    try:
-        kept = json.loads(manifest.read_text())
-        path = folder / kept["name"]
-        if hashlib.sha256(path.read_bytes()).hexdigest() == kept["sha256"]:
-            return _as_is(path, "arbitrary-transform", kept["sha256"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # not derived yet, or damaged: derived again
-    freed = free_dimensions(data)
-    name = f"{key}.onnx"
-    write_bytes(folder / name, freed)
-    record = {"source": digest, "recipe": NETWORK_RECIPE, "onnx": writer, "name": name,
-              "sha256": hashlib.sha256(freed).hexdigest()}  # fmt: skip
-    write_bytes(manifest, json.dumps(record, indent=1).encode())  # last: the file is there
-    return _as_is(folder / name, "arbitrary-transform", record["sha256"])
+    key = sha256_of(f"{sha256_of(data)}:{NETWORK_RECIPE}:{writer}".encode())[:20]
+    store, name = Store(Path(derived_root) / LIVE_DIR), f"{key}.onnx"
+    kept = store.get_entry(f"{key}.json", LiveRecord, lambda r: {name: r.sha256})
+    if kept is None:  # not derived yet, or damaged: derived again
+        freed = free_dimensions(data)
+        kept = LiveRecord(sha256_of(data), NETWORK_RECIPE, writer, name, sha256_of(freed))
+        store.put_entry(f"{key}.json", dumps(kept), {name: freed})
+    return _as_is(store.path(name), "arbitrary-transform", kept.sha256)
 
 
 def free_dimensions(model_bytes: bytes) -> bytes:
