@@ -33,6 +33,7 @@ from .nst import EngineError, ParameterError, StyleParams, device_kind
 from .nst.params import check_image_sizes
 from .nst.runtime import device_family
 from .nst.weightsources import choose_source
+from .outcome import RECORDED, PairStatus
 from .plain import plain
 from .plan import ImageInput, Job, Plan, make_job, plan_jobs
 from .precision import resolve_precision
@@ -40,8 +41,6 @@ from .results import ResultRecord, ResultStore
 from .runlog import RunLog
 from .sources import FetchSettings, ImageStore, NotFetchedYet
 from .text import counted
-
-PAIR_STATUSES = ("built", "reused", "failed", "cancelled", "planned")
 
 
 @dataclass(frozen=True)
@@ -123,7 +122,7 @@ class BuildSummary:
         return sum(1 for o in self.outcomes if o.status == status)
 
     def counts(self) -> dict[str, int]:
-        return {s: self.count(s) for s in ("built", "reused", "failed", "cancelled")}
+        return {str(s): self.count(s) for s in RECORDED}
 
     @property
     def failed(self) -> list[PairOutcome]:
@@ -523,7 +522,7 @@ class _Build:
     def _finish(self, *outcomes: PairOutcome) -> None:
         """Record outcomes (in one transaction) and tell the display."""
         self.summary.outcomes.extend(outcomes)
-        logged = [o.log_values() for o in outcomes if o.status != "planned"]
+        logged = [o.log_values() for o in outcomes if o.status != PairStatus.PLANNED]
         if logged and not self.options.dry_run:
             self.runlog.record_many(self.build_id, logged)
         if self.events is not None:

@@ -898,13 +898,13 @@ def _weight_of(record: Any, metrics: Any) -> str:
 
 def _quality(state: Any) -> str:
     """``content 0.38 · style 0.40, auto → 2`` for a pair with a scored painting."""
-    content, style = state.metrics.get("content_kept"), state.metrics.get("style_taken")
-    if not (isinstance(content, int | float) and isinstance(style, int | float)):
+    from .outcome import Metrics
+
+    scores = Metrics.of(state.metrics).summary()
+    if not scores:
         return ""
     weight = _weight(state)
-    return f"content {content:.2f} · style {style:.2f}" + (
-        f", weight {weight}" if weight.startswith("auto") else ""
-    )
+    return scores + (f", weight {weight}" if weight.startswith("auto") else "")
 
 
 def run_list(args: argparse.Namespace) -> int:

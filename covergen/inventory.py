@@ -25,6 +25,7 @@ from .cache import cache_paths
 from .catalog import SLUG, Catalog, Pair, Problem
 from .errors import CovergenError
 from .locks import cache_lock
+from .outcome import HAS_RESULT, PairStatus
 from .results import ResultRecord, ResultStore
 from .runlog import RunLog, RunRecord
 
@@ -101,7 +102,7 @@ def pair_states(catalog: Catalog, runlog: RunLog, results: ResultStore) -> list[
         record = latest.get(pair.id)
         result = path = shown = None
         for candidate in (record, succeeded.get(pair.id)):
-            if candidate is None or candidate.status not in ("built", "reused"):
+            if candidate is None or candidate.status not in HAS_RESULT:
                 continue
             # Results are addressed by content: two pairs with the same inputs and
             # parameters share one, so the record's pair name is not checked.
@@ -114,7 +115,7 @@ def pair_states(catalog: Catalog, runlog: RunLog, results: ResultStore) -> list[
                 break
         if record is None:
             state = "new"
-        elif record.status in ("built", "reused"):
+        elif record.status in HAS_RESULT:
             state = "built" if shown is record else "missing"
         else:
             state = record.status
@@ -168,7 +169,7 @@ def _planned(catalog: Catalog, cache_dir: Path) -> list[tuple[str | None, str | 
             render_site=False,
         )  # fmt: skip
         for outcome in build(options).outcomes:
-            if outcome.status in ("planned", "reused"):
+            if outcome.status in (PairStatus.PLANNED, PairStatus.REUSED):
                 found.append((outcome.key, outcome.photo, outcome.cover))
     return found
 

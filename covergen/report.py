@@ -11,6 +11,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .console import Printer, styled
 from .nst.params import total_iterations
+from .outcome import HAS_RESULT, Metrics, PairStatus
+
+# Outcomes that end a painting the progress bar counted.
+PAINTING_ENDS = frozenset({PairStatus.BUILT, PairStatus.FAILED, PairStatus.CANCELLED})
 
 if TYPE_CHECKING:
     from .build import BuildSummary, PairOutcome
@@ -153,7 +157,7 @@ class BuildReport:
 
     def pair_done(self, outcome: PairOutcome) -> None:
         with self._lock:
-            if outcome.status in ("built", "failed", "cancelled") and self._to_run:
+            if outcome.status in PAINTING_ENDS and self._to_run:
                 self._done += 1
                 if self._progress is not None and self._overall is not None:
                     self._progress.update(self._overall, completed=self._done)
@@ -164,7 +168,7 @@ class BuildReport:
         if outcome.seconds is not None and outcome.status == "built":
             details.append(f"{outcome.seconds:.0f} s")
         quality = quality_text(outcome.metrics)
-        if quality and outcome.status in ("built", "reused"):
+        if quality and outcome.status in HAS_RESULT:
             details.append(quality)
         pieces: list[Any] = [styled(f"{outcome.status:>9}", style), " ", outcome.pair]
         if details:
@@ -213,9 +217,4 @@ class BuildReport:
 
 def quality_text(metrics: Any) -> str:
     """The quality scores of a result as a short text: "content 0.62, style 0.71"."""
-    if not isinstance(metrics, dict):
-        return ""
-    content, style = metrics.get("content_kept"), metrics.get("style_taken")
-    if not isinstance(content, int | float) or not isinstance(style, int | float):
-        return ""
-    return f"content {content:.2f}, style {style:.2f}"
+    return Metrics.of(metrics).summary(", ")

@@ -35,9 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CovergenError
-
-STATUSES = ("built", "reused", "failed", "cancelled")
-BUILD_STATUSES = ("running", "finished", "interrupted", "failed", "killed")
+from .outcome import RECORDED, BuildStatus
 
 
 @dataclass(frozen=True)
@@ -406,7 +404,7 @@ class RunLog:
             return 0  # tried again by the next build
 
     def finish_build(self, build: int, status: str, summary: Mapping[str, Any]) -> None:
-        if status not in BUILD_STATUSES:
+        if status not in BuildStatus.__members__.values():
             raise ValueError(f"unknown build status {status!r}")
         self._perform(
             {
@@ -442,7 +440,7 @@ class RunLog:
         out["summary"] = {
             k: v for k, v in summary.items() if isinstance(k, str) and isinstance(v, int)
         } if isinstance(summary, dict) else {}  # fmt: skip
-        if out["status"] not in BUILD_STATUSES:
+        if out["status"] not in BuildStatus.__members__.values():
             out["status"] = "unknown"
         return out
 
@@ -458,7 +456,7 @@ class RunLog:
         rows = []
         now = time.time()
         for values in outcomes:
-            if values.get("status") not in STATUSES:
+            if values.get("status") not in RECORDED:
                 raise ValueError(f"unknown run status {values.get('status')!r}")
             row = {name: values.get(name) for name in RUN_COLUMNS}
             row["build"] = build
@@ -632,7 +630,7 @@ def _record(row: tuple[Any, ...]) -> RunRecord | None:
         isinstance(values["build"], int),
         isinstance(values["kind"], str),
         isinstance(values["pair"], str),
-        values["status"] in STATUSES,
+        values["status"] in RECORDED,
         all(
             values[n] is None or isinstance(values[n], str)
             for n in ("key", "photo", "cover", "device", "error")

@@ -20,6 +20,7 @@ from typing import Any
 from .errors import CovergenError
 from .nst.errors import ParameterError
 from .nst.params import AUTO, StyleParams, format_value, parse_assignments, resolved_value, spec
+from .outcome import Metrics
 
 SCALAR_KINDS = ("bool", "int", "float", "float_or_auto", "int_or_auto", "str")
 # Variants per row before the sheet wraps a pair onto a second row; pixels per picture.
@@ -154,10 +155,7 @@ def _caption(variant: Mapping[str, str], outcome: Any) -> list[str]:
 
 
 def _numbers(metrics: Mapping[str, Any]) -> str:
-    content, style = metrics.get("content_kept"), metrics.get("style_taken")
-    parts = []
-    if isinstance(content, int | float) and isinstance(style, int | float):
-        parts.append(f"content {content:.2f} · style {style:.2f}")
+    parts = [scores] if (scores := Metrics.of(metrics).summary()) else []
     if "content_weight" in metrics:  # the sheet's font has no arrow
         parts.append("weight " + resolved_value("content_weight", AUTO, metrics, arrow="->"))
     return ", ".join(parts)

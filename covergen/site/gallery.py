@@ -17,6 +17,7 @@ from typing import Any
 from ..catalog import ImageRef, Pair
 from ..inventory import PairState
 from ..nst.params import param_specs, resolved_value
+from ..outcome import Metrics
 from ..results import ResultStore
 from ..text import is_web_url
 from .images import DerivedImage
@@ -286,8 +287,8 @@ def _entry(
             device=_first(record.device if record else None, stored.device) or "",
             iterations=_first(record.iterations if record else None, stored.iterations),
             engine=stored.engine_version,
-            content_kept=_number(stored.metrics.get("content_kept")),
-            style_taken=_number(stored.metrics.get("style_taken")),
+            content_kept=Metrics.of(stored.metrics).content_kept,
+            style_taken=Metrics.of(stored.metrics).style_taken,
             faces=_count(stored.metrics.get("faces")),
             mode=str(stored.params.get("mode") or "artistic"),
             method=str(stored.params.get("method") or "gatys"),
@@ -296,10 +297,6 @@ def _entry(
         overrides=override_rows(stored.params, pair.overrides, stored.metrics),
         cover_sha256=state.cover_sha256,
     )
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _count(value: Any) -> int | None:
