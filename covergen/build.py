@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .atomic import remove_leftovers
-from .cache import cache_paths
 from .catalog import PROFILE_ENV, Catalog, Pair, load_catalog
 from .errors import CovergenError
 from .executors import (
@@ -34,13 +33,14 @@ from .nst.params import check_image_sizes
 from .nst.runtime import device_family
 from .nst.weightsources import choose_source
 from .outcome import RECORDED, PairStatus
-from .plain import plain
+from .plaindata import plain
 from .plan import ImageInput, Job, Plan, make_job, plan_jobs
 from .precision import resolve_precision
 from .results import ResultRecord, ResultStore
 from .runlog import RunLog
+from .safetext import counted
 from .sources import FetchSettings, ImageStore, NotFetchedYet
-from .text import counted
+from .store import cache_paths
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from .errors import CovergenError
 from .files import read_user_file
 from .nst import ParameterError, StyleParams
 from .nst.params import coerce, param_specs
-from .text import (
+from .safetext import (
     has_credentials,
     printable,
     redact,

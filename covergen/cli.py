@@ -583,8 +583,8 @@ def run_check(args: argparse.Namespace) -> int:
     from .catalog import CatalogError, Problem, load_catalog
     from .console import Printer
     from .errors import CovergenError
+    from .safetext import counted, url_scheme
     from .sources import Where, missing_local
-    from .text import counted, url_scheme
 
     catalog = load_catalog(args.catalog)
     # The local images must be there (a build would fail those pairs); each path once.
@@ -762,8 +762,8 @@ def run_rerun(args: argparse.Namespace) -> int:
 
 def run_sweep(args: argparse.Namespace) -> int:
     from .console import Printer
+    from .safetext import counted
     from .sweep import parse_variants, sweep
-    from .text import counted
 
     if not 64 <= args.tile <= 2048:
         raise CovergenError(
@@ -819,7 +819,7 @@ def run_status(args: argparse.Namespace) -> int:
 
     from .catalog import load_catalog
     from .console import Printer, styled
-    from .inventory import load_states
+    from .pairstates import load_states
     from .precision import recorded_cpu_precision
     from .report import STATUS_STYLE
 
@@ -910,7 +910,7 @@ def _quality(state: Any) -> str:
 def run_list(args: argparse.Namespace) -> int:
     from .catalog import load_catalog
     from .console import Printer
-    from .inventory import load_states
+    from .pairstates import load_states
 
     catalog = load_catalog(args.catalog, strict=False)
     _, states = load_states(catalog, args.cache_dir)
@@ -1104,8 +1104,8 @@ def run_serve(args: argparse.Namespace) -> int:
 def run_clean(args: argparse.Namespace) -> int:
     from .catalog import load_catalog
     from .console import Printer
-    from .inventory import clean
-    from .text import counted
+    from .pairstates import clean
+    from .safetext import counted
 
     catalog = load_catalog(args.catalog, strict=False)
     report = clean(
@@ -1282,7 +1282,7 @@ def _caused_by_interrupt(exc: BaseException) -> bool:
 
 
 def _complain(text: str) -> None:
-    from .text import printable
+    from .safetext import printable
 
     sys.stderr.write(f"covergen: error: {printable(text)}\n")
 

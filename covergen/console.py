@@ -2,7 +2,7 @@
 
 Text that comes from data — pair names, paths, error messages, what a server said — is
 never read as rich markup (``[/x]`` in a catalog once crashed the build) and never reaches
-the terminal with its control characters or escape sequences (``text.printable``). Styles
+the terminal with its control characters or escape sequences (``safetext.printable``). Styles
 are attached to whole pieces (``styled``), never written inside strings.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from .text import printable
+from .safetext import printable
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,8 @@ from .errors import CovergenError
 from .files import read_user_file
 from .locks import catalog_lock
 from .nst.params import param_specs
+from .safetext import unsafe_character
 from .starter import new_catalog_text
-from .text import unsafe_character
 
 # A new catalog: enough to explain the format to whoever opens it next.
 DEFAULT_STEP = 2  # indentation of a nested block when the file gives no example to follow
@@ -504,8 +504,8 @@ def place_image(text: str, catalog_path: Path, role: str, *, copy: bool = False)
     path already relative to the catalog's folder is kept; a file outside that folder is
     refused unless ``copy`` (then it is to be copied into ``photos/`` or ``covers/`` there).
     """
+    from .safetext import url_scheme
     from .sources import near_names
-    from .text import url_scheme
 
     if url_scheme(text):
         return PlacedImage(text)

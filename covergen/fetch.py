@@ -34,7 +34,7 @@ from urllib3.util.retry import Retry
 
 from . import __version__
 from .decode import ACCEPTED_NAMES, Where, too_large
-from .text import printable, redact, web_url_problem
+from .safetext import printable, redact, web_url_problem
 
 USER_AGENT = f"covergen/{__version__}"
 # Listing what we decode keeps content-negotiating CDNs from answering with AVIF or JPEG XL.

@@ -118,7 +118,7 @@ class Lock:
 
 def cache_lock(cache_dir: Path) -> Lock:
     """Held by every command that writes the cache (build, rerun, clean)."""
-    from .cache import cache_paths
+    from .store import cache_paths
 
     return Lock(
         cache_paths(cache_dir)["lock"],

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from .errors import CovergenError
 from .files import file_kind
-from .text import url_scheme
+from .safetext import url_scheme
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -49,7 +49,7 @@ def catalog_inputs(catalog: Catalog) -> list[tuple[Path, str]]:
 def cache_folders(cache_dir: Path) -> list[Path]:
     """The cache's stores, where no result may be written (a stored download may be the only
     copy there is); its ``sweeps/`` folder, where sheets go by default, is not one."""
-    from .cache import cache_paths
+    from .store import cache_paths
 
     paths = cache_paths(cache_dir)
     return [paths[name] for name in ("images", "results", "features", "derived", "runlog")] + [

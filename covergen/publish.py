@@ -40,9 +40,9 @@ from .atomic import atomic_writer
 from .catalog import DEFAULT_BRANCH, SiteSettings
 from .errors import CovergenError
 from .locks import Lock, site_lock
+from .safetext import counted, redact
 from .site.staging import MARKER as SITE_MARKER
 from .site.staging import REPLACED_MARKER, STAGING_MARKER
-from .text import counted, redact
 
 MARKER = ".covergen-publish"
 MARKER_TEXT = (

@@ -29,8 +29,8 @@ from .decode import ACCEPTED_FORMATS, DecodeLimits, Where, decode, inspect, too_
 from .decode import decode_image as decode_image  # the stages' one decoder, re-exported
 from .errors import CovergenError, InputImageError
 from .files import read_user_file
+from .safetext import WEB_SCHEMES, printable, redact, url_scheme, web_url_problem
 from .store import SHA256, Check, Collected, Pixels, Sha256, Store, digest, dumps
-from .text import WEB_SCHEMES, printable, redact, url_scheme, web_url_problem
 
 if TYPE_CHECKING:  # requests (and urllib3) load only when an image is downloaded
     import requests

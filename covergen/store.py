@@ -28,6 +28,22 @@ from .atomic import write_bytes
 
 R = TypeVar("R")
 
+
+def cache_paths(cache_dir: Path) -> dict[str, Path]:
+    """Where things live in a cache folder (``cache/`` unless --cache-dir says otherwise):
+    fetched images, results, engine features, the site's derived images, the run log and
+    the build lock (converted weights live in ``weights/``)."""
+    cache_dir = Path(cache_dir)
+    return {
+        "images": cache_dir / "images",
+        "results": cache_dir / "results",
+        "features": cache_dir / "features",
+        "derived": cache_dir / "derived",
+        "runlog": cache_dir / "runs.sqlite",
+        "lock": cache_dir / "build.lock",  # see locks.cache_lock
+    }
+
+
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
 

@@ -77,11 +77,11 @@ def sweep(options: Any, pairs: Sequence[str], variants: Sequence[Mapping[str, st
     from PIL import Image
 
     from .build import build
-    from .cache import cache_paths
     from .catalog import load_catalog
     from .outputs import cache_folders, catalog_inputs, check_output
     from .sheets import Tile, contact_sheet
     from .sources import ImageStore
+    from .store import cache_paths
     from .stylize import save_image
 
     catalog = load_catalog(options.catalog, strict=False)

@@ -9,7 +9,7 @@ import pytest
 from covergen.catalog import BuildSettings, CatalogError, load_catalog, parse_catalog, slugify
 from covergen.errors import CovergenError
 from covergen.nst import StyleParams
-from covergen.text import is_web_url
+from covergen.safetext import is_web_url
 
 ROOT = Path(__file__).resolve().parent.parent
 

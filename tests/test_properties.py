@@ -29,8 +29,8 @@ from covergen.executors.local import LocalExecutor
 from covergen.executors.painter import Painter, StoreInputs
 from covergen.results import ResultRecord
 from covergen.runlog import RunLog
+from covergen.safetext import BIDI_CONTROLS
 from covergen.store import decode
-from covergen.text import BIDI_CONTROLS
 
 BOUNDED = settings(
     max_examples=60,
@@ -148,9 +148,9 @@ def catalog_with(field: str, value: str) -> dict:
 @given(st.sampled_from(FIELDS), HOSTILE)
 def test_any_field_text_is_refused_or_rendered_safely(project_factory, field, value):
     """What the catalog accepts renders into valid UTF-8 pages without control characters."""
-    from covergen.cache import cache_paths
     from covergen.results import ResultStore
     from covergen.site import render_site
+    from covergen.store import cache_paths
 
     root = project_factory()
     try:

@@ -97,8 +97,8 @@ def stop_a_ray_build(project: Path, converted: Path, send: Callable[[int], None]
     assert "done (interrupted)" in text and "Traceback" not in text
     # Its own local instance, on this machine's CPUs: one worker for the node.
     assert "painting 3 pairs on cpu0:cpu@" in text and "(ray executor)" in text
-    from covergen.cache import cache_paths
     from covergen.runlog import RunLog
+    from covergen.store import cache_paths
 
     runlog = RunLog(cache_paths(project / "cache")["runlog"])
     last = runlog.last_build()

@@ -797,7 +797,7 @@ def test_an_address_covergen_accepts_is_one_requests_fetches_from_the_host_shown
     is prepared by requests without error, and for the host the address names."""
     from urllib.parse import urlsplit
 
-    from covergen.text import web_url_problem
+    from covergen.safetext import web_url_problem
 
     url = f"http://{host}{tail}"
     if web_url_problem(url):

@@ -1,8 +1,8 @@
-"""What the site shows: one entry per catalog pair, from the pairs' states (``inventory``).
+"""What the site shows: one entry per catalog pair, from the pairs' states (``pairstates``).
 
 A pair is *ready* when it has a painting to show: the latest result of it that verifies
 (even if a later attempt failed); otherwise it is *pending*, and says why in the vocabulary
-of ``inventory.STATES``. Entries are plain frozen data for the templates; nothing here
+of ``pairstates.STATES``. Entries are plain frozen data for the templates; nothing here
 writes files or knows HTML.
 """
 
@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from ..catalog import ImageRef, Pair
-from ..inventory import PairState
 from ..nst.params import param_specs, resolved_value
 from ..outcome import Metrics
+from ..pairstates import PairState
 from ..results import ResultStore
-from ..text import is_web_url
+from ..safetext import is_web_url
 from .images import DerivedImage
 
 IMAGE_DIR = "img"
@@ -149,7 +149,7 @@ class Neighbour:
 @dataclass(frozen=True)
 class GalleryEntry:
     pair: Pair
-    status: str  # ready, or the pair's state (inventory.STATES) when it has nothing to show
+    status: str  # ready, or the pair's state (pairstates.STATES) when it has nothing to show
     page: str | None  # pairs/<id>.html, for ready entries
     result: Picture | None
     photo: Picture | None

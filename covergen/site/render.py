@@ -19,13 +19,13 @@ from urllib.parse import urlsplit
 from .. import __version__
 from ..catalog import Catalog, SiteSettings
 from ..errors import CovergenError
-from ..inventory import PairState, pair_states
 from ..locks import site_lock
-from ..plain import plain
+from ..pairstates import PairState, pair_states
+from ..plaindata import plain
 from ..results import ResultStore
 from ..runlog import RunLog
+from ..safetext import counted
 from ..stylevectors import StyleVectors
-from ..text import counted
 from .gallery import (
     GalleryEntry,
     Picture,

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from covergen.build import BuildOptions, BuildSummary
-from covergen.cache import cache_paths
 from covergen.results import ResultStore
+from covergen.store import cache_paths
 
 from .engines import BAD_SEED
 

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .cache import cache_paths
 from .catalog import SLUG, Catalog, Pair, Problem
 from .errors import CovergenError
 from .locks import cache_lock
 from .outcome import HAS_RESULT, PairStatus
 from .results import ResultRecord, ResultStore
 from .runlog import RunLog, RunRecord
+from .store import cache_paths
 
 STATES = ("new", "built", "failed", "cancelled", "missing", "invalid")
 

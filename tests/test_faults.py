@@ -11,7 +11,7 @@ untouched, and the next build completing with no clean-up by hand.
 A stand-in engine paints where the painting is not the point (it needs no network), so most
 builds take a fraction of a second. Cases proven elsewhere are not repeated here; the table in
 docs/guarantees.md names their tests (test_catalog, test_sources, test_site, test_weights,
-test_build, test_scheduler).
+test_build, test_painter).
 """
 
 from __future__ import annotations

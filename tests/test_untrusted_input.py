@@ -26,13 +26,13 @@ from PIL import Image
 
 from covergen import cli
 from covergen.build import BuildOptions, build
-from covergen.cache import cache_paths
 from covergen.catalog import CatalogError, load_catalog, parse_catalog
 from covergen.errors import CovergenError
 from covergen.results import ResultStore
 from covergen.runlog import RunLog
+from covergen.safetext import printable, redact
 from covergen.sources import FetchSettings, ImageStore
-from covergen.text import printable, redact
+from covergen.store import cache_paths
 
 
 def command(project: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:

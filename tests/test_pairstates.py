@@ -7,7 +7,7 @@ from pathlib import Path
 from covergen import cli
 from covergen.build import BuildOptions, build, cache_paths
 from covergen.catalog import load_catalog
-from covergen.inventory import clean, load_states, pair_states
+from covergen.pairstates import clean, load_states, pair_states
 from covergen.results import ResultStore
 from covergen.runlog import RunLog
 
