@@ -1103,8 +1103,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def run_clean(args: argparse.Namespace) -> int:
     from .catalog import load_catalog
+    from .clean import clean
     from .console import Printer
-    from .pairstates import clean
     from .safetext import counted
 
     catalog = load_catalog(args.catalog, strict=False)

@@ -2,7 +2,7 @@
 
 On a CPU, ``auto`` is bf16 where bf16 autocast runs VGG's convolutions at least
 ``CPU_BF16_GAIN`` times as fast as fp32 (CPUs with AMX), else fp32 — and the flags a CPU
-reports do not tell which, so it is measured (``engine.cpu_bf16_speedup``). Measured in every
+reports do not tell which, so it is measured (``nst.precision.cpu_bf16_speedup``). Measured in every
 process, a CPU near the cut-off (1.73-1.78 on one EPYC against 1.5) flips with the load, and
 the same job paints other bytes. So the measurement is made once per machine and kept in
 the user's cache folder (``machine.json``, one entry per CPU, torch and oneDNN build); every
@@ -29,7 +29,7 @@ from .atomic import write_bytes
 
 CACHE_HOME_ENV = "COVERGEN_CACHE_HOME"
 MACHINE_FILE = "machine.json"
-CPU_BF16_GAIN = 1.5  # the engine's own threshold (engine.CPU_BF16_GAIN; a test compares)
+CPU_BF16_GAIN = 1.5  # the engine's own threshold (nst.precision.CPU_BF16_GAIN; a test compares)
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def cpu_precision(home: Path | None = None, *, measure: bool = True) -> CpuPreci
     record = recorded_cpu_precision(home)
     if record is not None or not measure:
         return record
-    from .nst.engine import cpu_bf16_speedup
+    from .nst.precision import cpu_bf16_speedup
 
     try:
         # The best of several rounds: the answer is kept, so it is worth a steady reading.

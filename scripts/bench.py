@@ -43,8 +43,8 @@ import torch
 from PIL import Image
 
 from covergen.nst import Cancelled, Engine, Progress, Runtime, StyleParams, imaging
-from covergen.nst.engine import _EarlyStop
 from covergen.nst.layers import deepest_layer
+from covergen.nst.objective import EarlyStop as _EarlyStop
 from covergen.nst.params import AUTO_AIM, fit_long_side
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -396,7 +396,7 @@ def test_photo_mode_keeps_edges_and_flat_regions_while_the_colours_move(engine: 
 def test_auto_precision_on_a_cpu_is_bf16_only_where_it_measurably_pays(
     monkeypatch: pytest.MonkeyPatch,
 ):
-    from covergen.nst import engine as engine_module
+    from covergen.nst import precision as engine_module
 
     calls = []
 
@@ -419,7 +419,7 @@ def test_auto_precision_on_a_cpu_is_bf16_only_where_it_measurably_pays(
 
 
 def test_the_bf16_measurement_is_a_ratio_and_leaves_torch_seeded_as_it_was():
-    from covergen.nst.engine import cpu_bf16_speedup
+    from covergen.nst.precision import cpu_bf16_speedup
 
     torch.manual_seed(123)
     expected = torch.rand(3)

@@ -1,4 +1,4 @@
-"""`covergen list`, `status` and `clean` on a tiny built project."""
+"""`covergen list`, `status` (pairstates) and `clean` (clean) on a tiny built project."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 from covergen import cli
 from covergen.build import BuildOptions, build, cache_paths
 from covergen.catalog import load_catalog
-from covergen.pairstates import clean, load_states, pair_states
+from covergen.clean import clean
+from covergen.pairstates import load_states, pair_states
 from covergen.results import ResultStore
 from covergen.runlog import RunLog
 

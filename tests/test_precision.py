@@ -30,7 +30,7 @@ def speedups(monkeypatch: pytest.MonkeyPatch) -> list[float]:
         calls += 1
         return values[(calls - 1) % len(values)]
 
-    monkeypatch.setattr("covergen.nst.engine.cpu_bf16_speedup", measured)
+    monkeypatch.setattr("covergen.nst.precision.cpu_bf16_speedup", measured)
     return values
 
 
@@ -69,9 +69,9 @@ def test_the_precision_is_part_of_a_result_key_and_fp32_keys_are_kept():
 
 
 def test_the_engine_and_the_machine_record_share_one_cut_off():
-    from covergen.nst import engine
+    from covergen.nst import precision as engine_precision
 
-    assert engine.CPU_BF16_GAIN == precision.CPU_BF16_GAIN
+    assert engine_precision.CPU_BF16_GAIN == precision.CPU_BF16_GAIN
 
 
 def test_builds_in_any_process_use_the_recorded_answer_and_status_shows_it(

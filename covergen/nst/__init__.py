@@ -31,25 +31,27 @@ if TYPE_CHECKING:
         Engine,
         LossValues,
         Progress,
-        StylizeJob,
         StylizeResult,
         TargetCache,
         batch_signature,
         select_device,
     )
+    from .prepared import StylizeJob
 
 _LAZY = {
-    name: "engine"
-    for name in (
-        "Engine",
-        "LossValues",
-        "Progress",
-        "StylizeJob",
-        "StylizeResult",
-        "TargetCache",
-        "batch_signature",
-        "select_device",
-    )
+    **{
+        name: "engine"
+        for name in (
+            "Engine",
+            "LossValues",
+            "Progress",
+            "StylizeResult",
+            "TargetCache",
+            "batch_signature",
+            "select_device",
+        )
+    },
+    "StylizeJob": "prepared",
 }
 
 

@@ -12,45 +12,46 @@ shape together (``stylize_batch``). A job runs in stages:
 3. **paint**: the scales, coarse to fine, with the photorealism regulariser where asked;
 4. **finish**: colours restored, the guided filter where asked, both quality scores.
 
-It reports through callbacks and never prints.
+It reports through callbacks and never prints. The rooms it stands on: ``prepared`` (a job
+made ready: tensors, colour, maps), ``autoweight`` (the automatic content weight's choice),
+``objective`` (the loss of a batch, assembled from ``losses``, and the stopping rule),
+``precision`` (what ``auto`` means here, and torch's flags for a run).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 from . import imaging, losses
+from .autoweight import Candidate, choose_content_weight, keeps_enough
 from .errors import Cancelled, ParameterError
 from .layers import deepest_layer
+from .objective import EarlyStop, Objective, term_weights
 from .optim import BatchAdam, BatchLBFGS
 from .params import (
     AUTO,
-    AUTO_AIM,
     AUTO_CANDIDATES,
     ENGINE_VERSION,
     FACE_DETECTOR_VERSION,
     FACE_MEAN_CAP,
     PHOTOREAL_VERSION,
     StyleParams,
-    check_image_sizes,
     probe_iterations,
     probe_long_side,
-    result_size,
     shape_signature,
 )
+from .precision import effective_precision, precision_flags
+from .prepared import PreparedJob, StylizeJob
 from .runtime import Runtime, resolve_devices
 from .vgg import VGGEncoder
 from .weights import VGGWeights, load_weights
@@ -106,22 +107,6 @@ class TargetCache(Protocol):
     def put(self, key: str, value: dict[str, torch.Tensor]) -> None: ...
 
 
-@dataclass
-class StylizeJob:
-    """One photo to paint with one or more covers.
-
-    ``content_map``: a per-pixel content-weight multiplier, a PIL image (mode L: black 0,
-    white 1; mode F: the values themselves) or a (H, W) tensor, resized to each scale.
-    ``init_image`` is used when ``params.init == "image"``.
-    """
-
-    content: Image.Image
-    styles: Sequence[Image.Image]
-    params: StyleParams = field(default_factory=StyleParams)
-    content_map: Image.Image | torch.Tensor | None = None
-    init_image: Image.Image | None = None
-
-
 @dataclass(frozen=True)
 class StylizeResult:
     image: Image.Image
@@ -138,106 +123,6 @@ class StylizeResult:
 def batch_signature(job: StylizeJob) -> tuple:
     """Jobs with equal signatures can share a batch; the scheduler groups by this."""
     return shape_signature(job.params, job.content.size)
-
-
-def choose_content_weight(kept: Sequence[tuple[float, float]], aim: float = AUTO_AIM) -> float:
-    """The automatic content weight from (candidate weight, content_kept) pairs: the lowest
-    weight that keeps at least ``aim`` of the photo, so the cover shows as much as it can
-    while the band stays recognisable; the highest when none does. A NaN score (photo and
-    cover too alike for the judge's anchors to mean anything) never qualifies, so a pair
-    the judge cannot tell apart gets the highest weight, the one that changes least."""
-    if not kept:
-        raise ValueError("no candidates to choose from")
-    ordered = sorted(kept)
-    for weight, content in ordered:
-        if keeps_enough(content, aim):
-            return weight
-    return ordered[-1][0]
-
-
-def keeps_enough(content: float, aim: float = AUTO_AIM) -> bool:
-    """Whether a candidate keeps enough of the photo to be chosen (False for NaN)."""
-    return content >= aim
-
-
-def effective_precision(precision: str, device: torch.device) -> str:
-    """What ``auto`` means on a device: tf32 on CUDA; on a CPU bf16 where it measurably pays
-    (``cpu_bf16_pays``), else fp32; fp32 elsewhere (see Runtime)."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "tf32"
-    return "bf16" if device.type == "cpu" and cpu_bf16_pays() else "fp32"
-
-
-# `precision: auto` on a CPU. Where oneDNN has fast bf16 kernels (AMX), the network runs about
-# 2.6 times as fast under bf16 autocast, with the same judged quality; on another machine
-# whose CPU reported the same flags, bf16 ran many times slower than fp32
-# (docs/benchmarks.md). The flags do not tell, so it is measured.
-CPU_BF16_GAIN = 1.5
-_cpu_bf16: bool | None = None  # the measurement's answer, once per process
-_cpu_bf16_lock = threading.Lock()
-
-
-def cpu_bf16_pays() -> bool:
-    """Whether bf16 autocast runs a convolution like VGG's at least CPU_BF16_GAIN times as
-    fast as fp32 on this CPU, forward and backward (measured once per process; a CPU or
-    build where the measurement fails gets fp32)."""
-    global _cpu_bf16
-    with _cpu_bf16_lock:
-        if _cpu_bf16 is None:
-            try:
-                _cpu_bf16 = cpu_bf16_speedup() >= CPU_BF16_GAIN
-            except Exception:  # no bf16 kernels, out of memory, an exotic build: fp32
-                _cpu_bf16 = False
-        return _cpu_bf16
-
-
-def cpu_bf16_speedup(repeats: int = 3) -> float:
-    """fp32's seconds over bf16's for one 256-channel 3x3 convolution and ReLU at 48x48
-    (VGG's third block), forward and backward to the input, each laid out as the engine
-    lays it out (fp32 contiguous, bf16 channels-last); the best of ``repeats`` after one
-    warm-up. About 0.1 s; 3.3 where the whole network ran 2.6 times as fast."""
-    if not torch.backends.mkldnn.is_available():
-        return 0.0
-
-    def seconds(bf16: bool, weight: torch.Tensor, image: torch.Tensor) -> float:
-        x = image.contiguous(memory_format=torch.channels_last) if bf16 else image
-        best = float("inf")
-        for attempt in range(repeats + 1):
-            start = time.perf_counter()
-            x_ = x.clone().requires_grad_(True)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                out = F.relu(F.conv2d(x_, weight, padding=1))
-            out.float().sum().backward()
-            if attempt:  # the first builds the kernels
-                best = min(best, time.perf_counter() - start)
-        return best
-
-    # Tensors made inside: ones made under a caller's inference mode could not be saved
-    # for the backward pass.
-    with torch.inference_mode(False), torch.enable_grad():
-        generator = torch.Generator().manual_seed(0)  # torch's global generator untouched
-        weight = torch.randn(256, 256, 3, 3, generator=generator) / 48
-        image = torch.randn(1, 256, 48, 48, generator=generator)
-        return seconds(False, weight, image) / seconds(True, weight, image)
-
-
-@contextlib.contextmanager
-def _precision(device: torch.device, precision: str) -> Iterator[None]:
-    """Apply TF32 / bf16 settings for the duration of a run, restoring torch's flags after."""
-    if device.type != "cuda":
-        yield
-        return
-    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    tf32 = precision in ("auto", "tf32", "bf16")
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = matmul
-        torch.backends.cudnn.allow_tf32 = cudnn
 
 
 class Engine:
@@ -510,7 +395,7 @@ class Engine:
         run = _Run(self, progress, cancel, self._most_iterations([job.params for job in jobs]))
         if jobs[0].params.method != "gatys":
             return self._stylize_instant(jobs, run)
-        with _precision(self.device, self.runtime.precision):
+        with precision_flags(self.device, self.runtime.precision):
             prepared = [self._prepare(job) for job in jobs]
             if any(job.params.content_weight == AUTO for job in prepared):
                 prepared = self._probe(prepared, run)
@@ -547,7 +432,7 @@ class Engine:
         """Feed-forward jobs (``method: arbitrary`` or ``fast``): prepared and finished as
         Gatys' are, painted in one pass each (a fast job's cover network trained first,
         unless the target cache holds it)."""
-        with _precision(self.device, self.runtime.precision):
+        with precision_flags(self.device, self.runtime.precision):
             prepared = [self._prepare(job) for job in jobs]
 
             def report(stage: str, done: int, total: int) -> None:
@@ -584,8 +469,8 @@ class Engine:
         ]
 
     # -- stages ------------------------------------------------------------------------------
-    def _prepare(self, job: StylizeJob) -> _PreparedJob:
-        prepared = _PreparedJob.create(job)
+    def _prepare(self, job: StylizeJob) -> PreparedJob:
+        prepared = PreparedJob.create(job)
         p = prepared.params
         if p.method == "gatys" and p.photorealism_weight() > 0:
             from .photoreal import check_laplacian_memory
@@ -627,7 +512,7 @@ class Engine:
             return [(weight,) for weight in AUTO_CANDIDATES]
         return [AUTO_CANDIDATES]
 
-    def _probe(self, jobs: list[_PreparedJob], run: _Run) -> list[_PreparedJob]:
+    def _probe(self, jobs: list[PreparedJob], run: _Run) -> list[PreparedJob]:
         """Choose each automatic content weight: candidates are painted at the coarse scale
         for ``probe_iterations`` and judged; the lowest weight whose result keeps the subject
         recognisable wins, and its image carries on. All candidates go in one batch, or in
@@ -641,7 +526,7 @@ class Engine:
         height, width = jobs[0].content.shape[-2:]
         width, height = imaging.fit_long_side(width, height, long_side)
         encoder = self.encoder(jobs[0].params)
-        tried: dict[int, list[_Candidate]] = {i: [] for i in auto}  # per job, in weight order
+        tried: dict[int, list[Candidate]] = {i: [] for i in auto}  # per job, in weight order
         pending = list(auto)
         longest = max(probe_iterations(jobs[i].params) for i in auto)
         for weights in self._probe_rounds():
@@ -668,7 +553,7 @@ class Engine:
                 )
                 for weight, r, score in zip(weights, rows, scores, strict=True):
                     image = x[r : r + 1].detach().clone()
-                    tried[i].append(_Candidate(weight, score, image, counts[r], histories[r]))
+                    tried[i].append(Candidate(weight, score, image, counts[r], histories[r]))
             # A job with a candidate that passes has its lowest such weight: no more rounds.
             pending = [
                 i for i in pending if not any(keeps_enough(c.scores.content_kept) for c in tried[i])
@@ -694,7 +579,7 @@ class Engine:
         return out
 
     def _paint(
-        self, jobs: list[_PreparedJob], run: _Run
+        self, jobs: list[PreparedJob], run: _Run
     ) -> tuple[torch.Tensor, list[list[dict[str, float]]], list[int], list[LossValues]]:
         params = [job.params for job in jobs]
         sizes = params[0].scale_sizes()
@@ -740,7 +625,7 @@ class Engine:
 
     def _optimise(
         self,
-        jobs: list[_PreparedJob],
+        jobs: list[PreparedJob],
         encoder: VGGEncoder,
         x: torch.Tensor,
         width: int,
@@ -765,7 +650,7 @@ class Engine:
             optimiser = BatchLBFGS(x)
         else:
             optimiser = BatchAdam(x, lr=first.learning_rate, average=first.average)
-        stopper = _EarlyStop(params, budgets, self.device)
+        stopper = EarlyStop(params, budgets, self.device)
         for iteration in range(1, max(budgets) + 1):
             if run.cancel is not None and run.cancel():
                 raise Cancelled("cancelled by the caller")
@@ -814,7 +699,7 @@ class Engine:
             x = optimiser.result()
         return x.detach().clamp(0, 1), histories, counts, last
 
-    def _scores(self, jobs: list[_PreparedJob], images: list[torch.Tensor]) -> list[dict]:
+    def _scores(self, jobs: list[PreparedJob], images: list[torch.Tensor]) -> list[dict]:
         """content_kept and style_taken of each result, by the judge, at the result's size."""
         out = []
         for job, image in zip(jobs, images, strict=True):
@@ -831,8 +716,8 @@ class Engine:
         return out
 
     def _problem(
-        self, jobs: list[_PreparedJob], encoder: VGGEncoder, width: int, height: int
-    ) -> _Problem:
+        self, jobs: list[PreparedJob], encoder: VGGEncoder, width: int, height: int
+    ) -> Objective:
         """Targets and weights of every job at one scale, stacked along the batch."""
         params = [job.params for job in jobs]
         first = params[0]
@@ -868,8 +753,8 @@ class Engine:
         def column(values: list[list[float]]) -> torch.Tensor:
             return torch.tensor(values, dtype=self.dtype, device=self.device)
 
-        return _Problem(
-            engine=self,
+        return Objective(
+            features=self._features,
             encoder=encoder,
             params=first,
             content_targets={n: torch.cat(ts) for n, ts in content_targets.items()},
@@ -877,11 +762,11 @@ class Engine:
             weight_map=weight_map,
             content_layer_weights=column([p.resolved_content_layer_weights() for p in params]),
             style_layer_weights=column([p.resolved_style_layer_weights() for p in params]),
-            term_weights=column([_term_weights(p) for p in params]),
+            term_weights=column([term_weights(p) for p in params]),
             laplacians=laplacians,
         )
 
-    def _blended_style(self, job: _PreparedJob, width: int, height: int) -> dict[str, torch.Tensor]:
+    def _blended_style(self, job: PreparedJob, width: int, height: int) -> dict[str, torch.Tensor]:
         """Style statistics of a job's covers at one scale, blended by ``style_blend``."""
         params = job.params
         long_side = max(8, round(max(width, height) * params.style_scale))
@@ -913,7 +798,6 @@ class Engine:
 # 1e-7 (the papers'), 1e-5 (a popular port's) and 1e-4 give results within 0.03 of each
 # other on every quality number at the draft size (docs/engine.md); 1e-5 is kept.
 LAPLACIAN_EPS = 1e-5
-COVER_SOURCE_SIDE = 1024  # a cover larger than this is trained on at this long side
 
 
 @dataclass
@@ -931,288 +815,3 @@ class _Run:
         self.done += 1
         if self.progress is not None:
             self.progress(dataclasses.replace(event, done=self.done, total=self.total))
-
-
-@dataclass
-class _Problem:
-    """The loss function of one batch at one scale."""
-
-    engine: Engine
-    encoder: VGGEncoder
-    params: StyleParams
-    content_targets: dict[str, torch.Tensor]
-    style_targets: dict[str, torch.Tensor]
-    weight_map: torch.Tensor | None
-    content_layer_weights: torch.Tensor  # (B, layers)
-    style_layer_weights: torch.Tensor  # (B, layers)
-    term_weights: torch.Tensor  # (B, 4): content, style, tv, photorealism
-    laplacians: list[Any]  # per job: a photoreal.MattingLaplacian, or None
-
-    def losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        p = self.params
-        layers = list(dict.fromkeys([*p.content_layers, *p.style_layers]))
-        feats = self.engine._features(self.encoder, x, layers)
-        content = x.new_zeros(x.shape[0])
-        for i, name in enumerate(p.content_layers):
-            term = losses.content_loss(feats[name], self.content_targets[name], self.weight_map)
-            content = content + self.content_layer_weights[:, i] * term
-        style = x.new_zeros(x.shape[0])
-        for i, name in enumerate(p.style_layers):
-            if p.style_loss == "gram":
-                term = losses.gram_style_loss(feats[name], self.style_targets[name])
-            else:
-                term = losses.meancov_style_loss(
-                    feats[name],
-                    self.style_targets[f"{name}.mean"],
-                    self.style_targets[f"{name}.cov"],
-                    self.style_targets[f"{name}.sqrt"],
-                )
-            style = style + self.style_layer_weights[:, i] * term
-        tv = losses.tv_loss(x)
-        photo = self._photorealism(x)
-        w = self.term_weights
-        content, style, tv = w[:, 0] * content, w[:, 1] * style, w[:, 2] * tv
-        photo = w[:, 3] * photo
-        return {
-            "total": content + style + tv + photo,
-            "content": content,
-            "style": style,
-            "tv": tv,
-            "photo": photo,
-        }
-
-    def _photorealism(self, x: torch.Tensor) -> torch.Tensor:
-        """Σ_c xᵀ L x per image, averaged over its values (so λ means the same at every size);
-        0 for jobs without the regulariser."""
-        out = x.new_zeros(x.shape[0])
-        used = [i for i, lap in enumerate(self.laplacians) if lap is not None]
-        if not used:
-            return out
-        from .photoreal import photorealism_loss
-
-        index = torch.tensor(used, device=x.device)
-        values = photorealism_loss(x.index_select(0, index), [self.laplacians[i] for i in used]) / (
-            x.shape[1] * x.shape[2] * x.shape[3]
-        )
-        return out.index_copy(0, index, values.to(out.dtype))
-
-
-@dataclass
-class _Candidate:
-    """One candidate of an automatic content weight, painted and judged."""
-
-    weight: float
-    scores: Any  # quality.Scores
-    image: torch.Tensor  # its coarse image, (1, 3, h, w)
-    iterations: int
-    history: list[dict[str, float]]
-
-
-class _EarlyStop:
-    """Per-job iteration budgets and the relative-improvement stopping rule."""
-
-    def __init__(self, params: list[StyleParams], budgets: list[int], device: torch.device):
-        self.params = params
-        self.budgets = budgets
-        self.active = torch.tensor([b > 0 for b in budgets], device=device)
-        self.history: list[torch.Tensor] = []
-
-    def update(self, iteration: int, total: torch.Tensor) -> None:
-        self.history.append(total.cpu())
-        for i, p in enumerate(self.params):
-            if not bool(self.active[i]):
-                continue
-            if iteration >= self.budgets[i]:
-                self.active[i] = False
-            elif p.tolerance > 0 and len(self.history) > p.patience:
-                before = float(self.history[-1 - p.patience][i])
-                now = float(self.history[-1][i])
-                if before - now < p.tolerance * abs(before):
-                    self.active[i] = False
-
-
-@dataclass
-class _PreparedJob:
-    """A job's images as tensors at the final size, colour handling applied."""
-
-    params: StyleParams
-    content: torch.Tensor  # (1, 3, H, W), what the optimisation sees
-    photo: torch.Tensor  # (1, 3, H, W), the photo in full colour (for faces, judge, Laplacian)
-    colour_source: torch.Tensor | None  # full-colour content when only luminance is styled
-    styles: list[torch.Tensor]  # each (1, 3, h, w) at the largest size any scale needs
-    blend: list[float]
-    content_map: torch.Tensor | None  # (1, 1, H, W) multiplier
-    init_image: torch.Tensor | None
-    metrics: dict[str, Any] = field(default_factory=dict)
-    start: torch.Tensor | None = None  # the first scale's starting image (a probe's winner)
-    probed: int = 0  # iterations the probe already spent on the first scale
-    probe_budget: int = 0  # a probe's candidate: how many iterations it gets
-    probe_history: list[dict[str, float]] = field(default_factory=list)
-    # The first cover as given (not resized nor recoloured, at most COVER_SOURCE_SIDE px): what
-    # the fast method trains a cover's network on, and keys it by.
-    cover_source: torch.Tensor | None = None
-
-    @classmethod
-    def create(cls, job: StylizeJob) -> _PreparedJob:
-        p = job.params
-        if not job.styles:
-            raise ParameterError("style", "no style image given", "give at least one cover")
-        blend = list(p.style_blend) or [1.0] * len(job.styles)
-        if len(blend) != len(job.styles):
-            raise ParameterError(
-                "style_blend",
-                f"has {len(blend)} weights for {len(job.styles)} style images",
-                "give one weight per style image",
-            )
-        check_image_sizes(p, job.content.size, [style.size for style in job.styles])
-        total = sum(blend)
-        if total <= 0:
-            raise ParameterError("style_blend", "weights sum to zero", "give a positive weight")
-        blend = [b / total for b in blend]
-        width, height = result_size(job.content.size, p)
-        photo = imaging.pil_to_tensor(imaging.resized(job.content, (width, height)))
-        content = photo
-        style_long = max(8, round(p.size * p.style_scale))
-        styles = []
-        for style in job.styles:
-            size = imaging.fit_long_side(*style.size, style_long)
-            styles.append(imaging.pil_to_tensor(imaging.resized(style, size)))
-        colour_source = None
-        if p.preserve_color == "luminance":
-            colour_source = photo
-            styles = [imaging.match_luminance(s, photo) for s in styles]
-            content = imaging.luminance(photo)
-        elif p.preserve_color == "histogram":
-            styles = [imaging.match_color_statistics(s, photo).clamp(0, 1) for s in styles]
-        if p.init == "image" and job.init_image is None:
-            raise ParameterError(
-                "init",
-                "init is 'image' but no init image was given",
-                "pass an init image or choose content, style or noise",
-            )
-        init = None
-        if job.init_image is not None:
-            init = imaging.pil_to_tensor(imaging.resized(job.init_image, (width, height)))
-            if colour_source is not None:
-                init = imaging.luminance(init)
-        source = None
-        if p.method == "fast":
-            if len(job.styles) > 1:
-                raise ParameterError(
-                    "method",
-                    f"fast trains a network of one cover; {len(job.styles)} were given",
-                    "blend covers with method gatys or arbitrary",
-                )
-            cover = job.styles[0]
-            size = imaging.fit_long_side(*cover.size, min(max(cover.size), COVER_SOURCE_SIDE))
-            source = imaging.pil_to_tensor(imaging.resized(cover, size))
-        return cls(
-            p,
-            content,
-            photo,
-            colour_source,
-            styles,
-            blend,
-            _content_map(job.content_map, p, width, height),
-            init,
-            cover_source=source,
-        )
-
-    def with_weight(self, weight: float, probe: int = 0) -> _PreparedJob:
-        """This job with a fixed content weight: a probe's candidate (``probe``: its
-        iterations, which its parameters keep so the batch's budgets can be read from them),
-        or the weight chosen."""
-        return dataclasses.replace(
-            self,
-            params=dataclasses.replace(self.params, content_weight=float(weight)),
-            metrics=dict(self.metrics),
-            probe_budget=probe,
-        )
-
-    def content_at(self, width: int, height: int) -> torch.Tensor:
-        return imaging.resize(self.content, width, height)
-
-    def photo_at(self, width: int, height: int) -> torch.Tensor:
-        return imaging.resize(self.photo, width, height)
-
-    def cover_at(self, width: int, height: int) -> torch.Tensor:
-        """The (first) cover, sized to cover ``width``×``height`` as the judge compares."""
-        style = self.styles[0]
-        w, h = imaging.fit_long_side(style.shape[-1], style.shape[-2], max(width, height))
-        return imaging.resize(style, w, h)
-
-    def styles_at(self, long_side: int) -> list[torch.Tensor]:
-        out = []
-        for style in self.styles:
-            w, h = imaging.fit_long_side(style.shape[-1], style.shape[-2], long_side)
-            out.append(imaging.resize(style, w, h))
-        return out
-
-    def weight_map(self, width: int, height: int) -> torch.Tensor | None:
-        if self.content_map is None:
-            return None
-        return F.interpolate(self.content_map, size=(height, width), mode="area")
-
-    def initial(self, width: int, height: int) -> torch.Tensor:
-        init = self.params.init
-        if init == "content":
-            return self.content_at(width, height)
-        if init == "style":
-            return imaging.resize(self.styles[0], width, height)
-        if init in ("image", "arbitrary") and self.init_image is not None:
-            return imaging.resize(self.init_image, width, height)
-        generator = torch.Generator().manual_seed(self.params.seed)
-        noise = torch.rand(1, 3, height, width, generator=generator)
-        if self.colour_source is not None:
-            noise = noise[:, :1].expand(-1, 3, -1, -1).contiguous()
-        return noise
-
-    def finish(self, x: torch.Tensor) -> torch.Tensor:
-        """The result as an RGB tensor in 0..1: colours restored, smoothed when asked."""
-        x = x.detach().to(torch.float32)
-        height, width = x.shape[-2:]
-        if self.colour_source is not None:
-            x = imaging.with_chroma_of(x, imaging.resize(self.colour_source, width, height).to(x))
-        if self.params.smooths():
-            from .photoreal import local_affine_smooth
-
-            photo = self.photo_at(width, height).to(x)
-            x = local_affine_smooth(x, photo, radius=max(2, round(max(width, height) / 64)))
-        return x.clamp(0, 1).cpu()
-
-
-def _term_weights(params: StyleParams) -> list[float]:
-    """content, style, total-variation and photorealism weights of a job (content fixed:
-    an automatic weight has been chosen by the probe before any loss is built)."""
-    if params.content_weight == AUTO:
-        raise ParameterError("content_weight", "auto must be chosen before painting")
-    return [
-        float(params.content_weight),
-        params.style_weight,
-        params.tv_weight,
-        params.photorealism_weight(),
-    ]
-
-
-def _content_map(
-    source: Image.Image | torch.Tensor | None, params: StyleParams, width: int, height: int
-) -> torch.Tensor | None:
-    """The job's content-weight multiplier at the final size: map image times regions."""
-    weights = imaging.region_map(params.content_regions, height, width)
-    if source is None:
-        return weights
-    if isinstance(source, Image.Image):
-        if source.mode == "F":
-            values = torch.from_numpy(np.asarray(source, dtype=np.float32).copy())
-        else:
-            values = imaging.pil_to_tensor(source.convert("L").convert("RGB"))[0, 0]
-    else:
-        values = source.float()
-    if values.dim() != 2 or bool((values < 0).any()):
-        raise ParameterError(
-            "content_map",
-            "must be one channel of non-negative values",
-            "use a greyscale image: black keeps no content, white keeps all",
-        )
-    values = F.interpolate(values[None, None], size=(height, width), mode="area")
-    return values if weights is None else values * weights

@@ -5,7 +5,7 @@ the scale and shift of its instance norms change from style to style. ``MultiSty
 is their network with 26 styles learnt; ``train_cover_network`` learns one more row, the
 cover's, with the convolutions frozen (``fast_train: norm``, what Magenta's
 ``image_stylization_finetune`` does), or every weight (``fast_train: all``). The loss is the
-Gatys loss this engine optimises an image with (``engine._Problem``: content at the content
+Gatys loss this engine optimises an image with (``objective.Objective``: content at the content
 layers against the crop's own features, style at the style layers against the cover's
 statistics, total variation), averaged over random crops of training photos, so the network
 learns to do in one pass what the Gatys method does in a few hundred iterations.
@@ -34,10 +34,12 @@ from PIL import Image
 from torch import Tensor, nn
 
 from . import imaging, losses
-from .engine import Engine, _precision, _Problem
 from .errors import Cancelled, ParameterError
 from .feedforward import MIN_SIDE, MultiStyleNetwork, StyleNorm, load_multistyle
+from .objective import Objective
 from .params import AUTO, StyleParams
+from .precision import precision_flags
+from .services import EngineServices
 
 # `content_weight: auto` for the fast method. Gatys' automatic weight is chosen per pair by
 # painting candidates and judging them; a cover's network paints photos it has never seen,
@@ -157,7 +159,7 @@ def fast_loss_params(params: StyleParams) -> StyleParams:
 
 
 def train_cover_network(
-    engine: Engine,
+    engine: EngineServices,
     params: StyleParams,
     cover: Tensor,
     photos: Sequence[Tensor],
@@ -193,7 +195,7 @@ def train_cover_network(
     generator = torch.Generator().manual_seed(params.seed)
     # The largest a crop's photo gets: resized once, so each step only shrinks it.
     prepared = [_shorter_side(photo, math.ceil(size * CROP_SCALES[1])) for photo in photos]
-    with _precision(device, engine.runtime.precision), torch.enable_grad():
+    with precision_flags(device, engine.runtime.precision), torch.enable_grad():
         network = load_multistyle(device).to(dtype)
         encoder = engine.encoder(params)
         problem = _problem(engine, encoder, params, cover, batch)
@@ -246,8 +248,8 @@ def _learning_rate_factor(step: int, *, total: int) -> float:
 
 
 def _problem(
-    engine: Engine, encoder: nn.Module, params: StyleParams, cover: Tensor, batch: int
-) -> _Problem:
+    engine: EngineServices, encoder: nn.Module, params: StyleParams, cover: Tensor, batch: int
+) -> Objective:
     """The Gatys loss of a batch of paintings of ``fast_size`` crops; the caller sets the
     content targets (the crops' features) before each use."""
     long_side = max(8, round(params.fast_size * params.style_scale))
@@ -264,8 +266,8 @@ def _problem(
     def row(values: list[float]) -> Tensor:
         return torch.tensor([values], dtype=engine.dtype, device=engine.device)
 
-    return _Problem(
-        engine=engine,
+    return Objective(
+        features=engine._features,
         encoder=encoder,  # type: ignore[arg-type]
         params=params,
         content_targets={},

@@ -9,7 +9,7 @@
   row learnt for the cover (``fasttrain``), trained once per cover and recipe, kept in the
   target cache by content hash, then one pass per photo.
 
-What the methods share with Gatys, through ``engine._PreparedJob``: the sizes, the colour
+What the methods share with Gatys, through ``prepared.PreparedJob``: the sizes, the colour
 options (``preserve_color: luminance`` paints the photo's luminance and gives the result the
 photo's chroma; ``histogram`` recolours the cover to the photo's palette first), the guided
 filter (``smoothing``, and ``mode: photo``, which turns it on), the quality measures, and
@@ -33,7 +33,8 @@ from . import feedforward, imaging
 from .errors import Cancelled, ParameterError
 
 if TYPE_CHECKING:
-    from .engine import Engine, _PreparedJob
+    from .prepared import PreparedJob
+    from .services import EngineServices
 
 MAX_WORKING_SIDE = 4096  # style_scale above 1 paints larger first: bounded
 # What, besides the fast_* parameters, decides a cover's trained network: the Gatys loss
@@ -48,7 +49,7 @@ _TRAINING_FIELDS = frozenset(
 class InstantMethods:
     """One engine's feed-forward networks, loaded on its device on first use."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: EngineServices):
         self.engine = engine
         self._networks: dict[str, torch.nn.Module] = {}
         self._photos: list[torch.Tensor] | None = None  # the bundled training photos
@@ -63,7 +64,7 @@ class InstantMethods:
     # -- painting --------------------------------------------------------------------------
     def paint(
         self,
-        jobs: Sequence[_PreparedJob],
+        jobs: Sequence[PreparedJob],
         report: Callable[[str, int, int], None],
         cancel: Callable[[], bool] | None,
     ) -> list[torch.Tensor]:
@@ -86,12 +87,12 @@ class InstantMethods:
             report("paint", 1, 1)
         return out
 
-    def arbitrary_painting(self, job: _PreparedJob) -> torch.Tensor:
+    def arbitrary_painting(self, job: PreparedJob) -> torch.Tensor:
         """The arbitrary method's painting of a prepared job at its result size (also Gatys'
         starting image with ``init: arbitrary``)."""
         return self._arbitrary(job)
 
-    def _arbitrary(self, job: _PreparedJob) -> torch.Tensor:
+    def _arbitrary(self, job: PreparedJob) -> torch.Tensor:
         params = job.params
         device = self.engine.device
         predictor = self.network("predictor")
@@ -114,7 +115,7 @@ class InstantMethods:
 
     def _fast(
         self,
-        job: _PreparedJob,
+        job: PreparedJob,
         report: Callable[[str, int, int], None],
         cancel: Callable[[], bool] | None,
     ) -> torch.Tensor:
@@ -134,7 +135,7 @@ class InstantMethods:
 
     def trained(
         self,
-        job: _PreparedJob,
+        job: PreparedJob,
         report: Callable[[str, int, int], None],
         cancel: Callable[[], bool] | None,
     ) -> dict[str, torch.Tensor]:
@@ -185,7 +186,7 @@ class InstantMethods:
 
 
 def _protected(
-    job: _PreparedJob, painted: Callable[[float], torch.Tensor], strength: float
+    job: PreparedJob, painted: Callable[[float], torch.Tensor], strength: float
 ) -> torch.Tensor:
     """The painting at ``strength``, lowered where the job's protection map (faces, content
     regions) raises the content weight: strength / weight, by blending two paintings."""
@@ -204,7 +205,7 @@ def _protected(
     return _with_light_of(full, painted(low), 1 - mix)
 
 
-def _blend_toward_photo(job: _PreparedJob, image: torch.Tensor, content: torch.Tensor):
+def _blend_toward_photo(job: PreparedJob, image: torch.Tensor, content: torch.Tensor):
     height, width = image.shape[-2:]
     weights = F.interpolate(job.content_map.to(image), size=(height, width), mode="area")
     keep = (1 - 1 / weights.clamp(min=1.0)).clamp(0, 1)  # weight 10: 90 % of the photo's light

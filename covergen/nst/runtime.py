@@ -25,7 +25,7 @@ class Runtime:
     bf16 runs the network under bfloat16 autocast (losses stay in float32); fp64 computes
     everything in double precision — slow, for exact comparisons such as the tests' proof
     that a batch equals its jobs run alone. ``auto`` is tf32 on CUDA; on a CPU, bf16 where
-    a short measurement finds it pays (engine.cpu_bf16_pays: CPUs with fast bf16 kernels,
+    a short measurement finds it pays (precision.cpu_bf16_pays: CPUs with fast bf16 kernels,
     such as AMX), else fp32; fp32 elsewhere.
     ``channels_last`` (None: on CUDA only) stores activations NHWC, the layout tensor cores
     prefer.
