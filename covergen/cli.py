@@ -746,7 +746,7 @@ def run_rerun(args: argparse.Namespace) -> int:
             export_result(outcome.result, output)
             printer.line(f"copied to {output}")
     if args.keep and code == 0:
-        from .edit import keep_overrides
+        from .catalog.edit import keep_overrides
         from .nst.params import coerce
 
         keep_overrides(args.catalog, args.pair, {n: coerce(n, v) for n, v in extra.items()})
@@ -930,8 +930,8 @@ def run_list(args: argparse.Namespace) -> int:
 def run_add(args: argparse.Namespace) -> int:
     import shutil
 
+    from .catalog.edit import NewPair, add_pair, place_image
     from .console import Printer, styled
-    from .edit import NewPair, add_pair, place_image
     from .nst.params import coerce
 
     overrides = {
@@ -1295,8 +1295,7 @@ def describe(exc: Exception) -> str:
     parts = []
     for error in errors:
         if isinstance(error, ParameterError):
-            text = f"{error.field}: {error.message}"
-            parts.append(text + (f"\n  → {error.hint}" if error.hint else ""))
+            parts.append(error.describe())
         else:
             parts.append(str(error))
     return "\n".join(parts)

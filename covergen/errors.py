@@ -1,6 +1,39 @@
-"""Exceptions of the covergen stages; the CLI turns them into messages and exit codes."""
+"""Problems the user can fix, as values and as exceptions; the CLI turns them into messages
+and exit codes. Torch-free, importing nothing of ours: the engine's errors stand on it too.
+
+``Problem`` is the one "what, where, what to do" of the code base: a catalog check lists
+many of them at once; ``CovergenError`` (and the engine's ``ParameterError``) raise one.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong, where (line, pair, field) and what to do about it.
+
+    ``index`` is the position of the pair it concerns in the catalog's `pairs:` (None for
+    the file's other parts), so that a pair is left out by position: two pairs may claim
+    one id.
+    """
+
+    message: str
+    field: str = ""
+    pair: str | None = None
+    line: int | None = None
+    hint: str = ""
+    index: int | None = None
+
+    def describe(self) -> str:
+        where = [
+            f"line {self.line}" if self.line else "",
+            f"pair {self.pair!r}" if self.pair else "",
+            self.field,
+        ]
+        text = ": ".join([part for part in where if part] + [self.message])
+        return f"{text}\n  → {self.hint}" if self.hint else text
 
 
 class CovergenError(Exception):
@@ -15,12 +48,12 @@ class CovergenError(Exception):
         self.hint = hint
         super().__init__(self.describe())
 
+    @property
+    def problem(self) -> Problem:
+        return Problem(self.message, self.field or "", self.pair, hint=self.hint)
+
     def describe(self) -> str:
-        where = ": ".join(
-            part for part in (self.pair and f"pair {self.pair!r}", self.field) if part
-        )
-        text = f"{where}: {self.message}" if where else self.message
-        return f"{text}\n  → {self.hint}" if self.hint else text
+        return self.problem.describe()
 
 
 class InputImageError(CovergenError):

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from covergen.build import BuildOptions, build  # noqa: E402
-from covergen.edit import NewPair, render_pair  # noqa: E402
+from covergen.catalog.edit import NewPair, render_pair  # noqa: E402
 from covergen.executors import ExecutorSettings  # noqa: E402
 from covergen.executors.local import LocalExecutor  # noqa: E402
 from covergen.executors.painter import Painter, StoreInputs  # noqa: E402

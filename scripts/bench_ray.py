@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from covergen.build import BuildOptions, build  # noqa: E402
-from covergen.edit import NewPair, render_pair  # noqa: E402
+from covergen.catalog.edit import NewPair, render_pair  # noqa: E402
 from covergen.executors import ExecutorSettings, JobOutcome, OutcomeSink  # noqa: E402
 from covergen.executors.raycluster import RayExecutor, import_ray, start_local_ray  # noqa: E402
 from covergen.plan import Job  # noqa: E402

@@ -9,7 +9,6 @@ cue for the pair marked with ``BAD_SEED``; Ray's workers import it from the test
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from hypothesis import strategies as st
 from support.builds import link_weights, many_pairs_catalog, options, plain_catalog, results
 from support.builds import statuses as statuses_of
 from support.engines import StandIn
+from support.rays import local_ray_instance
 
 from covergen.build import build
 from covergen.executors import EXECUTORS, ExecutorSettings, JobOutcome, make_executor
@@ -30,26 +30,15 @@ from covergen.executors.painter import Painter, StoreInputs
 from covergen.nst import StyleParams
 from covergen.plan import ImageInput, Job
 
-TESTS = Path(__file__).parent
 Factory = Callable[..., Any]  # (project, engine=None) -> an executor
 
 
 @pytest.fixture(scope="module")
 def ray_instance() -> Iterator[None]:
-    """A local Ray instance with 2 CPUs and 2 fake GPUs, for the module's Ray cases."""
+    """A local Ray instance for the module's Ray cases, started when the first asks."""
     pytest.importorskip("ray")
-    from covergen.executors.raycluster import start_local_ray
-
-    with pytest.MonkeyPatch.context() as patch:
-        # Workers unpickle the stand-in engine from the tests' folder, as a cluster's
-        # workers import covergen: from their own path.
-        path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
-        patch.setenv("PYTHONPATH", path)
-        local = start_local_ray(num_cpus=2, num_gpus=2)
-        try:
-            yield
-        finally:
-            local.stop()
+    with local_ray_instance():
+        yield
 
 
 def _local(project: Path, engine: StandIn | None = None) -> Any:

@@ -47,8 +47,7 @@ from covergen.executors import ExecutorSettings
 from covergen.executors.local import LocalExecutor
 from covergen.executors.painter import Painter, StoreInputs
 from covergen.featurecache import FeatureCache
-from covergen.nst import StyleParams, StylizeResult
-from covergen.nst.weights import load_weights
+from covergen.nst import StylizeResult
 from covergen.results import ResultStore
 from covergen.runlog import RunLog
 from covergen.sources import FetchSettings, ImageStore
@@ -112,15 +111,6 @@ def stand_in(cache: Path, devices: tuple[str, ...] = ("cpu",), **engine: Any) ->
 
 
 # ---------------------------------------------------------------------- the project
-
-
-@pytest.fixture(scope="session")
-def converted_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default network's weights, converted once; each project's cache links to them."""
-    cache = tmp_path_factory.mktemp("weights")
-    params = StyleParams()
-    load_weights(params.network, params.weights, cache_dir=cache, offline=True)
-    return cache / "weights"
 
 
 @dataclass

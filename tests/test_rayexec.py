@@ -35,31 +35,23 @@ from support.processes import (
     running,
     wait_until_ended,
 )
+from support.rays import local_ray_instance
 
 from covergen.errors import CovergenError
 from covergen.executors import ExecutorSettings, make_executor
-from covergen.executors.raycluster import RayExecutor, start_local_ray
+from covergen.executors.raycluster import RayExecutor
 
 # Real processes, Ray or a browser: `make test-fast` leaves them out.
 pytestmark = pytest.mark.slow
 
 ray = pytest.importorskip("ray")
-TESTS = Path(__file__).parent
 
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray() -> Iterator[None]:
-    """A local instance with 2 CPUs and 2 fake GPUs, shut down after the module."""
-    with pytest.MonkeyPatch.context() as patch:
-        # Workers unpickle the stand-in engine from support.engines, as a cluster's
-        # workers import covergen: from their own path.
-        path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
-        patch.setenv("PYTHONPATH", path)
-        local = start_local_ray(num_cpus=2, num_gpus=2)
-        try:
-            yield
-        finally:
-            local.stop()
+    """One instance for the module, shut down after it."""
+    with local_ray_instance():
+        yield
 
 
 # ---------------------------------------------------------------------- the tests

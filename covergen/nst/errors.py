@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import Problem  # torch-free, importing nothing: as ..atomic
+
 
 class EngineError(Exception):
     """Base class of every error the engine raises on purpose."""
@@ -18,6 +20,13 @@ class ParameterError(EngineError, ValueError):
         self.message = message
         self.hint = hint
         super().__init__(f"{field}: {message}" + (f" ({hint})" if hint else ""))
+
+    @property
+    def problem(self) -> Problem:
+        return Problem(self.message, self.field, hint=self.hint)
+
+    def describe(self) -> str:
+        return self.problem.describe()
 
 
 class WeightsError(EngineError):

@@ -27,14 +27,15 @@ from typing import Any
 
 import yaml
 
-from .atomic import write_bytes
-from .catalog import MAX_BYTES, Catalog, load_catalog, parse_catalog, slugify
-from .errors import CovergenError
-from .files import read_user_file
-from .locks import catalog_lock
-from .nst.params import param_specs
-from .safetext import unsafe_character
-from .starter import new_catalog_text
+from ..atomic import write_bytes
+from ..errors import CovergenError
+from ..files import read_user_file
+from ..locks import catalog_lock
+from ..nst.params import param_specs
+from ..safetext import unsafe_character
+from ..starter import new_catalog_text
+from .model import Catalog, slugify
+from .reader import MAX_BYTES, load_catalog, parse_catalog
 
 # A new catalog: enough to explain the format to whoever opens it next.
 DEFAULT_STEP = 2  # indentation of a nested block when the file gives no example to follow
@@ -504,8 +505,8 @@ def place_image(text: str, catalog_path: Path, role: str, *, copy: bool = False)
     path already relative to the catalog's folder is kept; a file outside that folder is
     refused unless ``copy`` (then it is to be copied into ``photos/`` or ``covers/`` there).
     """
-    from .safetext import url_scheme
-    from .sources import near_names
+    from ..safetext import url_scheme
+    from ..sources import near_names
 
     if url_scheme(text):
         return PlacedImage(text)

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from covergen import edit
-from covergen.catalog import CatalogError, ImageRef, Pair, load_catalog
-from covergen.edit import NewPair, add_pair, render_pair
+from covergen.catalog import CatalogError, ImageRef, Pair, edit, load_catalog
+from covergen.catalog.edit import NewPair, add_pair, render_pair
 from covergen.errors import CovergenError
 
 # Comments everywhere: header, inline, between pairs, inside the list after the last pair,
