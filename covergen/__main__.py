@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 
-INTERRUPTED = 130
+from .stopping import EXIT_INTERRUPTED as INTERRUPTED  # light: os, signal, sys
 
 
 def _terminated(signum: int, frame: object) -> None:

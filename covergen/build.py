@@ -32,7 +32,7 @@ from .nst import EngineError, ParameterError, StyleParams, device_kind
 from .nst.params import check_image_sizes
 from .nst.runtime import device_family
 from .nst.weightsources import choose_source
-from .outcome import RECORDED, PairStatus
+from .outcome import RECORDED, BuildStatus, PairStatus
 from .plaindata import plain
 from .plan import ImageInput, Job, Plan, make_job, plan_jobs
 from .precision import resolve_precision
@@ -240,7 +240,7 @@ class _Build:
             self.summary.devices = list(executor.prepare())
         self.runlog.close_abandoned()  # under the lock, a "running" build is a dead one
         self.build_id = self.runlog.start_build(options.kind, profile, self.precision)
-        status = "failed"
+        status = BuildStatus.FAILED
         try:
             self._report_invalid(catalog)
             with self._store() as store:
@@ -253,10 +253,10 @@ class _Build:
             self.summary.interrupted = self.stop.is_set()
             if options.render_site and options.kind == "build" and not self.summary.interrupted:
                 self._render_site(catalog)
-            status = "interrupted" if self.summary.interrupted else "finished"
+            status = BuildStatus.INTERRUPTED if self.summary.interrupted else BuildStatus.FINISHED
         finally:
-            if status == "failed" and self.stop.is_set():  # a second Ctrl-C cut it short
-                status = "interrupted"
+            if status == BuildStatus.FAILED and self.stop.is_set():  # a second Ctrl-C cut it
+                status = BuildStatus.INTERRUPTED
             self.summary.seconds = time.perf_counter() - self.start
             self.runlog.finish_build(self.build_id, status, self.summary.counts())
             self._note_runlog()
@@ -437,13 +437,14 @@ class _Build:
             )
             completed = executor.run(jobs, self._collect, self.events, self.stop)
         finally:
-            # Cut short by a second Ctrl-C before the executor could report: every job
-            # without an outcome waits for the next build.
-            done = {(o.pair, o.key) for o in self.summary.outcomes}
-            waiting = [j for j in jobs if (j.pair, j.key) not in done and self.stop.is_set()]
-            error = "stopped before its painting was stored; the next build paints it"
-            cancelled = [PairOutcome.of_job(j, "cancelled", error=error) for j in waiting]
-            self._finish(*cancelled, *(o for c in cancelled for o in self._shared(c)))
+            if self.stop.is_set():
+                # Cut short by a second Ctrl-C before the executor could report: every job
+                # without an outcome waits for the next build.
+                done = {(o.pair, o.key) for o in self.summary.outcomes}
+                waiting = [j for j in jobs if (j.pair, j.key) not in done]
+                error = "stopped before its painting was stored; the next build paints it"
+                cancelled = [PairOutcome.of_job(j, "cancelled", error=error) for j in waiting]
+                self._finish(*cancelled, *(o for c in cancelled for o in self._shared(c)))
         self.summary.interrupted = not completed
 
     def _collect(self, outcome: JobOutcome) -> None:

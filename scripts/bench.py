@@ -99,7 +99,7 @@ def interleaved_seconds(
         if resumed:
             engine_times.append(time.perf_counter() - resumed[-1])
         start = time.perf_counter()
-        feats = engine._features(encoder, x, layers)
+        feats = engine.features(encoder, x, layers)
         torch.autograd.grad(sum(f.float().sum() for f in feats.values()), x)
         synchronise(engine.device)
         bare_times.append(time.perf_counter() - start)

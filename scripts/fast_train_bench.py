@@ -210,7 +210,7 @@ def _start_from_nearest_style(engine, params, cover, photos) -> None:  # type: i
     crops = ft._crops(photos, params.fast_size, 4, torch.Generator().manual_seed(1234))
     network = load_multistyle()
     with torch.no_grad():
-        problem.content_targets = engine._features(encoder, crops, list(loss_params.content_layers))
+        problem.content_targets = engine.features(encoder, crops, list(loss_params.content_layers))
         totals = []
         for k in range(NUM_STYLES):
             norm = network.mix_norm(torch.nn.functional.one_hot(torch.tensor(k), NUM_STYLES))

@@ -147,8 +147,8 @@ def tutorial(engine: Engine, photo: torch.Tensor, cover: torch.Tensor, trace: Tr
     encoder = engine.encoder(params)
     layers = list(params.style_layers)
     with torch.no_grad():
-        target_content = engine._features(encoder, photo, ["conv2_2"])["conv2_2"]
-        style_feats = engine._features(encoder, cover, layers)
+        target_content = engine.features(encoder, photo, ["conv2_2"])["conv2_2"]
+        style_feats = engine.features(encoder, cover, layers)
         target_grams = {n: _gram_tutorial(f) for n, f in style_feats.items()}
     x = photo.clone().requires_grad_(True)
     optimiser = torch.optim.LBFGS([x])
@@ -158,7 +158,7 @@ def tutorial(engine: Engine, photo: torch.Tensor, cover: torch.Tensor, trace: Tr
         with torch.no_grad():
             x.clamp_(0, 1)
         optimiser.zero_grad()
-        feats = engine._features(encoder, x, layers)
+        feats = engine.features(encoder, x, layers)
         style = sum(F.mse_loss(_gram_tutorial(feats[n]), target_grams[n]) for n in layers)
         content = F.mse_loss(feats["conv2_2"], target_content)
         loss = 1e6 * style + 1.0 * content
@@ -273,8 +273,8 @@ def crowsonkb(
             )
         cover = imaging.pil_to_tensor(cover_image_scaled).to(device, dtype)
         with torch.no_grad():
-            content_target = engine._features(encoder, content, ["relu4_2"])["relu4_2"]
-            style_feats = engine._features(encoder, cover, style_layers)
+            content_target = engine.features(encoder, content, ["relu4_2"])["relu4_2"]
+            style_feats = engine.features(encoder, cover, style_layers)
             targets = {}
             for name, f in style_feats.items():
                 mean, cov = losses.mean_covariance(f)
@@ -297,7 +297,7 @@ def crowsonkb(
         average = ema.value()
         iterations = 1000 if n == 0 else 500
         for i in range(1, iterations + 1):
-            feats = engine._features(encoder, x, layers)
+            feats = engine.features(encoder, x, layers)
             loss = 0.015 * F.mse_loss(feats["relu4_2"], content_target)
             for weight, name in zip(style_weights, style_layers, strict=True):
                 loss = loss + weight * _w2_crowsonkb(feats[name], *targets[name])

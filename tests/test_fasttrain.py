@@ -54,7 +54,7 @@ def fixed_loss(engine, params, cover, photos, trained) -> float:  # type: ignore
     problem = ft._problem(engine, engine.encoder(params), params, cover, 4)
     crops = ft._crops(photos, params.fast_size, 4, torch.Generator().manual_seed(123))
     with torch.no_grad():
-        problem.content_targets = engine._features(
+        problem.content_targets = engine.features(
             engine.encoder(params), crops, list(params.content_layers)
         )
         painted = ft.cover_painter(load_multistyle(), trained)(crops)

@@ -212,7 +212,7 @@ class Engine:
             self._encoders[key] = encoder
         return self._encoders[key]
 
-    def _features(
+    def features(
         self, encoder: VGGEncoder, image: torch.Tensor, layers: Sequence[str]
     ) -> dict[str, torch.Tensor]:
         image = image.to(self.dtype)
@@ -263,7 +263,7 @@ class Engine:
         reduce: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
     ) -> dict[str, torch.Tensor]:
         encoder = self.encoder(params)
-        key = self._cache_key(
+        key = self.cache_key(
             image,
             kind,
             ENGINE_VERSION,
@@ -274,16 +274,16 @@ class Engine:
             self.precision,  # bf16's features differ from fp32's in their last bits
             ",".join(layers),
         )
-        hit = self._cache_get(key)
+        hit = self.cache_get(key)
         if hit is not None:
             return {name: t.to(self.device) for name, t in hit.items()}
         with torch.no_grad():
-            value = reduce(self._features(encoder, image.to(self.device), layers))
+            value = reduce(self.features(encoder, image.to(self.device), layers))
         value = {name: t.detach() for name, t in value.items()}
-        self._cache_put(key, {name: t.cpu() for name, t in value.items()})
+        self.cache_put(key, {name: t.cpu() for name, t in value.items()})
         return value
 
-    def _cache_key(self, image: torch.Tensor, *parts: str) -> str | None:
+    def cache_key(self, image: torch.Tensor, *parts: str) -> str | None:
         """The target cache's key for something computed from ``image``: its bytes and shape
         and the recipe ``parts``; None without a cache."""
         if self.target_cache is None:
@@ -294,10 +294,10 @@ class Engine:
         digest.update(image.detach().float().cpu().contiguous().numpy().tobytes())
         return digest.hexdigest()
 
-    def _cache_get(self, key: str | None) -> dict[str, torch.Tensor] | None:
+    def cache_get(self, key: str | None) -> dict[str, torch.Tensor] | None:
         return self.target_cache.get(key) if self.target_cache is not None and key else None
 
-    def _cache_put(self, key: str | None, value: dict[str, torch.Tensor]) -> None:
+    def cache_put(self, key: str | None, value: dict[str, torch.Tensor]) -> None:
         if self.target_cache is not None and key:
             self.target_cache.put(key, value)
 
@@ -307,15 +307,15 @@ class Engine:
         by the photo's pixels and the detector's version."""
         from .faces import FaceBox, FaceDetector
 
-        key = self._cache_key(content, "faces", FACE_DETECTOR_VERSION)
-        hit = self._cache_get(key)
+        key = self.cache_key(content, "faces", FACE_DETECTOR_VERSION)
+        hit = self.cache_get(key)
         if hit is not None and "boxes" in hit:
             return [FaceBox(*map(float, row[:5])) for row in hit["boxes"].tolist()]
         if self._detector is None:
             self._detector = FaceDetector("cpu")  # small networks: the CPU is quick enough
         boxes = self._detector.detect(imaging.tensor_to_pil(content))
         rows = [[b.left, b.top, b.right, b.bottom, b.score] for b in boxes]
-        self._cache_put(key, {"boxes": torch.tensor(rows, dtype=torch.float64).reshape(-1, 5)})
+        self.cache_put(key, {"boxes": torch.tensor(rows, dtype=torch.float64).reshape(-1, 5)})
         return boxes
 
     def laplacian(self, photo: torch.Tensor) -> Any:
@@ -325,8 +325,8 @@ class Engine:
 
         from .photoreal import MattingLaplacian, sparse_device
 
-        key = self._cache_key(photo, "laplacian", PHOTOREAL_VERSION, str(LAPLACIAN_EPS))
-        hit = self._cache_get(key)
+        key = self.cache_key(photo, "laplacian", PHOTOREAL_VERSION, str(LAPLACIAN_EPS))
+        hit = self.cache_get(key)
         height, width = photo.shape[-2:]
         if hit is not None and {"indptr", "indices", "data"} <= hit.keys():
             n = height * width
@@ -337,7 +337,7 @@ class Engine:
         else:
             laplacian = MattingLaplacian.from_photo(photo.detach().cpu().double(), LAPLACIAN_EPS)
             m = laplacian.matrix
-            self._cache_put(
+            self.cache_put(
                 key,
                 {"indptr": m.crow_indices(), "indices": m.col_indices(), "data": m.values()},
             )
@@ -754,7 +754,7 @@ class Engine:
             return torch.tensor(values, dtype=self.dtype, device=self.device)
 
         return Objective(
-            features=self._features,
+            features=self.features,
             encoder=encoder,
             params=first,
             content_targets={n: torch.cat(ts) for n, ts in content_targets.items()},

@@ -217,7 +217,7 @@ def train_cover_network(
                 raise Cancelled("cancelled by the caller")
             crops = _crops(prepared, size, batch, generator).to(device, dtype)
             with torch.no_grad():
-                problem.content_targets = engine._features(
+                problem.content_targets = engine.features(
                     encoder, crops, list(params.content_layers)
                 )
             painted = network(crops, norm=norm)
@@ -267,7 +267,7 @@ def _problem(
         return torch.tensor([values], dtype=engine.dtype, device=engine.device)
 
     return Objective(
-        features=engine._features,
+        features=engine.features,
         encoder=encoder,  # type: ignore[arg-type]
         params=params,
         content_targets={},

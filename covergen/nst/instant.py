@@ -155,7 +155,7 @@ class InstantMethods:
             for name, value in key_values(params).items()
             if name.startswith("fast_") or name in _TRAINING_FIELDS
         }
-        key = engine._cache_key(
+        key = engine.cache_key(
             job.cover_source,
             "fast",
             FAST_TRAINING_VERSION,
@@ -165,7 +165,7 @@ class InstantMethods:
             engine.precision,
             repr(sorted(recipe.items())),
         )
-        kept = engine._cache_get(key)
+        kept = engine.cache_get(key)
         if kept is not None and "norm.0.scale" in kept:
             job.metrics["trained_steps"] = 0
             return kept
@@ -180,7 +180,7 @@ class InstantMethods:
             progress=lambda step, _total, _loss: report("train", step, total),
             cancel=cancel,
         )
-        engine._cache_put(key, trained)
+        engine.cache_put(key, trained)
         job.metrics["trained_steps"] = total
         return trained
 
