@@ -15,7 +15,7 @@ from .catalog import Catalog
 from .errors import CovergenError
 from .locks import cache_lock
 from .outcome import PairStatus
-from .results import ResultStore
+from .results import ResultRecord, ResultStore
 from .runlog import RunLog, RunRecord
 from .store import cache_paths
 
@@ -127,13 +127,15 @@ def clean(catalog: Catalog, cache_dir: Path, *, downloads: bool = False,
         # Each store removes what is not kept, by its own layout: the results no record
         # refers to, the downloads no input is, the site's images of neither, the features.
         results = ResultStore(paths["results"], read_only=dry_run)
-        paintings = {r.sha256 for r in map(results.get, sorted(keep)) if r is not None}
+        # Records only: the dry run above read and verified the paintings it keeps.
+        records = (results.store.get_record(f"{k}.json", ResultRecord) for k in sorted(keep))
+        paintings = {r.sha256 for r in records if r is not None}
         deriver = ImageDeriver(paths["derived"])
         shown = {deriver.key(sha) for sha in inputs} | {deriver.key(sha, True) for sha in paintings}
         gone = results.store.collect(keep, dry_run=dry_run)
         images = ImageStore(paths["images"]).collect(inputs, dry_run=dry_run) if downloads else None
         derived = deriver.collect(shown, dry_run=dry_run)
-        cleared = FeatureCache(paths["features"]).collect(dry_run=dry_run) if features else None
+        cleared = FeatureCache(paths["features"]).clear(dry_run=dry_run) if features else None
     freed = sum(c.bytes for c in (gone, images, derived, cleared) if c is not None)
     removed = images.entries if images else 0
     return CleanReport(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Container
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,9 +52,9 @@ class FeatureCache:
         with contextlib.suppress(OSError):
             self.store.put(f"{key}.pt", MAGIC + digest(body).encode() + b"\n" + body)
 
-    def collect(self, keep: Container[str] = (), *, dry_run: bool = False) -> Collected:
-        """Remove the targets whose key is not in ``keep`` (by default: all of them)."""
-        return self.store.collect(keep, dry_run=dry_run)
+    def clear(self, *, dry_run: bool = False) -> Collected:
+        """Remove every target (they are only worth the time they save)."""
+        return self.store.collect((), dry_run=dry_run)
 
 
 def _load(body: bytes) -> dict[str, torch.Tensor] | None:

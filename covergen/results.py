@@ -75,9 +75,6 @@ class ResultStore:
 
         return self.store.get_entry(f"{key}.json", ResultRecord, vouched)
 
-    def exists(self, key: str) -> bool:
-        return self.get(key) is not None
-
     def put(
         self, png: bytes, width: int, height: int, record_fields: Mapping[str, Any]
     ) -> ResultRecord:

@@ -304,8 +304,9 @@ class ImageStore:
     def collect(self, keep: Container[str], *, dry_run: bool = False) -> Collected:
         """Remove the images whose hash is not in ``keep``, and what is known of them; the
         URL records stay (small, and a record without its image only means a fetch)."""
-        self.known.collect(keep, dry_run=dry_run)
-        return self.images.collect(keep, dry_run=dry_run)
+        records = self.known.collect(keep, dry_run=dry_run)
+        images = self.images.collect(keep, dry_run=dry_run)
+        return Collected(images.entries, images.bytes + records.bytes)
 
     # ------------------------------------------------------------------ local files
 

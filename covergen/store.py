@@ -86,13 +86,10 @@ def decode(cls: type[R], value: Any, where: str = "") -> R:
     """
     if not isinstance(value, dict):
         raise RecordError(f"{where or 'the record'} is not a JSON object")
-    fields, hints = _fields(cls)
+    fields, hints, required = _fields(cls)
     unknown = sorted(set(value) - set(fields))
     if unknown:
         raise RecordError(f"{where}unknown fields {unknown}")
-    required = {
-        n for n, f in fields.items() if f.default is f.default_factory is dataclasses.MISSING
-    }
     missing = sorted(required - set(value))
     if missing:
         raise RecordError(f"{where}missing fields {missing}")
@@ -100,9 +97,12 @@ def decode(cls: type[R], value: Any, where: str = "") -> R:
 
 
 @functools.cache
-def _fields(cls: type) -> tuple[dict[str, dataclasses.Field[Any]], dict[str, Any]]:
+def _fields(cls: type) -> tuple[dict[str, dataclasses.Field[Any]], dict[str, Any], set[str]]:
+    """A record type's fields, their type hints and the names of those without a default."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    return fields, typing.get_type_hints(cls, include_extras=True)
+    missing = dataclasses.MISSING
+    required = {n for n, f in fields.items() if f.default is f.default_factory is missing}
+    return fields, typing.get_type_hints(cls, include_extras=True), required
 
 
 _NAMES = {str: "text", int: "an integer", float: "a number", bool: "true or false"}
@@ -202,12 +202,16 @@ class Store:
     def put_entry(self, record_name: str, record: bytes, files: Mapping[str, bytes]) -> None:
         """Write ``files``, then the record that vouches for them: a record is only ever read
         beside whole files. On any failure (a full disk, Ctrl-C) nothing of it is left."""
+        written: list[str] = []
         try:
-            for name, data in files.items():
-                self.put(name, data)
-            self.put(record_name, record)
+            for name, data in [*files.items(), (record_name, record)]:
+                # Not self.put: the callers hashed these bytes already (the record says so).
+                write_bytes(self.path(name), data)
+                written.append(name)
         except BaseException:
-            self.discard(record_name, *files, force=True)
+            # What was replaced goes, with the record (its files may no longer match it);
+            # what the failed write never touched is still whole and stays.
+            self.discard(*{record_name, *written}, force=True)
             raise
 
     def get_entry(
@@ -219,15 +223,14 @@ class Store:
         data = self.read(record_name)
         if data is None:
             return None
-        names: list[str] = []
         try:
             record = loads(cls, data)
-            names = list(files := vouched(record))
+            files = vouched(record)
             if all(self.get(name, sha) is not None for name, sha in files.items()):
                 return record
         except RecordError:
             pass
-        self.discard(record_name, *names)
+        self.remove(key_of(record_name))  # the whole entry: a record it cannot read vouches
         return None
 
     def get_record(self, name: str, cls: type[R]) -> R | None:

@@ -144,8 +144,11 @@ class VectorRecord:
 
 def _load(root: Path, cover: str, predictor: str) -> tuple[float, ...] | None:
     kept = Store(root).get_record(f"{record_key(cover, predictor)}.json", VectorRecord)
-    wanted = VectorRecord(cover, predictor, VECTOR_RECIPE, kept.vector) if kept else None
-    if kept is None or kept != wanted or len(kept.vector) != VECTOR_SIZE:
+    if (
+        kept is None
+        or (kept.cover, kept.predictor, kept.recipe) != (cover, predictor, VECTOR_RECIPE)
+        or len(kept.vector) != VECTOR_SIZE
+    ):
         return None  # missing or damaged: computed again
     return kept.vector
 

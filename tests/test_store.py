@@ -116,6 +116,17 @@ def test_a_malformed_record_is_no_entry(tmp_path: Path):
     assert store.get_record("k1.json", Part) is None and not store.path("k1.json").exists()
 
 
+def test_a_record_that_does_not_decode_takes_its_files_with_it(tmp_path: Path):
+    store = Store(tmp_path)
+    store.put("k1.png", b"png")
+    store.put("k1-320.webp", b"webp")
+    store.put("k2.png", b"another entry")
+    store.put("k1.json", b'{"name": "k1.png"}')  # no sha256: it vouches for nothing
+
+    assert store.get_entry("k1.json", Part, lambda r: {r.name: r.sha256}) is None
+    assert [p.name for p in store.files()] == ["k2.png"]
+
+
 def test_collect_keeps_what_is_kept_and_removes_the_rest(tmp_path: Path):
     store = Store(tmp_path)
     for key in ("aa11", "aa22", "bb33"):

@@ -268,13 +268,13 @@ def browser_transformer(source: Path, derived_root: Path) -> LiveFile:
     """The transformer with free height and width: cached by the source's digest and the
     recipe (and the onnx package's version, which writes it)."""
     data = source.read_bytes()
-    writer = _onnx_version()
-    key = sha256_of(f"{sha256_of(data)}:{NETWORK_RECIPE}:{writer}".encode())[:20]
+    writer, source_sha = _onnx_version(), sha256_of(data)
+    key = sha256_of(f"{source_sha}:{NETWORK_RECIPE}:{writer}".encode())[:20]
     store, name = Store(Path(derived_root) / LIVE_DIR), f"{key}.onnx"
     kept = store.get_entry(f"{key}.json", LiveRecord, lambda r: {name: r.sha256})
     if kept is None:  # not derived yet, or damaged: derived again
         freed = free_dimensions(data)
-        kept = LiveRecord(sha256_of(data), NETWORK_RECIPE, writer, name, sha256_of(freed))
+        kept = LiveRecord(source_sha, NETWORK_RECIPE, writer, name, sha256_of(freed))
         store.put_entry(f"{key}.json", dumps(kept), {name: freed})
     return _as_is(store.path(name), "arbitrary-transform", kept.sha256)
 
