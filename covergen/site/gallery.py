@@ -75,11 +75,7 @@ class Picture:
     def unenlarged(self) -> Picture:
         """Only the files no wider than the image itself: where it is shown small (a card),
         the enlarged files of a painting would cost bytes and show nothing more."""
-
-        def kept(files: tuple[ImageFile, ...]) -> tuple[ImageFile, ...]:
-            return tuple(f for f in files if f.width <= self.width) or files[:1]
-
-        return replace(self, webp=kept(self.webp), jpeg=kept(self.jpeg))
+        return self.small(self.width)
 
 
 @dataclass(frozen=True)
@@ -243,29 +239,23 @@ def _entry(
 ) -> GalleryEntry:
     pair = state.pair
     assert pair is not None  # invalid pairs are not shown
-    credits = {"photo": credit_for(pair.photo), "cover": credit_for(pair.cover)}
-    alt = alt_texts(pair)
-    cover = shown_input(picture(derived.get(state.cover_sha256 or "")), show[1])
+    common = dict(
+        pair=pair,
+        cover=shown_input(picture(derived.get(state.cover_sha256 or "")), show[1]),
+        credits={"photo": credit_for(pair.photo), "cover": credit_for(pair.cover)},
+        alt=alt_texts(pair),
+        summary=summary_text(pair),
+        cover_sha256=state.cover_sha256,
+    )
     result = picture(derived.get(state.result.sha256)) if state.result else None
     if state.result is None or result is None:
         # A result the site cannot show (it would not decode) is pending, never a broken image.
         status = state.state if state.result is None else "missing"
         return GalleryEntry(
-            pair=pair,
-            status=status,
-            page=None,
-            result=None,
-            photo=None,
-            cover=cover,
-            original=None,
-            credits=credits,
-            alt=alt,
-            summary=summary_text(pair),
-            cover_sha256=state.cover_sha256,
+            status=status, page=None, result=None, photo=None, original=None, **common
         )
     record, stored = state.shown, state.result
     return GalleryEntry(
-        pair=pair,
         status="ready",
         page=f"{PAIR_DIR}/{pair.id}.html",
         result=result,
@@ -274,13 +264,9 @@ def _entry(
         withheld=tuple(
             role for role, mode in zip(("photo", "cover"), show, strict=True) if mode == "none"
         ),
-        cover=cover,
         original=Original(
             original_path(stored.sha256), stored.width, stored.height, _size_of(state)
         ),
-        credits=credits,
-        alt=alt,
-        summary=summary_text(pair),
         render=Render(
             # The run log's figures; a reused record copies them from the result record.
             seconds=_first(record.seconds if record else None, stored.seconds),
@@ -295,7 +281,7 @@ def _entry(
         ),
         params=param_rows(stored.params, pair.overrides, stored.metrics),
         overrides=override_rows(stored.params, pair.overrides, stored.metrics),
-        cover_sha256=state.cover_sha256,
+        **common,
     )
 
 
