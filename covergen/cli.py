@@ -150,11 +150,12 @@ getting started:
 
 `covergen COMMAND --help` shows each command's options and examples.
 """
-# Each command's description and examples, shown by `covergen COMMAND --help`.
+# Each command's description (default: its one-line help) and examples, shown by
+# `covergen COMMAND --help`.
 COMMAND_HELP: dict[str, tuple[str, str]] = {
     "init": ("", "examples:\n  covergen init my-gallery\n  covergen init .   (here)"),
     "stylize": (
-        "",
+        "Paint PHOTO in the style of COVER (several covers are blended).",
         "examples:\n  covergen stylize band.jpg cover.png -o painted.png\n"
         "  covergen stylize band.jpg cover.png -o painted.png --method arbitrary --size 1024\n"
         "  covergen stylize band.jpg a.png b.png --style-blend 0.7,0.3 -o blend.png",
@@ -228,20 +229,26 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", required=True, metavar="COMMAND", title="commands"
     )
 
-    init = commands.add_parser(
+    def command(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+        text, examples = COMMAND_HELP.get(name, ("", ""))
+        return commands.add_parser(
+            name,
+            help=help,
+            description=textwrap.fill(text, 88) if text else description or help,
+            epilog=examples or None,
+            formatter_class=_HelpFormatter,
+        )
+
+    init = command(
         "init",
-        help="start a new gallery folder: a commented catalog with one example pair",
-        description="Make FOLDER a new gallery: catalog.yaml (commented, one example pair "
-        "with its photo and cover), photos/, covers/, a Makefile and a .gitignore. Nothing "
-        "is overwritten.",
+        "start a new gallery folder: a commented catalog with one example pair",
+        # Kept as written, on one line (the others are wrapped).
+        "Make FOLDER a new gallery: catalog.yaml (commented, one example pair with its photo "
+        "and cover), photos/, covers/, a Makefile and a .gitignore. Nothing is overwritten.",
     )
     init.add_argument("folder", type=Path, nargs="?", default=Path("."), help="(default: .)")
 
-    stylize = commands.add_parser(
-        "stylize",
-        help="paint one photo in the style of one or more covers",
-        description="Paint PHOTO in the style of COVER (several covers are blended).",
-    )
+    stylize = command("stylize", "paint one photo in the style of one or more covers")
     stylize.add_argument("photo", type=Path)
     stylize.add_argument("covers", type=Path, nargs="+", metavar="cover")
     stylize.add_argument(
@@ -251,14 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--content-map", type=Path, help="greyscale image: per-pixel content weight"
     )
     stylize.add_argument("--init-image", type=Path, help="starting image for --init image")
-    add_runtime_options(stylize)
+    add_runtime_options(stylize, build=False)
     stylize.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     add_param_options(stylize)
 
-    params = commands.add_parser("params", help="list the engine parameters and their defaults")
+    params = command("params", "list the engine parameters and their defaults")
     params.add_argument("--markdown", action="store_true", help="as the docs' Markdown table")
 
-    check = commands.add_parser("check", help="validate the catalog and report every problem")
+    check = command("check", "validate the catalog and report every problem")
     add_catalog_option(check, cache=False)
     check.add_argument(
         "--allow-outside",
@@ -266,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept local images outside the catalog's folder, as a build with it does",
     )
 
-    build = commands.add_parser("build", help="paint new and changed pairs, render the site")
+    build = command("build", "paint new and changed pairs, render the site")
     add_catalog_option(build)
     build.add_argument("--only", nargs="+", metavar="ID", default=[], help="just these pairs")
     build.add_argument("--force", action="store_true", help="repaint even if a result exists")
@@ -283,12 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--docs-dir", type=Path, help="a built user guide (mkdocs) to publish under site/docs/"
     )
-    add_build_options(build)
+    add_runtime_options(build)
 
-    rerun = commands.add_parser(
+    rerun = command(
         "rerun",
-        help="repaint one pair, trying parameters without "
-        "editing the catalog (e.g. --set content_weight=5)",
+        "repaint one pair, trying parameters without editing the catalog (e.g. --set "
+        "content_weight=5)",
     )
     add_catalog_option(rerun)
     rerun.add_argument("pair", metavar="ID")
@@ -306,12 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the --set values into the pair's overrides in the catalog (after a "
         "successful rerun), so the next build paints with them",
     )
-    add_build_options(rerun)
+    add_runtime_options(rerun)
     add_param_options(rerun)
 
-    sweep = commands.add_parser(
+    sweep = command(
         "sweep",
-        help="paint pairs with several values of parameters and write a contact sheet "
+        "paint pairs with several values of parameters and write a contact sheet "
         "with each variant's quality numbers (e.g. ID --set content_weight=1,2,4,8)",
     )
     add_catalog_option(sweep)
@@ -328,38 +335,33 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--tile", type=int, default=320, help="pixels per picture on the sheet (default: 320)"
     )
-    add_build_options(sweep)
+    add_runtime_options(sweep)
     add_set_option(
         sweep,
         "a parameter and its values, NAME=V1,V2,... (repeatable: every combination is "
         "painted; none: as the catalog says)",
     )
 
-    score = commands.add_parser(
-        "score",
-        help="judge any image: how much of the photo it keeps, how much of the cover it takes",
+    score = command(
+        "score", "judge any image: how much of the photo it keeps, how much of the cover it takes"
     )
     score.add_argument("photo", type=Path)
     score.add_argument("cover", type=Path)
     score.add_argument("result", type=Path, nargs="+")
     score.add_argument("--device", default="auto", help="auto, cpu, cuda:N or mps")
 
-    add = commands.add_parser(
-        "add", help="append a validated pair to the catalog, keeping its comments and formatting"
+    add = command(
+        "add", "append a validated pair to the catalog, keeping its comments and formatting"
     )
     add_catalog_option(add, cache=False)
     add.add_argument("--band", required=True)
     add.add_argument("--album", required=True)
-    add.add_argument(
-        "--photo",
-        required=True,
-        help="a path from this folder (as your shell completes it), or a URL",
-    )
-    add.add_argument(
-        "--cover",
-        required=True,
-        help="a path from this folder (as your shell completes it), or a URL",
-    )
+    for role in ("photo", "cover"):
+        add.add_argument(
+            f"--{role}",
+            required=True,
+            help="a path from this folder (as your shell completes it), or a URL",
+        )
     add.add_argument(
         "--copy",
         action="store_true",
@@ -374,10 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
             add.add_argument(f"--{role}-{item}", default="", help=f"the {role}'s {item}")
     add_set_option(add, "a parameter override for this pair (repeatable)")
 
-    publish = commands.add_parser(
+    publish = command(
         "publish",
-        help="send the built site to a git branch or a "
-        "directory (target from the catalog's site.publish)",
+        "send the built site to a git branch or a directory (target from the catalog's "
+        "site.publish)",
     )
     add_catalog_option(publish, cache=False)
     publish.add_argument("target", nargs="?", help="git:REMOTE, dir:PATH, or a URL or path")
@@ -399,8 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
         "published to, or a git branch whose last commit is not covergen's",
     )
 
-    serve = commands.add_parser(
-        "serve", help="preview the site locally, under the same base path as the published one"
+    serve = command(
+        "serve", "preview the site locally, under the same base path as the published one"
     )
     add_catalog_option(serve)
     serve.add_argument("--site-dir", type=Path, help=SITE_HELP)
@@ -414,26 +416,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=port_number, default=8000)
     serve.add_argument("--base-path", help="default: the path of site.base_url")
 
-    status = commands.add_parser("status", help="the latest run of every pair")
-    add_catalog_option(status)
-    listing = commands.add_parser("list", help="the catalog's pairs and their state")
-    add_catalog_option(listing)
+    add_catalog_option(command("status", "the latest run of every pair"))
+    add_catalog_option(command("list", "the catalog's pairs and their state"))
 
-    clean = commands.add_parser("clean", help="remove results no pair refers to")
+    clean = command("clean", "remove results no pair refers to")
     add_catalog_option(clean)
     clean.add_argument("--downloads", action="store_true", help="also unused fetched images")
     clean.add_argument("--features", action="store_true", help="also the feature cache")
     clean.add_argument("--dry-run", action="store_true", help="only say what would go")
-    for name, sub in commands.choices.items():
-        description, examples = COMMAND_HELP.get(name, ("", ""))
-        sub.formatter_class = _HelpFormatter
-        if description:
-            sub.description = textwrap.fill(description, 88)
-        elif sub.description is None:
-            sub.description = next(
-                (a.help for a in commands._choices_actions if a.dest == name), None
-            )
-        sub.epilog = examples or None
     return parser
 
 
@@ -463,23 +453,40 @@ def add_profile_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_build_options(parser: argparse.ArgumentParser) -> None:
+def add_runtime_options(parser: argparse.ArgumentParser, *, build: bool = True) -> None:
+    """Where and how to paint: a build's options (build, rerun, sweep) or `stylize`'s."""
     group = parser.add_argument_group("runtime")
     group.add_argument(
         "--device",
         default="auto",
-        help="auto (every GPU, else CPU), cpu, cuda:N, or a list cuda:0,cuda:1",
+        help="auto (every GPU, else CPU), cpu, cuda:N, or a list cuda:0,cuda:1"
+        if build
+        else "auto, cpu, cuda, cuda:N or mps",
     )
     group.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
-    group.add_argument(
-        "--max-batch", type=positive, default=4, help="jobs per batch on a GPU (default: 4)"
-    )
+    if build:
+        group.add_argument(
+            "--max-batch", type=positive, default=4, help="jobs per batch on a GPU (default: 4)"
+        )
+    else:
+        group.add_argument(
+            "--cache-dir",
+            type=Path,
+            help="converted weights, features and trained networks (default: covergen's folder "
+            "in the user's cache, e.g. ~/.cache/covergen)",
+        )
+        group.add_argument(
+            "--weights-file", type=Path, help="VGG weights file to use instead of the packaged ones"
+        )
+    what = "nothing: images and weights from the cache only" if build else "no weights"
     group.add_argument(
         "--offline",
         action="store_true",
         default=env_flag(OFFLINE_ENV),
-        help=f"download nothing: images and weights from the cache only (or ${OFFLINE_ENV}=1)",
+        help=f"download {what} (or ${OFFLINE_ENV}=1)",
     )
+    if not build:
+        return
     group.add_argument(
         "--allow-outside",
         action="store_true",
@@ -501,27 +508,6 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
         metavar="ADDRESS",
         help="the Ray cluster to join (its head's host:6379, or auto); default: the "
         "catalog's build.ray_address, else a Ray instance started on this machine",
-    )
-
-
-def add_runtime_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("runtime")
-    group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    group.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
-    group.add_argument(
-        "--cache-dir",
-        type=Path,
-        help="converted weights, features and trained networks (default: covergen's folder in "
-        "the user's cache, e.g. ~/.cache/covergen)",
-    )
-    group.add_argument(
-        "--weights-file", type=Path, help="VGG weights file to use instead of the packaged ones"
-    )
-    group.add_argument(
-        "--offline",
-        action="store_true",
-        default=env_flag(OFFLINE_ENV),
-        help=f"download no weights (or ${OFFLINE_ENV}=1)",
     )
 
 
