@@ -213,6 +213,7 @@ class _Build:
         # Pairs whose job has the key of one being painted (same images, same parameters):
         # one painting, theirs when it is stored.
         self._sharing: dict[str, list[Job]] = {}
+        self._weights: dict[tuple[str, str], str] = {}  # identities, by (network, weights)
 
     # -------------------------------------------------------------------- the steps
 
@@ -314,7 +315,6 @@ class _Build:
     ) -> list[Job]:
         """A job per pair whose images and parameters are good; the others fail alone."""
         self._stage(f"fetching images for {counted(len(pairs), 'pair')}")
-        identities: dict[tuple[str, str], str] = {}
         jobs = []
         variants = self.options.variants or ({},)
         for pair in pairs:
@@ -327,8 +327,7 @@ class _Build:
                 for variant in variants:
                     extra = {**self.options.extra, **variant}
                     params = catalog.params_for(pair, profile, extra)
-                    _check_sizes(params, photo, cover, pair.id)
-                    weights = self._weights_identity(params, identities, pair.id)
+                    weights = self._checked_weights(params, photo, cover, pair.id)
                     job = make_job(
                         pair.id,
                         pair.title,
@@ -374,15 +373,7 @@ class _Build:
         waiting = self._sharing.pop(done.key or "", [])
         if done.status != "built":
             return [PairOutcome.of_job(job, done.status, error=done.error) for job in waiting]
-        same = {
-            "seconds": done.seconds,
-            "device": done.device,
-            "iterations": done.iterations,
-            "losses": done.losses,
-            "metrics": done.metrics,
-            "result": done.result,
-        }
-        return [PairOutcome.of_job(job, "reused", **same) for job in waiting]
+        return [_reused(job, done, done.result) for job in waiting]
 
     def _cost_text(self, jobs: list[Job]) -> str:
         """What painting will be: the profile's schedule, the precision and the time."""
@@ -456,36 +447,33 @@ class _Build:
             "losses": outcome.losses,
             "metrics": outcome.metrics,
         }
-        if outcome.status != "built" or outcome.png is None:
-            failed = PairOutcome.of_job(job, outcome.status, error=outcome.error, **common)
-            self._finish(failed, *self._shared(failed))
-            return
-        try:
-            self.results.put(
-                outcome.png,
-                outcome.width,
-                outcome.height,
-                {
-                    **job.record_fields(),
-                    "iterations": outcome.iterations,
-                    "seconds": outcome.seconds,
-                    "device": outcome.device,
-                    "losses": outcome.losses,
-                    "metrics": outcome.metrics,
-                },
-            )
-        except OSError as exc:
-            # A full disk fails this pair alone. The atomic write left nothing half-written,
-            # and the run log says why the painting is missing.
-            error = _store_error(exc, job.pair, self.results.root)
-            failed = PairOutcome.of_job(job, "failed", error=error, **common)
-            self._finish(failed, *self._shared(failed))
-            return
-        result = self.results.image_path(job.key)
-        built = PairOutcome.of_job(
-            job, "built", iterations=outcome.iterations, result=result, **common
-        )
-        self._finish(built, *self._shared(built))
+        done = PairOutcome.of_job(job, outcome.status, error=outcome.error, **common)
+        if outcome.status == "built" and outcome.png is not None:
+            try:
+                self.results.put(
+                    outcome.png,
+                    outcome.width,
+                    outcome.height,
+                    {
+                        **job.record_fields(),
+                        "iterations": outcome.iterations,
+                        "seconds": outcome.seconds,
+                        "device": outcome.device,
+                        "losses": outcome.losses,
+                        "metrics": outcome.metrics,
+                    },
+                )
+            except OSError as exc:
+                # A full disk fails this pair alone. The atomic write left nothing
+                # half-written, and the run log says why the painting is missing.
+                error = _store_error(exc, job.pair, self.results.root)
+                done = PairOutcome.of_job(job, "failed", error=error, **common)
+            else:
+                result = self.results.image_path(job.key)
+                done = PairOutcome.of_job(
+                    job, "built", iterations=outcome.iterations, result=result, **common
+                )
+        self._finish(done, *self._shared(done))
 
     def _render_site(self, catalog: Catalog) -> None:
         from .site import render_site
@@ -557,34 +545,25 @@ class _Build:
         self.summary.profile = profile
         return profile
 
-    def _weights_identity(
-        self, params: StyleParams, known: dict[tuple[str, str], str], pair: str
-    ) -> str:
+    def _checked_weights(self, params: StyleParams, photo: Any, cover: Any, pair: str) -> str:
+        """The identity of the weights a job paints with. A photo or cover some scale would
+        shrink below what the network needs, or weights not to be had, fail its pair now,
+        naming the parameter, not in the middle of painting."""
         key = (params.network, params.weights)
-        if key not in known:
-            try:
-                known[key] = choose_source(
+        try:
+            check_image_sizes(params, (photo.width, photo.height), [(cover.width, cover.height)])
+            if key not in self._weights:
+                self._weights[key] = choose_source(
                     params.network,
                     params.weights,
                     cache_dir=self.options.cache_dir,
                     offline=self.options.offline,
                 ).identity
-            except ParameterError as exc:
-                raise CovergenError(
-                    exc.message, pair=pair, field=exc.field, hint=exc.hint
-                ) from None
-            except EngineError as exc:  # no usable weights: the message says what to run
-                raise CovergenError(str(exc), pair=pair, field="network") from None
-        return known[key]
-
-
-def _check_sizes(params: StyleParams, photo: Any, cover: Any, pair: str) -> None:
-    """A photo or cover some scale would shrink below what the network needs fails its pair
-    now, naming the parameter, not in the middle of painting."""
-    try:
-        check_image_sizes(params, (photo.width, photo.height), [(cover.width, cover.height)])
-    except ParameterError as exc:
-        raise CovergenError(exc.message, pair=pair, field=exc.field, hint=exc.hint) from None
+        except ParameterError as exc:
+            raise CovergenError(exc.message, pair=pair, field=exc.field, hint=exc.hint) from None
+        except EngineError as exc:  # no usable weights: the message says what to run
+            raise CovergenError(str(exc), pair=pair, field="network") from None
+        return self._weights[key]
 
 
 def _first_per_key(jobs: list[Job]) -> dict[str, Job]:
@@ -596,17 +575,11 @@ def _first_per_key(jobs: list[Job]) -> dict[str, Job]:
     return first
 
 
-def _reused(job: Job, record: ResultRecord, result: Path) -> PairOutcome:
-    return PairOutcome.of_job(
-        job,
-        "reused",
-        seconds=record.seconds,
-        device=record.device,
-        iterations=record.iterations,
-        losses=record.losses,
-        metrics=record.metrics,
-        result=result,
-    )
+def _reused(job: Job, painted: ResultRecord | PairOutcome, result: Path | None) -> PairOutcome:
+    """``job``'s outcome when the painting it needs is ``painted`` (stored, or built now)."""
+    fields = ("seconds", "device", "iterations", "losses", "metrics")
+    same = {name: getattr(painted, name) for name in fields}
+    return PairOutcome.of_job(job, "reused", result=result, **same)
 
 
 def _store_error(exc: OSError, pair: str, root: Path) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -19,11 +20,26 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .catalog import EXECUTORS
+from .catalog import EXECUTORS, MAX_BYTES, PROFILE_ENV, CatalogError, Problem, load_catalog
+from .console import Printer, guarded_output, styled
 from .errors import CovergenError
+from .files import read_user_file
 from .nst.errors import EngineError, ParameterError
-from .nst.params import ParamSpec, from_mapping, param_specs, parse_assignments
+from .nst.params import (
+    ParamSpec,
+    coerce,
+    from_mapping,
+    param_specs,
+    params_markdown,
+    params_text,
+    parse_assignments,
+    resolved_value,
+    total_iterations,
+)
 from .nst.runtime import PRECISIONS
+from .outputs import cache_folders, catalog_inputs, check_output
+from .report import STATUS_STYLE, BuildReport, quality_text
+from .safetext import counted, printable, url_scheme
 from .stopping import EXIT_INTERRUPTED, StopSignals
 
 SITE_HELP = "the built site (default: site/ in the catalog's folder)"
@@ -39,10 +55,9 @@ def add_param_options(parser: argparse.ArgumentParser) -> None:
     """One --option per engine parameter, plus --set NAME=VALUE."""
     groups: dict[str, argparse._ArgumentGroup] = {}
     for spec in param_specs():
-        group = groups.get(spec.group)
-        if group is None:
-            group = groups[spec.group] = parser.add_argument_group(f"{spec.group} parameters")
-        group.add_argument(
+        if spec.group not in groups:
+            groups[spec.group] = parser.add_argument_group(f"{spec.group} parameters")
+        groups[spec.group].add_argument(
             "--" + spec.name.replace("_", "-"),
             dest=f"param_{spec.name}",
             metavar=_metavar(spec),
@@ -150,11 +165,12 @@ getting started:
 
 `covergen COMMAND --help` shows each command's options and examples.
 """
-# Each command's description and examples, shown by `covergen COMMAND --help`.
+# Each command's description (default: its one-line help) and examples, shown by
+# `covergen COMMAND --help`.
 COMMAND_HELP: dict[str, tuple[str, str]] = {
     "init": ("", "examples:\n  covergen init my-gallery\n  covergen init .   (here)"),
     "stylize": (
-        "",
+        "Paint PHOTO in the style of COVER (several covers are blended).",
         "examples:\n  covergen stylize band.jpg cover.png -o painted.png\n"
         "  covergen stylize band.jpg cover.png -o painted.png --method arbitrary --size 1024\n"
         "  covergen stylize band.jpg a.png b.png --style-blend 0.7,0.3 -o blend.png",
@@ -228,20 +244,26 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", required=True, metavar="COMMAND", title="commands"
     )
 
-    init = commands.add_parser(
+    def command(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+        text, examples = COMMAND_HELP.get(name, ("", ""))
+        return commands.add_parser(
+            name,
+            help=help,
+            description=textwrap.fill(text, 88) if text else description or help,
+            epilog=examples or None,
+            formatter_class=_HelpFormatter,
+        )
+
+    init = command(
         "init",
-        help="start a new gallery folder: a commented catalog with one example pair",
-        description="Make FOLDER a new gallery: catalog.yaml (commented, one example pair "
-        "with its photo and cover), photos/, covers/, a Makefile and a .gitignore. Nothing "
-        "is overwritten.",
+        "start a new gallery folder: a commented catalog with one example pair",
+        # Kept as written, on one line (the others are wrapped).
+        "Make FOLDER a new gallery: catalog.yaml (commented, one example pair with its photo "
+        "and cover), photos/, covers/, a Makefile and a .gitignore. Nothing is overwritten.",
     )
     init.add_argument("folder", type=Path, nargs="?", default=Path("."), help="(default: .)")
 
-    stylize = commands.add_parser(
-        "stylize",
-        help="paint one photo in the style of one or more covers",
-        description="Paint PHOTO in the style of COVER (several covers are blended).",
-    )
+    stylize = command("stylize", "paint one photo in the style of one or more covers")
     stylize.add_argument("photo", type=Path)
     stylize.add_argument("covers", type=Path, nargs="+", metavar="cover")
     stylize.add_argument(
@@ -251,14 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--content-map", type=Path, help="greyscale image: per-pixel content weight"
     )
     stylize.add_argument("--init-image", type=Path, help="starting image for --init image")
-    add_runtime_options(stylize)
+    add_runtime_options(stylize, build=False)
     stylize.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     add_param_options(stylize)
 
-    params = commands.add_parser("params", help="list the engine parameters and their defaults")
+    params = command("params", "list the engine parameters and their defaults")
     params.add_argument("--markdown", action="store_true", help="as the docs' Markdown table")
 
-    check = commands.add_parser("check", help="validate the catalog and report every problem")
+    check = command("check", "validate the catalog and report every problem")
     add_catalog_option(check, cache=False)
     check.add_argument(
         "--allow-outside",
@@ -266,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept local images outside the catalog's folder, as a build with it does",
     )
 
-    build = commands.add_parser("build", help="paint new and changed pairs, render the site")
+    build = command("build", "paint new and changed pairs, render the site")
     add_catalog_option(build)
     build.add_argument("--only", nargs="+", metavar="ID", default=[], help="just these pairs")
     build.add_argument("--force", action="store_true", help="repaint even if a result exists")
@@ -283,12 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--docs-dir", type=Path, help="a built user guide (mkdocs) to publish under site/docs/"
     )
-    add_build_options(build)
+    add_runtime_options(build)
 
-    rerun = commands.add_parser(
+    rerun = command(
         "rerun",
-        help="repaint one pair, trying parameters without "
-        "editing the catalog (e.g. --set content_weight=5)",
+        "repaint one pair, trying parameters without editing the catalog (e.g. --set "
+        "content_weight=5)",
     )
     add_catalog_option(rerun)
     rerun.add_argument("pair", metavar="ID")
@@ -306,12 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the --set values into the pair's overrides in the catalog (after a "
         "successful rerun), so the next build paints with them",
     )
-    add_build_options(rerun)
+    add_runtime_options(rerun)
     add_param_options(rerun)
 
-    sweep = commands.add_parser(
+    sweep = command(
         "sweep",
-        help="paint pairs with several values of parameters and write a contact sheet "
+        "paint pairs with several values of parameters and write a contact sheet "
         "with each variant's quality numbers (e.g. ID --set content_weight=1,2,4,8)",
     )
     add_catalog_option(sweep)
@@ -328,38 +350,33 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--tile", type=int, default=320, help="pixels per picture on the sheet (default: 320)"
     )
-    add_build_options(sweep)
+    add_runtime_options(sweep)
     add_set_option(
         sweep,
         "a parameter and its values, NAME=V1,V2,... (repeatable: every combination is "
         "painted; none: as the catalog says)",
     )
 
-    score = commands.add_parser(
-        "score",
-        help="judge any image: how much of the photo it keeps, how much of the cover it takes",
+    score = command(
+        "score", "judge any image: how much of the photo it keeps, how much of the cover it takes"
     )
     score.add_argument("photo", type=Path)
     score.add_argument("cover", type=Path)
     score.add_argument("result", type=Path, nargs="+")
     score.add_argument("--device", default="auto", help="auto, cpu, cuda:N or mps")
 
-    add = commands.add_parser(
-        "add", help="append a validated pair to the catalog, keeping its comments and formatting"
+    add = command(
+        "add", "append a validated pair to the catalog, keeping its comments and formatting"
     )
     add_catalog_option(add, cache=False)
     add.add_argument("--band", required=True)
     add.add_argument("--album", required=True)
-    add.add_argument(
-        "--photo",
-        required=True,
-        help="a path from this folder (as your shell completes it), or a URL",
-    )
-    add.add_argument(
-        "--cover",
-        required=True,
-        help="a path from this folder (as your shell completes it), or a URL",
-    )
+    for role in ("photo", "cover"):
+        add.add_argument(
+            f"--{role}",
+            required=True,
+            help="a path from this folder (as your shell completes it), or a URL",
+        )
     add.add_argument(
         "--copy",
         action="store_true",
@@ -374,10 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
             add.add_argument(f"--{role}-{item}", default="", help=f"the {role}'s {item}")
     add_set_option(add, "a parameter override for this pair (repeatable)")
 
-    publish = commands.add_parser(
+    publish = command(
         "publish",
-        help="send the built site to a git branch or a "
-        "directory (target from the catalog's site.publish)",
+        "send the built site to a git branch or a directory (target from the catalog's "
+        "site.publish)",
     )
     add_catalog_option(publish, cache=False)
     publish.add_argument("target", nargs="?", help="git:REMOTE, dir:PATH, or a URL or path")
@@ -399,8 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
         "published to, or a git branch whose last commit is not covergen's",
     )
 
-    serve = commands.add_parser(
-        "serve", help="preview the site locally, under the same base path as the published one"
+    serve = command(
+        "serve", "preview the site locally, under the same base path as the published one"
     )
     add_catalog_option(serve)
     serve.add_argument("--site-dir", type=Path, help=SITE_HELP)
@@ -414,26 +431,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=port_number, default=8000)
     serve.add_argument("--base-path", help="default: the path of site.base_url")
 
-    status = commands.add_parser("status", help="the latest run of every pair")
-    add_catalog_option(status)
-    listing = commands.add_parser("list", help="the catalog's pairs and their state")
-    add_catalog_option(listing)
+    add_catalog_option(command("status", "the latest run of every pair"))
+    add_catalog_option(command("list", "the catalog's pairs and their state"))
 
-    clean = commands.add_parser("clean", help="remove results no pair refers to")
+    clean = command("clean", "remove results no pair refers to")
     add_catalog_option(clean)
     clean.add_argument("--downloads", action="store_true", help="also unused fetched images")
     clean.add_argument("--features", action="store_true", help="also the feature cache")
     clean.add_argument("--dry-run", action="store_true", help="only say what would go")
-    for name, sub in commands.choices.items():
-        description, examples = COMMAND_HELP.get(name, ("", ""))
-        sub.formatter_class = _HelpFormatter
-        if description:
-            sub.description = textwrap.fill(description, 88)
-        elif sub.description is None:
-            sub.description = next(
-                (a.help for a in commands._choices_actions if a.dest == name), None
-            )
-        sub.epilog = examples or None
     return parser
 
 
@@ -454,8 +459,6 @@ def add_catalog_option(parser: argparse.ArgumentParser, *, cache: bool = True) -
 
 
 def add_profile_option(parser: argparse.ArgumentParser) -> None:
-    from .catalog import PROFILE_ENV
-
     parser.add_argument(
         "--profile",
         help=f"parameter profile from the catalog (or ${PROFILE_ENV}; "
@@ -463,23 +466,40 @@ def add_profile_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_build_options(parser: argparse.ArgumentParser) -> None:
+def add_runtime_options(parser: argparse.ArgumentParser, *, build: bool = True) -> None:
+    """Where and how to paint: a build's options (build, rerun, sweep) or `stylize`'s."""
     group = parser.add_argument_group("runtime")
     group.add_argument(
         "--device",
         default="auto",
-        help="auto (every GPU, else CPU), cpu, cuda:N, or a list cuda:0,cuda:1",
+        help="auto (every GPU, else CPU), cpu, cuda:N, or a list cuda:0,cuda:1"
+        if build
+        else "auto, cpu, cuda, cuda:N or mps",
     )
     group.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
-    group.add_argument(
-        "--max-batch", type=positive, default=4, help="jobs per batch on a GPU (default: 4)"
-    )
+    if build:
+        group.add_argument(
+            "--max-batch", type=positive, default=4, help="jobs per batch on a GPU (default: 4)"
+        )
+    else:
+        group.add_argument(
+            "--cache-dir",
+            type=Path,
+            help="converted weights, features and trained networks (default: covergen's folder "
+            "in the user's cache, e.g. ~/.cache/covergen)",
+        )
+        group.add_argument(
+            "--weights-file", type=Path, help="VGG weights file to use instead of the packaged ones"
+        )
+    what = "nothing: images and weights from the cache only" if build else "no weights"
     group.add_argument(
         "--offline",
         action="store_true",
         default=env_flag(OFFLINE_ENV),
-        help=f"download nothing: images and weights from the cache only (or ${OFFLINE_ENV}=1)",
+        help=f"download {what} (or ${OFFLINE_ENV}=1)",
     )
+    if not build:
+        return
     group.add_argument(
         "--allow-outside",
         action="store_true",
@@ -504,42 +524,17 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_runtime_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("runtime")
-    group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    group.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
-    group.add_argument(
-        "--cache-dir",
-        type=Path,
-        help="converted weights, features and trained networks (default: covergen's folder in "
-        "the user's cache, e.g. ~/.cache/covergen)",
-    )
-    group.add_argument(
-        "--weights-file", type=Path, help="VGG weights file to use instead of the packaged ones"
-    )
-    group.add_argument(
-        "--offline",
-        action="store_true",
-        default=env_flag(OFFLINE_ENV),
-        help=f"download no weights (or ${OFFLINE_ENV}=1)",
-    )
-
-
 # ----------------------------------------------------------------------------- commands
 
 
 def run_stylize(args: argparse.Namespace) -> int:
-    from .console import Printer
+    from .featurecache import FeatureCache
     from .nst import Engine, Runtime, device_kind
-    from .nst.params import total_iterations
     from .precision import resolve_precision
-    from .report import BuildReport
     from .stylize import stylize_files
 
     params = from_mapping(param_values(args))
     precision = resolve_precision(args.precision, device_kind(args.device))
-    from .featurecache import FeatureCache
-
     engine = Engine(
         Runtime(device=args.device, precision=precision),
         cache_dir=args.cache_dir,
@@ -573,36 +568,28 @@ def run_stylize(args: argparse.Namespace) -> int:
 
 
 def run_params(args: argparse.Namespace) -> int:
-    from .nst.params import params_markdown, params_text
-
     sys.stdout.write(params_markdown() if args.markdown else params_text())
     return 0
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from .catalog import CatalogError, Problem, load_catalog
-    from .console import Printer
-    from .errors import CovergenError
-    from .safetext import counted, url_scheme
     from .sources import Where, missing_local
 
     catalog = load_catalog(args.catalog)
+
+    @functools.cache
+    def missing(src: str) -> CovergenError | None:
+        try:
+            missing_local(src, catalog.root, args.allow_outside, Where(src, None, ""))
+        except CovergenError as exc:
+            return exc
+        return None
+
     # The local images must be there (a build would fail those pairs); each path once.
     problems: list[Problem] = []
-    seen: dict[str, CovergenError | None] = {}
     for pair in catalog.pairs:
         for role, image in (("photo", pair.photo), ("cover", pair.cover)):
-            if url_scheme(image.src):
-                continue
-            if image.src not in seen:
-                try:
-                    missing_local(
-                        image.src, catalog.root, args.allow_outside, Where(image.src, None, "")
-                    )
-                    seen[image.src] = None
-                except CovergenError as exc:
-                    seen[image.src] = exc
-            error = seen[image.src]
+            error = None if url_scheme(image.src) else missing(image.src)
             if error is not None:
                 message = error.message.removeprefix(f"{image.src}: ")
                 problems.append(Problem(message, f"{role}.src", pair.id, pair.line, error.hint))
@@ -638,8 +625,6 @@ def build_options(args: argparse.Namespace, **changes: Any) -> Any:
 
 def managed_folders(args: argparse.Namespace) -> list[tuple[Path, str]]:
     """The folders covergen manages for a command, where no result may be written."""
-    from .outputs import cache_folders
-
     folders = [(folder, "the cache") for folder in cache_folders(args.cache_dir)]
     if getattr(args, "site_dir", None) is not None:
         folders.append((args.site_dir, "the site"))
@@ -665,7 +650,6 @@ def resolve_paths(args: argparse.Namespace) -> None:
 def run_with_report(options: Any, quiet: bool) -> tuple[int, Any]:
     """Run a build with its display; Ctrl-C and SIGTERM stop it cleanly (``StopSignals``)."""
     from .build import build
-    from .report import BuildReport
 
     stop = threading.Event()
     with StopSignals(stop), BuildReport(quiet=quiet) as report:
@@ -677,8 +661,6 @@ def run_with_report(options: Any, quiet: bool) -> tuple[int, Any]:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from .console import Printer
-
     options = build_options(
         args,
         only=tuple(args.only),
@@ -701,10 +683,6 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_rerun(args: argparse.Namespace) -> int:
-    from .catalog import load_catalog
-    from .console import Printer
-    from .outputs import catalog_inputs, check_output
-    from .report import quality_text
     from .stylize import export_result
 
     extra = checked_values(args)  # a bad --set is a usage error, before anything runs
@@ -747,7 +725,6 @@ def run_rerun(args: argparse.Namespace) -> int:
             printer.line(f"copied to {output}")
     if args.keep and code == 0:
         from .catalog.edit import keep_overrides
-        from .nst.params import coerce
 
         keep_overrides(args.catalog, args.pair, {n: coerce(n, v) for n, v in extra.items()})
         values = ", ".join(f"{name}={value}" for name, value in extra.items())
@@ -761,8 +738,6 @@ def run_rerun(args: argparse.Namespace) -> int:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    from .console import Printer
-    from .safetext import counted
     from .sweep import parse_variants, sweep
 
     if not 64 <= args.tile <= 2048:
@@ -772,11 +747,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     variants = parse_variants(args.param_set)
     options = build_options(args, profile=args.profile, render_site=False)
     stop = threading.Event()
-    with StopSignals(stop):
-        from .report import BuildReport
-
-        with BuildReport(quiet=args.quiet) as report:
-            result = sweep(options, args.pairs, variants, args.output, report, args.tile, stop)
+    with StopSignals(stop), BuildReport(quiet=args.quiet) as report:
+        result = sweep(options, args.pairs, variants, args.output, report, args.tile, stop)
     if result.interrupted:
         sys.stderr.write("interrupted\n")
         return EXIT_INTERRUPTED
@@ -789,7 +761,6 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 
 def run_score(args: argparse.Namespace) -> int:
-    from .console import Printer
     from .nst import quality
     from .nst.runtime import resolve_devices
     from .stylize import open_image
@@ -817,25 +788,21 @@ def run_score(args: argparse.Namespace) -> int:
 def run_status(args: argparse.Namespace) -> int:
     import time
 
-    from .catalog import load_catalog
-    from .console import Printer, styled
     from .pairstates import load_states
     from .precision import recorded_cpu_precision
-    from .report import STATUS_STYLE
 
     catalog = load_catalog(args.catalog, strict=False)
     runlog, states = load_states(catalog, args.cache_dir)
     latest = runlog.latest(None)  # builds and reruns alike: the latest run of each pair
     rows = []
     for state in states:
-        r = state.record
-        metrics = state.metrics
+        r, metrics, shown = state.record, state.metrics, state.shown or state.record
         label = state.state + (" (shows older)" if state.stale else "")
         newer = latest.get(state.id)
         if newer is not None and newer.kind != "build" and (r is None or newer.build > r.build):
             # A rerun since the build: its figures; the gallery shows the build's painting.
-            r, metrics = newer, newer.metrics
-            label = f"{newer.kind}: {newer.status}"
+            r = shown = newer
+            metrics, label = newer.metrics, f"{newer.kind}: {newer.status}"
         when = time.strftime("%m-%d %H:%M", time.localtime(r.recorded)) if r else ""
         rows.append(
             [
@@ -844,7 +811,7 @@ def run_status(args: argparse.Namespace) -> int:
                 (r.device or "") if r else "",
                 str(r.iterations or "") if r else "",
                 f"{r.seconds:.0f}" if r and r.seconds else "",
-                _weight(state) if r is state.record else _weight_of(r, metrics),
+                _weight(shown, metrics),
                 _score(metrics.get("content_kept")),
                 _score(metrics.get("style_taken")),
                 when,
@@ -878,19 +845,8 @@ def _score(value: Any) -> str:
     return f"{value:.2f}" if isinstance(value, int | float) else ""
 
 
-def _weight(state: Any) -> str:
-    """The content weight of the painting shown (or of the latest run): ``auto → 4``."""
-    from .nst.params import resolved_value
-
-    record = state.shown or state.record
-    if record is None or "content_weight" not in record.params:
-        return ""
-    return resolved_value("content_weight", record.params["content_weight"], state.metrics)
-
-
-def _weight_of(record: Any, metrics: Any) -> str:
-    from .nst.params import resolved_value
-
+def _weight(record: Any, metrics: Any) -> str:
+    """The content weight of a run (the painting shown, or the latest run): ``auto → 4``."""
     if record is None or "content_weight" not in record.params:
         return ""
     return resolved_value("content_weight", record.params["content_weight"], metrics)
@@ -903,13 +859,11 @@ def _quality(state: Any) -> str:
     scores = Metrics.of(state.metrics).summary()
     if not scores:
         return ""
-    weight = _weight(state)
+    weight = _weight(state.shown or state.record, state.metrics)
     return scores + (f", weight {weight}" if weight.startswith("auto") else "")
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from .catalog import load_catalog
-    from .console import Printer
     from .pairstates import load_states
 
     catalog = load_catalog(args.catalog, strict=False)
@@ -931,24 +885,19 @@ def run_add(args: argparse.Namespace) -> int:
     import shutil
 
     from .catalog.edit import NewPair, add_pair, place_image
-    from .console import Printer, styled
-    from .nst.params import coerce
 
     overrides = {
         name: coerce(name, value) for name, value in parse_assignments(args.param_set).items()
     }
-    folder = args.catalog.resolve().parent
-    if folder.is_dir() and not os.access(folder, os.W_OK):
+    root = args.catalog.resolve().parent
+    if root.is_dir() and not os.access(root, os.W_OK):
         # Said first: nothing else about the pair matters while it cannot be written.
         raise CovergenError(
-            f"cannot write the catalog's folder {folder} (permission denied)",
+            f"cannot write the catalog's folder {root} (permission denied)",
             field="catalog",
             hint="add pairs to a catalog in a folder you may write to",
         )
     if args.catalog.exists():  # a FIFO or a device named as the catalog: refused unread
-        from .catalog import MAX_BYTES
-        from .files import read_user_file
-
         read_user_file(args.catalog, limit=MAX_BYTES, field="catalog", what="catalog file")
     photo = place_image(args.photo, args.catalog, "photo", copy=args.copy)
     cover = place_image(args.cover, args.catalog, "cover", copy=args.copy)
@@ -961,15 +910,10 @@ def run_add(args: argparse.Namespace) -> int:
         year=args.year,
         tags=tuple(t.strip() for t in args.tags.split(",") if t.strip()),
         notes=args.notes,
-        photo_credit=args.photo_credit,
-        photo_license=args.photo_license,
-        photo_url=args.photo_url,
-        cover_credit=args.cover_credit,
-        cover_license=args.cover_license,
-        cover_url=args.cover_url,
+        # --photo-credit, --photo-license, --photo-url and the same of the cover
+        **{k: v for k, v in vars(args).items() if k.startswith(("photo_", "cover_"))},
         overrides=overrides,
     )
-    root = args.catalog.resolve().parent
     copied: list[Path] = []
     made: list[Path] = []
     try:
@@ -1011,22 +955,16 @@ def _catalog_files(catalog: Path) -> list[tuple[Path, str]]:
     """What a publish may never remove: the catalog, its cache and the images it names."""
     files = [(catalog, "the catalog"), (catalog.parent / "cache", "the cache")]
     if catalog.is_file():
-        from .catalog import load_catalog
-        from .outputs import catalog_inputs
-
         with contextlib.suppress(CovergenError):
             files += catalog_inputs(load_catalog(catalog, strict=False))
     return files
 
 
 def _site_settings(catalog: Path) -> Any:
-    from .catalog import load_catalog
-
     return load_catalog(catalog, strict=False).site if catalog.exists() else None
 
 
 def run_publish(args: argparse.Namespace) -> int:
-    from .console import Printer
     from .publish import plan_publish, publish, target_from_settings
 
     target = target_from_settings(
@@ -1042,10 +980,9 @@ def run_publish(args: argparse.Namespace) -> int:
     # the temporary repository and half-written files are removed on the way out.
     protected = _catalog_files(args.catalog)
     with StopSignals():
-        if args.dry_run:
-            plan = plan_publish(args.site_dir, target, force=args.force, protected=protected)
-        else:
-            plan = publish(args.site_dir, target, force=args.force, protected=protected)
+        plan = (plan_publish if args.dry_run else publish)(
+            args.site_dir, target, force=args.force, protected=protected
+        )
     if args.dry_run:
         for line in plan.lines():
             printer.line(line)
@@ -1060,7 +997,6 @@ def run_publish(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from .console import Printer
     from .serve import base_path_for, serve
 
     base_path = args.base_path
@@ -1076,13 +1012,10 @@ def run_serve(args: argparse.Namespace) -> int:
         options = BuildOptions(
             catalog=args.catalog, cache_dir=args.cache_dir, site_dir=args.site_dir
         )
-
-        def rebuild() -> str:
-            report = render_only(options)
-            return f"rebuilt: {report.describe()}"
-
         watch = Watch(
-            [args.catalog, args.catalog.parent / "templates"], rebuild, lambda t: printer.line(t)
+            [args.catalog, args.catalog.parent / "templates"],
+            lambda: f"rebuilt: {render_only(options).describe()}",
+            printer.line,
         )
     # Ctrl-C or SIGTERM ends the preview, also when started in the background (which
     # inherits SIGINT ignored: Python then never raises KeyboardInterrupt by itself).
@@ -1102,10 +1035,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_clean(args: argparse.Namespace) -> int:
-    from .catalog import load_catalog
     from .clean import clean
-    from .console import Printer
-    from .safetext import counted
 
     catalog = load_catalog(args.catalog, strict=False)
     report = clean(
@@ -1133,7 +1063,6 @@ def run_clean(args: argparse.Namespace) -> int:
 
 
 def run_init(args: argparse.Namespace) -> int:
-    from .console import Printer
     from .starter import create_gallery
 
     written = create_gallery(args.folder)
@@ -1176,8 +1105,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status and never lets a traceback out (but with
     --debug): 0 done, 1 some pairs failed, 2 bad input, 130 interrupted, 70 a bug."""
-    from .console import guarded_output
-
     with guarded_output() as guard:
         code, command = _main(argv)
         failure = guard.stdout.failure
@@ -1282,8 +1209,6 @@ def _caused_by_interrupt(exc: BaseException) -> bool:
 
 
 def _complain(text: str) -> None:
-    from .safetext import printable
-
     sys.stderr.write(f"covergen: error: {printable(text)}\n")
 
 
@@ -1292,13 +1217,7 @@ def describe(exc: Exception) -> str:
     if isinstance(exc, CovergenError):
         return exc.describe()
     errors = getattr(exc, "errors", None) or [exc]
-    parts = []
-    for error in errors:
-        if isinstance(error, ParameterError):
-            parts.append(error.describe())
-        else:
-            parts.append(str(error))
-    return "\n".join(parts)
+    return "\n".join(e.describe() if isinstance(e, ParameterError) else str(e) for e in errors)
 
 
 if __name__ == "__main__":
