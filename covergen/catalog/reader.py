@@ -14,15 +14,13 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
 from ..errors import CovergenError, Problem
 from ..files import read_user_file
-from ..safetext import (
-    printable,
-)
+from ..safetext import printable
 from .model import TOP_KEYS, Catalog, CatalogError
 from .schema import (
     _STR_TAG,
@@ -34,6 +32,7 @@ from .schema import (
     _pair_index,
     _pairs,
     _params_block,
+    _Scope,
     _site,
     _unknown_keys,
 )
@@ -59,15 +58,9 @@ def load_catalog(path: Path, *, strict: bool = True) -> Catalog:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise CatalogError(
-            path,
-            [
-                Problem(
-                    f"not UTF-8 text ({exc.reason} at byte {exc.start})",
-                    hint="save the file as UTF-8",
-                )
-            ],
-        ) from None
+        _refuse(
+            path, f"not UTF-8 text ({exc.reason} at byte {exc.start})", "save the file as UTF-8"
+        )
     return parse_catalog(text, path, strict=strict)
 
 
@@ -118,14 +111,10 @@ def _collector_paused() -> Iterator[None]:
 
 def _parse_catalog(text: str, path: Path, *, strict: bool) -> Catalog:
     if len(text) > MAX_BYTES:
-        raise CatalogError(
+        _refuse(
             path,
-            [
-                Problem(
-                    f"the catalog is {len(text)} characters long",
-                    hint=f"keep catalogs under {MAX_BYTES} bytes",
-                )
-            ],
+            f"the catalog is {len(text)} characters long",
+            f"keep catalogs under {MAX_BYTES} bytes",
         )
     root = _compose(text, path)
     reader = _Reader(path, root, aliased="*" in text)  # no "*", no alias
@@ -134,25 +123,22 @@ def _parse_catalog(text: str, path: Path, *, strict: bool) -> Catalog:
     if top is None:
         top = _Node({}, 1)
     if not isinstance(top.value, dict):
-        raise CatalogError(
+        _refuse(
             path,
-            [
-                Problem(
-                    "the file must be a mapping with site, defaults, profiles and pairs",
-                    line=1,
-                    hint="start the file with `pairs:`",
-                )
-            ],
+            "the file must be a mapping with site, defaults, profiles and pairs",
+            "start the file with `pairs:`",
+            line=1,
         )
     entries: dict[str, _Node] = top.value
-    _unknown_keys(entries, TOP_KEYS, "", None, None, problems)
-    site = _site(entries.get("site"), problems)
-    build = _build(entries.get("build"), problems)
-    defaults = _params_block(entries.get("defaults"), "defaults", None, None, problems)
-    profiles: dict[str, dict[str, Any]] = {}
-    if "profiles" in entries:
-        for name, node in _mapping(entries["profiles"], "profiles", None, None, problems).items():
-            profiles[name] = _params_block(node, f"profiles.{name}", None, None, problems)
+    scope = _Scope(problems)
+    _unknown_keys(entries, TOP_KEYS, "", scope)
+    site = _site(entries.get("site"), scope)
+    build = _build(entries.get("build"), scope)
+    defaults = _params_block(entries.get("defaults"), "defaults", scope)
+    profiles = {
+        name: _params_block(node, f"profiles.{name}", scope)
+        for name, node in _mapping(entries.get("profiles"), "profiles", scope).items()
+    }
     pairs, owners = _pairs(entries.get("pairs"), problems)
     catalog = Catalog(
         path=path,
@@ -177,14 +163,15 @@ def _parse_catalog(text: str, path: Path, *, strict: bool) -> Catalog:
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:
-    seen: set[tuple[Any, ...]] = set()
-    out = []
-    for problem in problems:
-        key = (problem.message, problem.field, problem.pair, problem.line)
-        if key not in seen:
-            seen.add(key)
-            out.append(problem)
-    return out
+    first: dict[tuple[Any, ...], Problem] = {}
+    for p in problems:
+        first.setdefault((p.message, p.field, p.pair, p.line), p)
+    return list(first.values())
+
+
+def _refuse(path: Path, message: str, hint: str = "", line: int | None = None) -> NoReturn:
+    """Raise the CatalogError of a file that cannot be read any further."""
+    raise CatalogError(path, [Problem(message, line=line, hint=hint)]) from None
 
 
 def _compose(text: str, path: Path) -> yaml.Node | None:
@@ -194,23 +181,13 @@ def _compose(text: str, path: Path) -> yaml.Node | None:
         mark = exc.problem_mark
         line = mark.line + 1 if mark else None
         where = f" (column {mark.column + 1})" if mark else ""
-        raise CatalogError(
-            path,
-            [
-                Problem(
-                    f"malformed YAML: {exc.problem}{where}",
-                    line=line,
-                    hint="fix the YAML syntax at that line",
-                )
-            ],
-        ) from None
+        _refuse(
+            path, f"malformed YAML: {exc.problem}{where}", "fix the YAML syntax at that line", line
+        )
     except yaml.YAMLError as exc:
-        raise CatalogError(path, [Problem(f"malformed YAML: {exc}")]) from None
+        _refuse(path, f"malformed YAML: {exc}")
     except RecursionError:
-        raise CatalogError(
-            path,
-            [Problem("the YAML is nested too deeply", hint="a catalog needs a few levels only")],
-        ) from None
+        _refuse(path, "the YAML is nested too deeply", "a catalog needs a few levels only")
 
 
 def _resolution_problems(catalog: Catalog, owners: list[int]) -> list[Problem]:
