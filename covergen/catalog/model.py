@@ -14,9 +14,7 @@ from typing import Any
 
 from ..errors import CovergenError, Problem
 from ..nst import ParameterError, StyleParams
-from ..safetext import (
-    printable,
-)
+from ..safetext import printable
 
 MAX_ID_LENGTH = 100  # ids name files and folders of the site
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
@@ -115,8 +113,6 @@ def _keys(cls: type) -> tuple[str, ...]:
 # The keys a catalog may hold, derived from the dataclasses they fill.
 PAIR_KEYS = _keys(Pair)
 IMAGE_KEYS = _keys(ImageRef)
-SITE_KEYS = _keys(SiteSettings)
-BUILD_KEYS = _keys(BuildSettings)
 TOP_KEYS = ("site", "build", "defaults", "profiles", "pairs")
 DEFAULT_BRANCH = SiteSettings.publish_branch
 

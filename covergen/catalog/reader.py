@@ -169,9 +169,9 @@ def _unique(problems: list[Problem]) -> list[Problem]:
     return list(first.values())
 
 
-def _refuse(path: Path, message: str, hint: str = "", line: int | None = None) -> NoReturn:
+def _refuse(path: Path, message: str, hint: str = "", **where: Any) -> NoReturn:
     """Raise the CatalogError of a file that cannot be read any further."""
-    raise CatalogError(path, [Problem(message, line=line, hint=hint)]) from None
+    raise CatalogError(path, [Problem(message, hint=hint, **where)]) from None
 
 
 def _compose(text: str, path: Path) -> yaml.Node | None:
@@ -182,7 +182,10 @@ def _compose(text: str, path: Path) -> yaml.Node | None:
         line = mark.line + 1 if mark else None
         where = f" (column {mark.column + 1})" if mark else ""
         _refuse(
-            path, f"malformed YAML: {exc.problem}{where}", "fix the YAML syntax at that line", line
+            path,
+            f"malformed YAML: {exc.problem}{where}",
+            "fix the YAML syntax at that line",
+            line=line,
         )
     except yaml.YAMLError as exc:
         _refuse(path, f"malformed YAML: {exc}")
@@ -200,16 +203,8 @@ def _resolution_problems(catalog: Catalog, owners: list[int]) -> list[Problem]:
                 catalog.params_for(pair, profile)
             except CovergenError as exc:
                 under = f" (with profile {profile!r})" if profile else ""
-                problems.append(
-                    Problem(
-                        exc.message + under,
-                        field=exc.field or "",
-                        pair=pair.id,
-                        line=pair.line,
-                        hint=exc.hint,
-                        index=index,
-                    )
-                )
+                scope = _Scope(problems, pair.id, index)
+                scope.add(exc.message + under, exc.field or "", pair.line, exc.hint)
                 break
     return problems
 
@@ -233,16 +228,12 @@ class _Reader:
         try:
             self.tree = self._convert(root, "", 0) if root is not None else None
         except _TooLarge as exc:
-            raise CatalogError(
+            _refuse(
                 path,
-                [
-                    Problem(
-                        f"its aliases expand to more than {self._limit:,} values (an alias bomb?)",
-                        field=str(exc),
-                        hint="use fewer aliases, or write the repeated parts out",
-                    )
-                ],
-            ) from None
+                f"its aliases expand to more than {self._limit:,} values (an alias bomb?)",
+                "use fewer aliases, or write the repeated parts out",
+                field=str(exc),
+            )
 
     def _convert(self, node: yaml.Node, where: str, depth: int) -> _Node:
         self._count += 1

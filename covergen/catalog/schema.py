@@ -347,23 +347,17 @@ def _pair(node: _Node, index: int, problems: list[Problem]) -> tuple[Pair | None
     if "tags" in entries:
         tnode = entries["tags"]
         items = [tnode] if isinstance(tnode.value, str) else tnode.value
-        texts = []
-        if isinstance(items, list):
-            for item in items:
-                if isinstance(item.value, str) and item.value.strip():
-                    texts.append(item.value.strip())
-                else:
-                    texts = []
-                    break
+        words = isinstance(items, list) and all(
+            isinstance(item.value, str) and item.value.strip() for item in items
+        )
+        texts = [item.value.strip() for item in items] if words else []
         if not texts and items:
             scope.add(
                 "must be a list of words", "tags", tnode.line, "e.g. tags: [post-punk, 1970s]"
             )
-        for tag in texts:
-            bad = unsafe_character(tag)
-            if bad:
-                scope.add(f"a tag contains {bad}", "tags", tnode.line, "remove it")
-                break
+        bad = next(filter(None, map(unsafe_character, texts)), "")
+        if bad:
+            scope.add(f"a tag contains {bad}", "tags", tnode.line, "remove it")
         else:
             tags = tuple(dict.fromkeys(texts))
     notes = _text(entries, "notes", "", scope)
