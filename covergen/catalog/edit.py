@@ -170,17 +170,12 @@ def render_pair(
     """
     if key_gap < 2:
         raise ValueError("key_gap must be at least 2: YAML needs a space after the `-`")
-    entries: list[tuple[int, str]] = []  # (depth under the item, line)
-    if new.id is not None:
-        entries.append((0, f"id: {_scalar(new.id, 'id')}"))
-    entries.append((0, f"band: {_scalar(new.band, 'band')}"))
-    entries.append((0, f"album: {_scalar(new.album, 'album')}"))
-    if new.year is not None:
-        entries.append((0, f"year: {_scalar(new.year, 'year')}"))
-    if new.tags:
-        entries.append((0, f"tags: {_scalar(list(new.tags), 'tags')}"))
-    if new.notes:
-        entries.append((0, f"notes: {_scalar(new.notes, 'notes')}"))
+    # None leaves a key out: an id or a year not given, no tags, no notes.
+    top = {"id": new.id, "band": new.band, "album": new.album, "year": new.year}
+    top |= {"tags": list(new.tags) or None, "notes": new.notes or None}
+    entries = [
+        (0, f"{key}: {_scalar(value, key)}") for key, value in top.items() if value is not None
+    ]
     for role, src, extra in (
         ("photo", new.photo, (new.photo_credit, new.photo_license, new.photo_url)),
         ("cover", new.cover, (new.cover_credit, new.cover_license, new.cover_url)),

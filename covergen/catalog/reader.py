@@ -21,21 +21,8 @@ import yaml
 from ..errors import CovergenError, Problem
 from ..files import read_user_file
 from ..safetext import printable
-from .model import TOP_KEYS, Catalog, CatalogError
-from .schema import (
-    _STR_TAG,
-    _build,
-    _every_src,
-    _join,
-    _mapping,
-    _Node,
-    _pair_index,
-    _pairs,
-    _params_block,
-    _Scope,
-    _site,
-    _unknown_keys,
-)
+from .model import Catalog, CatalogError
+from .schema import _STR_TAG, _catalog, _join, _Node, _pair_index, _Scope
 
 MAX_BYTES = 16 * 1024 * 1024
 # Aliases may be expanded, but a file cannot grow more than ALIAS_GROWTH-fold that way (the
@@ -119,9 +106,7 @@ def _parse_catalog(text: str, path: Path, *, strict: bool) -> Catalog:
     root = _compose(text, path)
     reader = _Reader(path, root, aliased="*" in text)  # no "*", no alias
     problems = reader.problems
-    top = reader.tree
-    if top is None:
-        top = _Node({}, 1)
+    top = reader.tree or _Node({}, 1)  # an empty file: no pairs
     if not isinstance(top.value, dict):
         _refuse(
             path,
@@ -129,26 +114,7 @@ def _parse_catalog(text: str, path: Path, *, strict: bool) -> Catalog:
             "start the file with `pairs:`",
             line=1,
         )
-    entries: dict[str, _Node] = top.value
-    scope = _Scope(problems)
-    _unknown_keys(entries, TOP_KEYS, "", scope)
-    site = _site(entries.get("site"), scope)
-    build = _build(entries.get("build"), scope)
-    defaults = _params_block(entries.get("defaults"), "defaults", scope)
-    profiles = {
-        name: _params_block(node, f"profiles.{name}", scope)
-        for name, node in _mapping(entries.get("profiles"), "profiles", scope).items()
-    }
-    pairs, owners = _pairs(entries.get("pairs"), problems)
-    catalog = Catalog(
-        path=path,
-        site=site,
-        defaults=defaults,
-        profiles=profiles,
-        pairs=tuple(pairs),
-        build=build,
-        sources=_every_src(entries.get("pairs")),
-    )
+    catalog, owners = _catalog(path, top.value, problems)
     if not any(p.index is None for p in problems):
         problems.extend(_resolution_problems(catalog, owners))
     problems = _unique(problems)
@@ -158,7 +124,9 @@ def _parse_catalog(text: str, path: Path, *, strict: bool) -> Catalog:
     if strict or any(p.index is None for p in problems):
         raise CatalogError(path, problems)
     bad = {p.index for p in problems}
-    kept = tuple(pair for pair, index in zip(pairs, owners, strict=True) if index not in bad)
+    kept = tuple(
+        pair for pair, index in zip(catalog.pairs, owners, strict=True) if index not in bad
+    )
     return dataclasses.replace(catalog, pairs=kept, problems=tuple(problems))
 
 

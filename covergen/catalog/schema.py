@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..errors import Problem
@@ -30,7 +31,9 @@ from .model import (
     PAIR_KEYS,
     SHOW_CHOICES,
     SLUG,
+    TOP_KEYS,
     BuildSettings,
+    Catalog,
     ImageRef,
     Pair,
     SiteSettings,
@@ -222,6 +225,33 @@ def _params_block(node: _Node | None, where: str, scope: _Scope) -> dict[str, An
         except ParameterError as exc:
             scope.add(exc.message, _join(where, key), value.line, exc.hint)
     return out
+
+
+def _catalog(
+    path: Path, entries: dict[str, _Node], problems: list[Problem]
+) -> tuple[Catalog, list[int]]:
+    """The catalog the file's top-level entries describe, and the position of each of its
+    pairs in the list; every problem is noted in ``problems``."""
+    scope = _Scope(problems)
+    _unknown_keys(entries, TOP_KEYS, "", scope)
+    site = _site(entries.get("site"), scope)
+    build = _build(entries.get("build"), scope)
+    defaults = _params_block(entries.get("defaults"), "defaults", scope)
+    profiles = {
+        name: _params_block(node, f"profiles.{name}", scope)
+        for name, node in _mapping(entries.get("profiles"), "profiles", scope).items()
+    }
+    pairs, owners = _pairs(entries.get("pairs"), problems)
+    catalog = Catalog(
+        path=path,
+        site=site,
+        defaults=defaults,
+        profiles=profiles,
+        pairs=tuple(pairs),
+        build=build,
+        sources=_every_src(entries.get("pairs")),
+    )
+    return catalog, owners
 
 
 def _every_src(node: _Node | None) -> tuple[str, ...]:

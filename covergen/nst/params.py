@@ -652,32 +652,30 @@ def check_image_sizes(
                 f"use size {least} or more for this photo",
             )
         return
-    need = smallest_side(params.network, [*params.content_layers, *params.style_layers])
-    deepest = deepest_layer(params.network, [*params.content_layers, *params.style_layers])
+    layers = [*params.content_layers, *params.style_layers]
+    need = smallest_side(params.network, layers)
+    deepest = deepest_layer(params.network, layers)
     sizes = params.scale_sizes()
     probe = probe_long_side(params)
     for long_side in [*sizes, *([probe] if probe not in (None, *sizes) else [])]:
         width, height = fit_long_side(*content_size, long_side)
+        scale_field = "size" if long_side == params.size else "min_size"
         if min(width, height) < need:
-            if long_side == probe and long_side not in sizes:
-                field = "content_weight"  # auto: its candidates are painted at half the size
-            else:
-                field = "size" if long_side == params.size else "min_size"
             least = math.ceil(need * max(content_size) / min(content_size))
-            if field == "content_weight":
+            if long_side not in sizes:  # the probe of content_weight: auto, at half the size
                 raise ParameterError(
-                    field,
+                    "content_weight",
                     f"auto paints its candidates at {long_side} px, where the photo "
                     f"({content_size[0]}×{content_size[1]}) becomes {width}×{height}, too small "
                     f"for the network: its layer {deepest} needs {need} px on the shorter side",
                     f"use size {2 * least} or more, or a fixed content_weight (e.g. 2)",
                 )
             raise ParameterError(
-                field,
+                scale_field,
                 f"at {long_side} px the photo ({content_size[0]}×{content_size[1]}) becomes "
                 f"{width}×{height}, too small for the network: its layer {deepest} needs "
                 f"{need} px on the shorter side",
-                f"use {field} {least} or more for this photo",
+                f"use {scale_field} {least} or more for this photo",
             )
         style_long = max(8, round(max(width, height) * params.style_scale))
         for style in style_sizes:
@@ -688,7 +686,7 @@ def check_image_sizes(
                     field = "style_scale"
                     least = math.ceil(100 * cover_long / max(width, height)) / 100
                 else:
-                    field = "size" if long_side == params.size else "min_size"
+                    field = scale_field
                     least = math.ceil(cover_long / params.style_scale)
                 raise ParameterError(
                     field,
@@ -778,10 +776,6 @@ def recipe_versions(params: StyleParams) -> dict[str, str]:
 # the iterations never repaints an arbitrary painting, and a Gatys painting keeps the key it
 # had before the feed-forward methods existed (method and style_strength join it only when
 # they matter to it).
-_GATYS_ONLY = frozenset(
-    ("scales", "min_size", "iterations", "coarse_iterations", "tolerance", "patience",
-     "photorealism", "optimizer", "learning_rate", "average", "init")
-)  # fmt: skip
 _VGG_LOSSES = frozenset(
     ("network", "weights", "pooling", "content_weight", "style_weight", "tv_weight",
      "content_layers", "content_layer_weights", "style_layers", "style_layer_weights",
