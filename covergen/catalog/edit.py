@@ -382,9 +382,7 @@ def _replace_empty_list(text: str, key_node: yaml.Node, value: yaml.Node) -> _Ed
 
 def _append_pairs_key(text: str, key_col: int) -> _Edit:
     """No `pairs:` at all: add it, with the new pair, at the end of the file."""
-    head = ""
-    if text and not text.endswith("\n"):
-        head = "\n"
+    head = "\n" if text and not text.endswith("\n") else ""
     if text.strip():  # set the new section off from the one before
         head += "\n"
     head += " " * key_col + "pairs:\n"

@@ -30,6 +30,7 @@ MAX_BYTES = 16 * 1024 * 1024
 ALIAS_GROWTH = 10
 NODE_FLOOR = 100_000
 MAX_DEPTH = 64  # nesting; a real catalog is 5 deep
+_TAGS = "unknown YAML tags (!something) are not supported: write plain values"
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -221,21 +222,11 @@ class _Reader:
                 value = self._constructor.construct_object(node, deep=True)
             except yaml.YAMLError as exc:
                 problem = getattr(exc, "problem", None) or str(exc)
-                self._problem(
-                    f"cannot read this value ({printable(problem)})",
-                    where,
-                    line,
-                    hint="unknown YAML tags (!something) are not supported: write plain values",
-                )
+                self._problem(f"cannot read this value ({printable(problem)})", where, line, _TAGS)
                 value = None
             return _Node(value, line, node.value)
         if node.tag not in ("tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"):
-            self._problem(
-                f"unknown YAML tag {printable(node.tag)}",
-                where,
-                line,
-                hint="unknown YAML tags (!something) are not supported: write plain values",
-            )
+            self._problem(f"unknown YAML tag {printable(node.tag)}", where, line, _TAGS)
         self._path.add(id(node))
         try:
             if isinstance(node, yaml.SequenceNode):
@@ -286,8 +277,7 @@ class _Reader:
 
     def _problem(self, message: str, where: str, line: int, hint: str = "") -> None:
         # A pair's own position is filled in when its pair is read (see _pairs).
-        index = _pair_index(where)
-        self.problems.append(Problem(message, field=where, line=line, hint=hint, index=index))
+        _Scope(self.problems, index=_pair_index(where)).add(message, where, line, hint)
 
 
 def _distinct(root: yaml.Node | None) -> int:

@@ -325,9 +325,7 @@ def _pair(node: _Node, index: int, problems: list[Problem]) -> tuple[Pair | None
     entries: dict[str, _Node] = node.value
     before = len(problems)
     quiet = _Scope([], index=index)
-    band = _text(entries, "band", "", quiet)
-    album = _text(entries, "album", "", quiet)
-    explicit_id = _text(entries, "id", "", quiet)
+    band, album, explicit_id = (_text(entries, key, "", quiet) for key in ("band", "album", "id"))
     derived = slugify(f"{band} {album}")
     pair_id = explicit_id or derived or label
     line = node.line
@@ -340,8 +338,7 @@ def _pair(node: _Node, index: int, problems: list[Problem]) -> tuple[Pair | None
             "add an explicit `id:` such as my-band-my-album",
         )
     _unknown_keys(entries, PAIR_KEYS, "", scope)
-    band = _text(entries, "band", "", scope, required=True)
-    album = _text(entries, "album", "", scope, required=True)
+    band, album = (_text(entries, key, "", scope, required=True) for key in ("band", "album"))
     if explicit_id:
         id_line = entries["id"].line
         if not SLUG.match(explicit_id):
@@ -430,10 +427,9 @@ def _image(node: _Node | None, role: str, scope: _Scope) -> ImageRef | None:
     scheme = url_scheme(src) if src else ""
     src_line = entries["src"].line if "src" in entries else None
     if scheme and scheme not in ("http", "https"):
+        written = f"{scheme}://" if "://" in src else f"{scheme}:"
         scope.add(
-            f"{scheme}: sources are not supported"
-            if "://" not in src
-            else f"{scheme}:// sources are not supported",
+            f"{written} sources are not supported",
             f"{role}.src",
             src_line,
             "use a path relative to the catalog or an http(s) URL",

@@ -383,8 +383,7 @@ def spec(name: str) -> ParamSpec:
     for s in param_specs():
         if s.name == name:
             return s
-    names = [s.name for s in param_specs()]
-    close = difflib.get_close_matches(name, names, n=1)
+    close = difflib.get_close_matches(name, [s.name for s in param_specs()], n=1)
     raise ParameterError(
         name,
         "unknown parameter",
@@ -502,11 +501,10 @@ def _coerce_kind(kind: str, value: Any) -> Any:
         if not isinstance(value, str):
             raise TypeError("expected text")
         return value
-    if kind in ("str_list", "float_list"):
-        items = _split(value, ",")
-        if kind == "str_list":
-            return tuple(str(v).strip() for v in items)
-        return tuple(_coerce_kind("float", v) for v in items)
+    if kind == "str_list":
+        return tuple(str(v).strip() for v in _split(value, ","))
+    if kind == "float_list":
+        return tuple(_coerce_kind("float", v) for v in _split(value, ","))
     if kind == "regions":
         regions = []
         for region in _split(value, ";"):
@@ -554,8 +552,7 @@ class ParameterErrors(ParameterError):
 
     def __init__(self, errors: list[ParameterError]):
         self.errors = errors
-        first = errors[0]
-        super().__init__(first.field, "; ".join(str(e) for e in errors))
+        super().__init__(errors[0].field, "; ".join(str(e) for e in errors))
 
 
 def from_mapping(values: Mapping[str, Any], base: StyleParams | None = None) -> StyleParams:
