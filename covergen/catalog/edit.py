@@ -176,14 +176,10 @@ def render_pair(
     entries = [
         (0, f"{key}: {_scalar(value, key)}") for key, value in top.items() if value is not None
     ]
-    for role, src, extra in (
-        ("photo", new.photo, (new.photo_credit, new.photo_license, new.photo_url)),
-        ("cover", new.cover, (new.cover_credit, new.cover_license, new.cover_url)),
-    ):
-        entries.append((0, f"{role}:"))
-        entries.append((1, f"src: {_scalar(src, f'{role}.src')}"))
-        for key, value in zip(("credit", "license", "url"), extra, strict=True):
-            if value:
+    for role in ("photo", "cover"):
+        entries += [(0, f"{role}:"), (1, f"src: {_scalar(getattr(new, role), f'{role}.src')}")]
+        for key in ("credit", "license", "url"):
+            if value := getattr(new, f"{role}_{key}"):
                 entries.append((1, f"{key}: {_scalar(value, f'{role}.{key}')}"))
     if new.overrides:
         entries.append((0, "overrides:"))
@@ -549,40 +545,36 @@ def keep_overrides(catalog_path: Path, pair_id: str, values: Mapping[str, Any]) 
             raise _on_one_line(pair_id, "is")
         newline = _newline(text)
         key_col = item.value[0][0].start_mark.column
-        overrides = next((v for k, v in item.value if k.value == "overrides"), None)
-        edits: list[tuple[int, int, str]] = []  # (start, end, replacement), applied last first
-        if overrides is None or (
-            isinstance(overrides, yaml.ScalarNode) and overrides.value in _NULLS
-        ):
-            lines = "".join(
-                f"{' ' * (key_col + DEFAULT_STEP)}{name}: {_scalar(v, name)}{newline}"
-                for name, v in values.items()
-            )
-            if overrides is None:
-                at = _next_line_start(text, _content_end(item, text))
-                edits.append((at, at, f"{' ' * key_col}overrides:{newline}{lines}"))
-            else:
-                key_node = next(k for k, _ in item.value if k.value == "overrides")
-                at = _next_line_start(text, key_node.end_mark.index)
-                start = key_node.start_mark.index
-                edits.append((start, at, f"overrides:{newline}{lines}"))
+        key_node, overrides = next(
+            ((k, v) for k, v in item.value if k.value == "overrides"), (None, None)
+        )
+        # Where the new entries go (text[start:at] is replaced), after what head, at what
+        # column, and the values the pair already overrides (replaced in place).
+        present: dict[str, yaml.Node] = {}
+        col = key_col + DEFAULT_STEP
+        if key_node is None:
+            start = at = _next_line_start(text, _content_end(item, text))
+            head = f"{' ' * key_col}overrides:{newline}"
+        elif isinstance(overrides, yaml.ScalarNode) and overrides.value in _NULLS:
+            start, at = key_node.start_mark.index, _next_line_start(text, key_node.end_mark.index)
+            head = f"overrides:{newline}"
         elif isinstance(overrides, yaml.MappingNode) and not overrides.flow_style:
             present = {k.value: v for k, v in overrides.value}
             col = overrides.value[0][0].start_mark.column
-            at = _next_line_start(text, _content_end(overrides, text))
-            added = ""
-            for name, value in values.items():
-                if name in present:
-                    node = present[name]
-                    edits.append(
-                        (node.start_mark.index, _content_end(node, text), _scalar(value, name))
-                    )
-                else:
-                    added += f"{' ' * col}{name}: {_scalar(value, name)}{newline}"
-            if added:
-                edits.append((at, at, added))
+            start = at = _next_line_start(text, _content_end(overrides, text))
+            head = ""
         else:
             raise _on_one_line(pair_id, "are")
+        edits: list[tuple[int, int, str]] = []  # (start, end, replacement), applied last first
+        for name, value in values.items():
+            if name in present:
+                node = present[name]
+                edits.append(
+                    (node.start_mark.index, _content_end(node, text), _scalar(value, name))
+                )
+            else:
+                head += f"{' ' * col}{name}: {_scalar(value, name)}{newline}"
+        edits.append((start, at, head))  # nothing added: an empty insertion, no change
         new_text = text
         for start, end, replacement in sorted(edits, reverse=True):
             new_text = new_text[:start] + replacement + new_text[end:]

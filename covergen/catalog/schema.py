@@ -117,11 +117,9 @@ def _text(
         return ""
     node = entries[key]
     value = "" if node.value is None else node.value
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, str | int | float)
-        or (not isinstance(value, str) and not node.text)
-    ):
+    # Text, or a number written plainly (kept as written below); never true/false.
+    written = isinstance(value, str) or (isinstance(value, int | float) and node.text)
+    if isinstance(value, bool) or not written:
         scope.add(f"must be text, not {_kind_of(node)}", name, node.line, "quote the value")
         return ""
     # As written: `album: 1.10` stays "1.10", `0x1F` stays "0x1F".

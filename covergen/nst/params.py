@@ -313,8 +313,7 @@ class StyleParams:
         return _normalised(raw)
 
     def resolved_content_layer_weights(self) -> list[float]:
-        raw = self.content_layer_weights or (1.0,) * len(self.content_layers)
-        return _normalised(raw)
+        return _normalised(self.content_layer_weights or (1.0,) * len(self.content_layers))
 
 
 def _normalised(values: tuple[float, ...]) -> list[float]:
@@ -577,9 +576,8 @@ def check(params: StyleParams) -> list[ParameterError]:
     """Cross-field checks that single values cannot catch."""
     errors: list[ParameterError] = []
     for name in ("content_layers", "style_layers"):
-        layers = getattr(params, name)
         try:
-            check_layers(params.network, layers, name)
+            check_layers(params.network, getattr(params, name), name)
         except ParameterError as exc:
             errors.append(exc)
     if not params.style_layers:
