@@ -437,8 +437,7 @@ def _after_own_comments(text: str, at: int, min_col: int) -> int:
 
 def _blank_line_between(text: str, start: int, end: int) -> bool:
     """Whether a blank line separates two items (the list's style, which the new pair copies)."""
-    lines = text[start:end].split("\n")
-    return any(line.strip() == "" for line in lines[1:-1])
+    return any(line.strip() == "" for line in text[start:end].split("\n")[1:-1])
 
 
 def _key_gap(items: Sequence[yaml.Node], dash_col: int) -> int:

@@ -249,9 +249,8 @@ class _Reader:
                     value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
                 ):
                     merged_node = self._convert(source, where, depth + 1)
-                    if isinstance(merged_node.value, dict):
-                        for key, value in merged_node.value.items():
-                            merged.setdefault(key, value)
+                    if isinstance(merged_node.value, dict):  # the first source of a key wins
+                        merged |= {k: v for k, v in merged_node.value.items() if k not in merged}
                     else:
                         self._problem("`<<` merges mappings only", where, key_line)
                 continue

@@ -145,9 +145,9 @@ def _kind_of(node: _Node) -> str:
     return f"{node.text!r}" if node.text else "this value"
 
 
-def _settings(node: _Node, cls: type, section: str, scope: _Scope) -> dict[str, Any]:
+def _settings(node: _Node | None, cls: type, section: str, scope: _Scope) -> dict[str, Any]:
     """The fields of a settings section (``site``, ``build``) present in the file, checked:
-    booleans must be true or false, everything else text."""
+    booleans must be true or false, everything else text. No section: none of them."""
     entries = _mapping(node, section, scope)
     _unknown_keys(entries, _keys(cls), section, scope)
     values: dict[str, Any] = {}
@@ -166,8 +166,6 @@ def _settings(node: _Node, cls: type, section: str, scope: _Scope) -> dict[str, 
 
 
 def _site(node: _Node | None, scope: _Scope) -> SiteSettings:
-    if node is None:
-        return SiteSettings()
     values = _settings(node, SiteSettings, "site", scope)
     for key in ("show_photo", "show_cover"):
         if key in values and values[key] not in SHOW_CHOICES:
@@ -194,8 +192,6 @@ def _site(node: _Node | None, scope: _Scope) -> SiteSettings:
 
 
 def _build(node: _Node | None, scope: _Scope) -> BuildSettings:
-    if node is None:
-        return BuildSettings()
     values = _settings(node, BuildSettings, "build", scope)
     executor = values.get("executor", BuildSettings.executor)
     if executor not in EXECUTORS:
@@ -359,9 +355,8 @@ def _pair(node: _Node, index: int, problems: list[Problem]) -> tuple[Pair | None
         ynode = entries["year"]
         value = ynode.value
         if isinstance(value, bool) or not isinstance(value, int) or not 1000 <= value <= 2999:
-            shown = ynode.text or _kind_of(ynode)
             scope.add(
-                f"{printable(shown)[:40]} is not a year",
+                f"{printable(ynode.text or _kind_of(ynode))[:40]} is not a year",
                 "year",
                 ynode.line,
                 "write four digits, e.g. 1979",

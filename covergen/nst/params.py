@@ -566,8 +566,7 @@ def from_mapping(values: Mapping[str, Any], base: StyleParams | None = None) -> 
     if errors:
         raise ParameterErrors(errors)
     params = dataclasses.replace(base or StyleParams(), **coerced)
-    errors = check(params)
-    if errors:
+    if errors := check(params):
         raise ParameterErrors(errors)
     return params
 
