@@ -18,6 +18,7 @@ which is this module's text surgery again, with a library's internals in the way
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import stat
 from collections.abc import Mapping, Sequence
@@ -80,8 +81,8 @@ class _Edit:
     start: int
     end: int
     indent: str  # before the `- `
-    key_gap: int  # from the `-` to the item's keys
-    step: int  # indentation of photo/cover/overrides contents under their key
+    key_gap: int = 2  # from the `-` to the item's keys
+    step: int = DEFAULT_STEP  # indentation of photo/cover/overrides contents under their key
     keep: str = ""
     head: str = ""  # written before the pair: a line break, `pairs:`…
     gap: bool = False
@@ -126,7 +127,7 @@ def add_pair(catalog_path: Path, new: NewPair) -> str:
             text = new_catalog_text()
 
         edit = _plan(text, path, pair_id, new)
-        newline = "\r\n" if _uses_crlf(text) else "\n"
+        newline = _newline(text)
         block = render_pair(new, edit.indent, key_gap=edit.key_gap, step=edit.step, newline=newline)
         head = edit.head.replace("\n", newline)
         inserted = edit.keep + head + (newline if edit.gap else "") + block
@@ -169,25 +170,16 @@ def render_pair(
     """
     if key_gap < 2:
         raise ValueError("key_gap must be at least 2: YAML needs a space after the `-`")
-    entries: list[tuple[int, str]] = []  # (depth under the item, line)
-    if new.id is not None:
-        entries.append((0, f"id: {_scalar(new.id, 'id')}"))
-    entries.append((0, f"band: {_scalar(new.band, 'band')}"))
-    entries.append((0, f"album: {_scalar(new.album, 'album')}"))
-    if new.year is not None:
-        entries.append((0, f"year: {_scalar(new.year, 'year')}"))
-    if new.tags:
-        entries.append((0, f"tags: {_scalar(list(new.tags), 'tags')}"))
-    if new.notes:
-        entries.append((0, f"notes: {_scalar(new.notes, 'notes')}"))
-    for role, src, extra in (
-        ("photo", new.photo, (new.photo_credit, new.photo_license, new.photo_url)),
-        ("cover", new.cover, (new.cover_credit, new.cover_license, new.cover_url)),
-    ):
-        entries.append((0, f"{role}:"))
-        entries.append((1, f"src: {_scalar(src, f'{role}.src')}"))
-        for key, value in zip(("credit", "license", "url"), extra, strict=True):
-            if value:
+    # None leaves a key out: an id or a year not given, no tags, no notes.
+    top = {"id": new.id, "band": new.band, "album": new.album, "year": new.year}
+    top |= {"tags": list(new.tags) or None, "notes": new.notes or None}
+    entries = [
+        (0, f"{key}: {_scalar(value, key)}") for key, value in top.items() if value is not None
+    ]
+    for role in ("photo", "cover"):
+        entries += [(0, f"{role}:"), (1, f"src: {_scalar(getattr(new, role), f'{role}.src')}")]
+        for key in ("credit", "license", "url"):
+            if value := getattr(new, f"{role}_{key}"):
                 entries.append((1, f"{key}: {_scalar(value, f'{role}.{key}')}"))
     if new.overrides:
         entries.append((0, "overrides:"))
@@ -198,14 +190,11 @@ def render_pair(
             key = name if name in known else _scalar(name, "overrides")
             entries.append((1, f"{key}: {_scalar(value, f'overrides.{name}')}"))
 
-    key_pad = indent + " " * key_gap
-    lines = []
-    for number, (depth, line) in enumerate(entries):
-        if number == 0:
-            lines.append(f"{indent}-{' ' * (key_gap - 1)}{line}")
-        else:
-            lines.append(f"{key_pad}{' ' * (step * depth)}{line}")
-    return "".join(line + newline for line in lines)
+    dash = f"{indent}-{' ' * (key_gap - 1)}"
+    return "".join(
+        (dash if number == 0 else indent + " " * (key_gap + step * depth)) + line + newline
+        for number, (depth, line) in enumerate(entries)
+    )
 
 
 def _scalar(value: Any, where: str) -> str:
@@ -274,10 +263,10 @@ def _read_text(target: Path, path: Path) -> str:
         raise
 
 
-def _uses_crlf(text: str) -> bool:
-    """Whether the file's line breaks are CRLF (judged by its first line break)."""
+def _newline(text: str) -> str:
+    """The file's line break, CRLF or LF (judged by its first line break)."""
     first = text.find("\n")
-    return first > 0 and text[first - 1] == "\r"
+    return "\r\n" if first > 0 and text[first - 1] == "\r" else "\n"
 
 
 def _plan(text: str, path: Path, pair_id: str, new: NewPair) -> _Edit:
@@ -333,11 +322,8 @@ def _refuse_duplicate(catalog: Catalog, pair_id: str, new: NewPair) -> None:
     if pair_id not in taken:
         return
     stem = f"{pair_id}-{new.year}" if new.year is not None else pair_id
-    suggestion = stem if stem not in taken else f"{pair_id}-2"
-    number = 2
-    while suggestion in taken:
-        number += 1
-        suggestion = f"{pair_id}-{number}"
+    numbered = (f"{pair_id}-{number}" for number in itertools.count(2))
+    suggestion = next(name for name in itertools.chain([stem], numbered) if name not in taken)
     line = taken[pair_id].line
     raise CovergenError(
         f"a pair with this id is already in the catalog{f' (line {line})' if line else ''}",
@@ -385,8 +371,6 @@ def _replace_empty_list(text: str, key_node: yaml.Node, value: yaml.Node) -> _Ed
         start=start,
         end=at,
         indent=" " * (key_col + DEFAULT_STEP),
-        key_gap=2,
-        step=DEFAULT_STEP,
         keep=keep,
         head="\n" if not keep.endswith("\n") and (at == len(text)) else "",
     )
@@ -394,20 +378,11 @@ def _replace_empty_list(text: str, key_node: yaml.Node, value: yaml.Node) -> _Ed
 
 def _append_pairs_key(text: str, key_col: int) -> _Edit:
     """No `pairs:` at all: add it, with the new pair, at the end of the file."""
-    head = ""
-    if text and not text.endswith("\n"):
-        head = "\n"
+    head = "\n" if text and not text.endswith("\n") else ""
     if text.strip():  # set the new section off from the one before
         head += "\n"
     head += " " * key_col + "pairs:\n"
-    return _Edit(
-        start=len(text),
-        end=len(text),
-        indent=" " * (key_col + DEFAULT_STEP),
-        key_gap=2,
-        step=DEFAULT_STEP,
-        head=head,
-    )
+    return _Edit(start=len(text), end=len(text), indent=" " * (key_col + DEFAULT_STEP), head=head)
 
 
 def _content_end(node: yaml.Node, text: str) -> int:
@@ -462,8 +437,7 @@ def _after_own_comments(text: str, at: int, min_col: int) -> int:
 
 def _blank_line_between(text: str, start: int, end: int) -> bool:
     """Whether a blank line separates two items (the list's style, which the new pair copies)."""
-    lines = text[start:end].split("\n")
-    return any(line.strip() == "" for line in lines[1:-1])
+    return any(line.strip() == "" for line in text[start:end].split("\n")[1:-1])
 
 
 def _key_gap(items: Sequence[yaml.Node], dash_col: int) -> int:
@@ -567,53 +541,39 @@ def keep_overrides(catalog_path: Path, pair_id: str, values: Mapping[str, Any]) 
         pairs = next(v for k, v in root.value if k.value == "pairs")
         item = next(i for i in pairs.value if i.start_mark.line + 1 == pair.line)
         if not isinstance(item, yaml.MappingNode) or item.flow_style:
-            raise CovergenError(
-                "is written on one line ({…}); --keep edits block mappings only",
-                pair=pair_id,
-                field="overrides",
-                hint="write the overrides into the catalog by hand",
-            )
-        newline = "\r\n" if _uses_crlf(text) else "\n"
+            raise _on_one_line(pair_id, "is")
+        newline = _newline(text)
         key_col = item.value[0][0].start_mark.column
-        overrides = next((v for k, v in item.value if k.value == "overrides"), None)
-        edits: list[tuple[int, int, str]] = []  # (start, end, replacement), applied last first
-        if overrides is None or (
-            isinstance(overrides, yaml.ScalarNode) and overrides.value in _NULLS
-        ):
-            lines = "".join(
-                f"{' ' * (key_col + DEFAULT_STEP)}{name}: {_scalar(v, name)}{newline}"
-                for name, v in values.items()
-            )
-            if overrides is None:
-                at = _next_line_start(text, _content_end(item, text))
-                edits.append((at, at, f"{' ' * key_col}overrides:{newline}{lines}"))
-            else:
-                key_node = next(k for k, _ in item.value if k.value == "overrides")
-                at = _next_line_start(text, key_node.end_mark.index)
-                start = key_node.start_mark.index
-                edits.append((start, at, f"overrides:{newline}{lines}"))
+        key_node, overrides = next(
+            ((k, v) for k, v in item.value if k.value == "overrides"), (None, None)
+        )
+        # Where the new entries go (text[start:at] is replaced), after what head, at what
+        # column, and the values the pair already overrides (replaced in place).
+        present: dict[str, yaml.Node] = {}
+        col = key_col + DEFAULT_STEP
+        if key_node is None:
+            start = at = _next_line_start(text, _content_end(item, text))
+            head = f"{' ' * key_col}overrides:{newline}"
+        elif isinstance(overrides, yaml.ScalarNode) and overrides.value in _NULLS:
+            start, at = key_node.start_mark.index, _next_line_start(text, key_node.end_mark.index)
+            head = f"overrides:{newline}"
         elif isinstance(overrides, yaml.MappingNode) and not overrides.flow_style:
             present = {k.value: v for k, v in overrides.value}
             col = overrides.value[0][0].start_mark.column
-            at = _next_line_start(text, _content_end(overrides, text))
-            added = ""
-            for name, value in values.items():
-                if name in present:
-                    node = present[name]
-                    edits.append(
-                        (node.start_mark.index, _content_end(node, text), _scalar(value, name))
-                    )
-                else:
-                    added += f"{' ' * col}{name}: {_scalar(value, name)}{newline}"
-            if added:
-                edits.append((at, at, added))
+            start = at = _next_line_start(text, _content_end(overrides, text))
+            head = ""
         else:
-            raise CovergenError(
-                "are written on one line ({…}); --keep edits block mappings only",
-                pair=pair_id,
-                field="overrides",
-                hint="write the overrides into the catalog by hand",
-            )
+            raise _on_one_line(pair_id, "are")
+        edits: list[tuple[int, int, str]] = []  # (start, end, replacement), applied last first
+        for name, value in values.items():
+            if name in present:
+                node = present[name]
+                edits.append(
+                    (node.start_mark.index, _content_end(node, text), _scalar(value, name))
+                )
+            else:
+                head += f"{' ' * col}{name}: {_scalar(value, name)}{newline}"
+        edits.append((start, at, head))  # nothing added: an empty insertion, no change
         new_text = text
         for start, end, replacement in sorted(edits, reverse=True):
             new_text = new_text[:start] + replacement + new_text[end:]
@@ -627,3 +587,13 @@ def keep_overrides(catalog_path: Path, pair_id: str, values: Mapping[str, Any]) 
                 hint="the catalog was not changed; write the overrides by hand",
             )
         write_bytes(target, new_text.encode("utf-8"), mode=mode)
+
+
+def _on_one_line(pair_id: str, verb: str) -> CovergenError:
+    """What --keep says of a pair (``is``) or its overrides (``are``) in flow style."""
+    return CovergenError(
+        f"{verb} written on one line ({{…}}); --keep edits block mappings only",
+        pair=pair_id,
+        field="overrides",
+        hint="write the overrides into the catalog by hand",
+    )

@@ -14,9 +14,7 @@ from typing import Any
 
 from ..errors import CovergenError, Problem
 from ..nst import ParameterError, StyleParams
-from ..safetext import (
-    printable,
-)
+from ..safetext import printable
 
 MAX_ID_LENGTH = 100  # ids name files and folders of the site
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
@@ -115,8 +113,6 @@ def _keys(cls: type) -> tuple[str, ...]:
 # The keys a catalog may hold, derived from the dataclasses they fill.
 PAIR_KEYS = _keys(Pair)
 IMAGE_KEYS = _keys(ImageRef)
-SITE_KEYS = _keys(SiteSettings)
-BUILD_KEYS = _keys(BuildSettings)
 TOP_KEYS = ("site", "build", "defaults", "profiles", "pairs")
 DEFAULT_BRANCH = SiteSettings.publish_branch
 
@@ -193,20 +189,18 @@ class Catalog:
         values.update(extra or {})
         # repr tells "1" from 1 from 1.0 from True: equal keys are equal values
         memo_key = repr(sorted(values.items(), key=lambda item: str(item[0])))
-        params = self._params_memo.get(memo_key)
-        try:
-            if params is None:
-                params = StyleParams().replace(**values)
-                self._params_memo[memo_key] = params
-        except ParameterError as exc:
-            errors = getattr(exc, "errors", [exc])
-            first = errors[0]
-            raise CovergenError(
-                "; ".join(f"{e.field}: {e.message}" for e in errors),
-                pair=pair.id,
-                field=first.field,
-                hint=first.hint,
-            ) from None
+        if memo_key not in self._params_memo:
+            try:
+                self._params_memo[memo_key] = StyleParams().replace(**values)
+            except ParameterError as exc:
+                errors = getattr(exc, "errors", [exc])
+                raise CovergenError(
+                    "; ".join(f"{e.field}: {e.message}" for e in errors),
+                    pair=pair.id,
+                    field=errors[0].field,
+                    hint=errors[0].hint,
+                ) from None
+        params = self._params_memo[memo_key]
         if len(params.style_blend) > 1:
             raise CovergenError(
                 f"gives {len(params.style_blend)} weights, but a pair has one cover",

@@ -14,29 +14,15 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
 from ..errors import CovergenError, Problem
 from ..files import read_user_file
-from ..safetext import (
-    printable,
-)
-from .model import TOP_KEYS, Catalog, CatalogError
-from .schema import (
-    _STR_TAG,
-    _build,
-    _every_src,
-    _join,
-    _mapping,
-    _Node,
-    _pair_index,
-    _pairs,
-    _params_block,
-    _site,
-    _unknown_keys,
-)
+from ..safetext import printable
+from .model import Catalog, CatalogError
+from .schema import _STR_TAG, _catalog, _join, _Node, _pair_index, _Scope
 
 MAX_BYTES = 16 * 1024 * 1024
 # Aliases may be expanded, but a file cannot grow more than ALIAS_GROWTH-fold that way (the
@@ -44,6 +30,7 @@ MAX_BYTES = 16 * 1024 * 1024
 ALIAS_GROWTH = 10
 NODE_FLOOR = 100_000
 MAX_DEPTH = 64  # nesting; a real catalog is 5 deep
+_TAGS = "unknown YAML tags (!something) are not supported: write plain values"
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -59,15 +46,9 @@ def load_catalog(path: Path, *, strict: bool = True) -> Catalog:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise CatalogError(
-            path,
-            [
-                Problem(
-                    f"not UTF-8 text ({exc.reason} at byte {exc.start})",
-                    hint="save the file as UTF-8",
-                )
-            ],
-        ) from None
+        _refuse(
+            path, f"not UTF-8 text ({exc.reason} at byte {exc.start})", "save the file as UTF-8"
+        )
     return parse_catalog(text, path, strict=strict)
 
 
@@ -118,51 +99,23 @@ def _collector_paused() -> Iterator[None]:
 
 def _parse_catalog(text: str, path: Path, *, strict: bool) -> Catalog:
     if len(text) > MAX_BYTES:
-        raise CatalogError(
+        _refuse(
             path,
-            [
-                Problem(
-                    f"the catalog is {len(text)} characters long",
-                    hint=f"keep catalogs under {MAX_BYTES} bytes",
-                )
-            ],
+            f"the catalog is {len(text)} characters long",
+            f"keep catalogs under {MAX_BYTES} bytes",
         )
     root = _compose(text, path)
     reader = _Reader(path, root, aliased="*" in text)  # no "*", no alias
     problems = reader.problems
-    top = reader.tree
-    if top is None:
-        top = _Node({}, 1)
+    top = reader.tree or _Node({}, 1)  # an empty file: no pairs
     if not isinstance(top.value, dict):
-        raise CatalogError(
+        _refuse(
             path,
-            [
-                Problem(
-                    "the file must be a mapping with site, defaults, profiles and pairs",
-                    line=1,
-                    hint="start the file with `pairs:`",
-                )
-            ],
+            "the file must be a mapping with site, defaults, profiles and pairs",
+            "start the file with `pairs:`",
+            line=1,
         )
-    entries: dict[str, _Node] = top.value
-    _unknown_keys(entries, TOP_KEYS, "", None, None, problems)
-    site = _site(entries.get("site"), problems)
-    build = _build(entries.get("build"), problems)
-    defaults = _params_block(entries.get("defaults"), "defaults", None, None, problems)
-    profiles: dict[str, dict[str, Any]] = {}
-    if "profiles" in entries:
-        for name, node in _mapping(entries["profiles"], "profiles", None, None, problems).items():
-            profiles[name] = _params_block(node, f"profiles.{name}", None, None, problems)
-    pairs, owners = _pairs(entries.get("pairs"), problems)
-    catalog = Catalog(
-        path=path,
-        site=site,
-        defaults=defaults,
-        profiles=profiles,
-        pairs=tuple(pairs),
-        build=build,
-        sources=_every_src(entries.get("pairs")),
-    )
+    catalog, owners = _catalog(path, top.value, problems)
     if not any(p.index is None for p in problems):
         problems.extend(_resolution_problems(catalog, owners))
     problems = _unique(problems)
@@ -172,19 +125,22 @@ def _parse_catalog(text: str, path: Path, *, strict: bool) -> Catalog:
     if strict or any(p.index is None for p in problems):
         raise CatalogError(path, problems)
     bad = {p.index for p in problems}
-    kept = tuple(pair for pair, index in zip(pairs, owners, strict=True) if index not in bad)
+    kept = tuple(
+        pair for pair, index in zip(catalog.pairs, owners, strict=True) if index not in bad
+    )
     return dataclasses.replace(catalog, pairs=kept, problems=tuple(problems))
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:
-    seen: set[tuple[Any, ...]] = set()
-    out = []
-    for problem in problems:
-        key = (problem.message, problem.field, problem.pair, problem.line)
-        if key not in seen:
-            seen.add(key)
-            out.append(problem)
-    return out
+    first: dict[tuple[Any, ...], Problem] = {}
+    for p in problems:
+        first.setdefault((p.message, p.field, p.pair, p.line), p)
+    return list(first.values())
+
+
+def _refuse(path: Path, message: str, hint: str = "", **where: Any) -> NoReturn:
+    """Raise the CatalogError of a file that cannot be read any further."""
+    raise CatalogError(path, [Problem(message, hint=hint, **where)]) from None
 
 
 def _compose(text: str, path: Path) -> yaml.Node | None:
@@ -194,23 +150,16 @@ def _compose(text: str, path: Path) -> yaml.Node | None:
         mark = exc.problem_mark
         line = mark.line + 1 if mark else None
         where = f" (column {mark.column + 1})" if mark else ""
-        raise CatalogError(
+        _refuse(
             path,
-            [
-                Problem(
-                    f"malformed YAML: {exc.problem}{where}",
-                    line=line,
-                    hint="fix the YAML syntax at that line",
-                )
-            ],
-        ) from None
+            f"malformed YAML: {exc.problem}{where}",
+            "fix the YAML syntax at that line",
+            line=line,
+        )
     except yaml.YAMLError as exc:
-        raise CatalogError(path, [Problem(f"malformed YAML: {exc}")]) from None
+        _refuse(path, f"malformed YAML: {exc}")
     except RecursionError:
-        raise CatalogError(
-            path,
-            [Problem("the YAML is nested too deeply", hint="a catalog needs a few levels only")],
-        ) from None
+        _refuse(path, "the YAML is nested too deeply", "a catalog needs a few levels only")
 
 
 def _resolution_problems(catalog: Catalog, owners: list[int]) -> list[Problem]:
@@ -223,16 +172,8 @@ def _resolution_problems(catalog: Catalog, owners: list[int]) -> list[Problem]:
                 catalog.params_for(pair, profile)
             except CovergenError as exc:
                 under = f" (with profile {profile!r})" if profile else ""
-                problems.append(
-                    Problem(
-                        exc.message + under,
-                        field=exc.field or "",
-                        pair=pair.id,
-                        line=pair.line,
-                        hint=exc.hint,
-                        index=index,
-                    )
-                )
+                scope = _Scope(problems, pair.id, index)
+                scope.add(exc.message + under, exc.field or "", pair.line, exc.hint)
                 break
     return problems
 
@@ -256,16 +197,12 @@ class _Reader:
         try:
             self.tree = self._convert(root, "", 0) if root is not None else None
         except _TooLarge as exc:
-            raise CatalogError(
+            _refuse(
                 path,
-                [
-                    Problem(
-                        f"its aliases expand to more than {self._limit:,} values (an alias bomb?)",
-                        field=str(exc),
-                        hint="use fewer aliases, or write the repeated parts out",
-                    )
-                ],
-            ) from None
+                f"its aliases expand to more than {self._limit:,} values (an alias bomb?)",
+                "use fewer aliases, or write the repeated parts out",
+                field=str(exc),
+            )
 
     def _convert(self, node: yaml.Node, where: str, depth: int) -> _Node:
         self._count += 1
@@ -285,21 +222,11 @@ class _Reader:
                 value = self._constructor.construct_object(node, deep=True)
             except yaml.YAMLError as exc:
                 problem = getattr(exc, "problem", None) or str(exc)
-                self._problem(
-                    f"cannot read this value ({printable(problem)})",
-                    where,
-                    line,
-                    hint="unknown YAML tags (!something) are not supported: write plain values",
-                )
+                self._problem(f"cannot read this value ({printable(problem)})", where, line, _TAGS)
                 value = None
             return _Node(value, line, node.value)
         if node.tag not in ("tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"):
-            self._problem(
-                f"unknown YAML tag {printable(node.tag)}",
-                where,
-                line,
-                hint="unknown YAML tags (!something) are not supported: write plain values",
-            )
+            self._problem(f"unknown YAML tag {printable(node.tag)}", where, line, _TAGS)
         self._path.add(id(node))
         try:
             if isinstance(node, yaml.SequenceNode):
@@ -322,9 +249,8 @@ class _Reader:
                     value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
                 ):
                     merged_node = self._convert(source, where, depth + 1)
-                    if isinstance(merged_node.value, dict):
-                        for key, value in merged_node.value.items():
-                            merged.setdefault(key, value)
+                    if isinstance(merged_node.value, dict):  # the first source of a key wins
+                        merged |= {k: v for k, v in merged_node.value.items() if k not in merged}
                     else:
                         self._problem("`<<` merges mappings only", where, key_line)
                 continue
@@ -350,8 +276,7 @@ class _Reader:
 
     def _problem(self, message: str, where: str, line: int, hint: str = "") -> None:
         # A pair's own position is filled in when its pair is read (see _pairs).
-        index = _pair_index(where)
-        self.problems.append(Problem(message, field=where, line=line, hint=hint, index=index))
+        _Scope(self.problems, index=_pair_index(where)).add(message, where, line, hint)
 
 
 def _distinct(root: yaml.Node | None) -> int:

@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..errors import Problem
@@ -30,7 +31,9 @@ from .model import (
     PAIR_KEYS,
     SHOW_CHOICES,
     SLUG,
+    TOP_KEYS,
     BuildSettings,
+    Catalog,
     ImageRef,
     Pair,
     SiteSettings,
@@ -73,109 +76,62 @@ def _join(where: str, key: str) -> str:
 # ------------------------------------------------------------------------- validation
 
 
-def _mapping(
-    node: _Node | None, where: str, pair: str | None, index: int | None, problems: list[Problem]
-) -> dict[str, _Node]:
+@dataclass(frozen=True)
+class _Scope:
+    """Where the problems found go, and the pair (its id and position) they concern."""
+
+    problems: list[Problem]
+    pair: str | None = None
+    index: int | None = None
+
+    def add(self, message: str, field: str, line: int | None = None, hint: str = "") -> None:
+        self.problems.append(Problem(message, field, self.pair, line, hint, self.index))
+
+
+def _mapping(node: _Node | None, where: str, scope: _Scope) -> dict[str, _Node]:
     if node is None or node.value is None:
         return {}
     if not isinstance(node.value, dict):
-        problems.append(
-            Problem(
-                "must be a mapping of names to values",
-                field=where,
-                pair=pair,
-                line=node.line,
-                index=index,
-            )
-        )
+        scope.add("must be a mapping of names to values", where, node.line)
         return {}
     return node.value
 
 
 def _unknown_keys(
-    entries: Mapping[str, _Node],
-    known: tuple[str, ...],
-    where: str,
-    pair: str | None,
-    index: int | None,
-    problems: list[Problem],
+    entries: Mapping[str, _Node], known: tuple[str, ...], where: str, scope: _Scope
 ) -> None:
     for key, node in entries.items():
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
-            problems.append(
-                Problem(
-                    f"unknown key {printable(key)!r}",
-                    field=_join(where, key),
-                    pair=pair,
-                    line=node.line,
-                    hint=hint,
-                    index=index,
-                )
-            )
+            scope.add(f"unknown key {printable(key)!r}", _join(where, key), node.line, hint)
 
 
 def _text(
-    entries: Mapping[str, _Node],
-    key: str,
-    where: str,
-    pair: str | None,
-    index: int | None,
-    problems: list[Problem],
-    required: bool = False,
+    entries: Mapping[str, _Node], key: str, where: str, scope: _Scope, required: bool = False
 ) -> str:
     name = _join(where, key)
     if key not in entries:
         if required:
-            problems.append(
-                Problem("is missing", field=name, pair=pair, hint=f"add `{key}:`", index=index)
-            )
+            scope.add("is missing", name, hint=f"add `{key}:`")
         return ""
     node = entries[key]
     value = "" if node.value is None else node.value
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, str | int | float)
-        or (not isinstance(value, str) and not node.text)
-    ):
-        problems.append(
-            Problem(
-                f"must be text, not {_kind_of(node)}",
-                field=name,
-                pair=pair,
-                line=node.line,
-                hint="quote the value",
-                index=index,
-            )
-        )
+    # Text, or a number written plainly (kept as written below); never true/false.
+    written = isinstance(value, str) or (isinstance(value, int | float) and node.text)
+    if isinstance(value, bool) or not written:
+        scope.add(f"must be text, not {_kind_of(node)}", name, node.line, "quote the value")
         return ""
     # As written: `album: 1.10` stays "1.10", `0x1F` stays "0x1F".
     text = (value if isinstance(value, str) else node.text).strip()
     bad = unsafe_character(text)
     if bad:
-        problems.append(
-            Problem(
-                f"contains {bad}",
-                field=name,
-                pair=pair,
-                line=node.line,
-                hint="remove it (retype the text if it was pasted)",
-                index=index,
-            )
+        scope.add(
+            f"contains {bad}", name, node.line, "remove it (retype the text if it was pasted)"
         )
         return ""
     if required and not text:
-        problems.append(
-            Problem(
-                "is empty",
-                field=name,
-                pair=pair,
-                line=node.line,
-                hint=f"give the {key}",
-                index=index,
-            )
-        )
+        scope.add("is empty", name, node.line, f"give the {key}")
     return text
 
 
@@ -189,11 +145,11 @@ def _kind_of(node: _Node) -> str:
     return f"{node.text!r}" if node.text else "this value"
 
 
-def _settings(node: _Node, cls: type, section: str, problems: list[Problem]) -> dict[str, Any]:
+def _settings(node: _Node | None, cls: type, section: str, scope: _Scope) -> dict[str, Any]:
     """The fields of a settings section (``site``, ``build``) present in the file, checked:
-    booleans must be true or false, everything else text."""
-    entries = _mapping(node, section, None, None, problems)
-    _unknown_keys(entries, _keys(cls), section, None, None, problems)
+    booleans must be true or false, everything else text. No section: none of them."""
+    entries = _mapping(node, section, scope)
+    _unknown_keys(entries, _keys(cls), section, scope)
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name not in entries:
@@ -203,32 +159,22 @@ def _settings(node: _Node, cls: type, section: str, problems: list[Problem]) -> 
             if isinstance(value, bool):
                 values[f.name] = value
             else:
-                problems.append(
-                    Problem(
-                        "must be true or false",
-                        field=f"{section}.{f.name}",
-                        line=entries[f.name].line,
-                    )
-                )
+                scope.add("must be true or false", f"{section}.{f.name}", entries[f.name].line)
         else:
-            values[f.name] = _text(entries, f.name, section, None, None, problems)
+            values[f.name] = _text(entries, f.name, section, scope)
     return values
 
 
-def _site(node: _Node | None, problems: list[Problem]) -> SiteSettings:
-    if node is None:
-        return SiteSettings()
-    values = _settings(node, SiteSettings, "site", problems)
+def _site(node: _Node | None, scope: _Scope) -> SiteSettings:
+    values = _settings(node, SiteSettings, "site", scope)
     for key in ("show_photo", "show_cover"):
         if key in values and values[key] not in SHOW_CHOICES:
-            problems.append(
-                Problem(
-                    f"{printable(str(values[key]))[:40]!r} is not one of {', '.join(SHOW_CHOICES)}",
-                    field=f"site.{key}",
-                    line=node.value[key].line,
-                    hint="full shows it as large as the painting, thumbnail small, none not "
-                    "at all (its credit stays)",
-                )
+            scope.add(
+                f"{printable(str(values[key]))[:40]!r} is not one of {', '.join(SHOW_CHOICES)}",
+                f"site.{key}",
+                node.value[key].line,
+                "full shows it as large as the painting, thumbnail small, none not at all "
+                "(its credit stays)",
             )
             del values[key]
     base_url = values.get("base_url", "")
@@ -236,67 +182,70 @@ def _site(node: _Node | None, problems: list[Problem]) -> SiteSettings:
     if not problem and base_url and has_credentials(base_url):
         problem = "holds a user name or password, which every page would show"
     if problem:
-        problems.append(
-            Problem(
-                f"{redact(printable(base_url))[:80]!r} {problem}",
-                field="site.base_url",
-                line=node.value["base_url"].line,
-                hint="give the address the gallery is published at, e.g. "
-                "https://example.org/gallery/",
-            )
+        scope.add(
+            f"{redact(printable(base_url))[:80]!r} {problem}",
+            "site.base_url",
+            node.value["base_url"].line,
+            "give the address the gallery is published at, e.g. https://example.org/gallery/",
         )
     return SiteSettings(**values)
 
 
-def _build(node: _Node | None, problems: list[Problem]) -> BuildSettings:
-    if node is None:
-        return BuildSettings()
-    values = _settings(node, BuildSettings, "build", problems)
+def _build(node: _Node | None, scope: _Scope) -> BuildSettings:
+    values = _settings(node, BuildSettings, "build", scope)
     executor = values.get("executor", BuildSettings.executor)
     if executor not in EXECUTORS:
-        problems.append(
-            Problem(
-                f"no executor called {executor!r}",
-                field="build.executor",
-                line=node.value["executor"].line,
-                hint=f"use one of {', '.join(EXECUTORS)}",
-            )
+        scope.add(
+            f"no executor called {executor!r}",
+            "build.executor",
+            node.value["executor"].line,
+            f"use one of {', '.join(EXECUTORS)}",
         )
         values.pop("executor")
     return BuildSettings(**values)
 
 
-def _params_block(
-    node: _Node | None,
-    where: str,
-    pair: str | None,
-    index: int | None,
-    problems: list[Problem],
-) -> dict[str, Any]:
+def _params_block(node: _Node | None, where: str, scope: _Scope) -> dict[str, Any]:
     """Engine parameters, each checked against the StyleParams spec."""
-    if node is None:
-        return {}
-    entries = _mapping(node, where, pair, index, problems)
+    entries = _mapping(node, where, scope)
     known = tuple(spec.name for spec in param_specs())
     out: dict[str, Any] = {}
     for key, value in entries.items():
         if key not in known:
-            _unknown_keys({key: value}, known, where, pair, index, problems)
+            _unknown_keys({key: value}, known, where, scope)
             continue
         try:
             out[key] = coerce(key, value.plain())
         except ParameterError as exc:
-            problems.append(
-                Problem(
-                    exc.message,
-                    field=_join(where, key),
-                    pair=pair,
-                    line=value.line,
-                    hint=exc.hint,
-                    index=index,
-                )
-            )
+            scope.add(exc.message, _join(where, key), value.line, exc.hint)
     return out
+
+
+def _catalog(
+    path: Path, entries: dict[str, _Node], problems: list[Problem]
+) -> tuple[Catalog, list[int]]:
+    """The catalog the file's top-level entries describe, and the position of each of its
+    pairs in the list; every problem is noted in ``problems``."""
+    scope = _Scope(problems)
+    _unknown_keys(entries, TOP_KEYS, "", scope)
+    site = _site(entries.get("site"), scope)
+    build = _build(entries.get("build"), scope)
+    defaults = _params_block(entries.get("defaults"), "defaults", scope)
+    profiles = {
+        name: _params_block(node, f"profiles.{name}", scope)
+        for name, node in _mapping(entries.get("profiles"), "profiles", scope).items()
+    }
+    pairs, owners = _pairs(entries.get("pairs"), problems)
+    catalog = Catalog(
+        path=path,
+        site=site,
+        defaults=defaults,
+        profiles=profiles,
+        pairs=tuple(pairs),
+        build=build,
+        sources=_every_src(entries.get("pairs")),
+    )
+    return catalog, owners
 
 
 def _every_src(node: _Node | None) -> tuple[str, ...]:
@@ -318,26 +267,16 @@ def _every_src(node: _Node | None) -> tuple[str, ...]:
 
 def _pairs(node: _Node | None, problems: list[Problem]) -> tuple[list[Pair], list[int]]:
     """The valid pairs, and each one's position in the list."""
+    scope = _Scope(problems)
     if node is None:
-        problems.append(
-            Problem(
-                "the catalog has no `pairs:` list",
-                field="pairs",
-                hint="add pairs (see docs/catalog.md)",
-            )
+        scope.add(
+            "the catalog has no `pairs:` list", "pairs", hint="add pairs (see docs/catalog.md)"
         )
         return [], []
     if node.value is None:
         return [], []
     if not isinstance(node.value, list):
-        problems.append(
-            Problem(
-                "must be a list of pairs",
-                field="pairs",
-                line=node.line,
-                hint="start each pair with `- band: …`",
-            )
-        )
+        scope.add("must be a list of pairs", "pairs", node.line, "start each pair with `- band: …`")
         return [], []
     pairs: list[Pair] = []
     owners: list[int] = []
@@ -349,16 +288,12 @@ def _pairs(node: _Node | None, problems: list[Problem]) -> tuple[list[Pair], lis
             continue
         if pair.id in seen:
             # The first keeps its id (and its paintings); this one is left out, by position.
-            problems.append(
-                Problem(
-                    f"duplicate id {pair.id!r}",
-                    field="id",
-                    pair=pair.id,
-                    line=pair.line,
-                    hint=f"the pair on line {seen[pair.id]} has it too; "
-                    "give this one an explicit unique `id:`",
-                    index=index,
-                )
+            _Scope(problems, pair.id, index).add(
+                f"duplicate id {pair.id!r}",
+                "id",
+                pair.line,
+                f"the pair on line {seen[pair.id]} has it too; "
+                "give this one an explicit unique `id:`",
             )
             continue
         seen[pair.id] = pair.line or 0
@@ -377,79 +312,54 @@ def _pair(node: _Node, index: int, problems: list[Problem]) -> tuple[Pair | None
     """The pair at ``index`` (None when it has problems) and the id it goes by."""
     label = f"pairs[{index}]"
     if not isinstance(node.value, dict):
-        problems.append(
-            Problem(
-                "each pair must be a mapping (band, album, photo, cover…)",
-                field=label,
-                line=node.line,
-                index=index,
-            )
+        _Scope(problems, index=index).add(
+            "each pair must be a mapping (band, album, photo, cover…)", label, node.line
         )
         return None, label
     entries: dict[str, _Node] = node.value
     before = len(problems)
-    quiet: list[Problem] = []
-    band = _text(entries, "band", "", None, index, quiet)
-    album = _text(entries, "album", "", None, index, quiet)
-    explicit_id = _text(entries, "id", "", None, index, quiet)
+    quiet = _Scope([], index=index)
+    band, album, explicit_id = (_text(entries, key, "", quiet) for key in ("band", "album", "id"))
     derived = slugify(f"{band} {album}")
     pair_id = explicit_id or derived or label
     line = node.line
+    scope = _Scope(problems, pair_id, index)
     if not explicit_id and (band or album) and not derived:
-        problems.append(
-            Problem(
-                "band and album give no usable id",
-                field="id",
-                pair=pair_id,
-                line=line,
-                hint="add an explicit `id:` such as my-band-my-album",
-                index=index,
-            )
+        scope.add(
+            "band and album give no usable id",
+            "id",
+            line,
+            "add an explicit `id:` such as my-band-my-album",
         )
-    _unknown_keys(entries, PAIR_KEYS, "", pair_id, index, problems)
-    band = _text(entries, "band", "", pair_id, index, problems, required=True)
-    album = _text(entries, "album", "", pair_id, index, problems, required=True)
+    _unknown_keys(entries, PAIR_KEYS, "", scope)
+    band, album = (_text(entries, key, "", scope, required=True) for key in ("band", "album"))
     if explicit_id:
         id_line = entries["id"].line
         if not SLUG.match(explicit_id):
-            problems.append(
-                Problem(
-                    f"{printable(explicit_id)[:60]!r} is not a slug",
-                    field="id",
-                    pair=pair_id,
-                    line=id_line,
-                    hint=f"use lower-case letters, digits and hyphens, e.g. "
-                    f"{slugify(explicit_id) or 'my-band-my-album'!r}",
-                    index=index,
-                )
+            scope.add(
+                f"{printable(explicit_id)[:60]!r} is not a slug",
+                "id",
+                id_line,
+                f"use lower-case letters, digits and hyphens, e.g. "
+                f"{slugify(explicit_id) or 'my-band-my-album'!r}",
             )
         elif len(explicit_id) > MAX_ID_LENGTH:
-            problems.append(
-                Problem(
-                    f"is {len(explicit_id)} characters long; ids name the site's files",
-                    field="id",
-                    pair=pair_id[:40] + "…",
-                    line=id_line,
-                    hint=f"use at most {MAX_ID_LENGTH} characters, e.g. "
-                    f"{slugify(explicit_id, 40)!r}",
-                    index=index,
-                )
+            _Scope(problems, pair_id[:40] + "…", index).add(
+                f"is {len(explicit_id)} characters long; ids name the site's files",
+                "id",
+                id_line,
+                f"use at most {MAX_ID_LENGTH} characters, e.g. {slugify(explicit_id, 40)!r}",
             )
     year = None
     if "year" in entries:
         ynode = entries["year"]
         value = ynode.value
         if isinstance(value, bool) or not isinstance(value, int) or not 1000 <= value <= 2999:
-            shown = ynode.text or _kind_of(ynode)
-            problems.append(
-                Problem(
-                    f"{printable(shown)[:40]} is not a year",
-                    field="year",
-                    pair=pair_id,
-                    line=ynode.line,
-                    hint="write four digits, e.g. 1979",
-                    index=index,
-                )
+            scope.add(
+                f"{printable(ynode.text or _kind_of(ynode))[:40]} is not a year",
+                "year",
+                ynode.line,
+                "write four digits, e.g. 1979",
             )
         else:
             year = value
@@ -457,41 +367,22 @@ def _pair(node: _Node, index: int, problems: list[Problem]) -> tuple[Pair | None
     if "tags" in entries:
         tnode = entries["tags"]
         items = [tnode] if isinstance(tnode.value, str) else tnode.value
-        texts = []
-        if isinstance(items, list):
-            for item in items:
-                if isinstance(item.value, str) and item.value.strip():
-                    texts.append(item.value.strip())
-                else:
-                    texts = []
-                    break
+        words = isinstance(items, list) and all(
+            isinstance(item.value, str) and item.value.strip() for item in items
+        )
+        texts = [item.value.strip() for item in items] if words else []
         if not texts and items:
-            problems.append(
-                Problem(
-                    "must be a list of words",
-                    field="tags",
-                    pair=pair_id,
-                    line=tnode.line,
-                    hint="e.g. tags: [post-punk, 1970s]",
-                    index=index,
-                )
+            scope.add(
+                "must be a list of words", "tags", tnode.line, "e.g. tags: [post-punk, 1970s]"
             )
-        for tag in texts:
-            bad = unsafe_character(tag)
-            if bad:
-                problems.append(
-                    Problem(f"a tag contains {bad}", field="tags", pair=pair_id,
-                            line=tnode.line, hint="remove it", index=index)
-                )  # fmt: skip
-                break
+        bad = next(filter(None, map(unsafe_character, texts)), "")
+        if bad:
+            scope.add(f"a tag contains {bad}", "tags", tnode.line, "remove it")
         else:
             tags = tuple(dict.fromkeys(texts))
-    notes = _text(entries, "notes", "", pair_id, index, problems)
-    images = {
-        role: _image(entries.get(role), role, pair_id, index, problems)
-        for role in ("photo", "cover")
-    }
-    overrides = _params_block(entries.get("overrides"), "overrides", pair_id, index, problems)
+    notes = _text(entries, "notes", "", scope)
+    images = {role: _image(entries.get(role), role, scope) for role in ("photo", "cover")}
+    overrides = _params_block(entries.get("overrides"), "overrides", scope)
     if len(problems) > before or images["photo"] is None or images["cover"] is None:
         return None, pair_id
     pair = Pair(
@@ -509,84 +400,48 @@ def _pair(node: _Node, index: int, problems: list[Problem]) -> tuple[Pair | None
     return pair, pair_id
 
 
-def _image(
-    node: _Node | None,
-    role: str,
-    pair_id: str,
-    index: int,
-    problems: list[Problem],
-) -> ImageRef | None:
+def _image(node: _Node | None, role: str, scope: _Scope) -> ImageRef | None:
     if node is None:
-        problems.append(
-            Problem(
-                "is missing",
-                field=role,
-                pair=pair_id,
-                hint=f"add `{role}: {{src: path-or-url, credit: …}}`",
-                index=index,
-            )
-        )
+        scope.add("is missing", role, hint=f"add `{role}: {{src: path-or-url, credit: …}}`")
         return None
-    if isinstance(node.value, str):  # shorthand: `photo: photos/band.jpg`
-        entries = {"src": node}
-    else:
-        entries = _mapping(node, role, pair_id, index, problems)
-    _unknown_keys(entries, IMAGE_KEYS, role, pair_id, index, problems)
-    src = _text(entries, "src", role, pair_id, index, problems, required=True)
-    url = _text(entries, "url", role, pair_id, index, problems)
+    # `photo: photos/band.jpg` is shorthand for `photo: {src: photos/band.jpg}`
+    entries = {"src": node} if isinstance(node.value, str) else _mapping(node, role, scope)
+    _unknown_keys(entries, IMAGE_KEYS, role, scope)
+    src = _text(entries, "src", role, scope, required=True)
+    url = _text(entries, "url", role, scope)
     url_problem = web_url_problem(url) if url else ""
     if url_problem:
-        problems.append(
-            Problem(
-                f"{redact(printable(url))[:80]!r} is not an http(s) link: it {url_problem}",
-                field=f"{role}.url",
-                pair=pair_id,
-                line=entries["url"].line,
-                hint="give the source page as https://…",
-                index=index,
-            )
+        scope.add(
+            f"{redact(printable(url))[:80]!r} is not an http(s) link: it {url_problem}",
+            f"{role}.url",
+            entries["url"].line,
+            "give the source page as https://…",
         )
     scheme = url_scheme(src) if src else ""
+    src_line = entries["src"].line if "src" in entries else None
     if scheme and scheme not in ("http", "https"):
-        problems.append(
-            Problem(
-                f"{scheme}: sources are not supported"
-                if "://" not in src
-                else f"{scheme}:// sources are not supported",
-                field=f"{role}.src",
-                pair=pair_id,
-                line=entries["src"].line,
-                hint="use a path relative to the catalog or an http(s) URL",
-                index=index,
-            )
+        written = f"{scheme}://" if "://" in src else f"{scheme}:"
+        scope.add(
+            f"{written} sources are not supported",
+            f"{role}.src",
+            src_line,
+            "use a path relative to the catalog or an http(s) URL",
         )
     src_problem = web_url_problem(src) if scheme in ("http", "https") else ""
     if src_problem:
-        problems.append(
-            Problem(
-                f"{redact(printable(src))[:80]!r} {src_problem}",
-                field=f"{role}.src",
-                pair=pair_id,
-                line=entries["src"].line,
-                hint="check the URL (copy it from the browser's address bar)",
-                index=index,
-            )
+        scope.add(
+            f"{redact(printable(src))[:80]!r} {src_problem}",
+            f"{role}.src",
+            src_line,
+            "check the URL (copy it from the browser's address bar)",
         )
     if src and not scheme and len(os.fsencode(src)) > 4096:
-        problems.append(
-            Problem(
-                "is too long for a path",
-                field=f"{role}.src",
-                pair=pair_id,
-                line=entries["src"].line,
-                index=index,
-            )
-        )
+        scope.add("is too long for a path", f"{role}.src", src_line)
     if not src:
         return None
     return ImageRef(
         src=src,
-        credit=_text(entries, "credit", role, pair_id, index, problems),
-        license=_text(entries, "license", role, pair_id, index, problems),
+        credit=_text(entries, "credit", role, scope),
+        license=_text(entries, "license", role, scope),
         url=url,
     )

@@ -13,7 +13,7 @@ import difflib
 import functools
 import math
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,10 +59,19 @@ AUTO_AIM = 0.25
 FACE_MEAN_CAP = 2.0
 
 
-def _p(default: Any, help: str, **meta: Any) -> Any:
-    """A dataclass field carrying its documentation and limits."""
-    meta["help"] = help
-    return field(default=default, metadata=meta)
+def _group(group: str) -> Callable[..., Any]:
+    """The field maker of one group of parameters (a section of the CLI's help): it makes a
+    dataclass field carrying its documentation and limits."""
+
+    def make(default: Any, help: str, **meta: Any) -> Any:
+        return field(default=default, metadata={"help": help, "group": group, **meta})
+
+    return make
+
+
+_method, _network, _schedule, _losses, _photo, _colour, _optimiser, _fast = map(
+    _group, ("method", "network", "schedule", "losses", "photo", "colour", "optimiser", "fast")
+)
 
 
 @dataclass(frozen=True)
@@ -70,7 +79,7 @@ class StyleParams:
     """Everything that decides what a style-transfer job produces."""
 
     # -- method ----------------------------------------------------------------------------
-    method: str = _p(
+    method: str = _method(
         "gatys",
         "How the painting is made: gatys optimises the image itself against the cover (Gatys "
         "et al.; seconds to minutes a pair); arbitrary runs Ghiasi et al.'s network, which "
@@ -78,239 +87,193 @@ class StyleParams:
         "network of the cover's own once (Dumoulin et al.'s, its normalisation learnt with "
         "the losses gatys uses), then paints any photo in a fraction of a second.",
         choices=METHODS,
-        group="method",
     )
-    style_strength: float = _p(
+    style_strength: float = _method(
         1.0,
         "How much of the cover's style (arbitrary, and init: arbitrary): the cover's style "
         "vector mixed with the photo's own, 0 the photo's, 1 the cover's.",
         min=0.0,
         max=1.0,
-        group="method",
     )
     # -- network ---------------------------------------------------------------------------
-    network: str = _p("vgg19", "Feature network.", choices=tuple(VGG_CONFIGS), group="network")
-    weights: str = _p(
+    network: str = _network("vgg19", "Feature network.", choices=tuple(VGG_CONFIGS))
+    weights: str = _network(
         "auto",
         "Weight set: caffe (Gatys' original VGG19), torchvision (retrained), auto "
         "(caffe for vgg19, torchvision for vgg16).",
         choices=("auto", "caffe", "torchvision"),
-        group="network",
     )
-    pooling: str = _p(
-        "max", "Pooling layers: max, or avg (smoother).", choices=("max", "avg"), group="network"
+    pooling: str = _network(
+        "max", "Pooling layers: max, or avg (smoother).", choices=("max", "avg")
     )
     # -- size and schedule -----------------------------------------------------------------
-    size: int = _p(512, "Long side of the result in pixels.", min=16, max=4096, group="schedule")
-    scales: int = _p(
+    size: int = _schedule(512, "Long side of the result in pixels.", min=16, max=4096)
+    scales: int = _schedule(
         2,
         "Number of scales, coarse to fine, from min_size up to size "
         "(1, or min_size ≥ size: a single scale).",
         min=1,
         max=8,
-        group="schedule",
     )
-    min_size: int | str = _p(
+    min_size: int | str = _schedule(
         AUTO,
         "Long side of the coarsest scale; auto: half the size, at most 256 px.",
         min=16,
         max=4096,
-        group="schedule",
     )
-    iterations: int = _p(200, "Iterations at the final scale.", min=1, max=100000, group="schedule")
-    coarse_iterations: int = _p(
-        50, "Iterations at each coarser scale.", min=0, max=100000, group="schedule"
-    )
-    tolerance: float = _p(
+    iterations: int = _schedule(200, "Iterations at the final scale.", min=1, max=100000)
+    coarse_iterations: int = _schedule(50, "Iterations at each coarser scale.", min=0, max=100000)
+    tolerance: float = _schedule(
         1e-3,
         "Early stop: end a scale when the loss improved by less than this fraction over "
         "the last `patience` iterations (0 disables).",
         min=0.0,
         max=1.0,
-        group="schedule",
     )
-    patience: int = _p(
-        25, "Iterations over which `tolerance` is judged.", min=1, max=10000, group="schedule"
-    )
+    patience: int = _schedule(25, "Iterations over which `tolerance` is judged.", min=1, max=10000)
     # -- losses ----------------------------------------------------------------------------
-    content_weight: float | str = _p(
+    content_weight: float | str = _losses(
         AUTO,
         "Weight of the content loss (keeps the photo); auto chooses it per pair, the lowest "
         "that keeps the subject recognisable, by painting a few candidates at the coarse scale "
         "and judging them (see quality).",
         min=0.0,
         max=1e6,
-        group="losses",
     )
-    style_weight: float = _p(
-        10.0,
-        "Weight of the style loss (takes the cover's texture).",
-        min=0.0,
-        max=1e6,
-        group="losses",
+    style_weight: float = _losses(
+        10.0, "Weight of the style loss (takes the cover's texture).", min=0.0, max=1e6
     )
-    tv_weight: float = _p(
-        0.002,
-        "Weight of the total-variation loss (smooths noise).",
-        min=0.0,
-        max=1e6,
-        group="losses",
+    tv_weight: float = _losses(
+        0.002, "Weight of the total-variation loss (smooths noise).", min=0.0, max=1e6
     )
-    content_layers: tuple[str, ...] = _p(
-        ("relu4_2",), "Layers whose features the content loss compares.", group="losses"
+    content_layers: tuple[str, ...] = _losses(
+        ("relu4_2",), "Layers whose features the content loss compares."
     )
-    content_layer_weights: tuple[float, ...] = _p(
-        (), "Relative weight per content layer (empty: equal).", min=0.0, group="losses"
+    content_layer_weights: tuple[float, ...] = _losses(
+        (), "Relative weight per content layer (empty: equal).", min=0.0
     )
-    style_layers: tuple[str, ...] = _p(
+    style_layers: tuple[str, ...] = _losses(
         ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
         "Layers whose statistics the style loss matches.",
-        group="losses",
     )
-    style_layer_weights: tuple[float, ...] = _p(
+    style_layer_weights: tuple[float, ...] = _losses(
         (),
         "Relative weight per style layer (empty: halving from the first layer to the last).",
         min=0.0,
-        group="losses",
     )
-    style_loss: str = _p(
+    style_loss: str = _losses(
         "gram",
         "Style statistics: gram (Gatys) or meancov (mean and covariance, Wasserstein-2).",
         choices=("gram", "meancov"),
-        group="losses",
     )
-    style_blend: tuple[float, ...] = _p(
-        (),
-        "Blend weight per style image when there are several (empty: equal).",
-        min=0.0,
-        group="losses",
+    style_blend: tuple[float, ...] = _losses(
+        (), "Blend weight per style image when there are several (empty: equal).", min=0.0
     )
-    style_scale: float = _p(
+    style_scale: float = _losses(
         1.0,
         "Size of the cover relative to the result: above 1 gives finer brush strokes, "
         "below 1 bigger ones.",
         min=0.1,
         max=4.0,
-        group="losses",
     )
-    protect_faces: bool = _p(
+    protect_faces: bool = _losses(
         True,
         "Detect faces in the photo (MTCNN) and multiply the content weight inside them by "
         "face_weight, so band members stay recognisable.",
-        group="losses",
     )
-    face_weight: float = _p(
+    face_weight: float = _losses(
         10.0,
         "Content-weight multiplier inside detected faces (with protect_faces); lowered when "
         "faces fill the frame, so the photo's mean weight stays at most twice the pair's.",
         min=1.0,
         max=100.0,
-        group="losses",
     )
-    content_regions: tuple[Region, ...] = _p(
+    content_regions: tuple[Region, ...] = _losses(
         (),
         "Rectangles `left,top,right,bottom,weight` (fractions of the image) whose content "
         "weight is multiplied by weight, e.g. to keep faces recognisable.",
-        group="losses",
     )
     # -- photographic mode ------------------------------------------------------------------
-    mode: str = _p(
+    mode: str = _photo(
         "artistic",
         "artistic paints the photo with the cover's brush marks; photo keeps a photograph and "
         "gives it the cover's light and colour (photorealism and smoothing on, see below).",
         choices=("artistic", "photo"),
-        group="photo",
     )
-    photorealism: float | str = _p(
+    photorealism: float | str = _photo(
         AUTO,
         "Weight of Deep Photo Style Transfer's regulariser (the photo's matting Laplacian): "
         "only locally affine colour changes of the photo pass. 0 turns it off; auto is 0 in "
         "artistic mode and the photo mode's default (docs/engine.md) in photo mode.",
         min=0.0,
         max=1e6,
-        group="photo",
     )
-    smoothing: str = _p(
+    smoothing: str = _photo(
         AUTO,
         "Finish with a guided filter of the result by the photo (He et al.), which re-imposes "
         "the photo's edges on the new colours: on, off, or auto (on in photo mode).",
         choices=(AUTO, "on", "off"),
-        group="photo",
     )
     # -- colour ----------------------------------------------------------------------------
-    preserve_color: str = _p(
+    preserve_color: str = _colour(
         "none",
         "Keep the photo's colours: luminance (transfer brightness only) or histogram "
         "(recolour the cover to the photo's palette first).",
         choices=("none", "luminance", "histogram"),
-        group="colour",
     )
     # -- optimiser -------------------------------------------------------------------------
-    optimizer: str = _p("lbfgs", "Optimiser.", choices=("lbfgs", "adam"), group="optimiser")
-    learning_rate: float = _p(
+    optimizer: str = _optimiser("lbfgs", "Optimiser.", choices=("lbfgs", "adam"))
+    learning_rate: float = _optimiser(
         0.02,
         "Adam step size in pixel units (0..1 images); L-BFGS takes unit steps.",
         min=1e-6,
         max=1.0,
-        group="optimiser",
     )
-    average: float = _p(
+    average: float = _optimiser(
         0.9,
         "Adam only: decay of the running average of iterates returned as the result "
         "(0 disables averaging).",
         min=0.0,
         max=0.9999,
-        group="optimiser",
     )
-    init: str = _p(
+    init: str = _optimiser(
         "content",
         "Starting image: content, style, noise, image (given), or arbitrary (the arbitrary "
         "method's painting, at style_strength).",
         choices=("content", "style", "noise", "image", "arbitrary"),
-        group="optimiser",
     )
-    seed: int = _p(
+    seed: int = _optimiser(
         0,
         "Random seed (noise init; the fast method's training crops); CPU runs with the same "
         "seed are identical.",
         min=0,
         max=2**31 - 1,
-        group="optimiser",
     )
     # -- fast: a network of the cover's own --------------------------------------------------
-    fast_iterations: int = _p(
+    fast_iterations: int = _fast(
         300,
         "Training steps of a cover's network (fast); trained once per cover and recipe, then "
         "kept in the cache.",
         min=1,
         max=100000,
-        group="fast",
     )
-    fast_size: int = _p(
-        256,
-        "Side of the square training crops (fast).",
-        min=64,
-        max=1024,
-        group="fast",
-    )
-    fast_batch: int = _p(
+    fast_size: int = _fast(256, "Side of the square training crops (fast).", min=64, max=1024)
+    fast_batch: int = _fast(
         1,
         "Training crops per step (fast); more crops a step: a steadier training that costs "
         "as many times longer.",
         min=1,
         max=64,
-        group="fast",
     )
-    fast_learning_rate: float = _p(
-        0.02, "Adam step size of the training (fast).", min=1e-6, max=1.0, group="fast"
+    fast_learning_rate: float = _fast(
+        0.02, "Adam step size of the training (fast).", min=1e-6, max=1.0
     )
-    fast_train: str = _p(
+    fast_train: str = _fast(
         "norm",
         "What a cover's network learns (fast): norm, its instance-normalisation scales and "
         "shifts alone (convolutions frozen, as Dumoulin et al. and Magenta's fine-tuning do), "
         "or all weights.",
         choices=("norm", "all"),
-        group="fast",
     )
 
     def replace(self, **changes: Any) -> StyleParams:
@@ -350,8 +313,7 @@ class StyleParams:
         return _normalised(raw)
 
     def resolved_content_layer_weights(self) -> list[float]:
-        raw = self.content_layer_weights or (1.0,) * len(self.content_layers)
-        return _normalised(raw)
+        return _normalised(self.content_layer_weights or (1.0,) * len(self.content_layers))
 
 
 def _normalised(values: tuple[float, ...]) -> list[float]:
@@ -410,30 +372,17 @@ _KINDS = {
 def param_specs() -> tuple[ParamSpec, ...]:
     """One spec per StyleParams field, in declaration order."""
     hints = typing.get_type_hints(StyleParams, globalns={"Region": Region, **globals()})
-    specs = []
-    for f in dataclasses.fields(StyleParams):
-        meta = f.metadata
-        specs.append(
-            ParamSpec(
-                name=f.name,
-                kind=_KINDS[hints[f.name]],
-                default=f.default,
-                help=meta["help"],
-                group=meta.get("group", ""),
-                choices=meta.get("choices"),
-                min=meta.get("min"),
-                max=meta.get("max"),
-            )
-        )
-    return tuple(specs)
+    return tuple(
+        ParamSpec(f.name, _KINDS[hints[f.name]], f.default, **f.metadata)
+        for f in dataclasses.fields(StyleParams)
+    )
 
 
 def spec(name: str) -> ParamSpec:
     for s in param_specs():
         if s.name == name:
             return s
-    names = [s.name for s in param_specs()]
-    close = difflib.get_close_matches(name, names, n=1)
+    close = difflib.get_close_matches(name, [s.name for s in param_specs()], n=1)
     raise ParameterError(
         name,
         "unknown parameter",
@@ -532,38 +481,29 @@ def _coerce_kind(kind: str, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() == AUTO:
             return AUTO
         return _coerce_kind(kind.removesuffix("_or_auto"), value)
-    if kind == "int":
+    if kind in ("int", "float"):
+        expected = "expected a whole number" if kind == "int" else "expected a number"
         if isinstance(value, bool):
-            raise TypeError("expected a whole number, not true/false")
-        if isinstance(value, float) and not value.is_integer():
-            raise ValueError("expected a whole number")
+            raise TypeError(f"{expected}, not true/false")
         if not isinstance(value, int | float | str):
-            raise TypeError("expected a whole number")
+            raise TypeError(expected)
+        if kind == "int" and isinstance(value, float) and not value.is_integer():
+            raise ValueError(expected)
         try:
-            return int(value)
+            number = int(value) if kind == "int" else float(value)
         except ValueError:
-            raise ValueError("expected a whole number") from None
-    if kind == "float":
-        if isinstance(value, bool):
-            raise TypeError("expected a number, not true/false")
-        if not isinstance(value, int | float | str):
-            raise TypeError("expected a number")
-        try:
-            number = float(value)
-        except ValueError:
-            raise ValueError("expected a number") from None
-        if not math.isfinite(number):
+            raise ValueError(expected) from None
+        if kind == "float" and not math.isfinite(number):
             raise ValueError("expected a finite number")
         return number
     if kind == "str":
         if not isinstance(value, str):
             raise TypeError("expected text")
         return value
-    if kind in ("str_list", "float_list"):
-        items = _split(value, ",")
-        if kind == "str_list":
-            return tuple(str(v).strip() for v in items)
-        return tuple(_coerce_kind("float", v) for v in items)
+    if kind == "str_list":
+        return tuple(str(v).strip() for v in _split(value, ","))
+    if kind == "float_list":
+        return tuple(_coerce_kind("float", v) for v in _split(value, ","))
     if kind == "regions":
         regions = []
         for region in _split(value, ";"):
@@ -588,23 +528,22 @@ def _check_range(s: ParamSpec, value: Any) -> None:
         close = difflib.get_close_matches(str(value), s.choices, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"use one of {', '.join(s.choices)}"
         raise ParameterError(s.name, f"{value!r} is not a choice", hint)
-    numbers = value if isinstance(value, tuple) and s.kind == "float_list" else (value,)
-    if s.kind.endswith("_or_auto") and value == AUTO:
+    if value == AUTO:  # a choice (checked above) or an `_or_auto` number's auto
         return
-    if s.kind in ("int", "float", "float_list") or s.kind.endswith("_or_auto"):
-        for number in numbers:
-            if s.min is not None and number < s.min:
-                raise ParameterError(
-                    s.name,
-                    f"{format_number(number)} is below the minimum {format_number(s.min)}",
-                    f"use a value of at least {format_number(s.min)}",
-                )
-            if s.max is not None and number > s.max:
-                raise ParameterError(
-                    s.name,
-                    f"{format_number(number)} is above the maximum {format_number(s.max)}",
-                    f"use a value of at most {format_number(s.max)}",
-                )
+    # Only numbers (int, float, float_list and their _or_auto) have limits.
+    for number in value if s.kind == "float_list" else (value,):
+        if s.min is not None and number < s.min:
+            raise ParameterError(
+                s.name,
+                f"{format_number(number)} is below the minimum {format_number(s.min)}",
+                f"use a value of at least {format_number(s.min)}",
+            )
+        if s.max is not None and number > s.max:
+            raise ParameterError(
+                s.name,
+                f"{format_number(number)} is above the maximum {format_number(s.max)}",
+                f"use a value of at most {format_number(s.max)}",
+            )
 
 
 class ParameterErrors(ParameterError):
@@ -612,8 +551,7 @@ class ParameterErrors(ParameterError):
 
     def __init__(self, errors: list[ParameterError]):
         self.errors = errors
-        first = errors[0]
-        super().__init__(first.field, "; ".join(str(e) for e in errors))
+        super().__init__(errors[0].field, "; ".join(str(e) for e in errors))
 
 
 def from_mapping(values: Mapping[str, Any], base: StyleParams | None = None) -> StyleParams:
@@ -628,8 +566,7 @@ def from_mapping(values: Mapping[str, Any], base: StyleParams | None = None) -> 
     if errors:
         raise ParameterErrors(errors)
     params = dataclasses.replace(base or StyleParams(), **coerced)
-    errors = check(params)
-    if errors:
+    if errors := check(params):
         raise ParameterErrors(errors)
     return params
 
@@ -638,9 +575,8 @@ def check(params: StyleParams) -> list[ParameterError]:
     """Cross-field checks that single values cannot catch."""
     errors: list[ParameterError] = []
     for name in ("content_layers", "style_layers"):
-        layers = getattr(params, name)
         try:
-            check_layers(params.network, layers, name)
+            check_layers(params.network, getattr(params, name), name)
         except ParameterError as exc:
             errors.append(exc)
     if not params.style_layers:
@@ -710,32 +646,30 @@ def check_image_sizes(
                 f"use size {least} or more for this photo",
             )
         return
-    need = smallest_side(params.network, [*params.content_layers, *params.style_layers])
-    deepest = deepest_layer(params.network, [*params.content_layers, *params.style_layers])
+    layers = [*params.content_layers, *params.style_layers]
+    need = smallest_side(params.network, layers)
+    deepest = deepest_layer(params.network, layers)
     sizes = params.scale_sizes()
     probe = probe_long_side(params)
     for long_side in [*sizes, *([probe] if probe not in (None, *sizes) else [])]:
         width, height = fit_long_side(*content_size, long_side)
+        scale_field = "size" if long_side == params.size else "min_size"
         if min(width, height) < need:
-            if long_side == probe and long_side not in sizes:
-                field = "content_weight"  # auto: its candidates are painted at half the size
-            else:
-                field = "size" if long_side == params.size else "min_size"
             least = math.ceil(need * max(content_size) / min(content_size))
-            if field == "content_weight":
+            if long_side not in sizes:  # the probe of content_weight: auto, at half the size
                 raise ParameterError(
-                    field,
+                    "content_weight",
                     f"auto paints its candidates at {long_side} px, where the photo "
                     f"({content_size[0]}×{content_size[1]}) becomes {width}×{height}, too small "
                     f"for the network: its layer {deepest} needs {need} px on the shorter side",
                     f"use size {2 * least} or more, or a fixed content_weight (e.g. 2)",
                 )
             raise ParameterError(
-                field,
+                scale_field,
                 f"at {long_side} px the photo ({content_size[0]}×{content_size[1]}) becomes "
                 f"{width}×{height}, too small for the network: its layer {deepest} needs "
                 f"{need} px on the shorter side",
-                f"use {field} {least} or more for this photo",
+                f"use {scale_field} {least} or more for this photo",
             )
         style_long = max(8, round(max(width, height) * params.style_scale))
         for style in style_sizes:
@@ -746,7 +680,7 @@ def check_image_sizes(
                     field = "style_scale"
                     least = math.ceil(100 * cover_long / max(width, height)) / 100
                 else:
-                    field = "size" if long_side == params.size else "min_size"
+                    field = scale_field
                     least = math.ceil(cover_long / params.style_scale)
                 raise ParameterError(
                     field,
@@ -836,10 +770,6 @@ def recipe_versions(params: StyleParams) -> dict[str, str]:
 # the iterations never repaints an arbitrary painting, and a Gatys painting keeps the key it
 # had before the feed-forward methods existed (method and style_strength join it only when
 # they matter to it).
-_GATYS_ONLY = frozenset(
-    ("scales", "min_size", "iterations", "coarse_iterations", "tolerance", "patience",
-     "photorealism", "optimizer", "learning_rate", "average", "init")
-)  # fmt: skip
 _VGG_LOSSES = frozenset(
     ("network", "weights", "pooling", "content_weight", "style_weight", "tv_weight",
      "content_layers", "content_layer_weights", "style_layers", "style_layer_weights",
@@ -864,18 +794,13 @@ def used_params(params: StyleParams) -> frozenset[str]:
     unused = {"method", "style_strength", *_FAST_ONLY}
     if params.init == "arbitrary":
         unused.discard("style_strength")
-    return frozenset(name for name in _field_names() if name not in unused)
+    return frozenset(StyleParams.__dataclass_fields__).difference(unused)
 
 
 def key_values(params: StyleParams) -> dict[str, Any]:
     """``params.to_dict()`` less what does not decide the painting (``used_params``)."""
     used = used_params(params)
     return {name: value for name, value in params.to_dict().items() if name in used}
-
-
-@functools.cache
-def _field_names() -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(StyleParams))
 
 
 def probe_long_side(params: StyleParams) -> int | None:
