@@ -34,22 +34,14 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import CovergenError
 from ..plan import Job
-from .contract import (
-    DevicesHere,
-    ExecutorSettings,
-    OutcomeSink,
-    SchedulerEvents,
-    batch_limit,
-    make_batches,
-)
-from .ledger import RETRIES, Finished, JobLedger, Message, MessageEvents, job_id
+from .contract import DevicesHere, ExecutorSettings, batch_limit, make_batches
+from .ledger import RETRIES, Finished, JobLedger, LedgerExecutor, Message, MessageEvents, job_id
 from .painter import BytesInputs, EngineFactory, Painter
 
 # How long stopped workers get to hand back their cancelled jobs before they are ended.
@@ -62,7 +54,6 @@ IDLE = "idle"  # a worker's last word on a batch: it is ready for the next one
 
 
 def work(
-    name: str,
     device: str,
     settings: ExecutorSettings,
     engine_factory: EngineFactory | None,
@@ -80,10 +71,7 @@ def work(
     # Ctrl-C reaches the whole process group: the driver hears it and tells us by ``cancel``.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     inputs: dict[str, bytes] = {}  # replaced in place per batch; the painter keeps its engine
-    if engine_factory is None:
-        painter = Painter.from_settings(settings, BytesInputs(inputs))
-    else:
-        painter = Painter(BytesInputs(inputs), engine_factory)
+    painter = Painter.from_settings(settings, BytesInputs(inputs), engine_factory)
     events = MessageEvents(outbox.put)
     while (task := inbox.get()) is not None:
         jobs, data = task
@@ -140,7 +128,7 @@ class _Worker:
 
 
 @dataclass
-class ProcessExecutor(DevicesHere):
+class ProcessExecutor(DevicesHere, LedgerExecutor):
     """One worker process per device, fed pickled jobs and their input bytes.
 
     ``engine_factory`` (picklable: a module-level callable) replaces the real engine in
@@ -158,18 +146,8 @@ class ProcessExecutor(DevicesHere):
     def prepare(self) -> list[str]:
         return [f"process{i}:{device}" for i, device in enumerate(self.devices_here())]
 
-    def run(
-        self,
-        jobs: Sequence[Job],
-        on_outcome: OutcomeSink,
-        events: SchedulerEvents | None,
-        stop: threading.Event,
-    ) -> bool:
-        names = self.prepare()
-        context = multiprocessing.get_context("spawn")
-        cancel = context.Event()
-        workers = [_Worker(n, d) for n, d in zip(names, self._devices, strict=True)]
-        run = _Run(self, context, cancel, workers, jobs, on_outcome, events, stop)
+    def paint(self, ledger: JobLedger) -> bool:
+        run = _Run(self, ledger)
         try:
             return run.loop()
         finally:
@@ -179,26 +157,18 @@ class ProcessExecutor(DevicesHere):
 class _Run:
     """One run's driver loop over the worker processes."""
 
-    def __init__(
-        self,
-        executor: ProcessExecutor,
-        context: Any,
-        cancel: Any,
-        workers: list[_Worker],
-        jobs: Sequence[Job],
-        on_outcome: OutcomeSink,
-        events: SchedulerEvents | None,
-        stop: threading.Event,
-    ):
+    def __init__(self, executor: ProcessExecutor, ledger: JobLedger):
         from ..sources import ImageStore
 
-        self.executor, self.context, self.cancel = executor, context, cancel
+        names = executor.prepare()
+        workers = [_Worker(n, d) for n, d in zip(names, executor._devices, strict=True)]
+        self.executor, self.ledger, self.stop = executor, ledger, ledger.stop
+        self.context = multiprocessing.get_context("spawn")
+        self.cancel = self.context.Event()
         self.workers = {w.name: w for w in workers}
-        self.ledger = JobLedger(jobs, on_outcome, events, stop, executor.retries)
-        self.stop = stop
         self.store = ImageStore(Path(executor.settings.cache_dir) / "images")
         size = batch_limit([w.device for w in workers], executor.settings.max_batch)
-        self.batches = deque(make_batches(jobs, size))
+        self.batches = deque(make_batches(ledger.jobs, size))
         self.stopped_at: float | None = None
         self.checked_at = time.monotonic()
         for worker in workers:
@@ -234,9 +204,7 @@ class _Run:
         end = time.monotonic() + timeout
         while True:
             got = False
-            for worker in list(self.workers.values()):
-                if worker.outbox is None:
-                    continue
+            for worker in self.workers.values():
                 try:
                     message: Message | str = worker.outbox.get_nowait()
                 except queue.Empty:
@@ -255,13 +223,11 @@ class _Run:
         # follows (see die_with_driver): that thread outlives its workers (``close``).
         worker.inbox = self.context.Queue()
         worker.outbox = self.context.Queue()
-        settings = self.executor.settings
         worker.process = self.context.Process(
             target=work,
             args=(
-                worker.name,
                 worker.device,
-                settings,
+                self.executor.settings,
                 self.executor.engine_factory,
                 worker.inbox,
                 worker.outbox,
