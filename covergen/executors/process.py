@@ -161,17 +161,16 @@ class _Run:
         from ..sources import ImageStore
 
         names = executor.prepare()
-        workers = [_Worker(n, d) for n, d in zip(names, executor._devices, strict=True)]
+        self.workers = [_Worker(n, d) for n, d in zip(names, executor._devices, strict=True)]
         self.executor, self.ledger, self.stop = executor, ledger, ledger.stop
         self.context = multiprocessing.get_context("spawn")
         self.cancel = self.context.Event()
-        self.workers = {w.name: w for w in workers}
         self.store = ImageStore(Path(executor.settings.cache_dir) / "images")
-        size = batch_limit([w.device for w in workers], executor.settings.max_batch)
+        size = batch_limit(executor._devices, executor.settings.max_batch)
         self.batches = deque(make_batches(ledger.jobs, size))
         self.stopped_at: float | None = None
         self.checked_at = time.monotonic()
-        for worker in workers:
+        for worker in self.workers:
             self._start(worker)
 
     def loop(self) -> bool:
@@ -181,8 +180,7 @@ class _Run:
                 self.cancel.set()  # the engines stop at their next iteration
             if self.stopped_at is None:
                 self._dispatch()
-            busy = [w for w in self.workers.values() if w.batch is not None]
-            if not busy:
+            if all(w.batch is None for w in self.workers):
                 if self.batches and not self.stop.is_set():  # no worker left to paint them
                     error = (
                         f"every worker process died {self.executor.restarts + 1} times; "
@@ -204,7 +202,7 @@ class _Run:
         end = time.monotonic() + timeout
         while True:
             got = False
-            for worker in self.workers.values():
+            for worker in self.workers:
                 try:
                     message: Message | str = worker.outbox.get_nowait()
                 except queue.Empty:
@@ -240,7 +238,7 @@ class _Run:
         worker.process.start()
 
     def _dispatch(self) -> None:
-        for worker in self.workers.values():
+        for worker in self.workers:
             if worker.batch is None and worker.process is not None and self.batches:
                 batch = self.batches.popleft()
                 try:
@@ -259,9 +257,7 @@ class _Run:
 
     def _check_alive(self) -> None:
         """A worker that died fails its batch's unfinished jobs; another takes its place."""
-        dead = [
-            w for w in self.workers.values() if w.process is not None and not w.process.is_alive()
-        ]
+        dead = [w for w in self.workers if w.process is not None and not w.process.is_alive()]
         if not dead:
             return
         # What it sent before it died comes first (it may finish the batch); the others may
@@ -284,11 +280,11 @@ class _Run:
 
     def close(self) -> None:
         """Ask every worker to quit, and end those that do not within a few seconds."""
-        for worker in self.workers.values():
+        for worker in self.workers:
             if worker.process is not None and worker.process.is_alive():
                 worker.inbox.put(None)
         deadline = time.monotonic() + 5
-        for worker in self.workers.values():
+        for worker in self.workers:
             if worker.process is None:
                 continue
             worker.process.join(max(0.0, deadline - time.monotonic()))
