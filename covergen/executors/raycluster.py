@@ -776,10 +776,17 @@ def probe_address(address: str) -> None:
     into this machine's network address, and ``auto`` into the cluster it finds. Where Ray
     cannot say, the address is left to ``ray.init``.
     """
-    dialled = _dialled_address(address)
-    if dialled is None:
+    if "://" in address:  # the Ray Client: not supported, and Ray says so
         return
-    host, _, port = dialled.rpartition(":")
+    try:  # Ray's own rule, so that the port tried is the one Ray connects to
+        from ray._private.services import canonicalize_bootstrap_address
+
+        dialled = canonicalize_bootstrap_address(address) or ""
+    except Exception:  # not this Ray's API, or an address it cannot read: the text as given
+        dialled = address
+    host, sep, port = dialled.rpartition(":")
+    if not (sep and host and port.isdigit()):
+        return
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT):
             pass
@@ -794,22 +801,6 @@ def probe_address(address: str) -> None:
             field="ray_address",
             hint=ADDRESS_HINT,
         ) from None
-
-
-def _dialled_address(address: str) -> str | None:
-    """``host:port`` as ray.init will dial it, or None when that cannot be told."""
-    if "://" in address:  # the Ray Client: not supported, and Ray says so
-        return None
-    try:  # Ray's own rule, so that the port tried is the one Ray connects to
-        from ray._private.services import canonicalize_bootstrap_address
-
-        dialled = canonicalize_bootstrap_address(address)
-    except Exception:  # not this Ray's API, or an address it cannot read: the text as given
-        dialled = address
-    if not dialled:
-        return None
-    host, sep, port = dialled.rpartition(":")
-    return dialled if sep and host and port.isdigit() else None
 
 
 def start_local_ray(**resources: Any) -> LocalRay:
