@@ -172,3 +172,22 @@ class JobLedger:
             why = "interrupted" if sent else "stopped before it started"
             self.report(JobOutcome(job, "cancelled", error=why))
         return not self.stop.is_set()
+
+
+class LedgerExecutor:
+    """The Executor protocol's ``run`` for executors that keep their books in a
+    ``JobLedger``: ``paint`` runs the ledger's jobs and returns ``ledger.close()``."""
+
+    retries: int = RETRIES
+
+    def run(
+        self,
+        jobs: Sequence[Job],
+        on_outcome: OutcomeSink,
+        events: SchedulerEvents | None,
+        stop: threading.Event,
+    ) -> bool:
+        return self.paint(JobLedger(jobs, on_outcome, events, stop, self.retries))
+
+    def paint(self, ledger: JobLedger) -> bool:
+        raise NotImplementedError

@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
-from collections.abc import Sequence
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..plan import Job
-from .contract import (
-    DevicesHere,
-    ExecutorSettings,
-    JobOutcome,
-    OutcomeSink,
-    SchedulerEvents,
-    batch_limit,
-    make_batches,
-)
-from .ledger import JobLedger
+from .contract import DevicesHere, ExecutorSettings, JobOutcome, batch_limit, make_batches
+from .ledger import JobLedger, LedgerExecutor
 
 if TYPE_CHECKING:
     from .painter import Painter
 
 
 @dataclass
-class LocalExecutor(DevicesHere):
+class LocalExecutor(DevicesHere, LedgerExecutor):
     """Worker threads on this machine, one per device, each painting whole batches.
 
     ``painter`` (made on first use when not given) holds the engines; tests pass one with a
@@ -42,13 +34,7 @@ class LocalExecutor(DevicesHere):
     def prepare(self) -> list[str]:
         return self.devices_here()
 
-    def run(
-        self,
-        jobs: Sequence[Job],
-        on_outcome: OutcomeSink,
-        events: SchedulerEvents | None,
-        stop: threading.Event,
-    ) -> bool:
+    def paint(self, ledger: JobLedger) -> bool:
         if self.painter is None:
             from .painter import Painter, StoreInputs  # the engine: torch, when painting starts
 
@@ -56,36 +42,24 @@ class LocalExecutor(DevicesHere):
                 self.settings, StoreInputs(self.settings.cache_dir)
             )
         painter = self.painter
-        devices = self.prepare()
-        batches: queue.Queue[list[Job]] = queue.Queue()
-        for batch in make_batches(jobs, batch_limit(devices, self.settings.max_batch)):
-            batches.put(batch)
+        devices, events, stop = self.prepare(), ledger.events, ledger.stop
+        # A deque's popleft is atomic: the workers share it without a lock.
+        batches = deque(make_batches(ledger.jobs, batch_limit(devices, self.settings.max_batch)))
         outcomes: queue.Queue[JobOutcome | None] = queue.Queue()
 
         def work(device: str) -> None:
             try:
-                while not stop.is_set():
-                    try:
-                        batch = batches.get_nowait()
-                    except queue.Empty:
-                        return
-                    for outcome in painter.run_batch(device, batch, events, stop):
-                        outcomes.put(outcome)
+                with contextlib.suppress(IndexError):  # no batch left
+                    while not stop.is_set():
+                        batch = batches.popleft()
+                        for outcome in painter.run_batch(device, batch, events, stop):
+                            outcomes.put(outcome)
             finally:
                 outcomes.put(None)
 
-        workers = [
-            threading.Thread(target=work, args=(d,), name=f"covergen-{d}", daemon=True)
-            for d in devices
-        ]
-        for worker in workers:
-            worker.start()
-        ledger = JobLedger(jobs, on_outcome, events, stop)
-        finished = 0
-        while finished < len(workers):
-            item = outcomes.get()
-            if item is None:
-                finished += 1
-            else:
-                ledger.report(item)
+        for d in devices:
+            threading.Thread(target=work, args=(d,), name=f"covergen-{d}", daemon=True).start()
+        for _ in devices:  # until every worker has said None
+            for outcome in iter(outcomes.get, None):
+                ledger.report(outcome)
         return ledger.close()

@@ -8,6 +8,7 @@ every executor encodes the very same PNG bytes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import time
@@ -73,15 +74,16 @@ class Painter:
     _engines: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_settings(cls, settings: ExecutorSettings, inputs: Inputs) -> Painter:
-        from ..featurecache import FeatureCache
+    def from_settings(
+        cls, settings: ExecutorSettings, inputs: Inputs, engine_factory: EngineFactory | None = None
+    ) -> Painter:
+        """A painter with the real engines, or ``engine_factory``'s (a stand-in's) if given."""
+        if engine_factory is None:
+            from ..featurecache import FeatureCache
 
-        features = FeatureCache(Path(settings.cache_dir) / "features")
-
-        def factory(device: str) -> Engine:
-            return make_engine(device, settings, features)
-
-        return cls(inputs, factory)
+            features = FeatureCache(Path(settings.cache_dir) / "features")
+            engine_factory = functools.partial(make_engine, settings=settings, targets=features)
+        return cls(inputs, engine_factory)
 
     def engine(self, device: str) -> Any:
         if device not in self._engines:
@@ -127,10 +129,7 @@ class Painter:
                 for job in batch
             ]
         except Exception as exc:
-            if len(batch) > 1:
-                yield None, [(device, [job]) for job in batch]
-            else:
-                yield JobOutcome(batch[0], "failed", device=device, error=_message(exc)), []
+            yield _one_by_one_or_failed(device, batch, exc)
             return
         if events is not None:
             events.batch_started(device, batch)
@@ -156,19 +155,7 @@ class Painter:
                 if device != "cpu":
                     yield None, [("cpu", batch)]
                     return
-            if len(batch) > 1:  # find the job that fails; the others still run
-                yield None, [(device, [job]) for job in batch]
-                return
-            yield (
-                JobOutcome(
-                    batch[0],
-                    "failed",
-                    device=device,
-                    error=_message(exc),
-                    seconds=time.perf_counter() - start,
-                ),
-                [],
-            )
+            yield _one_by_one_or_failed(device, batch, exc, time.perf_counter() - start)
             return
         for job, result in zip(batch, results, strict=True):
             losses = result.losses
@@ -192,6 +179,16 @@ class Painter:
                 ),
                 [],
             )
+
+
+def _one_by_one_or_failed(
+    device: str, batch: list[Job], exc: Exception, seconds: float = 0.0
+) -> tuple[JobOutcome | None, list[tuple[str, list[Job]]]]:
+    """A batch that failed: its jobs tried again one by one, to find the job that fails while
+    the others still run; a single job fails with ``exc``."""
+    if len(batch) > 1:
+        return None, [(device, [job]) for job in batch]
+    return JobOutcome(batch[0], "failed", device=device, error=_message(exc), seconds=seconds), []
 
 
 def make_engine(device: str, settings: ExecutorSettings, targets: TargetCache | None) -> Engine:

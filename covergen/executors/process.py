@@ -34,22 +34,14 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import CovergenError
 from ..plan import Job
-from .contract import (
-    DevicesHere,
-    ExecutorSettings,
-    OutcomeSink,
-    SchedulerEvents,
-    batch_limit,
-    make_batches,
-)
-from .ledger import RETRIES, Finished, JobLedger, Message, MessageEvents, job_id
+from .contract import DevicesHere, ExecutorSettings, batch_limit, make_batches
+from .ledger import RETRIES, Finished, JobLedger, LedgerExecutor, Message, MessageEvents, job_id
 from .painter import BytesInputs, EngineFactory, Painter
 
 # How long stopped workers get to hand back their cancelled jobs before they are ended.
@@ -62,7 +54,6 @@ IDLE = "idle"  # a worker's last word on a batch: it is ready for the next one
 
 
 def work(
-    name: str,
     device: str,
     settings: ExecutorSettings,
     engine_factory: EngineFactory | None,
@@ -80,10 +71,7 @@ def work(
     # Ctrl-C reaches the whole process group: the driver hears it and tells us by ``cancel``.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     inputs: dict[str, bytes] = {}  # replaced in place per batch; the painter keeps its engine
-    if engine_factory is None:
-        painter = Painter.from_settings(settings, BytesInputs(inputs))
-    else:
-        painter = Painter(BytesInputs(inputs), engine_factory)
+    painter = Painter.from_settings(settings, BytesInputs(inputs), engine_factory)
     events = MessageEvents(outbox.put)
     while (task := inbox.get()) is not None:
         jobs, data = task
@@ -140,7 +128,7 @@ class _Worker:
 
 
 @dataclass
-class ProcessExecutor(DevicesHere):
+class ProcessExecutor(DevicesHere, LedgerExecutor):
     """One worker process per device, fed pickled jobs and their input bytes.
 
     ``engine_factory`` (picklable: a module-level callable) replaces the real engine in
@@ -158,18 +146,8 @@ class ProcessExecutor(DevicesHere):
     def prepare(self) -> list[str]:
         return [f"process{i}:{device}" for i, device in enumerate(self.devices_here())]
 
-    def run(
-        self,
-        jobs: Sequence[Job],
-        on_outcome: OutcomeSink,
-        events: SchedulerEvents | None,
-        stop: threading.Event,
-    ) -> bool:
-        names = self.prepare()
-        context = multiprocessing.get_context("spawn")
-        cancel = context.Event()
-        workers = [_Worker(n, d) for n, d in zip(names, self._devices, strict=True)]
-        run = _Run(self, context, cancel, workers, jobs, on_outcome, events, stop)
+    def paint(self, ledger: JobLedger) -> bool:
+        run = _Run(self, ledger)
         try:
             return run.loop()
         finally:
@@ -179,29 +157,20 @@ class ProcessExecutor(DevicesHere):
 class _Run:
     """One run's driver loop over the worker processes."""
 
-    def __init__(
-        self,
-        executor: ProcessExecutor,
-        context: Any,
-        cancel: Any,
-        workers: list[_Worker],
-        jobs: Sequence[Job],
-        on_outcome: OutcomeSink,
-        events: SchedulerEvents | None,
-        stop: threading.Event,
-    ):
+    def __init__(self, executor: ProcessExecutor, ledger: JobLedger):
         from ..sources import ImageStore
 
-        self.executor, self.context, self.cancel = executor, context, cancel
-        self.workers = {w.name: w for w in workers}
-        self.ledger = JobLedger(jobs, on_outcome, events, stop, executor.retries)
-        self.stop = stop
+        names = executor.prepare()
+        self.workers = [_Worker(n, d) for n, d in zip(names, executor._devices, strict=True)]
+        self.executor, self.ledger, self.stop = executor, ledger, ledger.stop
+        self.context = multiprocessing.get_context("spawn")
+        self.cancel = self.context.Event()
         self.store = ImageStore(Path(executor.settings.cache_dir) / "images")
-        size = batch_limit([w.device for w in workers], executor.settings.max_batch)
-        self.batches = deque(make_batches(jobs, size))
+        size = batch_limit(executor._devices, executor.settings.max_batch)
+        self.batches = deque(make_batches(ledger.jobs, size))
         self.stopped_at: float | None = None
         self.checked_at = time.monotonic()
-        for worker in workers:
+        for worker in self.workers:
             self._start(worker)
 
     def loop(self) -> bool:
@@ -211,8 +180,7 @@ class _Run:
                 self.cancel.set()  # the engines stop at their next iteration
             if self.stopped_at is None:
                 self._dispatch()
-            busy = [w for w in self.workers.values() if w.batch is not None]
-            if not busy:
+            if all(w.batch is None for w in self.workers):
                 if self.batches and not self.stop.is_set():  # no worker left to paint them
                     error = (
                         f"every worker process died {self.executor.restarts + 1} times; "
@@ -234,9 +202,7 @@ class _Run:
         end = time.monotonic() + timeout
         while True:
             got = False
-            for worker in list(self.workers.values()):
-                if worker.outbox is None:
-                    continue
+            for worker in self.workers:
                 try:
                     message: Message | str = worker.outbox.get_nowait()
                 except queue.Empty:
@@ -255,13 +221,11 @@ class _Run:
         # follows (see die_with_driver): that thread outlives its workers (``close``).
         worker.inbox = self.context.Queue()
         worker.outbox = self.context.Queue()
-        settings = self.executor.settings
         worker.process = self.context.Process(
             target=work,
             args=(
-                worker.name,
                 worker.device,
-                settings,
+                self.executor.settings,
                 self.executor.engine_factory,
                 worker.inbox,
                 worker.outbox,
@@ -274,7 +238,7 @@ class _Run:
         worker.process.start()
 
     def _dispatch(self) -> None:
-        for worker in self.workers.values():
+        for worker in self.workers:
             if worker.batch is None and worker.process is not None and self.batches:
                 batch = self.batches.popleft()
                 try:
@@ -293,9 +257,7 @@ class _Run:
 
     def _check_alive(self) -> None:
         """A worker that died fails its batch's unfinished jobs; another takes its place."""
-        dead = [
-            w for w in self.workers.values() if w.process is not None and not w.process.is_alive()
-        ]
+        dead = [w for w in self.workers if w.process is not None and not w.process.is_alive()]
         if not dead:
             return
         # What it sent before it died comes first (it may finish the batch); the others may
@@ -318,11 +280,11 @@ class _Run:
 
     def close(self) -> None:
         """Ask every worker to quit, and end those that do not within a few seconds."""
-        for worker in self.workers.values():
+        for worker in self.workers:
             if worker.process is not None and worker.process.is_alive():
                 worker.inbox.put(None)
         deadline = time.monotonic() + 5
-        for worker in self.workers.values():
+        for worker in self.workers:
             if worker.process is None:
                 continue
             worker.process.join(max(0.0, deadline - time.monotonic()))

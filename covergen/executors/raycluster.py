@@ -34,7 +34,7 @@ while this one waits at most ``connect_timeout`` seconds, Ctrl-C and SIGTERM inc
 2.60 tries a cluster that does not answer 20 times, some 40 s each (about 14 minutes), and
 hears a signal only between tries.
 
-A local instance covergen starts is watched by a small process of its own (``_Watchdog``):
+A local instance covergen starts is watched by a small process of its own (``LocalRay``):
 when the driver ends, however it ends (SIGKILL included), it ends every process of that
 instance still running (raylet, GCS, agents, workers), recognised by the instance's session
 folder, which they hold open; never another instance's, nor another user's.
@@ -60,8 +60,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,15 +70,16 @@ from ..errors import CovergenError
 from ..nst import ENGINE_VERSION, device_kind
 from ..plan import Job
 from ..stopping import Stopped
-from .contract import (
-    ExecutorSettings,
-    JobOutcome,
-    OutcomeSink,
-    SchedulerEvents,
-    batch_limit,
-    make_batches,
+from .contract import ExecutorSettings, JobOutcome, batch_limit, make_batches
+from .ledger import (
+    RETRIES,
+    BatchFailed,
+    Finished,
+    JobLedger,
+    LedgerExecutor,
+    Message,
+    MessageEvents,
 )
-from .ledger import RETRIES, BatchFailed, Finished, JobLedger, Message, MessageEvents
 from .painter import BytesInputs, EngineFactory, Painter
 
 RAY_HINT = "pip install 'covergen[ray]'"
@@ -127,17 +128,12 @@ class PaintingWorker:
         self.progress_interval = progress_interval
         # Replaced in place for every batch: the painter keeps its engines between batches.
         self._inputs: dict[str, bytes] = {}
-        if engine_factory is None:
-            cache = Path(worker_cache) if worker_cache else _node_cache()
-            local = dataclasses.replace(settings, cache_dir=cache)
-            self.painter = Painter.from_settings(local, BytesInputs(self._inputs))
-        else:
-            self.painter = Painter(BytesInputs(self._inputs), engine_factory)
+        cache = Path(worker_cache) if worker_cache else _node_cache()
+        local = dataclasses.replace(settings, cache_dir=cache)
+        self.painter = Painter.from_settings(local, BytesInputs(self._inputs), engine_factory)
 
     def describe(self) -> dict[str, Any]:
         """Where this worker runs, and what it runs: checked by the driver before any job."""
-        import socket
-
         return {
             "device": self.device,
             "host": socket.gethostname(),
@@ -245,7 +241,7 @@ class _Flight:
 
 
 @dataclass
-class RayExecutor:
+class RayExecutor(LedgerExecutor):
     """Runs jobs on Ray actors, one per GPU (or per node on CPUs); see the module's text.
 
     ``engine_factory`` (picklable, called on the worker with its device) replaces the real
@@ -267,13 +263,14 @@ class RayExecutor:
     progress_interval: float = 0.5
     name: str = "ray"
     _slots: list[_Slot] = field(default_factory=list)
-    _owns_ray: bool = False
-    _local: LocalRay | None = None  # the instance this executor started
+    # Disconnects from the cluster joined, or stops the local instance started.
+    _disconnect: Callable[[], None] | None = None
     # The build's stop, watched while joining a cluster (before any job runs).
     stop: threading.Event | None = None
+    ray: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        import_ray()  # refused at once when Ray is missing, before anything is recorded
+        self.ray = import_ray()  # refused at once when Ray is missing, before anything is recorded
 
     # -- the Executor protocol --------------------------------------------------------------
     def device_kind(self) -> str:
@@ -281,14 +278,13 @@ class RayExecutor:
         its address is joined, as only the cluster knows what it has."""
         if self._cpu_only():
             return "cpu"  # --device cpu: CPU workers, whatever the cluster has
-        ray = import_ray()
-        if not ray.is_initialized():
+        if not self.ray.is_initialized():
             if self.settings.ray_address is None:
                 if self.local_resources and "num_gpus" in self.local_resources:
                     return "gpu" if self.local_resources["num_gpus"] else "cpu"
                 return device_kind("auto")  # a local instance has this machine's GPUs
             self._connect()
-        return "gpu" if ray.cluster_resources().get("GPU", 0) >= 1 else "cpu"
+        return "gpu" if self.ray.cluster_resources().get("GPU", 0) >= 1 else "cpu"
 
     def _cpu_only(self) -> bool:
         parts = [p.strip() for p in self.settings.devices if p.strip()]
@@ -305,43 +301,33 @@ class RayExecutor:
                 raise
         return [slot.name for slot in self._slots if slot.state == "ready"]
 
-    def run(
-        self,
-        jobs: Sequence[Job],
-        on_outcome: OutcomeSink,
-        events: SchedulerEvents | None,
-        stop: threading.Event,
-    ) -> bool:
+    def paint(self, ledger: JobLedger) -> bool:
         self.prepare()
         try:
-            return _Dispatch(self, jobs, on_outcome, events, stop).run()
+            return _Dispatch(self, ledger).run()
         finally:
             self.close()
 
     def close(self) -> None:
         """Kill the workers (their GPUs are free again) and stop a local instance we started."""
-        ray = import_ray()
         for slot in self._slots:
-            _kill(ray, slot.actor)
+            _kill(self.ray, slot.actor)
         self._slots = []
-        if self._owns_ray and ray.is_initialized():
-            ray.shutdown()
-        self._owns_ray = False
-        if self._local is not None:
-            self._local.stop()
-            self._local = None
+        disconnect, self._disconnect = self._disconnect, None
+        if disconnect is not None:
+            disconnect()
 
     # -- starting -----------------------------------------------------------------------------
     def _connect(self) -> None:
-        ray = import_ray()
-        if ray.is_initialized():
+        if self.ray.is_initialized():
             return
         address = self.settings.ray_address
         try:
             if address is None:
-                self._local = start_local_ray(**dict(self.local_resources or {}))
+                self._disconnect = start_local_ray(**dict(self.local_resources or {})).stop
             else:
                 join_ray(address, self.connect_timeout, self.stop)
+                self._disconnect = self.ray.shutdown
         except CovergenError:
             raise
         except Exception as exc:
@@ -352,11 +338,9 @@ class RayExecutor:
                 hint="check the address (ray status on the head node) and, with token "
                 "authentication, RAY_AUTH_TOKEN; see docs/cluster.md",
             ) from None
-        self._owns_ray = True
 
     def _start_workers(self) -> None:
-        ray = import_ray()
-        resources = ray.cluster_resources()
+        resources = self.ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         if not self._cpu_only() and gpus >= 1:
             # A core each to decode, encode and feed its GPU, where the cluster has them.
@@ -365,7 +349,9 @@ class RayExecutor:
         else:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-            nodes = [n for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) >= 1]
+            nodes = [
+                n for n in self.ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) >= 1
+            ]
             self._slots = [
                 _Slot(
                     i,
@@ -388,17 +374,9 @@ class RayExecutor:
             )
         for slot in self._slots:
             self._launch(slot)
-        deadline = time.monotonic() + self.start_timeout
-        while any(s.state == "starting" for s in self._slots):
-            starting = {s.ready_ref: s for s in self._slots if s.state == "starting"}
-            left = deadline - time.monotonic()
-            if left <= 0:
-                for slot in starting.values():
-                    self._retire(slot, f"did not start within {self.start_timeout:.0f} s")
-                break
-            ready, _ = ray.wait(list(starting), num_returns=1, timeout=min(left, 1.0))
-            for ref in ready:
-                self._started(starting[ref], ref)
+        while starting := self._starting():
+            ready, _ = self.ray.wait(starting, num_returns=1, timeout=1.0)
+            self._check_starting(ready)
         if not any(s.state == "ready" for s in self._slots):
             reasons = "; ".join(dict.fromkeys(s.why_retired for s in self._slots))
             raise CovergenError(
@@ -410,25 +388,41 @@ class RayExecutor:
 
     def _launch(self, slot: _Slot) -> None:
         """Start (or replace) the slot's actor; it is ready when ``describe`` answers."""
-        ray = import_ray()
         if self.worker_cache is not None:
             cache: str | None = str(self.worker_cache)
         elif self.settings.ray_address is None:  # this machine: the driver's own cache
             cache = str(Path(self.settings.cache_dir).resolve())
         else:
             cache = None
-        remote = ray.remote(PaintingWorker).options(max_restarts=0, **slot.options)
+        remote = self.ray.remote(PaintingWorker).options(max_restarts=0, **slot.options)
         slot.actor = remote.remote(
             self.settings, self.engine_factory, slot.kind == "gpu", cache, self.progress_interval
         )
         slot.ready_ref = slot.actor.describe.remote()
         slot.state, slot.started_at, slot.load = "starting", time.monotonic(), 0
 
+    def _starting(self) -> list[Any]:
+        """What the starting actors will answer (see ``_launch``)."""
+        return [s.ready_ref for s in self._slots if s.state == "starting"]
+
+    def _check_starting(self, ready: list[Any]) -> None:
+        """Starting actors whose answer is among ``ready`` are ready or retired; those that
+        took longer than ``start_timeout`` are retired."""
+        now = time.monotonic()
+        for slot in self._slots:
+            if slot.state != "starting":
+                continue
+            if slot.ready_ref in ready:
+                self._started(slot, slot.ready_ref)
+            elif now - slot.started_at > self.start_timeout:
+                first = f"did not start within {self.start_timeout:.0f} s"
+                replacement = "its replacement did not start in time"
+                self._retire(slot, replacement if slot.restarts else first)
+
     def _started(self, slot: _Slot, ref: Any) -> None:
         """The answer of a starting actor: ready, or retired with the reason."""
-        ray = import_ray()
         try:
-            facts = ray.get(ref)
+            facts = self.ray.get(ref)
         except Exception as exc:
             self._retire(slot, _reason(exc))
             return
@@ -444,12 +438,12 @@ class RayExecutor:
         slot.state = "ready"
 
     def _retire(self, slot: _Slot, why: str) -> None:
-        _kill(import_ray(), slot.actor)
+        _kill(self.ray, slot.actor)
         slot.state, slot.why_retired, slot.load = "retired", why, 0
 
     def _replace(self, slot: _Slot, why: str) -> None:
         """A worker died: start another in its place while the slot has restarts left."""
-        _kill(import_ray(), slot.actor)
+        _kill(self.ray, slot.actor)
         if slot.restarts >= self.restarts:
             self._retire(slot, f"its worker died {slot.restarts + 1} times (last: {why})")
             return
@@ -460,63 +454,45 @@ class RayExecutor:
 class _Dispatch:
     """One run's driver loop: batches out, messages back, deaths and stops handled."""
 
-    def __init__(
-        self,
-        executor: RayExecutor,
-        jobs: Sequence[Job],
-        on_outcome: OutcomeSink,
-        events: SchedulerEvents | None,
-        stop: threading.Event,
-    ):
+    def __init__(self, executor: RayExecutor, ledger: JobLedger):
         from ..sources import ImageStore
 
-        self.ray = import_ray()
-        self.executor = executor
-        self.stop = stop
-        self.ledger = JobLedger(jobs, self._outcome(on_outcome), events, stop, executor.retries)
+        self.ray = executor.ray
+        self.executor, self.ledger, self.stop = executor, ledger, ledger.stop
+        self.on_outcome, ledger.on_outcome = ledger.on_outcome, self._reported
         self.store = ImageStore(Path(executor.settings.cache_dir) / "images")
-        slots = executor._slots
-        devices = [s.device for s in slots if s.state == "ready"]
+        devices = [s.device for s in executor._slots if s.state == "ready"]
         size = batch_limit(devices, executor.settings.max_batch)
         # (jobs, slots to avoid): a job whose worker died is tried elsewhere when possible.
         self.batches: deque[tuple[list[Job], frozenset[int]]] = deque(
-            (batch, frozenset()) for batch in make_batches(jobs, size)
+            (batch, frozenset()) for batch in make_batches(ledger.jobs, size)
         )
         self.flights: dict[Any, _Flight] = {}
         self.refs: dict[str, Any] = {}  # input hash -> ObjectRef of its bytes
-        self.users: dict[str, int] = {}  # input hash -> jobs still to finish that use it
-        for job in jobs:
-            for sha in {job.photo.sha256, job.cover.sha256}:
-                self.users[sha] = self.users.get(sha, 0) + 1
+        # input hash -> jobs still to finish that use it
+        self.users = Counter(sha for job in ledger.jobs for sha in _inputs(job))
 
-    def _outcome(self, on_outcome: OutcomeSink) -> OutcomeSink:
-        """The caller's sink, after freeing the input bytes no unfinished job needs."""
-
-        def reported(outcome: JobOutcome) -> None:
-            job = outcome.job
-            for sha in {job.photo.sha256, job.cover.sha256}:
-                self.users[sha] -= 1
-                if self.users[sha] == 0:
-                    self.refs.pop(sha, None)  # Ray frees the bytes
-            on_outcome(outcome)
-
-        return reported
+    def _reported(self, outcome: JobOutcome) -> None:
+        """To the caller's sink, after freeing the input bytes no unfinished job needs."""
+        for sha in _inputs(outcome.job):
+            self.users[sha] -= 1
+            if self.users[sha] == 0:
+                self.refs.pop(sha, None)  # Ray frees the bytes
+        self.on_outcome(outcome)
 
     def run(self) -> bool:
         while not self.stop.is_set():
             self._dispatch()
-            starting = {s.ready_ref: s for s in self.executor._slots if s.state == "starting"}
+            starting = self.executor._starting()
             if not self.flights and not starting:
                 if self.batches:  # work left, and no worker to do it
                     self._fail_waiting()
                 break
             ready, _ = self.ray.wait([*self.flights, *starting], num_returns=1, timeout=0.2)
             for item in ready:
-                if item in starting:
-                    self.executor._started(starting[item], item)
-                elif item in self.flights:  # not lost with its worker meanwhile
+                if item in self.flights:  # not lost with its worker meanwhile
                     self._receive(item)
-            self._check_start_timeouts()
+            self.executor._check_starting(ready)
         if self.stop.is_set():
             self._wind_down()
         return self.ledger.close()
@@ -538,7 +514,7 @@ class _Dispatch:
             self._send(slot, batch)
 
     def _send(self, slot: _Slot, batch: list[Job]) -> None:
-        shas = list(dict.fromkeys(s for job in batch for s in (job.photo.sha256, job.cover.sha256)))
+        shas = list(dict.fromkeys(sha for job in batch for sha in _inputs(job)))
         try:
             refs = [self._input(sha) for sha in shas]
         except CovergenError as exc:  # checked before painting, so damaged since
@@ -597,12 +573,6 @@ class _Dispatch:
         self.batches.extendleft(reversed(retry))
         self.executor._replace(slot, why)
 
-    def _check_start_timeouts(self) -> None:
-        now = time.monotonic()
-        for slot in self.executor._slots:
-            if slot.state == "starting" and now - slot.started_at > self.executor.start_timeout:
-                self.executor._retire(slot, "its replacement did not start in time")
-
     # -- the end --------------------------------------------------------------------------
     def _fail_waiting(self) -> None:
         reasons = "; ".join(
@@ -613,8 +583,8 @@ class _Dispatch:
         self.batches.clear()
 
     def _wind_down(self) -> None:
-        """Stopped: keep what already came back and kill the workers (the ledger cancels
-        the rest)."""
+        """Stopped: keep what already came back (the ledger cancels the rest, and
+        ``RayExecutor.close`` kills the workers)."""
         for generator in list(self.flights):
             while True:
                 try:
@@ -626,10 +596,11 @@ class _Dispatch:
                     break
                 if isinstance(message, Finished):
                     self.ledger.receive("", message)
-        for slot in self.executor._slots:
-            _kill(self.ray, slot.actor)
-            slot.state = "retired"
-        self.flights.clear()
+
+
+def _inputs(job: Job) -> dict[str, None]:
+    """The hashes of a job's input images, once each, in order."""
+    return dict.fromkeys((job.photo.sha256, job.cover.sha256))
 
 
 def _worker_lost(ray: Any, exc: BaseException) -> bool:
@@ -715,78 +686,57 @@ def join_ray(address: str, timeout: float, stop: threading.Event | None = None) 
     """
     check_address(address)
     ray = import_ray()
-    done: queue.Queue[BaseException | None] = queue.Queue()
-    lock = threading.Lock()
+    stop = stop or threading.Event()
+    answer: list[BaseException | None] = []  # what the attempt ended with: None, connected
+    answered = threading.Condition()
     given_up = False
 
     def attempt() -> None:
+        failure: BaseException | None = None
         try:
             probe_address(address)
             with _warning_left_out(ray.init, "is not the main thread"):  # as we mean it to be
                 ray.init(address=address, log_to_driver=False, **_QUIET)
         except BaseException as exc:
-            done.put(exc)
-            return
-        with lock:
-            if given_up:
+            failure = exc
+        with answered:
+            if given_up and failure is None:
                 ray.shutdown()
-                return
-        done.put(None)
+            answer.append(failure)
+            answered.notify()
 
-    with _signal_handlers_kept():  # the core worker's C++ handler, set from the thread
-        thread = threading.Thread(target=attempt, name="covergen-ray-connect", daemon=True)
-        try:
-            thread.start()
-            failure = _answer(done, timeout, stop or threading.Event())
-        except queue.Empty:
-            with lock:
-                given_up = True
-            try:
-                failure = done.get_nowait()  # it answered as time ran out
-            except queue.Empty:
-                raise CovergenError(
-                    f"the Ray cluster at {address} did not answer within {timeout:.0f} s "
-                    "(something there accepts connections, but no Ray head answered)",
-                    field="ray_address",
-                    hint="check that the address is the head node's Ray port (`ray start "
-                    "--head` prints it; 6379 unless told otherwise) and that the head is up "
-                    "(`ray status` on it); see docs/cluster.md",
-                ) from None
-        except BaseException:  # a stop, or a second Ctrl-C
-            with lock:
-                given_up = True
-            raise
-    if failure is not None:
-        raise failure
-
-
-def _answer(
-    done: queue.Queue[BaseException | None], timeout: float, stop: threading.Event
-) -> BaseException | None:
-    """What the connecting thread put in ``done`` within ``timeout`` seconds (queue.Empty
-    when nothing came); Stopped as soon as ``stop`` is set."""
     deadline = time.monotonic() + timeout
-    while True:
-        if stop.is_set():
-            raise Stopped("stopped while joining the Ray cluster")
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise queue.Empty
-        try:
-            return done.get(timeout=min(left, 0.1))
-        except queue.Empty:
-            continue
+    with _signal_handlers_kept():  # the core worker's C++ handler, set from the thread
+        threading.Thread(target=attempt, name="covergen-ray-connect", daemon=True).start()
+        with answered:
+            try:  # in short waits: a stop is an Event of its own, which wakes no one here
+                while not (answer or stop.is_set()) and (left := deadline - time.monotonic()) > 0:
+                    answered.wait(min(left, 0.1))
+            finally:  # a stop, the deadline, or a second Ctrl-C
+                given_up = not answer
+    if stop.is_set():
+        raise Stopped("stopped while joining the Ray cluster")
+    if not answer:
+        raise CovergenError(
+            f"the Ray cluster at {address} did not answer within {timeout:.0f} s "
+            "(something there accepts connections, but no Ray head answered)",
+            field="ray_address",
+            hint="check that the address is the head node's Ray port (`ray start "
+            "--head` prints it; 6379 unless told otherwise) and that the head is up "
+            "(`ray status` on it); see docs/cluster.md",
+        )
+    if answer[0] is not None:
+        raise answer[0]
 
 
 @contextlib.contextmanager
 def _warning_left_out(function: Any, text: str) -> Iterator[None]:
     """Leave out the log records of ``function``'s module that contain ``text``."""
+    logger = logging.getLogger(function.__module__)
 
-    class LeftOut(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            return text not in record.getMessage()
+    def left_out(record: logging.LogRecord) -> bool:
+        return text not in record.getMessage()
 
-    logger, left_out = logging.getLogger(function.__module__), LeftOut()
     logger.addFilter(left_out)
     try:
         yield
@@ -826,10 +776,17 @@ def probe_address(address: str) -> None:
     into this machine's network address, and ``auto`` into the cluster it finds. Where Ray
     cannot say, the address is left to ``ray.init``.
     """
-    dialled = _dialled_address(address)
-    if dialled is None:
+    if "://" in address:  # the Ray Client: not supported, and Ray says so
         return
-    host, _, port = dialled.rpartition(":")
+    try:  # Ray's own rule, so that the port tried is the one Ray connects to
+        from ray._private.services import canonicalize_bootstrap_address
+
+        dialled = canonicalize_bootstrap_address(address) or ""
+    except Exception:  # not this Ray's API, or an address it cannot read: the text as given
+        dialled = address
+    host, sep, port = dialled.rpartition(":")
+    if not (sep and host and port.isdigit()):
+        return
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT):
             pass
@@ -846,41 +803,10 @@ def probe_address(address: str) -> None:
         ) from None
 
 
-def _dialled_address(address: str) -> str | None:
-    """``host:port`` as ray.init will dial it, or None when that cannot be told."""
-    if "://" in address:  # the Ray Client: not supported, and Ray says so
-        return None
-    try:  # Ray's own rule, so that the port tried is the one Ray connects to
-        from ray._private.services import canonicalize_bootstrap_address
-
-        dialled = canonicalize_bootstrap_address(address)
-    except Exception:  # not this Ray's API, or an address it cannot read: the text as given
-        dialled = address
-    if not dialled:
-        return None
-    host, sep, port = dialled.rpartition(":")
-    return dialled if sep and host and port.isdigit() else None
-
-
-@dataclass
-class LocalRay:
-    """A Ray instance this process started (``start_local_ray``), and its watchdog."""
-
-    session_dir: str
-    watchdog: _Watchdog
-
-    def stop(self) -> None:
-        """Shut the instance down, then let the watchdog end whatever of it is left."""
-        ray = import_ray()
-        if ray.is_initialized():
-            ray.shutdown()
-        self.watchdog.release()
-
-
 def start_local_ray(**resources: Any) -> LocalRay:
     """Start a Ray instance on this machine (``resources``: ray.init's num_cpus, num_gpus),
     quiet, without the dashboard, with this process's own auth token (see ``_local_auth``),
-    watched by a ``_Watchdog`` that ends it if this process dies first.
+    watched by a watchdog (see ``LocalRay``) that ends it if this process dies first.
 
     ``ray.shutdown()`` stops it as usual; ``LocalRay.stop`` does that and ends the watchdog
     too (else it waits, idle, until this process ends).
@@ -888,7 +814,7 @@ def start_local_ray(**resources: Any) -> LocalRay:
     ray = import_ray()
     _local_auth()
     resources.setdefault("num_cpus", os.cpu_count() or 1)
-    watchdog = _Watchdog.start()  # before Ray's first process: a death at any moment is seen
+    local = LocalRay.watched()  # before Ray's first process: a death at any moment is seen
     try:
         # "local": a new instance even where RAY_ADDRESS, or a `ray start` on this machine,
         # would have ray.init join another. The workers' output would interleave with the
@@ -899,18 +825,16 @@ def start_local_ray(**resources: Any) -> LocalRay:
                 "local", include_dashboard=False, log_to_driver=False, **resources, **_QUIET
             )
     except BaseException:
-        if ray.is_initialized():
-            ray.shutdown()
-        watchdog.release()  # ends what a start cut short left running
+        local.stop()  # the watchdog ends what a start cut short left running
         raise
-    session = os.path.realpath(context.address_info["session_dir"])
-    watchdog.watch(session)
-    return LocalRay(session, watchdog)
+    local.watch(os.path.realpath(context.address_info["session_dir"]))
+    return local
 
 
 @dataclass
-class _Watchdog:
-    """A small process that outlives the driver to end its local Ray instance.
+class LocalRay:
+    """A Ray instance this process started (``start_local_ray``), and the small process that
+    outlives the driver to end it: its watchdog.
 
     Ray's own fate-sharing kills the processes the driver started (GCS, raylet) with it, but
     not theirs: the raylet's agents and workers stay for minutes after a SIGKILLed driver.
@@ -919,11 +843,12 @@ class _Watchdog:
     the pipe closes when the driver ends or lets go, however it ends.
     """
 
-    process: subprocess.Popen[bytes]
-    pipe: int  # the write end; a raw descriptor, closed only by ``release`` or our death
+    watchdog: subprocess.Popen[bytes]
+    pipe: int  # the write end; a raw descriptor, closed only by ``stop`` or our death
 
     @classmethod
-    def start(cls) -> _Watchdog:
+    def watched(cls) -> LocalRay:
+        """Start the watchdog, before the instance it is to watch."""
         read, write = os.pipe()  # not inheritable: no other process holds the write end
         ray_dir = os.path.dirname(os.path.realpath(import_ray().__file__))
         code = f"{inspect.getsource(_end_orphaned_instance)}\n_end_orphaned_instance()\n"
@@ -951,14 +876,18 @@ class _Watchdog:
         with contextlib.suppress(OSError):  # a watchdog gone (killed) only watches no more
             os.write(self.pipe, f"{session_dir}\n".encode())
 
-    def release(self, wait: float = 10.0) -> None:
-        """Let go: the watchdog ends what is left of the instance, and then itself."""
+    def stop(self, wait: float = 10.0) -> None:
+        """Shut the instance down, then let the watchdog end whatever of it is left, and then
+        itself."""
+        ray = import_ray()
+        if ray.is_initialized():
+            ray.shutdown()
         if self.pipe < 0:
             return
         os.close(self.pipe)
         self.pipe = -1
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(wait)
+            self.watchdog.wait(wait)
 
 
 def _end_orphaned_instance() -> None:
@@ -983,10 +912,7 @@ def _end_orphaned_instance() -> None:
     import time
 
     driver, started, python, ray_dir = int(sys.argv[1]), float(sys.argv[2]), *sys.argv[3:5]
-    received = b""
-    while chunk := os.read(0, 4096):
-        received += chunk
-    sessions = [line for line in received.decode().splitlines() if line]
+    sessions = [line for line in sys.stdin.buffer.read().decode().splitlines() if line]
     named = re.compile(r"/session_(\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_\d+)_(\d+)/")
 
     def ours(path: str) -> bool:
