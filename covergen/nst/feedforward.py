@@ -560,11 +560,11 @@ class MultiStyleNetwork(_ImageNetwork):
                 f"expected [{NUM_STYLES}] or [N, {NUM_STYLES}], got {tuple(weights.shape)}",
             )
         weights = weights.reshape(-1, NUM_STYLES)
-        layers = []
-        for scale_rows, shift_rows in self.style_rows():
-            w = weights.to(scale_rows.device)
-            layers.append((w @ scale_rows, w @ shift_rows))
-        return StyleNorm(tuple(layers))
+        return StyleNorm(
+            tuple(
+                (weights.to(s.device) @ s, weights.to(s.device) @ b) for s, b in self.style_rows()
+            )
+        )
 
     def mean_norm(self) -> StyleNorm:
         """The ``StyleNorm`` of the mean of the 26 styles: a neutral start for a new row."""
@@ -669,6 +669,15 @@ def predict_style(predictor: StylePredictor, image: Tensor) -> Tensor:
             image, size=size, mode="bilinear", antialias=True, align_corners=False
         )
     return predictor(image)
+
+
+def centre_square(image: Tensor) -> Tensor:
+    """The largest centred square of an NCHW image: what the arbitrary method gives the
+    predictor, which reads 256x256, so that a squashed cover does not stretch its marks."""
+    height, width = image.shape[-2:]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return image[..., top : top + side, left : left + side]
 
 
 def stylize_arbitrary(
@@ -820,11 +829,10 @@ class _GraphView:
             t.name: numpy_helper.to_array(t) for t in graph.initializer
         }
         self.inputs = [i.name for i in graph.input if i.name not in self.values]
-        self.outputs = [o.name for o in graph.output]
         self.quant: dict[str, tuple[float, int]] = {}
         self.nodes: list[_Node] = []
         self.read_convs: set[str] = set()  # the Conv nodes a reader has mapped onto the module
-        self._producer: dict[str, _Node] = {}
+        self._producer: dict[str, _Node] = {}  # filled after the loop, whose array() needs it
         alias: dict[str, str] = {}
         int8: dict[str, tuple[float, int]] = {}  # quantised tensor → its (scale, zero point)
 
@@ -867,7 +875,7 @@ class _GraphView:
                 )
             else:
                 self.nodes.append(_Node(op, ins, outs, attrs))
-        self.outputs = [resolve(o) for o in self.outputs]
+        self.outputs = [resolve(o.name) for o in graph.output]
         self._producer = {out: node for node in self.nodes for out in node.outputs}
         self._consumers: dict[str, list[_Node]] = {}
         for node in self.nodes:
@@ -886,7 +894,7 @@ class _GraphView:
         """The value of a constant tensor, folding the shape arithmetic of torch's exports."""
         if name in self.values:
             return self.values[name]
-        node = self.producer(name)
+        node = self._producer.get(name)
         if node is None or node.op not in _FOLDERS:
             raise _GraphMismatch(f"{name!r} is not a constant")
         value = _FOLDERS[node.op](node, [self.array(n) if n else None for n in node.inputs])
@@ -904,11 +912,8 @@ class _GraphView:
             raise _GraphMismatch(f"{name!r} is not quantised where the module rounds it")
         return self.quant[name]
 
-    def producer(self, name: str) -> _Node | None:
-        return self._producer.get(name)
-
     def made_by(self, name: str, op: str) -> _Node:
-        node = self.producer(name)
+        node = self._producer.get(name)
         if node is None or node.op != op:
             found = node.op if node else "no node"
             raise _GraphMismatch(f"{name!r} should come from {op}, comes from {found}")
@@ -1035,16 +1040,14 @@ def _read_predictor(view: _GraphView, state: _StateWriter, network: nn.Module) -
     x = _read_same_conv(view, state, "stem", network.stem, image)
     for i, block in enumerate(network.blocks):
         assert isinstance(block, InvertedResidual)
-        prefix = f"blocks.{i}"
         y = x
-        if block.expand is not None:
-            y = _read_same_conv(view, state, f"{prefix}.expand", block.expand, y)
-        y = _read_same_conv(view, state, f"{prefix}.depthwise", block.depthwise, y)
-        y = _read_same_conv(view, state, f"{prefix}.project", block.project, y)
+        for name, unit in block.named_children():  # expand (if any), depthwise, project
+            if isinstance(unit, SameConv):
+                y = _read_same_conv(view, state, f"blocks.{i}.{name}", unit, y)
         if block.residual:
             add = view.consumer(y, "Add")
             _expect(add.other_input(y) == x, f"block {i}: the skip does not add the block input")
-            state.quantiser(f"{prefix}.add_q", view.quantiser(add.output))
+            state.quantiser(f"blocks.{i}.add_q", view.quantiser(add.output))
             y = add.output
         x = y
     x = _read_same_conv(view, state, "head", network.head, x)
