@@ -191,20 +191,12 @@ def _check_image(image: Tensor, name: str, min_side: int = MIN_SIDE) -> None:
 
 class SameConv(nn.Module):
     """Convolution with TensorFlow's SAME zero padding, then ReLU6 or nothing, then the
-    activation's quantiser: every layer of the predictor."""
+    activation's quantiser: every layer of the predictor. ``conv_args`` are the convolution's
+    (in channels, out channels, kernel[, stride])."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel: int,
-        stride: int = 1,
-        *,
-        groups: int = 1,
-        relu6: bool = True,
-    ) -> None:
+    def __init__(self, *conv_args: int, groups: int = 1, relu6: bool = True) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel, stride, groups=groups)
+        self.conv = nn.Conv2d(*conv_args, groups=groups)
         self.relu6 = relu6
         self.out_q = FakeQuant()
 
@@ -301,31 +293,17 @@ _ACTIVATION_OPS = {"relu": "Relu", "sigmoid": "Sigmoid"}
 class _ReflectConv(nn.Module):
     """Optional nearest-neighbour upsampling, then a convolution reflect-padded by half its
     kernel: how every layer of the two image networks starts. The subclasses add the rest
-    (a norm, and the activation: "relu", "sigmoid" or "none")."""
+    (a norm, and the activation: "relu", "sigmoid" or "none"). ``conv_args`` are the
+    convolution's (in channels, out channels, kernel[, stride])."""
 
     def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel: int,
-        stride: int = 1,
-        *,
-        upsample: int = 1,
-        activation: str = "relu",
-        bias: bool = True,
+        self, *conv_args: int, upsample: int = 1, activation: str = "relu", bias: bool = True
     ) -> None:
         super().__init__()
         self.upsample = upsample
         self.activation = activation
-        self.conv = nn.Conv2d(
-            in_channels,
-            out_channels,
-            kernel,
-            stride,
-            kernel // 2,
-            padding_mode="reflect",
-            bias=bias,
-        )
+        padding = conv_args[2] // 2
+        self.conv = nn.Conv2d(*conv_args, padding=padding, padding_mode="reflect", bias=bias)
 
     def upsampled_conv(self, x: Tensor) -> Tensor:
         if self.upsample > 1:
@@ -450,7 +428,7 @@ class MultiStyleConv(_ReflectConv):
         return _ACTIVATIONS[self.activation](x * scale[:, :, None, None] + shift[:, :, None, None])
 
 
-# --------------------------------------------------------------------------- both image networks
+# --------------------------------------------------------------------------- the two image networks
 
 
 class ResidualBlock(nn.Module):
