@@ -1209,10 +1209,6 @@ def _read_conditional_norm(
     return out.output
 
 
-def _read_multistyle(view: _GraphView, state: _StateWriter, network: nn.Module) -> None:
-    _read_image_network(view, state, network, _read_multistyle_conv)
-
-
 def _read_multistyle_conv(
     view: _GraphView, state: _StateWriter, prefix: str, layer: MultiStyleConv, x: str, weights: str
 ) -> str:
@@ -1261,5 +1257,5 @@ def _style_rows(view: _GraphView, name: str, weights: str) -> np.ndarray:
 _READERS = {
     "predictor": _read_predictor,
     "transformer": _read_transformer,
-    "multistyle": _read_multistyle,
+    "multistyle": functools.partial(_read_image_network, read_layer=_read_multistyle_conv),
 }
