@@ -168,7 +168,7 @@ def _compute(
     import numpy as np
     import torch
 
-    from .nst import feedforward
+    from .nst import feedforward, imaging
 
     predictor = feedforward.load_network("predictor", "cpu", cache_dir=Path(cache_dir))
     vectors: dict[str, tuple[float, ...]] = {}
@@ -186,19 +186,9 @@ def _compute(
         except InputImageError as exc:
             failed[sha] = exc.message
             continue
-        pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-        tensor = torch.from_numpy(pixels.copy()).permute(2, 0, 1).unsqueeze(0)
         with torch.no_grad():
-            vector = feedforward.predict_style(predictor, centre_square(tensor))
+            square = feedforward.centre_square(imaging.pil_to_tensor(image))  # decoded: RGB
+            vector = feedforward.predict_style(predictor, square)
         # float32 numbers, written as the shortest decimals that give them back in float32
         vectors[sha] = tuple(float(str(np.float32(v))) for v in vector.reshape(-1).tolist())
     return vectors, failed
-
-
-def centre_square(image):  # type: ignore[no-untyped-def]
-    """The largest centred square of a (N, C, H, W) tensor: what ``method: arbitrary`` gives
-    the predictor (``covergen.nst.instant``), so that a cover is not squashed."""
-    height, width = image.shape[-2:]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    return image[..., top : top + side, left : left + side]

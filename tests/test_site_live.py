@@ -91,14 +91,14 @@ def test_a_cover_vector_is_what_method_arbitrary_computes(live_gallery):
     import torch
 
     from covergen.nst import feedforward
-    from covergen.nst.instant import _centre_square
+    from covergen.nst.instant import centre_square
 
     _, vectors = live_gallery
     sha = hashlib.sha256(COVER.read_bytes()).hexdigest()
     pixels = np.asarray(Image.open(COVER).convert("RGB"), dtype=np.float32) / 255
     tensor = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None]
     with torch.no_grad():
-        expected = feedforward.predict_style(feedforward.load_predictor(), _centre_square(tensor))
+        expected = feedforward.predict_style(feedforward.load_predictor(), centre_square(tensor))
     shipped = np.array(vectors.vectors[sha], dtype=np.float32)
     assert shipped.shape == (100,)
     # The page's decimals give back the very float32 numbers.

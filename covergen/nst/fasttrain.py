@@ -125,10 +125,8 @@ class CoverPainter(nn.Module):
         self.norm = norm
 
     def forward(self, image: Tensor) -> Tensor:
-        param = next(self.network.parameters())
-        norm = StyleNorm(
-            tuple((s.to(param), b.to(param)) for s, b in self.norm)  # the network's device
-        )
+        param = next(self.network.parameters())  # the network's device and dtype
+        norm = StyleNorm(tuple((s.to(param), b.to(param)) for s, b in self.norm))
         return self.network(image.to(param), norm=norm)
 
 
@@ -228,13 +226,11 @@ def train_cover_network(
             schedule.step()
             if progress is not None:
                 progress(step, total, float(loss.detach()))
-    out = {}
+    learnt: dict[str, Tensor] = {}
     for i, (scale, shift) in enumerate(norm):
-        out[f"norm.{i}.scale"] = scale.detach().to("cpu", torch.float32).clone()
-        out[f"norm.{i}.shift"] = shift.detach().to("cpu", torch.float32).clone()
-    for name, weight in convs.items():
-        out[f"network.{name}"] = weight.detach().to("cpu", torch.float32).clone()
-    return out
+        learnt |= {f"norm.{i}.scale": scale, f"norm.{i}.shift": shift}
+    learnt |= {f"network.{name}": weight for name, weight in convs.items()}
+    return {key: t.detach().to("cpu", torch.float32).clone() for key, t in learnt.items()}
 
 
 def _learning_rate_factor(step: int, *, total: int) -> float:

@@ -81,7 +81,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self, cast
@@ -164,10 +164,6 @@ class _Quantised(nn.Module):
                 module.enabled = enabled
         return self
 
-    @property
-    def fake_quant(self) -> bool:
-        return any(m.enabled for m in self.modules() if isinstance(m, FakeQuant))
-
 
 def pad_to_multiple(image: Tensor, multiple: int = SIZE_MULTIPLE) -> Tensor:
     """Reflect-pad the bottom and right edges of an NCHW image so that its height and width are
@@ -190,30 +186,17 @@ def _check_image(image: Tensor, name: str, min_side: int = MIN_SIDE) -> None:
         )
 
 
-def _instance_moments(x: Tensor) -> tuple[Tensor, Tensor]:
-    mean = x.mean((2, 3), keepdim=True)
-    return mean, (x - mean).square().mean((2, 3), keepdim=True)
-
-
 # --------------------------------------------------------------------------- style predictor
 
 
 class SameConv(nn.Module):
     """Convolution with TensorFlow's SAME zero padding, then ReLU6 or nothing, then the
-    activation's quantiser: every layer of the predictor."""
+    activation's quantiser: every layer of the predictor. ``conv_args`` are the convolution's
+    (in channels, out channels, kernel[, stride])."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel: int,
-        stride: int = 1,
-        *,
-        groups: int = 1,
-        relu6: bool = True,
-    ) -> None:
+    def __init__(self, *conv_args: int, groups: int = 1, relu6: bool = True) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel, stride, groups=groups)
+        self.conv = nn.Conv2d(*conv_args, groups=groups)
         self.relu6 = relu6
         self.out_q = FakeQuant()
 
@@ -296,21 +279,50 @@ class StylePredictor(_Quantised):
         return self.bottleneck(x).flatten(1)
 
 
+# --------------------------------------------------------------------------- image networks
+
+# The image networks' activations by name, and the graphs' op for each.
+_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "relu": F.relu,
+    "sigmoid": torch.sigmoid,
+    "none": lambda x: x,
+}
+_ACTIVATION_OPS = {"relu": "Relu", "sigmoid": "Sigmoid"}
+
+
+class _ReflectConv(nn.Module):
+    """Optional nearest-neighbour upsampling, then a convolution reflect-padded by half its
+    kernel: how every layer of the two image networks starts. The subclasses add the rest
+    (a norm, and the activation: "relu", "sigmoid" or "none"). ``conv_args`` are the
+    convolution's (in channels, out channels, kernel[, stride])."""
+
+    def __init__(
+        self, *conv_args: int, upsample: int = 1, activation: str = "relu", bias: bool = True
+    ) -> None:
+        super().__init__()
+        self.upsample = upsample
+        self.activation = activation
+        padding = conv_args[2] // 2
+        self.conv = nn.Conv2d(*conv_args, padding=padding, padding_mode="reflect", bias=bias)
+
+    def upsampled_conv(self, x: Tensor) -> Tensor:
+        if self.upsample > 1:
+            x = F.interpolate(x, scale_factor=self.upsample, mode="nearest")
+        return self.conv(x)
+
+
 # --------------------------------------------------------------------------- style transformer
 
 
-class ContractConv(nn.Module):
+class ContractConv(_ReflectConv):
     """Reflect-padded convolution with bias and ReLU: the transformer's contracting layers
-    (this network does not normalise them)."""
+    (this network does not normalise them, so the style vector does not reach them)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(
-            in_channels, out_channels, kernel, stride, kernel // 2, padding_mode="reflect"
-        )
+    def __init__(self, *args: int) -> None:
+        super().__init__(*args)
         self.out_q = FakeQuant()
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, style: Tensor | None = None) -> Tensor:
         return self.out_q(F.relu(self.conv(x)))
 
 
@@ -343,98 +355,22 @@ class ConditionalInstanceNorm(nn.Module):
         return self.scaled_q(x * gain) + offset
 
 
-class StyleConv(nn.Module):
+class StyleConv(_ReflectConv):
     """Optional nearest-neighbour upsampling, reflect-padded convolution, conditional instance
-    norm and activation ("relu", "sigmoid" or "none"): the transformer's residual and
-    expanding layers."""
+    norm and activation: the transformer's residual and expanding layers (the arguments are
+    ``_ReflectConv``'s)."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel: int,
-        *,
-        upsample: int = 1,
-        activation: str = "relu",
-    ) -> None:
-        super().__init__()
-        self.upsample = upsample
-        self.activation = activation
-        self.conv = nn.Conv2d(
-            in_channels, out_channels, kernel, padding=kernel // 2, padding_mode="reflect"
-        )
+    def __init__(self, *args: int, **options: Any) -> None:
+        super().__init__(*args, **options)
         self.conv_q = FakeQuant()
-        self.norm = ConditionalInstanceNorm(out_channels)
+        self.norm = ConditionalInstanceNorm(self.conv.out_channels)
         # The graph rounds the norm's output unless a ReLU follows (its rounding is out_q's).
-        self.norm_q: nn.Module = FakeQuant() if activation != "relu" else nn.Identity()
-        self.out_q: nn.Module = FakeQuant() if activation != "none" else nn.Identity()
+        self.norm_q: nn.Module = FakeQuant() if self.activation != "relu" else nn.Identity()
+        self.out_q: nn.Module = FakeQuant() if self.activation != "none" else nn.Identity()
 
     def forward(self, x: Tensor, style: Tensor) -> Tensor:
-        if self.upsample > 1:
-            x = F.interpolate(x, scale_factor=self.upsample, mode="nearest")
-        x = self.norm(self.conv_q(self.conv(x)), style)
-        if self.activation == "relu":
-            return self.out_q(F.relu(x))
-        x = self.norm_q(x)
-        return self.out_q(torch.sigmoid(x)) if self.activation == "sigmoid" else x
-
-
-class ResidualBlock(nn.Module):
-    """x + norm(conv(relu(norm(conv(x))))), both norms conditioned on the style vector."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv1 = StyleConv(channels, channels, 3, activation="relu")
-        self.conv2 = StyleConv(channels, channels, 3, activation="none")
-        self.add_q = FakeQuant()
-
-    def forward(self, x: Tensor, style: Tensor) -> Tensor:
-        return self.add_q(x + self.conv2(self.conv1(x, style), style))
-
-
-class StyleTransformer(_Quantised):
-    """Ghiasi et al.'s transformer network: (NCHW content in 0..1, [N, 100] style vector) →
-    the stylised NCHW image in 0..1, at the content's own size.
-
-    Three contracting convolutions (8, 16, 32 channels; two of stride 2), five residual blocks
-    and three expanding layers (two 2x upsamplings); the 13 normalised layers take their scale
-    and shift from the vector. A vector batch of 1 is shared by the whole content batch.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.input_q = FakeQuant()
-        self.style_q = FakeQuant()
-        self.contract = nn.ModuleList(
-            [ContractConv(3, 8, 9), ContractConv(8, 16, 3, 2), ContractConv(16, 32, 3, 2)]
-        )
-        self.residual = nn.ModuleList([ResidualBlock(32) for _ in range(5)])
-        self.expand = nn.ModuleList(
-            [
-                StyleConv(32, 16, 3, upsample=2),
-                StyleConv(16, 8, 3, upsample=2),
-                StyleConv(8, 3, 9, activation="sigmoid"),
-            ]
-        )
-
-    def forward(self, content: Tensor, style: Tensor) -> Tensor:
-        _check_image(content, "content image")
-        if style.dim() == 1:
-            style = style[None]
-        if style.dim() == 0 or style[0].numel() != STYLE_VECTOR_SIZE:
-            raise ParameterError(
-                "style vector", f"expected [N, {STYLE_VECTOR_SIZE}], got {tuple(style.shape)}"
-            )
-        style = self.style_q(style.reshape(style.shape[0], STYLE_VECTOR_SIZE))
-        height, width = content.shape[-2:]
-        x = self.input_q(pad_to_multiple(content))
-        for layer in self.contract:
-            x = layer(x)
-        for block in self.residual:
-            x = block(x, style)
-        for layer in self.expand:
-            x = layer(x, style)
-        return x[..., :height, :width]
+        x = self.norm(self.conv_q(self.upsampled_conv(x)), style)
+        return self.out_q(_ACTIVATIONS[self.activation](self.norm_q(x)))
 
 
 # --------------------------------------------------------------------------- multistyle network
@@ -472,62 +408,106 @@ class StyleNorm:
         )
 
 
-class MultiStyleConv(nn.Module):
+class MultiStyleConv(_ReflectConv):
     """Optional nearest-neighbour upsampling, reflect-padded convolution without bias, instance
-    norm with one (scale, shift) row per style, activation ("relu", "sigmoid" or "none")."""
+    norm with one (scale, shift) row per style, activation (the arguments are
+    ``_ReflectConv``'s). It takes its (scale, shift) pair from an iterator over a
+    ``StyleNorm``, so that each layer takes the next."""
+
+    def __init__(self, *args: int, **options: Any) -> None:
+        super().__init__(*args, bias=False, **options)
+        self.scale_rows = nn.Parameter(torch.empty(NUM_STYLES, self.conv.out_channels))
+        self.shift_rows = nn.Parameter(torch.empty(NUM_STYLES, self.conv.out_channels))
+
+    def forward(self, x: Tensor, norm: Iterator[tuple[Tensor, Tensor]]) -> Tensor:
+        scale, shift = next(norm)
+        x = self.upsampled_conv(x)
+        mean = x.mean((2, 3), keepdim=True)
+        var = (x - mean).square().mean((2, 3), keepdim=True)
+        x = (x - mean) * torch.rsqrt(var + INSTANCE_NORM_EPS)
+        return _ACTIVATIONS[self.activation](x * scale[:, :, None, None] + shift[:, :, None, None])
+
+
+# --------------------------------------------------------------------------- the two image networks
+
+
+class ResidualBlock(nn.Module):
+    """x + norm(conv(relu(norm(conv(x))))), both norms conditioned: on the style vector in the
+    transformer, on the next two pairs of a ``StyleNorm`` in the multistyle network."""
+
+    def __init__(self, layer: type[StyleConv | MultiStyleConv], channels: int) -> None:
+        super().__init__()
+        self.conv1 = layer(channels, channels, 3)
+        self.conv2 = layer(channels, channels, 3, activation="none")
+        # The transformer's graph rounds the sum; the multistyle network is all float.
+        self.add_q: nn.Module = FakeQuant() if layer is StyleConv else nn.Identity()
+
+    def forward(self, x: Tensor, condition: Any) -> Tensor:
+        return self.add_q(x + self.conv2(self.conv1(x, condition), condition))
+
+
+class _ImageNetwork(nn.Module):
+    """The shape both image networks share: three contracting convolutions (9x9, then two 3x3
+    of stride 2), residual blocks, two layers that upsample by 2 and a 9x9 one to RGB with a
+    sigmoid; ``channels`` are the outputs of the first five. The image is reflect-padded to a
+    multiple of 4 and the result cropped back to its size."""
 
     def __init__(
         self,
-        in_channels: int,
-        out_channels: int,
-        kernel: int,
-        stride: int = 1,
-        *,
-        upsample: int = 1,
-        activation: str = "relu",
+        contract: type[ContractConv | MultiStyleConv],
+        layer: type[StyleConv | MultiStyleConv],
+        channels: tuple[int, int, int, int, int],
+        blocks: int,
     ) -> None:
         super().__init__()
-        self.upsample = upsample
-        self.activation = activation
-        self.conv = nn.Conv2d(
-            in_channels,
-            out_channels,
-            kernel,
-            stride,
-            kernel // 2,
-            padding_mode="reflect",
-            bias=False,
+        self.input_q: nn.Module = nn.Identity()  # the transformer's graph rounds its input
+        c1, c2, c3, e1, e2 = channels
+        self.contract = nn.ModuleList(
+            [contract(3, c1, 9), contract(c1, c2, 3, 2), contract(c2, c3, 3, 2)]
         )
-        self.scale_rows = nn.Parameter(torch.empty(NUM_STYLES, out_channels))
-        self.shift_rows = nn.Parameter(torch.empty(NUM_STYLES, out_channels))
+        self.residual = nn.ModuleList([ResidualBlock(layer, c3) for _ in range(blocks)])
+        self.expand = nn.ModuleList(
+            [
+                layer(c3, e1, 3, upsample=2),
+                layer(e1, e2, 3, upsample=2),
+                layer(e2, 3, 9, activation="sigmoid"),
+            ]
+        )
 
-    def forward(self, x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
-        if self.upsample > 1:
-            x = F.interpolate(x, scale_factor=self.upsample, mode="nearest")
-        x = self.conv(x)
-        mean, var = _instance_moments(x)
-        x = (x - mean) * torch.rsqrt(var + INSTANCE_NORM_EPS)
-        x = x * scale[:, :, None, None] + shift[:, :, None, None]
-        if self.activation == "relu":
-            return F.relu(x)
-        return torch.sigmoid(x) if self.activation == "sigmoid" else x
-
-
-class MultiStyleBlock(nn.Module):
-    """x + norm(conv(relu(norm(conv(x))))), each norm with its own rows."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv1 = MultiStyleConv(channels, channels, 3)
-        self.conv2 = MultiStyleConv(channels, channels, 3, activation="none")
-
-    def forward(
-        self, x: Tensor, first: tuple[Tensor, Tensor], second: tuple[Tensor, Tensor]
-    ) -> Tensor:
-        return x + self.conv2(self.conv1(x, *first), *second)
+    def _paint(self, image: Tensor, condition: Any) -> Tensor:
+        height, width = image.shape[-2:]
+        x = self.input_q(pad_to_multiple(image))
+        for layer in (*self.contract, *self.residual, *self.expand):
+            x = layer(x, condition)
+        return x[..., :height, :width]
 
 
-class MultiStyleNetwork(nn.Module):
+class StyleTransformer(_ImageNetwork, _Quantised):
+    """Ghiasi et al.'s transformer network: (NCHW content in 0..1, [N, 100] style vector) →
+    the stylised NCHW image in 0..1, at the content's own size.
+
+    Three contracting convolutions (8, 16, 32 channels; two of stride 2), five residual blocks
+    and three expanding layers (two 2x upsamplings); the 13 normalised layers take their scale
+    and shift from the vector. A vector batch of 1 is shared by the whole content batch.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(ContractConv, StyleConv, (8, 16, 32, 16, 8), blocks=5)
+        self.input_q = FakeQuant()
+        self.style_q = FakeQuant()
+
+    def forward(self, content: Tensor, style: Tensor) -> Tensor:
+        _check_image(content, "content image")
+        if style.dim() == 1:
+            style = style[None]
+        if style.dim() == 0 or style[0].numel() != STYLE_VECTOR_SIZE:
+            raise ParameterError(
+                "style vector", f"expected [N, {STYLE_VECTOR_SIZE}], got {tuple(style.shape)}"
+            )
+        return self._paint(content, self.style_q(style.reshape(style.shape[0], STYLE_VECTOR_SIZE)))
+
+
+class MultiStyleNetwork(_ImageNetwork):
     """Dumoulin et al.'s conditional-instance-norm network for 26 styles: NCHW images in 0..1
     → stylised images in 0..1 at their own size.
 
@@ -539,29 +519,11 @@ class MultiStyleNetwork(nn.Module):
     """
 
     def __init__(self) -> None:
-        super().__init__()
-        self.contract = nn.ModuleList(
-            [
-                MultiStyleConv(3, 32, 9),
-                MultiStyleConv(32, 32, 3, 2),
-                MultiStyleConv(32, 32, 3, 2),
-            ]
-        )
-        self.residual = nn.ModuleList([MultiStyleBlock(32) for _ in range(6)])
-        self.expand = nn.ModuleList(
-            [
-                MultiStyleConv(32, 8, 3, upsample=2),
-                MultiStyleConv(8, 4, 3, upsample=2),
-                MultiStyleConv(4, 3, 9, activation="sigmoid"),
-            ]
-        )
+        super().__init__(MultiStyleConv, MultiStyleConv, (32, 32, 32, 8, 4), blocks=6)
 
     def norm_layers(self) -> list[MultiStyleConv]:
         """The 18 normalised layers in forward order (the order of a ``StyleNorm``)."""
-        layers = list(self.contract)
-        for block in self.residual:
-            layers += [block.conv1, block.conv2]
-        return [*layers, *self.expand]
+        return [module for module in self.modules() if isinstance(module, MultiStyleConv)]
 
     def style_rows(self) -> list[tuple[Tensor, Tensor]]:
         """Each norm layer's (scale rows, shift rows), each [26, C]: the parameters themselves."""
@@ -576,11 +538,11 @@ class MultiStyleNetwork(nn.Module):
                 f"expected [{NUM_STYLES}] or [N, {NUM_STYLES}], got {tuple(weights.shape)}",
             )
         weights = weights.reshape(-1, NUM_STYLES)
-        layers = []
-        for scale_rows, shift_rows in self.style_rows():
-            w = weights.to(scale_rows.device)
-            layers.append((w @ scale_rows, w @ shift_rows))
-        return StyleNorm(tuple(layers))
+        return StyleNorm(
+            tuple(
+                (weights.to(s.device) @ s, weights.to(s.device) @ b) for s, b in self.style_rows()
+            )
+        )
 
     def mean_norm(self) -> StyleNorm:
         """The ``StyleNorm`` of the mean of the 26 styles: a neutral start for a new row."""
@@ -604,16 +566,7 @@ class MultiStyleNetwork(nn.Module):
             raise ParameterError(
                 "style", f"a StyleNorm needs {len(layers)} layers, got {len(norm)}"
             )
-        pairs = iter(norm)
-        height, width = image.shape[-2:]
-        x = pad_to_multiple(image)
-        for layer in self.contract:
-            x = layer(x, *next(pairs))
-        for block in self.residual:
-            x = block(x, next(pairs), next(pairs))
-        for layer in self.expand:
-            x = layer(x, *next(pairs))
-        return x[..., :height, :width]
+        return self._paint(image, iter(norm))
 
 
 # --------------------------------------------------------------------------- loading
@@ -694,6 +647,15 @@ def predict_style(predictor: StylePredictor, image: Tensor) -> Tensor:
             image, size=size, mode="bilinear", antialias=True, align_corners=False
         )
     return predictor(image)
+
+
+def centre_square(image: Tensor) -> Tensor:
+    """The largest centred square of an NCHW image: what the arbitrary method gives the
+    predictor, which reads 256x256, so that a squashed cover does not stretch its marks."""
+    height, width = image.shape[-2:]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return image[..., top : top + side, left : left + side]
 
 
 def stylize_arbitrary(
@@ -845,11 +807,10 @@ class _GraphView:
             t.name: numpy_helper.to_array(t) for t in graph.initializer
         }
         self.inputs = [i.name for i in graph.input if i.name not in self.values]
-        self.outputs = [o.name for o in graph.output]
         self.quant: dict[str, tuple[float, int]] = {}
         self.nodes: list[_Node] = []
         self.read_convs: set[str] = set()  # the Conv nodes a reader has mapped onto the module
-        self._producer: dict[str, _Node] = {}
+        self._producer: dict[str, _Node] = {}  # filled after the loop, whose array() needs it
         alias: dict[str, str] = {}
         int8: dict[str, tuple[float, int]] = {}  # quantised tensor → its (scale, zero point)
 
@@ -892,7 +853,7 @@ class _GraphView:
                 )
             else:
                 self.nodes.append(_Node(op, ins, outs, attrs))
-        self.outputs = [resolve(o) for o in self.outputs]
+        self.outputs = [resolve(o.name) for o in graph.output]
         self._producer = {out: node for node in self.nodes for out in node.outputs}
         self._consumers: dict[str, list[_Node]] = {}
         for node in self.nodes:
@@ -911,7 +872,7 @@ class _GraphView:
         """The value of a constant tensor, folding the shape arithmetic of torch's exports."""
         if name in self.values:
             return self.values[name]
-        node = self.producer(name)
+        node = self._producer.get(name)
         if node is None or node.op not in _FOLDERS:
             raise _GraphMismatch(f"{name!r} is not a constant")
         value = _FOLDERS[node.op](node, [self.array(n) if n else None for n in node.inputs])
@@ -929,11 +890,8 @@ class _GraphView:
             raise _GraphMismatch(f"{name!r} is not quantised where the module rounds it")
         return self.quant[name]
 
-    def producer(self, name: str) -> _Node | None:
-        return self._producer.get(name)
-
     def made_by(self, name: str, op: str) -> _Node:
-        node = self.producer(name)
+        node = self._producer.get(name)
         if node is None or node.op != op:
             found = node.op if node else "no node"
             raise _GraphMismatch(f"{name!r} should come from {op}, comes from {found}")
@@ -1053,29 +1011,6 @@ def _check_conv(view: _GraphView, node: _Node, conv: nn.Conv2d, pads: Sequence[i
     _expect(attrs.get("auto_pad", "NOTSET") == "NOTSET", f"Conv {node.output!r} uses auto_pad")
 
 
-def _check_reflect_pad(view: _GraphView, node: _Node, amount: int) -> None:
-    _expect(node.attrs.get("mode") == "reflect", f"Pad {node.output!r} is not a reflect pad")
-    pads = [int(p) for p in view.array(node.inputs[1])]
-    # Two spatial axes padded by ``amount`` at both ends, whatever the layout (NHWC or NCHW).
-    _expect(
-        sorted(pads) == [0] * (len(pads) - 4) + [amount] * 4,
-        f"Pad {node.output!r} pads {pads}, expected {amount} on each side",
-    )
-
-
-def _check_upsample(view: _GraphView, node: _Node, factor: int) -> None:
-    attrs = node.attrs
-    scales = [float(s) for s in view.array(node.inputs[2])]
-    found = (
-        attrs.get("mode"),
-        attrs.get("coordinate_transformation_mode"),
-        attrs.get("nearest_mode"),
-        scales,
-    )
-    wanted = ("nearest", "asymmetric", "floor", [1.0, 1.0, float(factor), float(factor)])
-    _expect(found == wanted, f"Resize {node.output!r} is {found}, expected {wanted}")
-
-
 def _read_predictor(view: _GraphView, state: _StateWriter, network: nn.Module) -> None:
     assert isinstance(network, StylePredictor)
     (image,) = view.inputs
@@ -1083,16 +1018,14 @@ def _read_predictor(view: _GraphView, state: _StateWriter, network: nn.Module) -
     x = _read_same_conv(view, state, "stem", network.stem, image)
     for i, block in enumerate(network.blocks):
         assert isinstance(block, InvertedResidual)
-        prefix = f"blocks.{i}"
         y = x
-        if block.expand is not None:
-            y = _read_same_conv(view, state, f"{prefix}.expand", block.expand, y)
-        y = _read_same_conv(view, state, f"{prefix}.depthwise", block.depthwise, y)
-        y = _read_same_conv(view, state, f"{prefix}.project", block.project, y)
+        for name, unit in block.named_children():  # expand (if any), depthwise, project
+            if isinstance(unit, SameConv):
+                y = _read_same_conv(view, state, f"blocks.{i}.{name}", unit, y)
         if block.residual:
             add = view.consumer(y, "Add")
             _expect(add.other_input(y) == x, f"block {i}: the skip does not add the block input")
-            state.quantiser(f"{prefix}.add_q", view.quantiser(add.output))
+            state.quantiser(f"blocks.{i}.add_q", view.quantiser(add.output))
             y = add.output
         x = y
     x = _read_same_conv(view, state, "head", network.head, x)
@@ -1122,63 +1055,107 @@ def _read_same_conv(
     return out
 
 
-def _read_transformer(view: _GraphView, state: _StateWriter, network: nn.Module) -> None:
-    assert isinstance(network, StyleTransformer)
-    content, style = view.inputs
-    state.quantiser("style_q", view.quantiser(style))
-    x = content
+def _read_reflect_conv(
+    view: _GraphView,
+    state: _StateWriter,
+    prefix: str,
+    layer: _ReflectConv,
+    x: str,
+    resize: bool = False,
+) -> str:
+    """Walk ``[Resize →] Pad → Conv`` from ``x``, checking each against ``layer`` and reading
+    the convolution's weights; the name of the convolution's output."""
+    if resize:
+        node = view.consumer(x, "Resize")
+        scales = [float(s) for s in view.array(node.inputs[2])]
+        attrs = node.attrs
+        found = (
+            attrs.get("mode"),
+            attrs.get("coordinate_transformation_mode"),
+            attrs.get("nearest_mode"),
+            scales,
+        )
+        factor = float(layer.upsample)
+        wanted = ("nearest", "asymmetric", "floor", [1.0, 1.0, factor, factor])
+        _expect(found == wanted, f"Resize {node.output!r} is {found}, expected {wanted}")
+        x = node.output
+    pad = view.consumer(x, "Pad")
+    amount = layer.conv.kernel_size[0] // 2
+    _expect(pad.attrs.get("mode") == "reflect", f"Pad {pad.output!r} is not a reflect pad")
+    pads = [int(p) for p in view.array(pad.inputs[1])]
+    # Two spatial axes padded by ``amount`` at both ends, whatever the layout (NHWC or NCHW).
+    _expect(
+        sorted(pads) == [0] * (len(pads) - 4) + [amount] * 4,
+        f"Pad {pad.output!r} pads {pads}, expected {amount} on each side",
+    )
+    conv = view.consumer(pad.output, "Conv")
+    _check_conv(view, conv, layer.conv, (0, 0, 0, 0))
+    has_bias = layer.conv.bias is not None
+    _expect(has_bias or len(conv.inputs) == 2, f"{prefix}: the convolution has a bias")
+    state.put(f"{prefix}.conv.weight", view.array(conv.inputs[1]))
+    if has_bias:
+        state.put(f"{prefix}.conv.bias", view.array(conv.inputs[2]))
+    return conv.output
+
+
+def _read_image_network(
+    view: _GraphView,
+    state: _StateWriter,
+    network: nn.Module,
+    read_layer: Callable[[_GraphView, _StateWriter, str, Any, str, str], str],
+) -> None:
+    """Walk an image network from its image input: ``read_layer(view, state, prefix, layer, x,
+    condition)`` reads a layer from the tensor named ``x`` (``condition``: the graph's second
+    input, the style vector or the style weights) and gives the name of its output."""
+    assert isinstance(network, _ImageNetwork)
+    x, condition = view.inputs
     for i, layer in enumerate(network.contract):
-        assert isinstance(layer, ContractConv)
-        pad = view.consumer(x, "Pad")
-        _check_reflect_pad(view, pad, layer.conv.kernel_size[0] // 2)
-        if i == 0:  # the graph pads the NHWC input, then rounds it to 8 bits
-            state.quantiser("input_q", view.quantiser(pad.output))
-        conv = view.consumer(pad.output, "Conv")
-        _check_conv(view, conv, layer.conv, (0, 0, 0, 0))
-        state.put(f"contract.{i}.conv.weight", view.array(conv.inputs[1]))
-        state.put(f"contract.{i}.conv.bias", view.array(conv.inputs[2]))
-        relu = view.consumer(conv.output, "Relu")
-        state.quantiser(f"contract.{i}.out_q", view.quantiser(relu.output))
-        x = relu.output
+        x = read_layer(view, state, f"contract.{i}", layer, x, condition)
     for i, block in enumerate(network.residual):
-        assert isinstance(block, ResidualBlock)
-        y = _read_style_conv(view, state, f"residual.{i}.conv1", block.conv1, x, style)
-        y = _read_style_conv(view, state, f"residual.{i}.conv2", block.conv2, y, style)
+        y = read_layer(view, state, f"residual.{i}.conv1", block.conv1, x, condition)
+        y = read_layer(view, state, f"residual.{i}.conv2", block.conv2, y, condition)
         add = view.consumer(y, "Add")
         _expect(add.other_input(y) == x, f"residual block {i}: the skip does not add its input")
-        state.quantiser(f"residual.{i}.add_q", view.quantiser(add.output))
+        if isinstance(block.add_q, FakeQuant):
+            state.quantiser(f"residual.{i}.add_q", view.quantiser(add.output))
         x = add.output
     for i, layer in enumerate(network.expand):
-        assert isinstance(layer, StyleConv)
-        x = _read_style_conv(view, state, f"expand.{i}", layer, x, style)
+        x = read_layer(view, state, f"expand.{i}", layer, x, condition)
     _expect(view.outputs == [x], f"the graph's output is not the last layer's ({view.outputs})")
 
 
+def _read_transformer(view: _GraphView, state: _StateWriter, network: nn.Module) -> None:
+    content, style = view.inputs
+    state.quantiser("style_q", view.quantiser(style))
+    # The graph pads the NHWC input, then rounds it to 8 bits.
+    state.quantiser("input_q", view.quantiser(view.consumer(content, "Pad").output))
+    _read_image_network(view, state, network, _read_style_conv)
+
+
 def _read_style_conv(
-    view: _GraphView, state: _StateWriter, prefix: str, layer: StyleConv, x: str, style: str
+    view: _GraphView,
+    state: _StateWriter,
+    prefix: str,
+    layer: ContractConv | StyleConv,
+    x: str,
+    style: str,
 ) -> str:
-    if layer.upsample > 1 or view.consumers(x, "Resize"):  # also a Resize by 1 before the last
-        resize = view.consumer(x, "Resize")
-        _check_upsample(view, resize, layer.upsample)
-        x = resize.output
-    pad = view.consumer(x, "Pad")
-    _check_reflect_pad(view, pad, layer.conv.kernel_size[0] // 2)
-    conv = view.consumer(pad.output, "Conv")
-    _check_conv(view, conv, layer.conv, (0, 0, 0, 0))
-    state.put(f"{prefix}.conv.weight", view.array(conv.inputs[1]))
-    state.put(f"{prefix}.conv.bias", view.array(conv.inputs[2]))
-    c = conv.output
-    state.quantiser(f"{prefix}.conv_q", view.quantiser(c))
-    out = _read_conditional_norm(view, state, f"{prefix}.norm", c, style)
-    if layer.activation == "relu":
-        relu = view.consumer(out, "Relu")
-        state.quantiser(f"{prefix}.out_q", view.quantiser(relu.output))
-        return relu.output
-    state.quantiser(f"{prefix}.norm_q", view.quantiser(out))
-    if layer.activation == "sigmoid":
-        sigmoid = view.consumer(out, "Sigmoid")
-        state.quantiser(f"{prefix}.out_q", view.quantiser(sigmoid.output))
-        return sigmoid.output
+    """One layer of the transformer: a contracting one (convolution and ReLU) or a normalised
+    one (convolution, conditional norm, activation), each activation rounded."""
+    if isinstance(layer, ContractConv):
+        out = _read_reflect_conv(view, state, prefix, layer, x)
+    else:
+        # Also a Resize by 1 before the last layer.
+        resize = layer.upsample > 1 or bool(view.consumers(x, "Resize"))
+        c = _read_reflect_conv(view, state, prefix, layer, x, resize)
+        state.quantiser(f"{prefix}.conv_q", view.quantiser(c))
+        out = _read_conditional_norm(view, state, f"{prefix}.norm", c, style)
+        if layer.activation != "relu":  # the ReLU's output is rounded, not the norm's
+            state.quantiser(f"{prefix}.norm_q", view.quantiser(out))
+    if layer.activation == "none":
+        return out
+    out = view.consumer(out, _ACTIVATION_OPS[layer.activation]).output
+    state.quantiser(f"{prefix}.out_q", view.quantiser(out))
     return out
 
 
@@ -1232,39 +1209,10 @@ def _read_conditional_norm(
     return out.output
 
 
-def _read_multistyle(view: _GraphView, state: _StateWriter, network: nn.Module) -> None:
-    assert isinstance(network, MultiStyleNetwork)
-    image, weights = view.inputs
-    x = image
-    for i, layer in enumerate(network.contract):
-        x = _read_multistyle_conv(view, state, f"contract.{i}", layer, x, weights)
-    for i, block in enumerate(network.residual):
-        assert isinstance(block, MultiStyleBlock)
-        y = _read_multistyle_conv(view, state, f"residual.{i}.conv1", block.conv1, x, weights)
-        y = _read_multistyle_conv(view, state, f"residual.{i}.conv2", block.conv2, y, weights)
-        add = view.consumer(y, "Add")
-        _expect(add.other_input(y) == x, f"residual block {i}: the skip does not add its input")
-        x = add.output
-    for i, layer in enumerate(network.expand):
-        x = _read_multistyle_conv(view, state, f"expand.{i}", layer, x, weights)
-    _expect(view.outputs == [x], f"the graph's output is not the last layer's ({view.outputs})")
-
-
 def _read_multistyle_conv(
-    view: _GraphView, state: _StateWriter, prefix: str, layer: Any, x: str, weights: str
+    view: _GraphView, state: _StateWriter, prefix: str, layer: MultiStyleConv, x: str, weights: str
 ) -> str:
-    assert isinstance(layer, MultiStyleConv)
-    if layer.upsample > 1:
-        resize = view.consumer(x, "Resize")
-        _check_upsample(view, resize, layer.upsample)
-        x = resize.output
-    pad = view.consumer(x, "Pad")
-    _check_reflect_pad(view, pad, layer.conv.kernel_size[0] // 2)
-    conv = view.consumer(pad.output, "Conv")
-    _check_conv(view, conv, layer.conv, (0, 0, 0, 0))
-    _expect(len(conv.inputs) == 2, f"{prefix}: the convolution has a bias")
-    state.put(f"{prefix}.conv.weight", view.array(conv.inputs[1]))
-    c = conv.output
+    c = _read_reflect_conv(view, state, prefix, layer, x, layer.upsample > 1)
     mean = view.consumer(c, "ReduceMean")
     centred = view.consumer(c, "Sub")
     _expect(centred.inputs == [c, mean.output], f"{prefix}: the norm does not subtract the mean")
@@ -1290,7 +1238,7 @@ def _read_multistyle_conv(
     out = shifted.output
     if layer.activation == "none":
         return out
-    return view.consumer(out, "Relu" if layer.activation == "relu" else "Sigmoid").output
+    return view.consumer(out, _ACTIVATION_OPS[layer.activation]).output
 
 
 def _style_rows(view: _GraphView, name: str, weights: str) -> np.ndarray:
@@ -1309,5 +1257,5 @@ def _style_rows(view: _GraphView, name: str, weights: str) -> np.ndarray:
 _READERS = {
     "predictor": _read_predictor,
     "transformer": _read_transformer,
-    "multistyle": _read_multistyle,
+    "multistyle": functools.partial(_read_image_network, read_layer=_read_multistyle_conv),
 }

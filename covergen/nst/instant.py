@@ -31,10 +31,14 @@ import torch.nn.functional as F
 
 from . import feedforward, imaging
 from .errors import Cancelled, ParameterError
+from .feedforward import centre_square
 
 if TYPE_CHECKING:
+    from .fasttrain import CancelFn
     from .prepared import PreparedJob
     from .services import EngineServices
+
+ReportFn = Callable[[str, int, int], None]  # report(stage, done, total)
 
 MAX_WORKING_SIDE = 4096  # style_scale above 1 paints larger first: bounded
 # What, besides the fast_* parameters, decides a cover's trained network: the Gatys loss
@@ -63,10 +67,7 @@ class InstantMethods:
 
     # -- painting --------------------------------------------------------------------------
     def paint(
-        self,
-        jobs: Sequence[PreparedJob],
-        report: Callable[[str, int, int], None],
-        cancel: Callable[[], bool] | None,
+        self, jobs: Sequence[PreparedJob], report: ReportFn, cancel: CancelFn | None
     ) -> list[torch.Tensor]:
         """Each job's painting, (1, 3, H, W) in 0..1 at its result size, before ``finish``.
 
@@ -77,7 +78,7 @@ class InstantMethods:
             if cancel is not None and cancel():
                 raise Cancelled("stopped before painting")
             if job.params.method == "arbitrary":
-                out.append(self._arbitrary(job))
+                out.append(self.arbitrary_painting(job))
             elif job.params.method == "fast":
                 out.append(self._fast(job, report, cancel))
             else:
@@ -90,20 +91,17 @@ class InstantMethods:
     def arbitrary_painting(self, job: PreparedJob) -> torch.Tensor:
         """The arbitrary method's painting of a prepared job at its result size (also Gatys'
         starting image with ``init: arbitrary``)."""
-        return self._arbitrary(job)
-
-    def _arbitrary(self, job: PreparedJob) -> torch.Tensor:
         params = job.params
         device = self.engine.device
         predictor = self.network("predictor")
         transformer = self.network("transformer")
         with torch.no_grad():
             cover = sum(
-                weight * feedforward.predict_style(predictor, _centre_square(style.to(device)))
+                weight * feedforward.predict_style(predictor, centre_square(style.to(device)))
                 for weight, style in zip(job.blend, job.styles, strict=True)
             )
             content = _working(job.content, params.style_scale).to(device)
-            own = feedforward.predict_style(predictor, _centre_square(content))
+            own = feedforward.predict_style(predictor, centre_square(content))
 
             def painted(strength: float) -> torch.Tensor:
                 vector = strength * cover + (1.0 - strength) * own
@@ -113,12 +111,7 @@ class InstantMethods:
         height, width = job.content.shape[-2:]
         return imaging.resize(image.float().cpu(), width, height)
 
-    def _fast(
-        self,
-        job: PreparedJob,
-        report: Callable[[str, int, int], None],
-        cancel: Callable[[], bool] | None,
-    ) -> torch.Tensor:
+    def _fast(self, job: PreparedJob, report: ReportFn, cancel: CancelFn | None) -> torch.Tensor:
         from .fasttrain import cover_painter
 
         trained = self.trained(job, report, cancel)
@@ -134,10 +127,7 @@ class InstantMethods:
         return imaging.resize(image.float().cpu(), width, height)
 
     def trained(
-        self,
-        job: PreparedJob,
-        report: Callable[[str, int, int], None],
-        cancel: Callable[[], bool] | None,
+        self, job: PreparedJob, report: ReportFn, cancel: CancelFn | None
     ) -> dict[str, torch.Tensor]:
         """The cover's own network (what ``fasttrain`` learns): from the target cache,
         keyed by the cover's pixels and the training's recipe, else trained now and kept.
@@ -217,21 +207,8 @@ def _with_light_of(painting: torch.Tensor, source: torch.Tensor, amount: torch.T
     per pixel), its colours kept: a protected face keeps its features and wears the cover's
     colours. (Blending whole pixels toward the photo pasted a photographic face into the
     painting.)"""
-    shift = _luminance(source) - _luminance(painting)
+    shift = imaging.rgb_to_yiq(source)[:, :1] - imaging.rgb_to_yiq(painting)[:, :1]
     return (painting + amount * shift).clamp(0, 1)
-
-
-def _luminance(image: torch.Tensor) -> torch.Tensor:
-    return imaging.rgb_to_yiq(image)[:, :1]
-
-
-def _centre_square(image: torch.Tensor) -> torch.Tensor:
-    """The largest centred square of a (N, 3, H, W) image: the predictor reads 256×256, and a
-    squashed cover would stretch its marks."""
-    height, width = image.shape[-2:]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    return image[..., top : top + side, left : left + side]
 
 
 def _working(content: torch.Tensor, style_scale: float) -> torch.Tensor:
