@@ -385,14 +385,18 @@ class Engine:
                 "group jobs by batch_signature() first",
             )
         run = _Run(self, progress, cancel, self._most_iterations([job.params for job in jobs]))
-        if jobs[0].params.method != "gatys":
-            return self._stylize_instant(jobs, run)
         with precision_flags(self.device, self.runtime.precision):
             prepared = [self._prepare(job) for job in jobs]
-            if any(job.params.content_weight == AUTO for job in prepared):
-                prepared = self._probe(prepared, run)
-            x, histories, iterations, last = self._paint(prepared, run)
-            images = [job.finish(x[i : i + 1].detach()) for i, job in enumerate(prepared)]
+            if jobs[0].params.method == "gatys":
+                if any(job.params.content_weight == AUTO for job in prepared):
+                    prepared = self._probe(prepared, run)
+                x, histories, iterations, last = self._paint(prepared, run)
+                painted = [x[i : i + 1].detach() for i in range(len(prepared))]
+            else:  # feed-forward: one pass each, no loss to report
+                painted = self._paint_instant(prepared, run)
+                histories, iterations = [[] for _ in prepared], [1 for _ in prepared]
+                last = [LossValues(0.0, 0.0, 0.0, 0.0) for _ in prepared]
+            images = [job.finish(image) for job, image in zip(prepared, painted, strict=True)]
             scores = self._scores(prepared, images)
         seconds = time.perf_counter() - run.start
         return [
@@ -418,45 +422,27 @@ class Engine:
             self._instant = InstantMethods(self)
         return self._instant
 
-    def _stylize_instant(self, jobs: Sequence[StylizeJob], run: _Run) -> list[StylizeResult]:
+    def _paint_instant(self, jobs: list[PreparedJob], run: _Run) -> list[torch.Tensor]:
         """Feed-forward jobs (``method: arbitrary`` or ``fast``): prepared and finished as
         Gatys' are, painted in one pass each (a fast job's cover network trained first,
         unless the target cache holds it)."""
-        with precision_flags(self.device, self.runtime.precision):
-            prepared = [self._prepare(job) for job in jobs]
 
-            def report(stage: str, done: int, total: int) -> None:
-                height, width = prepared[0].content.shape[-2:]
-                run.report(
-                    Progress(
-                        scale=0,
-                        scales=1,
-                        size=(width, height),
-                        iteration=done,
-                        iterations=total,
-                        losses=(),
-                        elapsed=time.perf_counter() - run.start,
-                        stage=stage,
-                    )
+        def report(stage: str, done: int, total: int) -> None:
+            height, width = jobs[0].content.shape[-2:]
+            run.report(
+                Progress(
+                    scale=0,
+                    scales=1,
+                    size=(width, height),
+                    iteration=done,
+                    iterations=total,
+                    losses=(),
+                    elapsed=time.perf_counter() - run.start,
+                    stage=stage,
                 )
-
-            painted = self.instant.paint(prepared, report, run.cancel)
-            images = [job.finish(image) for job, image in zip(prepared, painted, strict=True)]
-            scores = self._scores(prepared, images)
-        seconds = time.perf_counter() - run.start
-        none = LossValues(0.0, 0.0, 0.0, 0.0)
-        return [
-            StylizeResult(
-                image=imaging.tensor_to_pil(image),
-                history=[],
-                iterations=1,
-                seconds=seconds,
-                device=str(self.device),
-                losses=none,
-                metrics={**job.metrics, **score},
             )
-            for job, image, score in zip(prepared, images, scores, strict=True)
-        ]
+
+        return self.instant.paint(jobs, report, run.cancel)
 
     # -- stages ------------------------------------------------------------------------------
     def _prepare(self, job: StylizeJob) -> PreparedJob:
