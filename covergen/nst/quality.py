@@ -131,14 +131,12 @@ def _convert_lpips_tree(tree: Mapping[str, Any], name: str) -> dict[str, torch.T
     state: dict[str, torch.Tensor] = {}
     in_channels = 3
     for k, (channels, size, _, _, _) in enumerate(ALEXNET_CONVS):
-        kernel = array(tree, "AlexNet_0", f"Conv_{k}", "kernel")
-        bias = array(tree, "AlexNet_0", f"Conv_{k}", "bias")
-        if tuple(kernel.shape) != (size, size, in_channels, channels) or tuple(bias.shape) != (
-            channels,
-        ):
+        kernel, bias = (array(tree, "AlexNet_0", f"Conv_{k}", key) for key in ("kernel", "bias"))
+        needed = (size, size, in_channels, channels)
+        if tuple(kernel.shape) != needed or tuple(bias.shape) != (channels,):
             raise WeightsError(
                 f"{name}: AlexNet_0/Conv_{k} has shapes {tuple(kernel.shape)}, "
-                f"{tuple(bias.shape)}; AlexNet needs {(size, size, in_channels, channels)}"
+                f"{tuple(bias.shape)}; AlexNet needs {needed}"
             )
         index = ALEXNET_CONV_INDICES[k]
         # flax kernels are HWIO, torch's OIHW; both compute a cross-correlation.
