@@ -217,7 +217,7 @@ def test_damaged_weights_are_refused_before_loading(
 
 def test_missing_package_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(W, "locate_package_file", lambda distribution, member: None)
-    monkeypatch.setattr(faces, "_installed_version", lambda distribution: None)
+    monkeypatch.setattr(faces, "installed_version", lambda distribution: None)
     with pytest.raises(WeightsError) as caught:
         FaceDetector()
     message = str(caught.value)

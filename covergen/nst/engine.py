@@ -177,26 +177,18 @@ class Engine:
         flavour = resolve_flavour(params.network, params.weights)
         key = (params.network, flavour)
         if key not in self._weights:
-            self._weights[key] = load_weights(
-                params.network,
-                flavour,
-                cache_dir=self.cache_dir,
-                explicit=self.weights_file,
-                offline=self.offline,
-            )
+            self._weights[key] = load_weights(params.network, flavour, **self._source_settings())
         return self._weights[key]
 
     def weights_identity(self, params: StyleParams) -> str:
         """Content address of the weights a job uses, for job keys (loads nothing)."""
         if (params.network, resolve_flavour(params.network, params.weights)) in self._weights:
             return self.weights(params).identity
-        return choose_source(
-            params.network,
-            params.weights,
-            cache_dir=self.cache_dir,
-            explicit=self.weights_file,
-            offline=self.offline,
-        ).identity
+        return choose_source(params.network, params.weights, **self._source_settings()).identity
+
+    def _source_settings(self) -> dict[str, Any]:
+        """What decides where this engine's weights come from (``choose_source``)."""
+        return {"cache_dir": self.cache_dir, "explicit": self.weights_file, "offline": self.offline}
 
     def encoder(self, params: StyleParams) -> VGGEncoder:
         """A frozen encoder just deep enough for the job's layers, on this engine's device."""
@@ -393,30 +385,32 @@ class Engine:
                 "group jobs by batch_signature() first",
             )
         run = _Run(self, progress, cancel, self._most_iterations([job.params for job in jobs]))
-        if jobs[0].params.method != "gatys":
-            return self._stylize_instant(jobs, run)
         with precision_flags(self.device, self.runtime.precision):
             prepared = [self._prepare(job) for job in jobs]
-            if any(job.params.content_weight == AUTO for job in prepared):
-                prepared = self._probe(prepared, run)
-            x, histories, iterations, last = self._paint(prepared, run)
-            images = [job.finish(x[i : i + 1].detach()) for i, job in enumerate(prepared)]
+            if jobs[0].params.method == "gatys":
+                if any(job.params.content_weight == AUTO for job in prepared):
+                    prepared = self._probe(prepared, run)
+                x, histories, iterations, last = self._paint(prepared, run)
+                painted = [x[i : i + 1].detach() for i in range(len(prepared))]
+            else:  # feed-forward: one pass each, no loss to report
+                painted = self._paint_instant(prepared, run)
+                histories, iterations = [[] for _ in prepared], [1 for _ in prepared]
+                last = [LossValues(0.0, 0.0, 0.0, 0.0) for _ in prepared]
+            images = [job.finish(image) for job, image in zip(prepared, painted, strict=True)]
             scores = self._scores(prepared, images)
         seconds = time.perf_counter() - run.start
-        results = []
-        for i, job in enumerate(prepared):
-            results.append(
-                StylizeResult(
-                    image=imaging.tensor_to_pil(images[i]),
-                    history=job.probe_history + histories[i],
-                    iterations=iterations[i] + job.probed,
-                    seconds=seconds,
-                    device=str(self.device),
-                    losses=last[i],
-                    metrics={**job.metrics, **scores[i]},
-                )
+        return [
+            StylizeResult(
+                image=imaging.tensor_to_pil(images[i]),
+                history=job.probe_history + histories[i],
+                iterations=iterations[i] + job.probed,
+                seconds=seconds,
+                device=str(self.device),
+                losses=last[i],
+                metrics={**job.metrics, **scores[i]},
             )
-        return results
+            for i, job in enumerate(prepared)
+        ]
 
     @property
     def instant(self) -> Any:
@@ -428,45 +422,27 @@ class Engine:
             self._instant = InstantMethods(self)
         return self._instant
 
-    def _stylize_instant(self, jobs: Sequence[StylizeJob], run: _Run) -> list[StylizeResult]:
+    def _paint_instant(self, jobs: list[PreparedJob], run: _Run) -> list[torch.Tensor]:
         """Feed-forward jobs (``method: arbitrary`` or ``fast``): prepared and finished as
         Gatys' are, painted in one pass each (a fast job's cover network trained first,
         unless the target cache holds it)."""
-        with precision_flags(self.device, self.runtime.precision):
-            prepared = [self._prepare(job) for job in jobs]
 
-            def report(stage: str, done: int, total: int) -> None:
-                height, width = prepared[0].content.shape[-2:]
-                run.report(
-                    Progress(
-                        scale=0,
-                        scales=1,
-                        size=(width, height),
-                        iteration=done,
-                        iterations=total,
-                        losses=(),
-                        elapsed=time.perf_counter() - run.start,
-                        stage=stage,
-                    )
+        def report(stage: str, done: int, total: int) -> None:
+            height, width = jobs[0].content.shape[-2:]
+            run.report(
+                Progress(
+                    scale=0,
+                    scales=1,
+                    size=(width, height),
+                    iteration=done,
+                    iterations=total,
+                    losses=(),
+                    elapsed=time.perf_counter() - run.start,
+                    stage=stage,
                 )
-
-            painted = self.instant.paint(prepared, report, run.cancel)
-            images = [job.finish(image) for job, image in zip(prepared, painted, strict=True)]
-            scores = self._scores(prepared, images)
-        seconds = time.perf_counter() - run.start
-        none = LossValues(0.0, 0.0, 0.0, 0.0)
-        return [
-            StylizeResult(
-                image=imaging.tensor_to_pil(image),
-                history=[],
-                iterations=1,
-                seconds=seconds,
-                device=str(self.device),
-                losses=none,
-                metrics={**job.metrics, **score},
             )
-            for job, image, score in zip(prepared, images, scores, strict=True)
-        ]
+
+        return self.instant.paint(jobs, report, run.cancel)
 
     # -- stages ------------------------------------------------------------------------------
     def _prepare(self, job: StylizeJob) -> PreparedJob:
@@ -565,11 +541,7 @@ class Engine:
             job = jobs[i].with_weight(choice)
             job.metrics["content_weight"] = choice
             job.metrics["candidates"] = {  # the candidates tried: content_kept, style_taken
-                format(c.weight, "g"): [
-                    round(c.scores.content_kept, 4),
-                    round(c.scores.style_taken, 4),
-                ]
-                for c in tried[i]
+                format(c.weight, "g"): list(_reported(c.scores).values()) for c in tried[i]
             }
             if len(sizes) > 1:  # the winner's coarse image carries on
                 job.start = winner.image
@@ -663,20 +635,10 @@ class Engine:
                 if not bool(active[i]):
                     continue
                 counts[i] += 1
-                last[i] = LossValues(
-                    values["total"][i],
-                    values["content"][i],
-                    values["style"][i],
-                    values["tv"][i],
-                    values["photo"][i],
-                )
-                histories[i].append(
-                    {
-                        "scale": -1 if stage == "probe" else scale,
-                        "iteration": iteration,
-                        **{k: v[i] for k, v in values.items()},
-                    }
-                )
+                row = {k: v[i] for k, v in values.items()}  # total, content, style, tv, photo
+                last[i] = LossValues(**row)
+                step = {"scale": -1 if stage == "probe" else scale, "iteration": iteration}
+                histories[i].append({**step, **row})
             stopper.update(iteration, total.detach())
             optimiser.step(grad, active)
             event = Progress(
@@ -707,12 +669,7 @@ class Engine:
             (score,) = self.judge.score_many(
                 job.photo_at(width, height), job.cover_at(width, height), [image]
             )
-            out.append(
-                {
-                    "content_kept": round(score.content_kept, 4),
-                    "style_taken": round(score.style_taken, 4),
-                }
-            )
+            out.append(_reported(score))
         return out
 
     def _problem(
@@ -721,17 +678,13 @@ class Engine:
         """Targets and weights of every job at one scale, stacked along the batch."""
         params = [job.params for job in jobs]
         first = params[0]
-        content_targets: dict[str, list[torch.Tensor]] = {n: [] for n in first.content_layers}
-        style_targets: dict[str, list[torch.Tensor]] = {}
+        content: list[dict[str, torch.Tensor]] = []
+        style: list[dict[str, torch.Tensor]] = []
         maps = []
         laplacians: list[Any] = []
         for job in jobs:
-            content = job.content_at(width, height)
-            for name, t in self.content_targets(job.params, content).items():
-                content_targets[name].append(t)
-            blended = self._blended_style(job, width, height)
-            for name, t in blended.items():
-                style_targets.setdefault(name, []).append(t)
+            content.append(self.content_targets(job.params, job.content_at(width, height)))
+            style.append(self._blended_style(job, width, height))
             maps.append(job.weight_map(width, height))
             laplacians.append(
                 self.laplacian(job.photo_at(width, height))
@@ -745,7 +698,7 @@ class Engine:
             weight_map = torch.cat([ones if m is None else m for m in maps]).to(
                 self.device, self.dtype
             )
-        stacked_style = {name: torch.cat(ts) for name, ts in style_targets.items()}
+        stacked_style = {name: torch.cat([s[name] for s in style]) for name in style[0]}
         if first.style_loss == "meancov":
             for name in first.style_layers:
                 stacked_style[f"{name}.sqrt"] = losses.symmetric_sqrt(stacked_style[f"{name}.cov"])
@@ -757,7 +710,7 @@ class Engine:
             features=self.features,
             encoder=encoder,
             params=first,
-            content_targets={n: torch.cat(ts) for n, ts in content_targets.items()},
+            content_targets={n: torch.cat([c[n] for c in content]) for n in first.content_layers},
             style_targets=stacked_style,
             weight_map=weight_map,
             content_layer_weights=column([p.resolved_content_layer_weights() for p in params]),
@@ -770,28 +723,23 @@ class Engine:
         """Style statistics of a job's covers at one scale, blended by ``style_blend``."""
         params = job.params
         long_side = max(8, round(max(width, height) * params.style_scale))
-        blend = job.blend
         per_style = [self.style_targets(params, style) for style in job.styles_at(long_side)]
+        weighted = list(zip(job.blend, per_style, strict=True))
         if params.style_loss == "gram":
-            return {
-                name: sum(w * s[name] for w, s in zip(blend, per_style, strict=True))
-                for name in params.style_layers
-            }
+            return {name: sum(w * s[name] for w, s in weighted) for name in params.style_layers}
         # Moments of the mixture: blend means and second moments, then re-centre.
         out: dict[str, torch.Tensor] = {}
         for name in params.style_layers:
-            mean = sum(w * s[f"{name}.mean"] for w, s in zip(blend, per_style, strict=True))
-            second = sum(
-                w
-                * (
-                    s[f"{name}.cov"]
-                    + s[f"{name}.mean"].unsqueeze(2) * s[f"{name}.mean"].unsqueeze(1)
-                )
-                for w, s in zip(blend, per_style, strict=True)
-            )
-            out[f"{name}.mean"] = mean
-            out[f"{name}.cov"] = second - mean.unsqueeze(2) * mean.unsqueeze(1)
+            m, c = f"{name}.mean", f"{name}.cov"
+            mean = sum(w * s[m] for w, s in weighted)
+            second = sum(w * (s[c] + s[m].unsqueeze(2) * s[m].unsqueeze(1)) for w, s in weighted)
+            out[m], out[c] = mean, second - mean.unsqueeze(2) * mean.unsqueeze(1)
         return out
+
+
+def _reported(score: Any) -> dict[str, float]:
+    """The judge's two headline numbers (``quality.Scores``), as results report them."""
+    return {k: round(getattr(score, k), 4) for k in ("content_kept", "style_taken")}
 
 
 # The matting Laplacian's ε (Levin et al.'s regularisation of each window's colour model).

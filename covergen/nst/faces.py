@@ -29,6 +29,7 @@ import math
 import pickle
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -38,7 +39,7 @@ from torch import nn
 
 from .errors import ParameterError, WeightsError
 from .imaging import fit_long_side, resized, to_rgb
-from .weightsources import PackagedFile
+from .weightsources import PackagedFile, installed_version
 
 
 @dataclass(frozen=True)
@@ -51,28 +52,19 @@ class FaceWeightsFile(PackagedFile):
 # facenet-pytorch is MIT-licensed; its MTCNN parameters were ported from David Sandberg's
 # TensorFlow facenet, itself a port of the paper authors' Caffe models. The digests equal the
 # wheel's RECORD entries (urlsafe base64) converted to hex.
-FACE_WEIGHTS = (
+FACE_WEIGHTS = tuple(
     FaceWeightsFile(
-        stage="pnet",
+        stage=stage,
         distribution="facenet-pytorch",
         version="2.6.0",
-        member="facenet_pytorch/data/pnet.pt",
-        sha256="a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f",
-    ),
-    FaceWeightsFile(
-        stage="rnet",
-        distribution="facenet-pytorch",
-        version="2.6.0",
-        member="facenet_pytorch/data/rnet.pt",
-        sha256="bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86",
-    ),
-    FaceWeightsFile(
-        stage="onet",
-        distribution="facenet-pytorch",
-        version="2.6.0",
-        member="facenet_pytorch/data/onet.pt",
-        sha256="165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d",
-    ),
+        member=f"facenet_pytorch/data/{stage}.pt",
+        sha256=sha256,
+    )
+    for stage, sha256 in (
+        ("pnet", "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f"),
+        ("rnet", "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86"),
+        ("onet", "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d"),
+    )
 )
 
 # The soft ellipse of face_weight_map, in units of the box: MTCNN boxes run from the brows to
@@ -108,94 +100,76 @@ class FaceBox:
 # ----------------------------------------------------------------------------- networks
 
 
-def _flatten_transposed(x: torch.Tensor) -> torch.Tensor:
-    # The dense layers were trained on features flattened as (width, height, channel): the
-    # original Caffe models saw transposed images. Flattening in that order keeps them valid.
-    return x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)
+class _Stage(nn.Module):
+    """One MTCNN network: conv blocks (conv, PReLU, max-pool), an optional dense block, heads.
+
+    Modules carry the names of the trained state dicts (conv1, prelu1, pool1, ..., dense5,
+    prelu5, dense6_1): block n holds layer n, the heads are layer n+1's _1, _2, _3. Without a
+    dense block the heads are 1×1 convolutions, so the network is fully convolutional.
+    """
+
+    def __init__(
+        self, convs: Sequence[tuple[int, int, int]], dense: int, heads: Sequence[int]
+    ) -> None:
+        """``convs``: (out channels, kernel, pool kernel or 0) per conv block; ``dense``: the
+        dense block's width (0: none); ``heads``: each head's outputs, the face logits first."""
+        super().__init__()
+        self._trunk: list[str] = []
+        channels = 3
+        for n, (out, kernel, pool) in enumerate(convs, start=1):
+            self._add(f"conv{n}", nn.Conv2d(channels, out, kernel_size=kernel))
+            self._add(f"prelu{n}", nn.PReLU(out))
+            if pool:
+                self._add(f"pool{n}", nn.MaxPool2d(pool, 2, ceil_mode=True))
+            channels = out
+        n = len(convs) + 1
+        if dense:
+            # The crops reach the dense block as 3×3 maps.
+            self._add(f"dense{n}", nn.Linear(3 * 3 * channels, dense))
+            self._add(f"prelu{n}", nn.PReLU(dense))
+            channels, n = dense, n + 1
+        head = nn.Linear if dense else partial(nn.Conv2d, kernel_size=1)
+        self._heads = [f"{'dense' if dense else 'conv'}{n}_{k}" for k in range(1, len(heads) + 1)]
+        for name, outputs in zip(self._heads, heads, strict=True):
+            self.add_module(name, head(channels, outputs))
+
+    def _add(self, name: str, module: nn.Module) -> None:
+        self.add_module(name, module)
+        self._trunk.append(name)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Normalised images -> face probabilities, box offsets (and landmarks)."""
+        for name in self._trunk:
+            if name.startswith("dense"):
+                # The dense layers were trained on features flattened as (width, height,
+                # channel): the original Caffe models saw transposed images.
+                x = x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)
+            x = getattr(self, name)(x)
+        logits, *rest = (getattr(self, name)(x) for name in self._heads)
+        return logits.softmax(dim=1)[:, 1], *rest
 
 
-class PNet(nn.Module):
-    """Proposal network: face probability and box offsets for every 12×12 window, stride 2."""
+class PNet(_Stage):
+    """Proposal network: face probability and box offsets for every 12×12 window, stride 2:
+    (N, 3, H, W) images -> probabilities (N, H', W'), offsets (N, 4, H', W')."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 10, kernel_size=3)
-        self.prelu1 = nn.PReLU(10)
-        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
-        self.conv2 = nn.Conv2d(10, 16, kernel_size=3)
-        self.prelu2 = nn.PReLU(16)
-        self.conv3 = nn.Conv2d(16, 32, kernel_size=3)
-        self.prelu3 = nn.PReLU(32)
-        self.conv4_1 = nn.Conv2d(32, 2, kernel_size=1)  # face / not face
-        self.conv4_2 = nn.Conv2d(32, 4, kernel_size=1)  # box offsets
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, 3, H, W) normalised images -> probabilities (N, H', W'), offsets (N, 4, H', W')."""
-        x = self.pool1(self.prelu1(self.conv1(x)))
-        x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
-        return self.conv4_1(x).softmax(dim=1)[:, 1], self.conv4_2(x)
+        super().__init__(((10, 3, 2), (16, 3, 0), (32, 3, 0)), 0, (2, 4))
 
 
-class RNet(nn.Module):
-    """Refinement network: face probability and box offsets of 24×24 crops."""
+class RNet(_Stage):
+    """Refinement network: (N, 3, 24, 24) crops -> probabilities (N,), box offsets (N, 4)."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 28, kernel_size=3)
-        self.prelu1 = nn.PReLU(28)
-        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv2 = nn.Conv2d(28, 48, kernel_size=3)
-        self.prelu2 = nn.PReLU(48)
-        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv3 = nn.Conv2d(48, 64, kernel_size=2)
-        self.prelu3 = nn.PReLU(64)
-        self.dense4 = nn.Linear(3 * 3 * 64, 128)
-        self.prelu4 = nn.PReLU(128)
-        self.dense5_1 = nn.Linear(128, 2)
-        self.dense5_2 = nn.Linear(128, 4)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, 3, 24, 24) normalised crops -> probabilities (N,), offsets (N, 4)."""
-        x = self.pool1(self.prelu1(self.conv1(x)))
-        x = self.pool2(self.prelu2(self.conv2(x)))
-        x = self.prelu3(self.conv3(x))
-        x = self.prelu4(self.dense4(_flatten_transposed(x)))
-        return self.dense5_1(x).softmax(dim=1)[:, 1], self.dense5_2(x)
+        super().__init__(((28, 3, 3), (48, 3, 3), (64, 2, 0)), 128, (2, 4))
 
 
-class ONet(nn.Module):
-    """Output network: face probability, box offsets and five landmarks of 48×48 crops."""
+class ONet(_Stage):
+    """Output network: (N, 3, 48, 48) crops -> probabilities (N,), box offsets (N, 4) and
+    landmarks (N, 10: five x then five y, as fractions of the crop)."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 32, kernel_size=3)
-        self.prelu1 = nn.PReLU(32)
-        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv2 = nn.Conv2d(32, 64, kernel_size=3)
-        self.prelu2 = nn.PReLU(64)
-        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv3 = nn.Conv2d(64, 64, kernel_size=3)
-        self.prelu3 = nn.PReLU(64)
-        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
-        self.conv4 = nn.Conv2d(64, 128, kernel_size=2)
-        self.prelu4 = nn.PReLU(128)
-        self.dense5 = nn.Linear(3 * 3 * 128, 256)
-        self.prelu5 = nn.PReLU(256)
-        self.dense6_1 = nn.Linear(256, 2)
-        self.dense6_2 = nn.Linear(256, 4)
-        self.dense6_3 = nn.Linear(256, 10)  # landmarks
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(N, 3, 48, 48) normalised crops -> probabilities (N,), offsets (N, 4), landmarks (N, 10).
-
-        Landmarks are five x then five y, as fractions of the crop.
-        """
-        x = self.pool1(self.prelu1(self.conv1(x)))
-        x = self.pool2(self.prelu2(self.conv2(x)))
-        x = self.pool3(self.prelu3(self.conv3(x)))
-        x = self.prelu4(self.conv4(x))
-        x = self.prelu5(self.dense5(_flatten_transposed(x)))
-        return self.dense6_1(x).softmax(dim=1)[:, 1], self.dense6_2(x), self.dense6_3(x)
+        super().__init__(((32, 3, 3), (64, 3, 3), (64, 3, 2), (128, 2, 0)), 256, (2, 4, 10))
 
 
 # ----------------------------------------------------------------------------- weights
@@ -209,7 +183,7 @@ def load_face_weights(file: FaceWeightsFile) -> dict[str, torch.Tensor]:
     """
     path = file.locate()
     if path is None:
-        version = _installed_version(file.distribution)
+        version = installed_version(file.distribution)
         state = (
             f"version {version} is installed without {file.member}"
             if version
@@ -232,15 +206,6 @@ def load_face_weights(file: FaceWeightsFile) -> dict[str, torch.Tensor]:
             f"{path} from the {file.label} is not a state dict; run: {file.reinstall}"
         )
     return state
-
-
-def _installed_version(distribution: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 # ----------------------------------------------------------------------------- box arithmetic
@@ -398,19 +363,18 @@ class FaceDetector:
         self.thresholds = tuple(thresholds)
         self.factor = factor
         self.max_side = max_side
-        networks = {"pnet": PNet(), "rnet": RNet(), "onet": ONet()}
+        self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
         for file in FACE_WEIGHTS:
             state = load_face_weights(file)
             try:
-                networks[file.stage].load_state_dict(state, strict=True)
+                getattr(self, file.stage).load_state_dict(state, strict=True)
             except RuntimeError as exc:
                 raise WeightsError(
                     f"{file.member} from the {file.label} does not fit MTCNN's "
                     f"{file.stage}: {str(exc).splitlines()[0]}; run: {file.reinstall}"
                 ) from exc
-        for network in networks.values():
+        for network in (self.pnet, self.rnet, self.onet):
             network.requires_grad_(False).eval().to(self.device)
-        self.pnet, self.rnet, self.onet = networks["pnet"], networks["rnet"], networks["onet"]
 
     def detect(self, image: Image.Image) -> list[FaceBox]:
         """The faces in an image, highest score first; an empty list when there are none."""
@@ -464,10 +428,7 @@ class FaceDetector:
         _, _, height, width = pixels.shape
         found = []
         for scale in self._scales(width, height):
-            size = (
-                max(_PNET_CELL, math.ceil(height * scale)),
-                max(_PNET_CELL, math.ceil(width * scale)),
-            )
+            size = tuple(max(_PNET_CELL, math.ceil(side * scale)) for side in (height, width))
             level = F.interpolate(pixels, size=size, mode="bilinear", antialias=True)
             probability, offsets = self.pnet(_network_input(level))
             probability, offsets = probability[0].cpu().numpy(), offsets[0].cpu().numpy()
@@ -475,15 +436,10 @@ class FaceDetector:
             if not len(rows):
                 continue
             # The level's true scale per axis: its size was rounded up to whole pixels.
-            scale_x, scale_y = size[1] / width, size[0] / height
-            windows = np.stack(
-                [
-                    cols * _PNET_STRIDE / scale_x,
-                    rows * _PNET_STRIDE / scale_y,
-                    (cols * _PNET_STRIDE + _PNET_CELL) / scale_x,
-                    (rows * _PNET_STRIDE + _PNET_CELL) / scale_y,
-                ],
-                axis=1,
+            level_scale = np.array([size[1] / width, size[0] / height] * 2)
+            left, top = cols * _PNET_STRIDE, rows * _PNET_STRIDE
+            windows = (
+                np.stack([left, top, left + _PNET_CELL, top + _PNET_CELL], axis=1) / level_scale
             )
             scores = probability[rows, cols]
             keep = non_max_suppression(windows, scores, 0.5)
@@ -515,21 +471,10 @@ class FaceDetector:
         """Stage 3: O-Net's final boxes (K, 4), scores (K,) and landmarks (K, 10), in pixels."""
         probability, offsets, marks = self._run(self.onet, pixels, boxes, 48)
         keep = probability >= self.thresholds[2]
-        boxes, probability, offsets, marks = (
-            boxes[keep],
-            probability[keep],
-            offsets[keep],
-            marks[keep],
-        )
-        size = np.concatenate(
-            [boxes[:, 2:3] - boxes[:, 0:1], boxes[:, 3:4] - boxes[:, 1:2]], axis=1
-        )
+        boxes, probability, offsets, marks = (a[keep] for a in (boxes, probability, offsets, marks))
+        width, height = boxes[:, 2:3] - boxes[:, 0:1], boxes[:, 3:4] - boxes[:, 1:2]
         landmarks = np.concatenate(
-            [
-                boxes[:, 0:1] + marks[:, :5] * size[:, :1],
-                boxes[:, 1:2] + marks[:, 5:] * size[:, 1:],
-            ],
-            axis=1,
+            [boxes[:, 0:1] + marks[:, :5] * width, boxes[:, 1:2] + marks[:, 5:] * height], axis=1
         )
         boxes = _regress(boxes, offsets)
         # "min": a box inside a bigger one (a face's half, found at another scale) is dropped too.

@@ -68,10 +68,6 @@ def _layer_index(network: str) -> dict[str, int]:
     return {info.name: info.index for info in layer_table(network)}
 
 
-def layer_names(network: str) -> list[str]:
-    return [info.name for info in layer_table(network)]
-
-
 def check_layers(network: str, layers: Iterable[str], field: str) -> None:
     """Raise a ParameterError naming the field when a layer does not exist in the network."""
     known = _layer_index(network)

@@ -46,25 +46,14 @@ class Objective:
             if p.style_loss == "gram":
                 term = losses.gram_style_loss(feats[name], self.style_targets[name])
             else:
-                term = losses.meancov_style_loss(
-                    feats[name],
-                    self.style_targets[f"{name}.mean"],
-                    self.style_targets[f"{name}.cov"],
-                    self.style_targets[f"{name}.sqrt"],
-                )
+                stats = (self.style_targets[f"{name}.{k}"] for k in ("mean", "cov", "sqrt"))
+                term = losses.meancov_style_loss(feats[name], *stats)
             style = style + self.style_layer_weights[:, i] * term
-        tv = losses.tv_loss(x)
-        photo = self._photorealism(x)
-        w = self.term_weights
-        content, style, tv = w[:, 0] * content, w[:, 1] * style, w[:, 2] * tv
-        photo = w[:, 3] * photo
-        return {
-            "total": content + style + tv + photo,
-            "content": content,
-            "style": style,
-            "tv": tv,
-            "photo": photo,
-        }
+        raw = (content, style, losses.tv_loss(x), self._photorealism(x))
+        weighted = [self.term_weights[:, i] * term for i, term in enumerate(raw)]
+        content, style, tv, photo = weighted
+        terms = dict(zip(("content", "style", "tv", "photo"), weighted, strict=True))
+        return {"total": content + style + tv + photo, **terms}
 
     def _photorealism(self, x: torch.Tensor) -> torch.Tensor:
         """Σ_c xᵀ L x per image, averaged over its values (so λ means the same at every size);

@@ -35,6 +35,9 @@ CHUNK_PIXELS = 1 << 16
 # 2 GiB: a Laplacian of up to about 3000×3000 pixels (at 200 bytes a pixel).
 DEFAULT_LAPLACIAN_BUDGET = 2 << 30
 
+# The (i, j) entries, i ≤ j, that hold a symmetric 3×3 matrix (colour covariances).
+_UPPER = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
+
 
 # -- matting Laplacian ---------------------------------------------------------------------
 def matting_laplacian(
@@ -135,9 +138,7 @@ def _chunk_bands(image: np.ndarray, top: int, bottom: int, eps: float, radius: i
 
     mean = sum(patch(a) for a in range(count)) / count
     deviations = [patch(a) - mean for a in range(count)]  # u_a = I_a - μ, each (3, hc, wc)
-    cov = {
-        (i, j): sum(u[i] * u[j] for u in deviations) / count for i in range(3) for j in range(i, 3)
-    }
+    cov = {(i, j): sum(u[i] * u[j] for u in deviations) / count for i, j in _UPPER}
     for i in range(3):
         cov[i, i] = cov[i, i] + eps / count
     inverse = _symmetric_inverse_3x3(cov)
@@ -183,14 +184,8 @@ def _symmetric_inverse_3x3(m: dict[tuple[int, int], np.ndarray | torch.Tensor]) 
     c12 = b * c - a * e
     c22 = a * d - b * b
     det = a * c00 + b * c01 + c * c02
-    return {
-        (0, 0): c00 / det,
-        (0, 1): c01 / det,
-        (0, 2): c02 / det,
-        (1, 1): c11 / det,
-        (1, 2): c12 / det,
-        (2, 2): c22 / det,
-    }
+    cofactors = (c00, c01, c02, c11, c12, c22)
+    return {key: cofactor / det for key, cofactor in zip(_UPPER, cofactors, strict=True)}
 
 
 def _solve(inverse: dict, u: np.ndarray) -> np.ndarray:
@@ -409,10 +404,7 @@ def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
     """
     _, _, h, w = x.shape
     out = _box_sum(_box_sum(x, radius, 2), radius, 3)
-    counts = _window_counts(h, radius, x.device, x.dtype)[:, None] * _window_counts(
-        w, radius, x.device, x.dtype
-    )
-    return out / counts
+    return out / (_window_counts(h, radius, x)[:, None] * _window_counts(w, radius, x))
 
 
 def _box_sum(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
@@ -432,9 +424,10 @@ def _box_sum(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
     return out
 
 
-def _window_counts(n: int, radius: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    i = torch.arange(n, device=device)
-    return ((i + radius).clamp(max=n - 1) - (i - radius).clamp(min=0) + 1).to(dtype)
+def _window_counts(n: int, radius: int, like: torch.Tensor) -> torch.Tensor:
+    """Pixels in each window along a line of ``n``, on ``like``'s device in its dtype."""
+    i = torch.arange(n, device=like.device)
+    return ((i + radius).clamp(max=n - 1) - (i - radius).clamp(min=0) + 1).to(like.dtype)
 
 
 def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
@@ -464,12 +457,11 @@ def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: floa
     src_mean = src_work.mean(dim=(2, 3), keepdim=True)
     p = src_work - src_mean
     b, c, h, w = p.shape
-    pairs = [(i, j) for i in range(3) for j in range(i, 3)]
     products = torch.cat(
         [
             guide,
             p,
-            *(guide[:, i : i + 1] * guide[:, j : j + 1] for i, j in pairs),
+            *(guide[:, i : i + 1] * guide[:, j : j + 1] for i, j in _UPPER),
             *(guide[:, i : i + 1] * p for i in range(3)),
         ],
         dim=1,
@@ -480,7 +472,7 @@ def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: floa
     cross = means[:, 9 + c :].reshape(b, 3, c, h, w)
     cov = {
         (i, j): second[:, k] - mean_i[:, i] * mean_i[:, j] + (eps if i == j else 0.0)
-        for k, (i, j) in enumerate(pairs)
+        for k, (i, j) in enumerate(_UPPER)
     }
     inverse = _symmetric_inverse_3x3(cov)
     cov_ip = cross - mean_i[:, :, None] * mean_p[:, None]  # (B, 3, C, H, W)

