@@ -21,14 +21,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 from urllib.parse import urljoin
 
 import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
+from requests.exceptions import ChunkedEncodingError
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
@@ -67,12 +66,7 @@ class Deadline:
         _current.deadline = self
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         _current.deadline = None
         if self._timer is not None:
             self._timer.cancel()
@@ -105,30 +99,21 @@ def _shut(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
-class _WatchedConnection(HTTPConnection):
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        deadline = current_deadline()
-        if deadline is not None:
-            deadline.register(sock)
-        return sock
+def _watched(pool: type[HTTPConnectionPool]) -> type[HTTPConnectionPool]:
+    """``pool`` whose connections register their sockets with the thread's deadline."""
+
+    class Connection(pool.ConnectionCls):
+        def _new_conn(self) -> socket.socket:
+            sock = super()._new_conn()
+            deadline = current_deadline()
+            if deadline is not None:
+                deadline.register(sock)
+            return sock
+
+    return type(f"_Watched{pool.__name__}", (pool,), {"ConnectionCls": Connection})
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        deadline = current_deadline()
-        if deadline is not None:
-            deadline.register(sock)
-        return sock
-
-
-class _WatchedPool(HTTPConnectionPool):
-    ConnectionCls = _WatchedConnection
-
-
-class _WatchedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
+_WATCHED_POOLS = {"http": _watched(HTTPConnectionPool), "https": _watched(HTTPSConnectionPool)}
 
 
 class _Retry(Retry):
@@ -156,10 +141,7 @@ class _Retry(Retry):
 class _Adapter(HTTPAdapter):
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": _WatchedPool,
-            "https": _WatchedHTTPSPool,
-        }
+        self.poolmanager.pool_classes_by_scheme = dict(_WATCHED_POOLS)
 
 
 def retry_policy(retries: int, backoff: float) -> Retry:
@@ -251,7 +233,7 @@ def arriving(response: requests.Response) -> Iterator[bytes]:
         while chunk := response.raw.read1(_CHUNK, decode_content=True):
             yield chunk
     except urllib3.exceptions.ProtocolError as exc:  # connection reset, body cut short
-        raise requests.exceptions.ChunkedEncodingError(exc) from None
+        raise ChunkedEncodingError(exc) from None
     except urllib3.exceptions.DecodeError as exc:
         raise requests.exceptions.ContentDecodingError(exc) from None
     except urllib3.exceptions.ReadTimeoutError as exc:
@@ -278,7 +260,7 @@ def network_reason(
     if cut:  # the connection dropped mid-body: say how far it got, not urllib3's repr
         got, missing = int(cut.group(1)), int(cut.group(2))
         return f"the connection dropped after {got:,} of {got + missing:,} bytes"
-    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+    if isinstance(exc, ChunkedEncodingError):
         return "the connection dropped during the download"
     return text[:200]
 
@@ -295,23 +277,22 @@ class Downloader:
     def get(self, url: str, headers: dict[str, str], where: Where) -> Download:
         """GET with urllib3's retries, all of it (retries, waits, headers, body) within the
         download deadline; raise Transient when the server cannot be had."""
-        settings = self.settings
-        session = self.session
-        retry = session.get_adapter(url).max_retries
-        with Deadline(settings.download_timeout) as deadline:
+        retry = self.session.get_adapter(url).max_retries
+        with Deadline(self.settings.download_timeout) as deadline:
             while True:
                 try:
                     return self._attempt(url, headers, where, deadline)
                 except _BodyCut as cut:
                     # urllib3 retries what happens before the answer; a body cut short is
                     # counted and waited for by the same Retry, as a read error.
+                    reason = str(cut)
                     try:
-                        error = urllib3.exceptions.ProtocolError(cut.reason)
+                        error = urllib3.exceptions.ProtocolError(reason)
                         retry = retry.increment(method="GET", url=url, error=error)
                     except urllib3.exceptions.MaxRetryError:
-                        raise Transient(cut.reason) from None
+                        raise Transient(reason) from None
                     if deadline.remaining() <= retry.get_backoff_time():
-                        raise Transient(cut.reason) from None
+                        raise Transient(reason) from None
                     retry.sleep()
 
     def _attempt(
@@ -362,14 +343,13 @@ class Downloader:
             raise Transient(_retry_reason(exc), retry=False) from None
         except requests.exceptions.SSLError as exc:
             raise Transient(self._reason(exc), retry=False) from None
-        except requests.exceptions.ChunkedEncodingError as exc:
-            if deadline.expired:
-                raise self._too_slow(deadline) from None
-            raise _BodyCut(self._reason(exc)) from None
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            if deadline.expired:
-                raise self._too_slow(deadline) from None
-            raise Transient(self._reason(exc)) from None
+        except (ChunkedEncodingError, requests.ConnectionError, requests.Timeout) as exc:
+            if deadline.expired:  # not retried: a server this slow will not be quicker
+                raise Transient(
+                    f"the download took longer than {deadline.seconds:g} s", retry=False
+                ) from None
+            cut = isinstance(exc, ChunkedEncodingError)
+            raise (_BodyCut if cut else Transient)(self._reason(exc)) from None
         except requests.RequestException as exc:
             raise where.error(
                 f"the request failed ({self._reason(exc)})", hint="check the URL"
@@ -378,10 +358,6 @@ class Downloader:
     def _reason(self, exc: requests.RequestException) -> str:
         s = self.settings
         return redact(printable(network_reason(exc, s.connect_timeout, s.read_timeout)))
-
-    def _too_slow(self, deadline: Deadline) -> Transient:
-        # Not retried: a server this slow will not be quicker a second time.
-        return Transient(f"the download took longer than {deadline.seconds:g} s", retry=False)
 
     def _read_body(self, response: requests.Response, where: Where) -> bytes:
         """The body, refused as soon as it passes max_bytes (announced or counted)."""
@@ -400,11 +376,8 @@ class Downloader:
 
 
 class _BodyCut(Exception):
-    """The connection dropped while the body arrived: retried like a read error."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
+    """The connection dropped while the body arrived (the reason as its message): retried
+    like a read error."""
 
 
 def _quoted(text: str) -> str:
