@@ -97,7 +97,7 @@ class StagedSite:
         target = self._claim(relative)
         current = self.out_dir / relative
         if same(current):
-            _link_or_copy(current, target)
+            link_or_copy(current, target)
             self.unchanged += 1
             return
         try:
@@ -124,7 +124,7 @@ class StagedSite:
             + b"\n"
         )
         if _same_bytes(self.out_dir / MARKER, text):
-            _link_or_copy(self.out_dir / MARKER, marker)
+            link_or_copy(self.out_dir / MARKER, marker)
         else:
             marker.write_bytes(text)
             os.chmod(marker, 0o644)
@@ -217,12 +217,13 @@ def _same_file(current: Path, source: Path) -> bool:
         return False
 
 
-def _link_or_copy(current: Path, target: Path) -> None:
+def link_or_copy(current: Path, target: Path) -> None:
+    """A hard link to ``current`` at ``target``, or a copy where links fail."""
     try:
         os.link(current, target)
     except OSError:
-        # Another file system, or no hard links: a copy with the old mtime still looks
-        # unchanged to rsync.
+        # Another file system, or no hard links (protected_hardlinks): a copy with the old
+        # mtime still looks unchanged to rsync.
         shutil.copy2(current, target)
 
 
