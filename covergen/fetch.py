@@ -144,9 +144,10 @@ class _Adapter(HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = dict(_WATCHED_POOLS)
 
 
-def retry_policy(retries: int, backoff: float) -> Retry:
-    """Retries on connection errors, timeouts, 429 and 5xx, with backoff and Retry-After."""
-    return _Retry(
+def prepare_session(session: requests.Session, retries: int, backoff: float) -> requests.Session:
+    """Mount covergen's adapter (retries, deadline-watched sockets) on ``session``."""
+    # Retries on connection errors, timeouts, 429 and 5xx, with backoff and Retry-After.
+    retry = _Retry(
         total=retries,
         connect=retries,
         read=retries,
@@ -160,11 +161,7 @@ def retry_policy(retries: int, backoff: float) -> Retry:
         raise_on_status=False,
         respect_retry_after_header=True,
     )
-
-
-def prepare_session(session: requests.Session, retries: int, backoff: float) -> requests.Session:
-    """Mount covergen's adapter (retries, deadline-watched sockets) on ``session``."""
-    adapter = _Adapter(max_retries=retry_policy(retries, backoff))
+    adapter = _Adapter(max_retries=retry)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.max_redirects = MAX_REDIRECTS
@@ -177,12 +174,7 @@ def prepare_session(session: requests.Session, retries: int, backoff: float) -> 
 
 
 class BadRedirect(Exception):
-    """The server redirected to an address covergen does not follow."""
-
-    def __init__(self, target: str, problem: str):
-        super().__init__(target)
-        self.target = target
-        self.problem = problem
+    """The server redirected to an address covergen does not follow: (target, problem)."""
 
 
 def _check_redirect(response: requests.Response, *args: Any, **kwargs: Any) -> None:
@@ -265,14 +257,14 @@ def network_reason(
     return text[:200]
 
 
+@dataclass(frozen=True)
 class Downloader:
     """One image GET over ``session`` under ``settings``' limits (a sources.FetchSettings):
     urllib3's retries, the total deadline, and every failure as Transient or as an
     InputImageError naming the source."""
 
-    def __init__(self, session: requests.Session, settings: Any):
-        self.session = session
-        self.settings = settings
+    session: requests.Session
+    settings: Any
 
     def get(self, url: str, headers: dict[str, str], where: Where) -> Download:
         """GET with urllib3's retries, all of it (retries, waits, headers, body) within the
@@ -323,14 +315,16 @@ class Downloader:
                     final_url=response.url,
                 )
         except BadRedirect as exc:
+            target, problem = exc.args
             raise where.error(
-                f"the server redirected to {redact(exc.target)}, which {exc.problem}; only "
+                f"the server redirected to {redact(target)}, which {problem}; only "
                 "well-formed http(s) addresses are followed",
                 hint="use the image's final http(s) address, or another source",
             ) from None
         except (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL) as exc:
             # The address given was checked before the request: this came from a redirect.
-            target = _quoted(str(exc)) or "another kind of address"
+            quoted = re.search(r"'([^']+)'", str(exc))
+            target = quoted.group(1) if quoted else "another kind of address"
             raise where.error(
                 f"the server redirected to {redact(target)}; only http(s) addresses are followed",
                 hint="use the image's final http(s) address, or another source",
@@ -378,11 +372,6 @@ class Downloader:
 class _BodyCut(Exception):
     """The connection dropped while the body arrived (the reason as its message): retried
     like a read error."""
-
-
-def _quoted(text: str) -> str:
-    match = re.search(r"'([^']+)'", text)
-    return match.group(1) if match else ""
 
 
 def _retry_reason(exc: requests.exceptions.RetryError) -> str:
