@@ -79,8 +79,8 @@ class StagedSite:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if not self._done:
-            self.discard()
+        if not self._done:  # left without committing: the staged version goes
+            shutil.rmtree(self.staging, ignore_errors=True)
 
     def write(self, relative: str, data: bytes) -> None:
         """Stage a file with these bytes."""
@@ -136,10 +136,6 @@ class StagedSite:
         _swap(self.staging, self.out_dir)
         self._done = True
         return SwapCounts(self.written, self.unchanged, removed)
-
-    def discard(self) -> None:
-        shutil.rmtree(self.staging, ignore_errors=True)
-        self._done = True
 
     def _claim(self, relative: str) -> Path:
         path = PurePosixPath(relative)
