@@ -332,7 +332,6 @@ def _site_snapshot(site_dir: Path) -> Iterator[dict[str, Path]]:
     with contextlib.ExitStack() as cleanup:
         with site_lock(site_dir):
             files = site_files(site_dir)
-            _sweep_snapshots(site_dir)
             snapshot = _snapshot_folder(site_dir, cleanup)
             for rel, path in files.items():
                 (snapshot / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -340,17 +339,22 @@ def _site_snapshot(site_dir: Path) -> Iterator[dict[str, Path]]:
         yield {rel: snapshot / rel for rel in files}
 
 
-def _snapshot_prefix(site: Path) -> str:
-    return f".{site.name}.publish-"
-
-
 def _snapshot_folder(site_dir: Path, cleanup: contextlib.ExitStack) -> Path:
     """A new private folder beside the site, locked while in use (so that only a dead
     publish's is swept), or in the temporary folder where the site's parent is read-only;
-    ``cleanup`` removes it."""
+    ``cleanup`` removes it.
+
+    First, snapshots left by publishes that were killed (their folder's lock died with
+    them) are removed: this runs under the site's lock, under which every snapshot is made
+    and locked."""
     site = Path(site_dir).resolve()
+    prefix = f".{site.name}.publish-"
+    for old in site.parent.glob(f"{glob.escape(prefix)}*"):
+        if old.is_dir() and not old.is_symlink():
+            with contextlib.suppress(CovergenError), _snapshot_lock(old):  # busy: in use
+                shutil.rmtree(old, ignore_errors=True)
     try:
-        folder = Path(tempfile.mkdtemp(prefix=_snapshot_prefix(site), dir=site.parent))
+        folder = Path(tempfile.mkdtemp(prefix=prefix, dir=site.parent))
     except OSError:
         folder = Path(tempfile.mkdtemp(prefix="covergen-publish-snapshot-"))
         cleanup.callback(shutil.rmtree, folder, ignore_errors=True)
@@ -368,20 +372,6 @@ def _snapshot_lock(folder: Path) -> Lock:
         hint="let it finish",
         folder=True,
     )
-
-
-def _sweep_snapshots(site_dir: Path) -> None:
-    """Remove snapshots left by publishes that were killed (their folder's lock died with
-    them). Called under the site's lock, under which every snapshot is made and locked."""
-    site = Path(site_dir).resolve()
-    for folder in site.parent.glob(f"{glob.escape(_snapshot_prefix(site))}*"):
-        if not folder.is_dir() or folder.is_symlink():
-            continue
-        try:
-            with _snapshot_lock(folder):
-                shutil.rmtree(folder, ignore_errors=True)
-        except CovergenError:  # in use by a publish that is running
-            continue
 
 
 # --- directory target -----------------------------------------------------------------------
