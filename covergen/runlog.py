@@ -472,12 +472,11 @@ class RunLog:
         what ``clean`` must keep although this catalog does not know those pairs."""
         if self.catalog is None:
             return []
-        catalog = self.catalog
 
         def scope(db: sqlite3.Connection) -> tuple[str, tuple[Any, ...]]:
             if "catalog" not in _columns(db):
                 return "0", ()
-            mine = (catalog, *self._moved_from(db))
+            mine = self._mine(db)
             marks = ", ".join("?" for _ in mine)
             return f"b2.catalog IS NOT NULL AND b2.catalog NOT IN ({marks})", mine
 
@@ -527,15 +526,12 @@ class RunLog:
         file no longer exists: the same catalog, moved (with its folder) or renamed."""
         if self.catalog is None or "catalog" not in _columns(db):
             return "1", ()
-        moved = self._moved_from(db)
-        marks = "".join(", ?" for _ in moved)
-        return (
-            f"({table}.catalog IS NULL OR {table}.catalog IN (?{marks}))",
-            (self.catalog, *moved),
-        )
+        mine = self._mine(db)
+        marks = ", ".join("?" for _ in mine)
+        return f"({table}.catalog IS NULL OR {table}.catalog IN ({marks}))", mine
 
-    def _moved_from(self, db: sqlite3.Connection) -> tuple[str, ...]:
-        """The catalogs whose rows this one takes as its own history (see ``_scope``)."""
+    def _mine(self, db: sqlite3.Connection) -> tuple[str, ...]:
+        """This catalog and those whose rows it takes as its own history (see ``_scope``)."""
         if self._moved is None:
             own = db.execute("SELECT 1 FROM builds WHERE catalog = ? LIMIT 1", (self.catalog,))
             if own.fetchone() is not None:
@@ -545,7 +541,7 @@ class RunLog:
                     "SELECT DISTINCT catalog FROM builds WHERE catalog IS NOT NULL"
                 ).fetchall()
                 self._moved = tuple(c for (c,) in others if not Path(c).exists())
-        return self._moved
+        return (str(self.catalog), *self._moved)
 
     def _query(
         self, make: Callable[[sqlite3.Connection], tuple[str, tuple[Any, ...]]]
