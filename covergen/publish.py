@@ -52,9 +52,7 @@ MARKER_TEXT = (
 )
 GIT_FILE_MODE = "100644"  # web content: never executable, never a link
 # Every commit covergen makes ends with these two trailers, the second naming the commit's
-# own tree. A commit is covergen's only when both are there and the tree is its own: a
-# subject that looks like ours, a copied message or a squash-merge does not pass. A branch
-# holding any other commit is never replaced without --force.
+# own tree (see _Commit.ours); a branch holding any other commit is never replaced without --force.
 TRAILER = "Published-by: covergen"
 TREE_TRAILER = "Covergen-Tree"
 KINDS = ("git", "dir")
