@@ -330,8 +330,8 @@ class RunLog:
             yield None
             return
         uri = self.path.resolve().as_uri()
-        connection = None
         for mode in ("mode=ro", "immutable=1"):
+            connection = None
             try:
                 connection = sqlite3.connect(f"{uri}?{mode}", uri=True)
                 connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -339,10 +339,8 @@ class RunLog:
             except sqlite3.Error as exc:
                 if connection is not None:
                     connection.close()
-                    connection = None
                 if mode == "immutable=1":
                     raise self._error(exc, writing=False) from None
-        assert connection is not None
         try:
             yield connection
         except sqlite3.Error as exc:
