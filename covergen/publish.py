@@ -605,16 +605,9 @@ def _remote_location(location: str) -> str:
     if "://" in location or (_is_scp_like(location) and not path.exists()):
         return location
     if not path.exists() and re.fullmatch(r"[\w.-]+", location):
-        try:
-            named = subprocess.run(
-                ["git", "remote", "get-url", "--", location],
-                capture_output=True,
-                env=_git_env(),
-                check=False,
-            )
-        except FileNotFoundError:  # no git: the first real git call says so
-            named = None
-        if named and named.returncode == 0 and named.stdout.strip():
+        here = _Git(repo=Path("."), remote=location, env=_git_env())
+        named = here("remote", "get-url", "--", location, check=False)
+        if named.returncode == 0 and named.stdout.strip():
             return _remote_location(os.fsdecode(named.stdout.strip()))
     return str(path.resolve())
 
@@ -773,10 +766,7 @@ def _tree_entries(git: _Git, commit: str) -> dict[str, tuple[str, str]]:
     """The branch's files as {path: (mode, object id)}."""
     out = os.fsdecode(git("ls-tree", "-r", "-z", "--full-tree", commit).stdout)
     entries = {}
-    for record in out.split("\0"):
-        if not record:
-            continue
-        meta, _, path = record.partition("\t")
+    for meta, _, path in (record.partition("\t") for record in out.split("\0") if record):
         mode, _kind, sha = meta.split()
         entries[path] = (mode, sha)
     return entries
