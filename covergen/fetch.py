@@ -55,21 +55,18 @@ class Deadline:
         self.expired = False
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
-        self._end = 0.0
-        self._timer: threading.Timer | None = None
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
 
     def __enter__(self) -> Deadline:
         self._end = time.monotonic() + self.seconds
-        self._timer = threading.Timer(self.seconds, self._expire)
-        self._timer.daemon = True
         self._timer.start()
         _current.deadline = self
         return self
 
     def __exit__(self, *exc: object) -> None:
         _current.deadline = None
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
 
     def remaining(self) -> float:
         return max(0.0, self._end - time.monotonic())
