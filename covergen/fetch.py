@@ -356,14 +356,12 @@ class Downloader:
         declared = response.headers.get("Content-Length", "").strip()
         if declared.isdigit() and int(declared) > limit:
             raise where.error(*too_large(int(declared), limit))
-        chunks: list[bytes] = []
-        total = 0
+        data = bytearray()
         for chunk in arriving(response):
-            total += len(chunk)
-            if total > limit:
-                raise where.error(*too_large(total, limit, counted=True))
-            chunks.append(chunk)
-        return b"".join(chunks)
+            data += chunk
+            if len(data) > limit:
+                raise where.error(*too_large(len(data), limit, counted=True))
+        return bytes(data)
 
 
 class _BodyCut(Exception):
