@@ -21,14 +21,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 from urllib.parse import urljoin
 
 import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
+from requests.exceptions import ChunkedEncodingError
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
@@ -56,26 +55,18 @@ class Deadline:
         self.expired = False
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
-        self._end = 0.0
-        self._timer: threading.Timer | None = None
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
 
     def __enter__(self) -> Deadline:
         self._end = time.monotonic() + self.seconds
-        self._timer = threading.Timer(self.seconds, self._expire)
-        self._timer.daemon = True
         self._timer.start()
         _current.deadline = self
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         _current.deadline = None
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
 
     def remaining(self) -> float:
         return max(0.0, self._end - time.monotonic())
@@ -105,30 +96,21 @@ def _shut(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
-class _WatchedConnection(HTTPConnection):
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        deadline = current_deadline()
-        if deadline is not None:
-            deadline.register(sock)
-        return sock
+def _watched(pool: type[HTTPConnectionPool]) -> type[HTTPConnectionPool]:
+    """``pool`` whose connections register their sockets with the thread's deadline."""
+
+    class Connection(pool.ConnectionCls):
+        def _new_conn(self) -> socket.socket:
+            sock = super()._new_conn()
+            deadline = current_deadline()
+            if deadline is not None:
+                deadline.register(sock)
+            return sock
+
+    return type(f"_Watched{pool.__name__}", (pool,), {"ConnectionCls": Connection})
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        deadline = current_deadline()
-        if deadline is not None:
-            deadline.register(sock)
-        return sock
-
-
-class _WatchedPool(HTTPConnectionPool):
-    ConnectionCls = _WatchedConnection
-
-
-class _WatchedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
+_WATCHED_POOLS = {"http": _watched(HTTPConnectionPool), "https": _watched(HTTPSConnectionPool)}
 
 
 class _Retry(Retry):
@@ -156,15 +138,13 @@ class _Retry(Retry):
 class _Adapter(HTTPAdapter):
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": _WatchedPool,
-            "https": _WatchedHTTPSPool,
-        }
+        self.poolmanager.pool_classes_by_scheme = dict(_WATCHED_POOLS)
 
 
-def retry_policy(retries: int, backoff: float) -> Retry:
-    """Retries on connection errors, timeouts, 429 and 5xx, with backoff and Retry-After."""
-    return _Retry(
+def prepare_session(session: requests.Session, retries: int, backoff: float) -> requests.Session:
+    """Mount covergen's adapter (retries, deadline-watched sockets) on ``session``."""
+    # Retries on connection errors, timeouts, 429 and 5xx, with backoff and Retry-After.
+    retry = _Retry(
         total=retries,
         connect=retries,
         read=retries,
@@ -178,11 +158,7 @@ def retry_policy(retries: int, backoff: float) -> Retry:
         raise_on_status=False,
         respect_retry_after_header=True,
     )
-
-
-def prepare_session(session: requests.Session, retries: int, backoff: float) -> requests.Session:
-    """Mount covergen's adapter (retries, deadline-watched sockets) on ``session``."""
-    adapter = _Adapter(max_retries=retry_policy(retries, backoff))
+    adapter = _Adapter(max_retries=retry)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.max_redirects = MAX_REDIRECTS
@@ -195,12 +171,7 @@ def prepare_session(session: requests.Session, retries: int, backoff: float) -> 
 
 
 class BadRedirect(Exception):
-    """The server redirected to an address covergen does not follow."""
-
-    def __init__(self, target: str, problem: str):
-        super().__init__(target)
-        self.target = target
-        self.problem = problem
+    """The server redirected to an address covergen does not follow: (target, problem)."""
 
 
 def _check_redirect(response: requests.Response, *args: Any, **kwargs: Any) -> None:
@@ -251,7 +222,7 @@ def arriving(response: requests.Response) -> Iterator[bytes]:
         while chunk := response.raw.read1(_CHUNK, decode_content=True):
             yield chunk
     except urllib3.exceptions.ProtocolError as exc:  # connection reset, body cut short
-        raise requests.exceptions.ChunkedEncodingError(exc) from None
+        raise ChunkedEncodingError(exc) from None
     except urllib3.exceptions.DecodeError as exc:
         raise requests.exceptions.ContentDecodingError(exc) from None
     except urllib3.exceptions.ReadTimeoutError as exc:
@@ -278,40 +249,39 @@ def network_reason(
     if cut:  # the connection dropped mid-body: say how far it got, not urllib3's repr
         got, missing = int(cut.group(1)), int(cut.group(2))
         return f"the connection dropped after {got:,} of {got + missing:,} bytes"
-    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+    if isinstance(exc, ChunkedEncodingError):
         return "the connection dropped during the download"
     return text[:200]
 
 
+@dataclass(frozen=True)
 class Downloader:
     """One image GET over ``session`` under ``settings``' limits (a sources.FetchSettings):
     urllib3's retries, the total deadline, and every failure as Transient or as an
     InputImageError naming the source."""
 
-    def __init__(self, session: requests.Session, settings: Any):
-        self.session = session
-        self.settings = settings
+    session: requests.Session
+    settings: Any
 
     def get(self, url: str, headers: dict[str, str], where: Where) -> Download:
         """GET with urllib3's retries, all of it (retries, waits, headers, body) within the
         download deadline; raise Transient when the server cannot be had."""
-        settings = self.settings
-        session = self.session
-        retry = session.get_adapter(url).max_retries
-        with Deadline(settings.download_timeout) as deadline:
+        retry = self.session.get_adapter(url).max_retries
+        with Deadline(self.settings.download_timeout) as deadline:
             while True:
                 try:
                     return self._attempt(url, headers, where, deadline)
                 except _BodyCut as cut:
                     # urllib3 retries what happens before the answer; a body cut short is
                     # counted and waited for by the same Retry, as a read error.
+                    reason = str(cut)
                     try:
-                        error = urllib3.exceptions.ProtocolError(cut.reason)
+                        error = urllib3.exceptions.ProtocolError(reason)
                         retry = retry.increment(method="GET", url=url, error=error)
                     except urllib3.exceptions.MaxRetryError:
-                        raise Transient(cut.reason) from None
+                        raise Transient(reason) from None
                     if deadline.remaining() <= retry.get_backoff_time():
-                        raise Transient(cut.reason) from None
+                        raise Transient(reason) from None
                     retry.sleep()
 
     def _attempt(
@@ -342,14 +312,16 @@ class Downloader:
                     final_url=response.url,
                 )
         except BadRedirect as exc:
+            target, problem = exc.args
             raise where.error(
-                f"the server redirected to {redact(exc.target)}, which {exc.problem}; only "
+                f"the server redirected to {redact(target)}, which {problem}; only "
                 "well-formed http(s) addresses are followed",
                 hint="use the image's final http(s) address, or another source",
             ) from None
         except (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL) as exc:
             # The address given was checked before the request: this came from a redirect.
-            target = _quoted(str(exc)) or "another kind of address"
+            quoted = re.search(r"'([^']+)'", str(exc))
+            target = quoted.group(1) if quoted else "another kind of address"
             raise where.error(
                 f"the server redirected to {redact(target)}; only http(s) addresses are followed",
                 hint="use the image's final http(s) address, or another source",
@@ -362,14 +334,13 @@ class Downloader:
             raise Transient(_retry_reason(exc), retry=False) from None
         except requests.exceptions.SSLError as exc:
             raise Transient(self._reason(exc), retry=False) from None
-        except requests.exceptions.ChunkedEncodingError as exc:
-            if deadline.expired:
-                raise self._too_slow(deadline) from None
-            raise _BodyCut(self._reason(exc)) from None
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            if deadline.expired:
-                raise self._too_slow(deadline) from None
-            raise Transient(self._reason(exc)) from None
+        except (ChunkedEncodingError, requests.ConnectionError, requests.Timeout) as exc:
+            if deadline.expired:  # not retried: a server this slow will not be quicker
+                raise Transient(
+                    f"the download took longer than {deadline.seconds:g} s", retry=False
+                ) from None
+            cut = isinstance(exc, ChunkedEncodingError)
+            raise (_BodyCut if cut else Transient)(self._reason(exc)) from None
         except requests.RequestException as exc:
             raise where.error(
                 f"the request failed ({self._reason(exc)})", hint="check the URL"
@@ -379,37 +350,23 @@ class Downloader:
         s = self.settings
         return redact(printable(network_reason(exc, s.connect_timeout, s.read_timeout)))
 
-    def _too_slow(self, deadline: Deadline) -> Transient:
-        # Not retried: a server this slow will not be quicker a second time.
-        return Transient(f"the download took longer than {deadline.seconds:g} s", retry=False)
-
     def _read_body(self, response: requests.Response, where: Where) -> bytes:
         """The body, refused as soon as it passes max_bytes (announced or counted)."""
         limit = self.settings.max_bytes
         declared = response.headers.get("Content-Length", "").strip()
         if declared.isdigit() and int(declared) > limit:
             raise where.error(*too_large(int(declared), limit))
-        chunks: list[bytes] = []
-        total = 0
+        data = bytearray()
         for chunk in arriving(response):
-            total += len(chunk)
-            if total > limit:
-                raise where.error(*too_large(total, limit, counted=True))
-            chunks.append(chunk)
-        return b"".join(chunks)
+            data += chunk
+            if len(data) > limit:
+                raise where.error(*too_large(len(data), limit, counted=True))
+        return bytes(data)
 
 
 class _BodyCut(Exception):
-    """The connection dropped while the body arrived: retried like a read error."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-def _quoted(text: str) -> str:
-    match = re.search(r"'([^']+)'", text)
-    return match.group(1) if match else ""
+    """The connection dropped while the body arrived (the reason as its message): retried
+    like a read error."""
 
 
 def _retry_reason(exc: requests.exceptions.RetryError) -> str:

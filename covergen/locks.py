@@ -16,17 +16,19 @@ never leaves a stale lock behind.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import os
 import time
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
-from types import TracebackType
 
 from .errors import CovergenError
 
 POLL_S = 0.05
 
 
+@dataclass(eq=False)
 class Lock:
     """An exclusive lock on ``path``: a lock file (created if missing, holding the holder's
     pid) or, with ``folder=True``, a folder (created if missing).
@@ -35,23 +37,14 @@ class Lock:
     ``busy``, ``field`` and ``hint`` make the message when the lock cannot be had.
     """
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        busy: str,
-        field: str,
-        hint: str,
-        wait: float = 0.0,
-        folder: bool = False,
-    ) -> None:
-        self.path = Path(path)
-        self.folder = folder
-        self.busy = busy
-        self.field = field
-        self.hint = hint
-        self.wait = wait
-        self._fd: int | None = None
+    path: Path
+    _: KW_ONLY
+    busy: str
+    field: str
+    hint: str
+    wait: float = 0.0
+    folder: bool = False
+    _fd: int | None = dataclasses.field(default=None, init=False)
 
     def __enter__(self) -> Lock:
         fd = self._open()
@@ -79,12 +72,7 @@ class Lock:
             os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._fd is None:
             return
         if not self.folder:

@@ -25,6 +25,7 @@ version in, and the lock is released before the (possibly long, networked) publi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import filecmp
 import glob
 import os
@@ -42,7 +43,7 @@ from .errors import CovergenError
 from .locks import Lock, site_lock
 from .safetext import counted, redact
 from .site.staging import MARKER as SITE_MARKER
-from .site.staging import REPLACED_MARKER, STAGING_MARKER
+from .site.staging import REPLACED_MARKER, STAGING_MARKER, link_or_copy
 
 MARKER = ".covergen-publish"
 MARKER_TEXT = (
@@ -51,9 +52,7 @@ MARKER_TEXT = (
 )
 GIT_FILE_MODE = "100644"  # web content: never executable, never a link
 # Every commit covergen makes ends with these two trailers, the second naming the commit's
-# own tree. A commit is covergen's only when both are there and the tree is its own: a
-# subject that looks like ours, a copied message or a squash-merge does not pass. A branch
-# holding any other commit is never replaced without --force.
+# own tree (see _Commit.ours); a branch holding any other commit is never replaced without --force.
 TRAILER = "Published-by: covergen"
 TREE_TRAILER = "Covergen-Tree"
 KINDS = ("git", "dir")
@@ -71,6 +70,8 @@ _GIT_REPO_ENV = (
     "GIT_COMMON_DIR",
     "GIT_PREFIX",
 )
+# What a site folder holds that is not the site: covergen's markers, a checkout's .git file.
+_NOT_PUBLISHED = (MARKER, SITE_MARKER, STAGING_MARKER, REPLACED_MARKER, GIT_ENTRY)
 _DEFAULT_IDENT = {"name": "covergen", "email": "covergen@localhost"}
 _BAD_BRANCH = re.compile(r"(^[-/.])|(\.\.)|(@\{)|([\s~^:?*\[\\\x00-\x1f\x7f])|([/.]$)|(\.lock$)|//")
 # Refused on top of git's rules: a component starting with "." or ending in ".lock", and
@@ -246,12 +247,7 @@ def plan_publish(
     A git target is fetched into a temporary repository to compare trees; nothing is pushed.
     The same refusals as ``publish`` apply, so a dry run also checks the target is usable.
     """
-    if target.kind == "dir":
-        dest = _checked_dir_target(site_dir, target, force, protected)
-        with _site_snapshot(site_dir) as files:
-            return _plan_dir(files, dest)
-    with _site_snapshot(site_dir) as files:
-        return _git_publish(files, target, push=False, force=force)
+    return publish(site_dir, target, force=force, protected=protected, dry_run=True)
 
 
 def publish(
@@ -260,8 +256,10 @@ def publish(
     *,
     force: bool = False,
     protected: Sequence[tuple[Path, str]] = (),
+    dry_run: bool = False,
 ) -> PublishPlan:
-    """Send the site at ``site_dir`` to ``target``; return what changed.
+    """Send the site at ``site_dir`` to ``target``; return what changed (``dry_run``: what
+    would change, changing nothing, as ``plan_publish``).
 
     ``force`` lets covergen replace what it did not make: a non-empty directory not marked
     as a previous publish (its other files are removed), or a git branch holding commits
@@ -271,9 +269,9 @@ def publish(
     if target.kind == "dir":
         dest = _checked_dir_target(site_dir, target, force, protected)
         with _site_snapshot(site_dir) as files:
-            return _mirror_dir(files, dest)
+            return _plan_dir(files, dest) if dry_run else _mirror_dir(files, dest)
     with _site_snapshot(site_dir) as files:
-        return _git_publish(files, target, push=True, force=force)
+        return _git_publish(files, target, push=not dry_run, force=force)
 
 
 def site_files(site_dir: Path) -> dict[str, Path]:
@@ -298,11 +296,8 @@ def site_files(site_dir: Path) -> dict[str, Path]:
                 )
         for name in filenames:
             path = base / name
-            if name in (MARKER, SITE_MARKER, STAGING_MARKER, REPLACED_MARKER, GIT_ENTRY):
-                continue
-            if not path.is_file():
-                continue
-            files[path.relative_to(site_dir).as_posix()] = path
+            if name not in _NOT_PUBLISHED and path.is_file():
+                files[path.relative_to(site_dir).as_posix()] = path
     return dict(sorted(files.items()))
 
 
@@ -335,23 +330,29 @@ def _site_snapshot(site_dir: Path) -> Iterator[dict[str, Path]]:
     with contextlib.ExitStack() as cleanup:
         with site_lock(site_dir):
             files = site_files(site_dir)
-            _sweep_snapshots(site_dir)
             snapshot = _snapshot_folder(site_dir, cleanup)
-            copied = {rel: _link_or_copy(path, snapshot / rel) for rel, path in files.items()}
-        yield copied
-
-
-def _snapshot_prefix(site: Path) -> str:
-    return f".{site.name}.publish-"
+            for rel, path in files.items():
+                (snapshot / rel).parent.mkdir(parents=True, exist_ok=True)
+                link_or_copy(path, snapshot / rel)
+        yield {rel: snapshot / rel for rel in files}
 
 
 def _snapshot_folder(site_dir: Path, cleanup: contextlib.ExitStack) -> Path:
     """A new private folder beside the site, locked while in use (so that only a dead
     publish's is swept), or in the temporary folder where the site's parent is read-only;
-    ``cleanup`` removes it."""
+    ``cleanup`` removes it.
+
+    First, snapshots left by publishes that were killed (their folder's lock died with
+    them) are removed: this runs under the site's lock, under which every snapshot is made
+    and locked."""
     site = Path(site_dir).resolve()
+    prefix = f".{site.name}.publish-"
+    for old in site.parent.glob(f"{glob.escape(prefix)}*"):
+        if old.is_dir() and not old.is_symlink():
+            with contextlib.suppress(CovergenError), _snapshot_lock(old):  # busy: in use
+                shutil.rmtree(old, ignore_errors=True)
     try:
-        folder = Path(tempfile.mkdtemp(prefix=_snapshot_prefix(site), dir=site.parent))
+        folder = Path(tempfile.mkdtemp(prefix=prefix, dir=site.parent))
     except OSError:
         folder = Path(tempfile.mkdtemp(prefix="covergen-publish-snapshot-"))
         cleanup.callback(shutil.rmtree, folder, ignore_errors=True)
@@ -369,29 +370,6 @@ def _snapshot_lock(folder: Path) -> Lock:
         hint="let it finish",
         folder=True,
     )
-
-
-def _sweep_snapshots(site_dir: Path) -> None:
-    """Remove snapshots left by publishes that were killed (their folder's lock died with
-    them). Called under the site's lock, under which every snapshot is made and locked."""
-    site = Path(site_dir).resolve()
-    for folder in site.parent.glob(f"{glob.escape(_snapshot_prefix(site))}*"):
-        if not folder.is_dir() or folder.is_symlink():
-            continue
-        try:
-            with _snapshot_lock(folder):
-                shutil.rmtree(folder, ignore_errors=True)
-        except CovergenError:  # in use by a publish that is running
-            continue
-
-
-def _link_or_copy(source: Path, target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:  # another file system, or links not allowed (protected_hardlinks)
-        shutil.copyfile(source, target)
-    return target
 
 
 # --- directory target -----------------------------------------------------------------------
@@ -462,14 +440,10 @@ def _target_entries(dest: Path) -> dict[str, Path]:
     """What the target holds now: files and links (never followed), but the marker and any
     ``.git`` entry (a checkout, a worktree or a submodule keeps its history)."""
     entries: dict[str, Path] = {}
-    if not dest.is_dir():
-        return entries
-    for folder, dirnames, filenames in os.walk(dest):
+    for folder, dirnames, filenames in os.walk(dest):  # nothing when dest does not exist
         base = Path(folder)
         dirnames[:] = [d for d in dirnames if d != GIT_ENTRY]
-        filenames = [f for f in filenames if f != GIT_ENTRY]
-        if base == dest:
-            filenames = [f for f in filenames if f != MARKER]
+        filenames = [f for f in filenames if f != GIT_ENTRY and (base != dest or f != MARKER)]
         linked = [d for d in dirnames if (base / d).is_symlink()]
         dirnames[:] = [d for d in dirnames if d not in linked]
         for name in [*filenames, *linked]:
@@ -532,10 +506,7 @@ def _check_no_git_in_the_way(dest: Path, rel: str) -> None:
 
 
 def _holds_git(folder: Path) -> bool:
-    for _, dirnames, filenames in os.walk(folder):
-        if GIT_ENTRY in dirnames or GIT_ENTRY in filenames:
-            return True
-    return False
+    return any(GIT_ENTRY in dirnames + filenames for _, dirnames, filenames in os.walk(folder))
 
 
 def _clear_way(dest: Path, out: Path) -> None:
@@ -553,15 +524,10 @@ def _clear_way(dest: Path, out: Path) -> None:
 def _remove_empty_folders(dest: Path) -> None:
     """Remove folders left empty, deepest first; never one named ``.git`` nor anything in
     one (an empty ``refs/tags`` belongs to the repository)."""
-    folders = []
-    for folder, dirnames, _ in os.walk(dest):
-        base = Path(folder)
-        dirnames[:] = [d for d in dirnames if d != GIT_ENTRY]
-        if base != dest:
-            folders.append(base)
-    for folder in reversed(folders):  # deepest first, so emptied parents go too
-        if not any(folder.iterdir()):
-            folder.rmdir()
+    for folder, _, _ in os.walk(dest, topdown=False):  # deepest first: emptied parents go too
+        parts = Path(folder).relative_to(dest).parts  # none for dest itself
+        if parts and GIT_ENTRY not in parts and not any(Path(folder).iterdir()):
+            Path(folder).rmdir()
 
 
 # --- git target ------------------------------------------------------------------------------
@@ -639,16 +605,9 @@ def _remote_location(location: str) -> str:
     if "://" in location or (_is_scp_like(location) and not path.exists()):
         return location
     if not path.exists() and re.fullmatch(r"[\w.-]+", location):
-        try:
-            named = subprocess.run(
-                ["git", "remote", "get-url", "--", location],
-                capture_output=True,
-                env=_git_env(),
-                check=False,
-            )
-        except FileNotFoundError:  # no git: the first real git call says so
-            named = None
-        if named and named.returncode == 0 and named.stdout.strip():
+        here = _Git(repo=Path("."), remote=location, env=_git_env())
+        named = here("remote", "get-url", "--", location, check=False)
+        if named.returncode == 0 and named.stdout.strip():
             return _remote_location(os.fsdecode(named.stdout.strip()))
     return str(path.resolve())
 
@@ -690,18 +649,10 @@ def _git_publish(
         parents = ["-p", old_commit] if target.keep_history and old_commit else []
         _fill_identity(git)
         commit = git.text("commit-tree", tree, *parents, "-m", message)
-        if target.keep_history:
-            git("push", "-q", remote, f"{commit}:{ref}")
-        else:
-            # Replace the branch, but only if it is still what we compared against.
-            git(
-                "push",
-                "-q",
-                f"--force-with-lease={ref}:{old_commit}",
-                remote,
-                f"{commit}:{ref}",
-            )
-        return PublishPlan(plan.added, plan.changed, plan.removed, plan.unchanged, commit)
+        # Replacing the branch: only if it is still what we compared against.
+        lease = [] if target.keep_history else [f"--force-with-lease={ref}:{old_commit}"]
+        git("push", "-q", *lease, remote, f"{commit}:{ref}")
+        return dataclasses.replace(plan, commit=commit)
 
 
 @dataclass(frozen=True)
@@ -815,10 +766,7 @@ def _tree_entries(git: _Git, commit: str) -> dict[str, tuple[str, str]]:
     """The branch's files as {path: (mode, object id)}."""
     out = os.fsdecode(git("ls-tree", "-r", "-z", "--full-tree", commit).stdout)
     entries = {}
-    for record in out.split("\0"):
-        if not record:
-            continue
-        meta, _, path = record.partition("\t")
+    for meta, _, path in (record.partition("\t") for record in out.split("\0") if record):
         mode, _kind, sha = meta.split()
         entries[path] = (mode, sha)
     return entries
@@ -851,8 +799,7 @@ def _blob(git: _Git, data: bytes) -> str:
 
 def _write_tree(git: _Git, entries: Mapping[str, tuple[str, str]], index: Path) -> str:
     records = "".join(f"{mode} {sha}\t{path}\0" for path, (mode, sha) in entries.items())
-    env = {**git.env, "GIT_INDEX_FILE": str(index)}
-    indexed = _Git(repo=git.repo, remote=git.remote, env=env)
+    indexed = dataclasses.replace(git, env={**git.env, "GIT_INDEX_FILE": str(index)})
     indexed("update-index", "--add", "-z", "--index-info", input=os.fsencode(records))
     return indexed.text("write-tree")
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import os
 import sqlite3
 import time
@@ -32,26 +31,27 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from .errors import CovergenError
 from .outcome import RECORDED, BuildStatus
+from .store import Check, Count, Duration, decode
 
 
 @dataclass(frozen=True)
 class RunRecord:
-    """One pair's outcome in one build, as stored."""
+    """One pair's outcome in one build, as stored (and checked when read, by ``decode``)."""
 
     build: int
     kind: str  # of the build: build or rerun
     pair: str
-    status: str  # built, reused, failed, cancelled
+    status: Annotated[str, Check(RECORDED.__contains__, "a run status")]  # see RECORDED
     key: str | None = None
     photo: str | None = None  # SHA-256 of the photo's bytes, when fetched
     cover: str | None = None  # SHA-256 of the cover's bytes, when fetched
     device: str | None = None
-    iterations: int | None = None
-    seconds: float | None = None
+    iterations: Count | None = None
+    seconds: Duration | None = None
     losses: dict[str, float] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     # quality scores, values chosen automatically, faces protected (see ResultRecord.metrics)
@@ -64,6 +64,11 @@ class RunRecord:
 _JSON = ("losses", "params", "metrics")
 _TYPES = {"build": "INTEGER", "iterations": "INTEGER", "seconds": "REAL", "recorded": "REAL"}
 RUN_COLUMNS = tuple(f.name for f in dataclasses.fields(RunRecord) if f.name not in ("kind",))
+# Rows as _record reads them: the build's kind, then RUN_COLUMNS.
+_SELECT_RUNS = (
+    f"SELECT b.kind, {', '.join(f'r.{name}' for name in RUN_COLUMNS)}"
+    " FROM runs r JOIN builds b ON b.id = r.build"
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS builds (
@@ -103,7 +108,8 @@ class _Journal:
         except OSError:
             return False
         try:
-            self._offset = _journal_used(fd)
+            # The entries end at the first zero byte (the unused rest), or at the file's end.
+            self._offset = len(os.pread(fd, os.fstat(fd).st_size, 0).split(b"\0", 1)[0])
             size = self._offset + JOURNAL_BYTES
             if hasattr(os, "posix_fallocate"):
                 os.posix_fallocate(fd, 0, size)
@@ -140,23 +146,14 @@ class _Journal:
                 self.path.unlink()
 
 
-def _journal_used(fd: int) -> int:
-    """Where the entries of a journal end: the first zero byte, or its end."""
-    size = os.fstat(fd).st_size
-    data = os.pread(fd, size, 0) if size else b""
-    end = data.find(b"\0")
-    return len(data) if end < 0 else end
-
-
 def _read_journal(path: Path) -> list[dict[str, Any]]:
     """The entries of a journal; a line cut short by a crash ends them."""
     try:
         data = path.read_bytes()
     except OSError:
         return []
-    end = data.find(b"\0")
     entries = []
-    for line in (data if end < 0 else data[:end]).splitlines():
+    for line in data.split(b"\0", 1)[0].splitlines():
         try:
             entry = json.loads(line)
         except ValueError:
@@ -333,8 +330,8 @@ class RunLog:
             yield None
             return
         uri = self.path.resolve().as_uri()
-        connection = None
         for mode in ("mode=ro", "immutable=1"):
+            connection = None
             try:
                 connection = sqlite3.connect(f"{uri}?{mode}", uri=True)
                 connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -342,10 +339,8 @@ class RunLog:
             except sqlite3.Error as exc:
                 if connection is not None:
                     connection.close()
-                    connection = None
                 if mode == "immutable=1":
                     raise self._error(exc, writing=False) from None
-        assert connection is not None
         try:
             yield connection
         except sqlite3.Error as exc:
@@ -354,20 +349,14 @@ class RunLog:
             connection.close()
 
     def _error(self, exc: BaseException, *, writing: bool) -> CovergenError:
-        if writing:
-            return CovergenError(
-                f"the run log {self.path} cannot be written ({exc})",
-                field="runlog",
-                hint="free disk space (or fix the folder's permissions) and build again; a "
-                "damaged run log can be moved aside (the next build starts a new one; "
-                "`covergen clean` waits until every catalog using the cache has built)",
-            )
+        done, fix = "written", "free disk space (or fix the folder's permissions) and build again"
+        if not writing:
+            done, fix = "read", "check the file's permissions"
         return CovergenError(
-            f"the run log {self.path} cannot be read ({exc})",
+            f"the run log {self.path} cannot be {done} ({exc})",
             field="runlog",
-            hint="check the file's permissions; a damaged run log can be moved aside (the "
-            "next build starts a new one; `covergen clean` waits until every catalog "
-            "using the cache has built)",
+            hint=f"{fix}; a damaged run log can be moved aside (the next build starts a new one; "
+            "`covergen clean` waits until every catalog using the cache has built)",
         )
 
     # ----------------------------------------------------------------- builds
@@ -421,7 +410,7 @@ class RunLog:
             if db is None:
                 return None
             scope, args = self._scope("builds", db)
-            precision = "precision" if _has_column(db, "precision") else "NULL"
+            precision = "precision" if "precision" in _columns(db) else "NULL"
             row = db.execute(
                 f"SELECT id, kind, started, finished, profile, status, summary, {precision}"
                 f" FROM builds WHERE {scope} ORDER BY id DESC LIMIT 1",
@@ -481,12 +470,11 @@ class RunLog:
         what ``clean`` must keep although this catalog does not know those pairs."""
         if self.catalog is None:
             return []
-        catalog = self.catalog
 
         def scope(db: sqlite3.Connection) -> tuple[str, tuple[Any, ...]]:
-            if not _has_catalog_column(db):
+            if "catalog" not in _columns(db):
                 return "0", ()
-            mine = (catalog, *self._moved_from(db))
+            mine = self._mine(db)
             marks = ", ".join("?" for _ in mine)
             return f"b2.catalog IS NOT NULL AND b2.catalog NOT IN ({marks})", mine
 
@@ -510,8 +498,7 @@ class RunLog:
                 where.append("r2.status IN ('built', 'reused')")
             group = "b2.catalog, r2.pair" if per_catalog else "r2.pair"
             sql = (
-                f"SELECT b.kind, {_select()} FROM runs r JOIN builds b ON b.id = r.build"
-                " WHERE r.id IN (SELECT MAX(r2.id) FROM runs r2"
+                f"{_SELECT_RUNS} WHERE r.id IN (SELECT MAX(r2.id) FROM runs r2"
                 f" JOIN builds b2 ON b2.id = r2.build WHERE {' AND '.join(where)}"
                 f" GROUP BY {group})"
             )
@@ -524,10 +511,7 @@ class RunLog:
 
         def query(db: sqlite3.Connection) -> tuple[str, tuple[Any, ...]]:
             scope, args = self._scope("b", db)
-            sql = (
-                f"SELECT b.kind, {_select()} FROM runs r JOIN builds b ON b.id = r.build"
-                f" WHERE r.pair = ? AND {scope} ORDER BY r.id DESC LIMIT ?"
-            )
+            sql = f"{_SELECT_RUNS} WHERE r.pair = ? AND {scope} ORDER BY r.id DESC LIMIT ?"
             return sql, (pair, *args, -1 if limit is None else limit)
 
         return self._query(query)
@@ -538,17 +522,14 @@ class RunLog:
 
         A catalog that has no rows of its own yet also claims the rows of catalogs whose
         file no longer exists: the same catalog, moved (with its folder) or renamed."""
-        if self.catalog is None or not _has_catalog_column(db):
+        if self.catalog is None or "catalog" not in _columns(db):
             return "1", ()
-        moved = self._moved_from(db)
-        marks = "".join(", ?" for _ in moved)
-        return (
-            f"({table}.catalog IS NULL OR {table}.catalog IN (?{marks}))",
-            (self.catalog, *moved),
-        )
+        mine = self._mine(db)
+        marks = ", ".join("?" for _ in mine)
+        return f"({table}.catalog IS NULL OR {table}.catalog IN ({marks}))", mine
 
-    def _moved_from(self, db: sqlite3.Connection) -> tuple[str, ...]:
-        """The catalogs whose rows this one takes as its own history (see ``_scope``)."""
+    def _mine(self, db: sqlite3.Connection) -> tuple[str, ...]:
+        """This catalog and those whose rows it takes as its own history (see ``_scope``)."""
         if self._moved is None:
             own = db.execute("SELECT 1 FROM builds WHERE catalog = ? LIMIT 1", (self.catalog,))
             if own.fetchone() is not None:
@@ -558,7 +539,7 @@ class RunLog:
                     "SELECT DISTINCT catalog FROM builds WHERE catalog IS NOT NULL"
                 ).fetchall()
                 self._moved = tuple(c for (c,) in others if not Path(c).exists())
-        return self._moved
+        return (str(self.catalog), *self._moved)
 
     def _query(
         self, make: Callable[[sqlite3.Connection], tuple[str, tuple[Any, ...]]]
@@ -573,21 +554,12 @@ class RunLog:
                 if "no such" in str(exc):  # a log from before a column existed: nothing yet
                     return []
                 raise
-        out = []
-        for row in rows:
-            record = _record(row)
-            if record is not None:
-                out.append(record)
-        return out
+        return [record for record in map(_record, rows) if record is not None]
 
 
-def _has_column(db: sqlite3.Connection, name: str) -> bool:
-    """Whether the builds table has this column (a log read, never migrated, may lack it)."""
-    return any(row[1] == name for row in db.execute("PRAGMA table_info(builds)"))
-
-
-def _has_catalog_column(db: sqlite3.Connection) -> bool:
-    return _has_column(db, "catalog")
+def _columns(db: sqlite3.Connection, table: str = "builds") -> set[str]:
+    """The columns of a table (a log read, never migrated, may lack the newer ones)."""
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
 
 
 def catalog_identity(catalog: Path) -> str:
@@ -595,18 +567,14 @@ def catalog_identity(catalog: Path) -> str:
     return str(Path(catalog).resolve())
 
 
-def _select() -> str:
-    return ", ".join(f"r.{name}" for name in RUN_COLUMNS)
-
-
 def _migrate(db: sqlite3.Connection) -> None:
     """Create the tables, and add the columns a newer RunRecord has to an older log."""
     db.executescript(SCHEMA)
-    builds = {row[1] for row in db.execute("PRAGMA table_info(builds)")}
+    builds = _columns(db)
     for name in ("catalog", "precision"):
         if name not in builds:
             db.execute(f"ALTER TABLE builds ADD COLUMN {name} TEXT")
-    have = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+    have = _columns(db, "runs")
     for name in RUN_COLUMNS:
         if name not in have:
             db.execute(f"ALTER TABLE runs ADD COLUMN {name} {_TYPES.get(name, 'TEXT')}")
@@ -616,35 +584,10 @@ def _migrate(db: sqlite3.Connection) -> None:
 def _record(row: tuple[Any, ...]) -> RunRecord | None:
     """A checked RunRecord from a row (kind first, then RUN_COLUMNS), or None."""
     kind, *rest = row
-    values = dict(zip(RUN_COLUMNS, rest, strict=True))
-    values["kind"] = kind
-    for name in _JSON:
-        try:
-            decoded = json.loads(values[name] or "{}")
-        except (TypeError, ValueError, RecursionError):
-            return None
-        if not isinstance(decoded, dict):
-            return None
-        values[name] = decoded
-    checks = (
-        isinstance(values["build"], int),
-        isinstance(values["kind"], str),
-        isinstance(values["pair"], str),
-        values["status"] in RECORDED,
-        all(
-            values[n] is None or isinstance(values[n], str)
-            for n in ("key", "photo", "cover", "device", "error")
-        ),
-        values["iterations"] is None
-        or (isinstance(values["iterations"], int) and values["iterations"] >= 0),
-        values["seconds"] is None or (_finite(values["seconds"]) and values["seconds"] >= 0),
-        _finite(values["recorded"]),
-        all(_finite(v) for v in values["losses"].values()),
-    )
-    if not all(checks):
+    values = dict(zip(RUN_COLUMNS, rest, strict=True), kind=kind)
+    try:
+        for name in _JSON:
+            values[name] = json.loads(values[name] or "{}")
+        return decode(RunRecord, values)
+    except (TypeError, ValueError, RecursionError):  # a RecordError is a ValueError
         return None
-    return RunRecord(**values)
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -35,7 +35,7 @@ from typing import ClassVar
 from urllib.parse import unquote, urlsplit
 
 from .errors import CovergenError
-from .site.staging import MARKER, MARKER_TEXT
+from .site.staging import MARKER, marked
 
 log = logging.getLogger(__name__)
 
@@ -218,8 +218,8 @@ class SiteRequestHandler(SimpleHTTPRequestHandler):
         body = body[:at] + script.encode() + body[at:] if at >= 0 else body + script.encode()
         return self._bytes(body, CONTENT_TYPES[".html"])
 
-    def _bytes(self, body: bytes, kind: str):  # type: ignore[no-untyped-def]
-        self.send_response(HTTPStatus.OK)
+    def _bytes(self, body: bytes, kind: str, status: int = HTTPStatus.OK) -> io.BytesIO:
+        self.send_response(status)
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -233,17 +233,12 @@ class SiteRequestHandler(SimpleHTTPRequestHandler):
         if code != HTTPStatus.NOT_FOUND:
             super().send_error(code, message, explain)
             return
-        page = self.server.site_dir / "404.html"
         body = NOT_FOUND_BODY
         with contextlib.suppress(OSError):
-            body = page.read_bytes()
-        self.send_response(HTTPStatus.NOT_FOUND)
-        self.send_header("Content-Type", CONTENT_TYPES[".html"])
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
+            body = (self.server.site_dir / "404.html").read_bytes()
+        page = self._bytes(body, CONTENT_TYPES[".html"], HTTPStatus.NOT_FOUND)
         if self.command != "HEAD":
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                self.wfile.write(body)
+            self.copyfile(page, self.wfile)
 
     def send_header(self, keyword: str, value: str) -> None:
         # The standard handler writes "Content-type"; headers are case-insensitive, but
@@ -272,12 +267,7 @@ def check_site(site_dir: Path) -> None:
         raise CovergenError(
             f"no site at {site_dir}", field="site", hint="build it first: `covergen build`"
         )
-    marker = site_dir / MARKER
-    try:
-        ours = marker.read_bytes().startswith(MARKER_TEXT)
-    except OSError:
-        ours = False
-    if not ours:
+    if not marked(site_dir / MARKER):
         raise CovergenError(
             f"{site_dir} is not a site covergen built (it has no {MARKER})",
             field="site",

@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import re
+import types
 import typing
 from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass
@@ -118,6 +119,8 @@ def _value(kind: Any, value: Any, name: str) -> Any:
         return value
     if kind is Any:
         return value
+    if origin in (typing.Union, types.UnionType) and len(args) == 2 and args[1] is type(None):
+        return None if value is None else _value(args[0], value, name)  # X | None
     if origin is Literal:
         if value not in args:
             raise RecordError(f"{name} is not one of {list(args)}")

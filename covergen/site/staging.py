@@ -17,10 +17,9 @@ import secrets
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from types import TracebackType
 from typing import Any
 
 from ..atomic import fsync_dir
@@ -79,47 +78,36 @@ class StagedSite:
     def __enter__(self) -> StagedSite:
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        if not self._done:
-            self.discard()
+    def __exit__(self, *exc: object) -> None:
+        if not self._done:  # left without committing: the staged version goes
+            shutil.rmtree(self.staging, ignore_errors=True)
 
     def write(self, relative: str, data: bytes) -> None:
         """Stage a file with these bytes."""
-        target = self._claim(relative)
-        current = self.out_dir / relative
-        if _same_bytes(current, data):
-            self._reuse(current, target)
-            return
-        try:
-            with open(target, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(target, 0o644)
-        except OSError as exc:
-            raise _write_error(self.out_dir / relative, exc) from None
-        self.written += 1
+        self._stage(relative, lambda c: _same_bytes(c, data), lambda t: t.write_bytes(data))
 
     def copy(self, relative: str, source: Path) -> None:
         """Stage a copy of ``source`` (a cached derived image, a result)."""
+        self._stage(relative, lambda c: _same_file(c, source), lambda t: shutil.copyfile(source, t))
+
+    def _stage(
+        self, relative: str, same: Callable[[Path], bool], put: Callable[[Path], object]
+    ) -> None:
+        """Link the current file when ``same`` says it holds the bytes, else ``put`` them."""
         target = self._claim(relative)
         current = self.out_dir / relative
-        if _same_file(current, source):
-            self._reuse(current, target)
+        if same(current):
+            link_or_copy(current, target)
+            self.unchanged += 1
             return
         try:
-            shutil.copyfile(source, target)
+            put(target)
             with open(target, "rb") as handle:
                 os.fsync(handle.fileno())
             os.chmod(target, 0o644)
         except OSError as exc:
             # Named by where it goes: a full site disk is not the source's fault.
-            raise _write_error(self.out_dir / relative, exc) from None
+            raise _write_error(current, exc) from None
         self.written += 1
 
     def commit(self, render: Mapping[str, Any] | None = None) -> SwapCounts:
@@ -136,11 +124,11 @@ class StagedSite:
             + b"\n"
         )
         if _same_bytes(self.out_dir / MARKER, text):
-            _link_or_copy(self.out_dir / MARKER, marker)
+            link_or_copy(self.out_dir / MARKER, marker)
         else:
             marker.write_bytes(text)
             os.chmod(marker, 0o644)
-        removed = sum(1 for rel in _files(self.out_dir) if rel not in self.files and rel != MARKER)
+        removed = len(_files(self.out_dir) - self.files - {MARKER})
         (self.staging / STAGING_MARKER).unlink()
         _fsync_tree_dirs(self.staging)
         if self.out_dir.is_dir():
@@ -148,10 +136,6 @@ class StagedSite:
         _swap(self.staging, self.out_dir)
         self._done = True
         return SwapCounts(self.written, self.unchanged, removed)
-
-    def discard(self) -> None:
-        shutil.rmtree(self.staging, ignore_errors=True)
-        self._done = True
 
     def _claim(self, relative: str) -> Path:
         path = PurePosixPath(relative)
@@ -161,10 +145,6 @@ class StagedSite:
         target = self.staging / path
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
-
-    def _reuse(self, current: Path, target: Path) -> None:
-        _link_or_copy(current, target)
-        self.unchanged += 1
 
 
 def unchanged_render(out_dir: Path, key: str) -> dict[str, Any] | None:
@@ -200,10 +180,7 @@ def check_replaceable(out_dir: Path) -> None:
             field="site",
             hint="choose another site folder (--site-dir)",
         )
-    marker = out_dir / MARKER
-    if (marker.is_file() and marker.read_bytes().startswith(MARKER_TEXT)) or not any(
-        out_dir.iterdir()
-    ):
+    if marked(out_dir / MARKER) or not any(out_dir.iterdir()):
         return
     raise CovergenError(
         f"{out_dir} holds files that covergen did not write",
@@ -213,14 +190,9 @@ def check_replaceable(out_dir: Path) -> None:
     )
 
 
-def _files(root: Path) -> list[str]:
-    if not root.is_dir():
-        return []
-    out = []
-    for folder, _, names in os.walk(root):
-        for name in names:
-            out.append(Path(folder, name).relative_to(root).as_posix())
-    return out
+def _files(root: Path) -> set[str]:
+    """Every file under ``root`` (none when it is missing), as POSIX paths relative to it."""
+    return {Path(d, n).relative_to(root).as_posix() for d, _, names in os.walk(root) for n in names}
 
 
 def _same_bytes(current: Path, data: bytes) -> bool:
@@ -241,12 +213,13 @@ def _same_file(current: Path, source: Path) -> bool:
         return False
 
 
-def _link_or_copy(current: Path, target: Path) -> None:
+def link_or_copy(current: Path, target: Path) -> None:
+    """A hard link to ``current`` at ``target``, or a copy where links fail."""
     try:
         os.link(current, target)
     except OSError:
-        # Another file system, or no hard links: a copy with the old mtime still looks
-        # unchanged to rsync.
+        # Another file system, or no hard links (protected_hardlinks): a copy with the old
+        # mtime still looks unchanged to rsync.
         shutil.copy2(current, target)
 
 
@@ -262,7 +235,7 @@ def _remove_leftovers(out_dir: Path) -> None:
     except OSError:
         return
     for path in siblings:
-        ours = _marked(path / STAGING_MARKER) or _marked(path / REPLACED_MARKER)
+        ours = marked(path / STAGING_MARKER) or marked(path / REPLACED_MARKER)
         if name.fullmatch(path.name) and not path.is_symlink() and path.is_dir() and ours:
             shutil.rmtree(path, ignore_errors=True)
 
@@ -275,7 +248,8 @@ def _write_error(path: Path, exc: OSError) -> CovergenError:
     )
 
 
-def _marked(marker: Path) -> bool:
+def marked(marker: Path) -> bool:
+    """Whether ``marker`` is a file that covergen wrote (it starts with MARKER_TEXT)."""
     try:
         with marker.open("rb") as handle:
             return handle.read(len(MARKER_TEXT)) == MARKER_TEXT
@@ -312,7 +286,6 @@ def _exchange(a: Path, b: Path) -> bool:
         ctypes.c_char_p,
         ctypes.c_uint,
     ]
-    renameat2.restype = ctypes.c_int
     result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
     return result == 0
 
