@@ -524,10 +524,13 @@ def _clear_way(dest: Path, out: Path) -> None:
 def _remove_empty_folders(dest: Path) -> None:
     """Remove folders left empty, deepest first; never one named ``.git`` nor anything in
     one (an empty ``refs/tags`` belongs to the repository)."""
-    for folder, _, _ in os.walk(dest, topdown=False):  # deepest first: emptied parents go too
-        parts = Path(folder).relative_to(dest).parts  # none for dest itself
-        if parts and GIT_ENTRY not in parts and not any(Path(folder).iterdir()):
-            Path(folder).rmdir()
+    folders = []
+    for folder, names, _ in os.walk(dest):
+        names[:] = [n for n in names if n != GIT_ENTRY]  # a repository is not walked
+        folders.append(Path(folder))
+    for folder in reversed(folders[1:]):  # deepest first: emptied parents go too; not dest
+        if not any(folder.iterdir()):
+            folder.rmdir()
 
 
 # --- git target ------------------------------------------------------------------------------
