@@ -22,9 +22,10 @@ class PairStatus(StrEnum):
     PLANNED = "planned"  # a dry run: it would be painted
 
 
-# Outcomes that leave a painting in the cache; outcomes the run log keeps.
+# Outcomes that leave a painting in the cache; outcomes the run log keeps, in the order a
+# build's summary counts them (a tuple: a set's order changes from one process to the next).
 HAS_RESULT = frozenset({PairStatus.BUILT, PairStatus.REUSED})
-RECORDED = frozenset(PairStatus) - {PairStatus.PLANNED}
+RECORDED = tuple(s for s in PairStatus if s is not PairStatus.PLANNED)
 
 
 class BuildStatus(StrEnum):

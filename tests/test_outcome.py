@@ -35,3 +35,11 @@ def test_statuses_are_their_own_json_text():
     assert json.dumps([PairStatus.BUILT]) == '["built"]'
     assert "built" in HAS_RESULT and "planned" not in RECORDED
     assert PairStatus("cancelled") is PairStatus.CANCELLED
+
+
+def test_a_builds_counts_come_in_one_order_in_every_process():
+    # The summary line ("done: 0 built, 9 reused, …") and the run log's counts follow
+    # RECORDED: a set there gave each process its own order.
+    from covergen.build import BuildSummary
+
+    assert list(BuildSummary().counts()) == ["built", "reused", "failed", "cancelled"]
