@@ -16,7 +16,6 @@ import torch
 from conftest import gradient_photo
 from PIL import Image
 
-from covergen.nst import faces
 from covergen.nst import weightsources as W
 from covergen.nst.errors import ParameterError, WeightsError
 from covergen.nst.faces import (
@@ -217,7 +216,7 @@ def test_damaged_weights_are_refused_before_loading(
 
 def test_missing_package_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(W, "locate_package_file", lambda distribution, member: None)
-    monkeypatch.setattr(faces, "installed_version", lambda distribution: None)
+    monkeypatch.setattr(W, "installed_version", lambda distribution: None)
     with pytest.raises(WeightsError) as caught:
         FaceDetector()
     message = str(caught.value)

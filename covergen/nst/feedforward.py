@@ -97,7 +97,6 @@ from .weightsources import (
     MULTISTYLE_FILE,
     PREDICTOR_FILE,
     TRANSFORMER_FILE,
-    installed_version,
 )
 
 # --------------------------------------------------------------------------- the files
@@ -711,19 +710,7 @@ def _state_dict(name: str, cache_dir: Path | None = None) -> dict[str, Tensor]:
         kept = _kept_conversion(store, name, file.sha256)
         if kept is not None:
             return kept
-    path = file.locate()
-    if path is None:
-        version = installed_version(file.distribution)
-        state = (
-            f"version {version} is installed without {file.member}"
-            if version
-            else "it is not installed"
-        )
-        raise WeightsError(
-            f"the {name} network needs {file.member} from the {file.label}, but {state}; "
-            f"run: {file.install}"
-        )
-    data = file.verified_bytes(path)
+    path, data = file.installed(f"the {name} network")
     try:
         state = _converted(_VerifiedFile(name, file.sha256, data))
     except _GraphMismatch as exc:

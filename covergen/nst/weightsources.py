@@ -65,6 +65,23 @@ class PackagedFile:
         """Where the installed distribution keeps the file, or None."""
         return locate_package_file(self.distribution, self.member)
 
+    def installed(self, user: str) -> tuple[Path, bytes]:
+        """The installed file and its verified bytes; a WeightsError naming ``user`` (what
+        needs the file) and the pip command that installs it when the file is not there."""
+        path = self.locate()
+        if path is None:
+            version = installed_version(self.distribution)
+            state = (
+                f"version {version} is installed without {self.member}"
+                if version
+                else "it is not installed"
+            )
+            raise WeightsError(
+                f"{user} needs {self.member} from the {self.label}, but {state}; "
+                f"run: {self.install}"
+            )
+        return path, self.verified_bytes(path)
+
     def verified_bytes(self, path: Path) -> bytes:
         """The file's bytes, refused (WeightsError, with the pip command that fixes it)
         unless their SHA-256 is the pinned one: checked before a byte is decoded, as a
