@@ -46,6 +46,10 @@ SITE_HELP = "the built site (default: site/ in the catalog's folder)"
 OFFLINE_ENV = "COVERGEN_OFFLINE"
 EXIT_USAGE = 2
 EXIT_INTERNAL = 70
+# add's --photo-credit, --photo-license, --photo-url and the same of the cover.
+ADD_CREDITS = tuple(
+    (role, item) for role in ("photo", "cover") for item in ("credit", "license", "url")
+)
 
 
 # ----------------------------------------------------------------------------- options
@@ -386,9 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--year", type=int)
     add.add_argument("--tags", default="", help="comma-separated")
     add.add_argument("--notes", default="")
-    for role in ("photo", "cover"):
-        for item in ("credit", "license", "url"):
-            add.add_argument(f"--{role}-{item}", default="", help=f"the {role}'s {item}")
+    for role, item in ADD_CREDITS:
+        add.add_argument(f"--{role}-{item}", default="", help=f"the {role}'s {item}")
     add_set_option(add, "a parameter override for this pair (repeatable)")
 
     publish = command(
@@ -910,8 +913,7 @@ def run_add(args: argparse.Namespace) -> int:
         year=args.year,
         tags=tuple(t.strip() for t in args.tags.split(",") if t.strip()),
         notes=args.notes,
-        # --photo-credit, --photo-license, --photo-url and the same of the cover
-        **{k: v for k, v in vars(args).items() if k.startswith(("photo_", "cover_"))},
+        **{f"{role}_{item}": getattr(args, f"{role}_{item}") for role, item in ADD_CREDITS},
         overrides=overrides,
     )
     copied: list[Path] = []
@@ -965,7 +967,7 @@ def _site_settings(catalog: Path) -> Any:
 
 
 def run_publish(args: argparse.Namespace) -> int:
-    from .publish import plan_publish, publish, target_from_settings
+    from .publish import publish, target_from_settings
 
     target = target_from_settings(
         args.target,
@@ -980,8 +982,8 @@ def run_publish(args: argparse.Namespace) -> int:
     # the temporary repository and half-written files are removed on the way out.
     protected = _catalog_files(args.catalog)
     with StopSignals():
-        plan = (plan_publish if args.dry_run else publish)(
-            args.site_dir, target, force=args.force, protected=protected
+        plan = publish(
+            args.site_dir, target, force=args.force, protected=protected, dry_run=args.dry_run
         )
     if args.dry_run:
         for line in plan.lines():

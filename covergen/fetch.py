@@ -339,8 +339,9 @@ class Downloader:
                 raise Transient(
                     f"the download took longer than {deadline.seconds:g} s", retry=False
                 ) from None
-            cut = isinstance(exc, ChunkedEncodingError)
-            raise (_BodyCut if cut else Transient)(self._reason(exc)) from None
+            if isinstance(exc, ChunkedEncodingError):
+                raise _BodyCut(self._reason(exc)) from None
+            raise Transient(self._reason(exc)) from None
         except requests.RequestException as exc:
             raise where.error(
                 f"the request failed ({self._reason(exc)})", hint="check the URL"

@@ -109,7 +109,8 @@ class _Journal:
             return False
         try:
             # The entries end at the first zero byte (the unused rest), or at the file's end.
-            self._offset = len(os.pread(fd, os.fstat(fd).st_size, 0).split(b"\0", 1)[0])
+            written = os.pread(fd, os.fstat(fd).st_size, 0)
+            self._offset = len(written.split(b"\0", 1)[0])
             size = self._offset + JOURNAL_BYTES
             if hasattr(os, "posix_fallocate"):
                 os.posix_fallocate(fd, 0, size)

@@ -127,6 +127,23 @@ def test_a_stop_cancels_the_rest_and_reports_every_job():
     assert {o.status for o in outcomes.values()} == {"cancelled"}
 
 
+def test_a_bug_in_a_worker_is_not_swallowed_and_its_jobs_are_still_reported(monkeypatch):
+    # An IndexError from painting is a bug, not "no batch left": it reaches the thread's
+    # excepthook (a traceback on stderr), and the ledger still gives every job an outcome.
+    class Broken:
+        def run_batch(self, device, batch, events, stop):
+            raise IndexError("a bug inside run_batch")
+            yield  # a generator, as the painter's is
+
+    seen: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda hook: seen.append(hook.exc_value))
+    executor = LocalExecutor(ExecutorSettings(devices=("cpu",)), Broken(), trust_devices=True)
+    outcomes = []
+    executor.run([job("a")], outcomes.append, None, threading.Event())
+    assert [str(e) for e in seen] == ["a bug inside run_batch"]
+    assert [o.job.pair for o in outcomes] == ["a"]
+
+
 def test_devices_are_resolved_in_one_place():
     assert resolve_devices("cpu") == ["cpu"]
     expected = [f"cuda:{i}" for i in range(torch.cuda.device_count())] or ["cpu"]

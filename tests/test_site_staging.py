@@ -86,3 +86,34 @@ def test_a_copy_of_the_site_is_never_swept(tmp_path: Path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [*(b.name for b in backups), "site"]
     )
+
+
+def test_a_fifo_in_place_of_the_marker_is_refused_not_waited_on(tmp_path: Path):
+    # Opening a FIFO that no one writes would block forever: the marker is opened without
+    # blocking and must be a regular file, so the folder is refused as not covergen's.
+    import threading
+
+    import pytest
+
+    from covergen.errors import CovergenError
+    from covergen.site.staging import check_replaceable
+
+    site = tmp_path / "site"
+    site.mkdir()
+    os.mkfifo(site / MARKER)
+    (site / "index.html").write_text("not ours")
+    caught: list[BaseException] = []
+
+    def check() -> None:
+        try:
+            check_replaceable(site)
+        except BaseException as exc:
+            caught.append(exc)
+
+    worker = threading.Thread(target=check, daemon=True)
+    worker.start()
+    worker.join(60)  # a hang is the failure; the check itself takes milliseconds
+    assert not worker.is_alive(), "check_replaceable blocked on the FIFO"
+    assert len(caught) == 1 and isinstance(caught[0], CovergenError)
+    with pytest.raises(CovergenError, match="did not write"):
+        raise caught[0]

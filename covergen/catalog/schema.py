@@ -375,7 +375,7 @@ def _pair(node: _Node, index: int, problems: list[Problem]) -> tuple[Pair | None
             scope.add(
                 "must be a list of words", "tags", tnode.line, "e.g. tags: [post-punk, 1970s]"
             )
-        bad = next(filter(None, map(unsafe_character, texts)), "")
+        bad = next((found for text in texts if (found := unsafe_character(text))), "")
         if bad:
             scope.add(f"a tag contains {bad}", "tags", tnode.line, "remove it")
         else:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import threading
 from collections import deque
@@ -49,11 +48,13 @@ class LocalExecutor(DevicesHere, LedgerExecutor):
 
         def work(device: str) -> None:
             try:
-                with contextlib.suppress(IndexError):  # no batch left
-                    while not stop.is_set():
+                while not stop.is_set():
+                    try:
                         batch = batches.popleft()
-                        for outcome in painter.run_batch(device, batch, events, stop):
-                            outcomes.put(outcome)
+                    except IndexError:  # no batch left
+                        return
+                    for outcome in painter.run_batch(device, batch, events, stop):
+                        outcomes.put(outcome)
             finally:
                 outcomes.put(None)
 

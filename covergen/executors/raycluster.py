@@ -459,7 +459,10 @@ class _Dispatch:
 
         self.ray = executor.ray
         self.executor, self.ledger, self.stop = executor, ledger, ledger.stop
-        self.on_outcome, ledger.on_outcome = ledger.on_outcome, self._reported
+        # Each outcome the ledger reports passes through _reported on its way to the
+        # caller's sink: the input bytes no unfinished job needs are freed then.
+        self.on_outcome = ledger.on_outcome
+        ledger.on_outcome = self._reported
         self.store = ImageStore(Path(executor.settings.cache_dir) / "images")
         devices = [s.device for s in executor._slots if s.state == "ready"]
         size = batch_limit(devices, executor.settings.max_batch)
@@ -583,8 +586,8 @@ class _Dispatch:
         self.batches.clear()
 
     def _wind_down(self) -> None:
-        """Stopped: keep what already came back (the ledger cancels the rest, and
-        ``RayExecutor.close`` kills the workers)."""
+        """Stopped: keep what already came back and kill the workers now, so that their
+        devices are free while the ledger cancels the rest."""
         for generator in list(self.flights):
             while True:
                 try:
@@ -596,6 +599,10 @@ class _Dispatch:
                     break
                 if isinstance(message, Finished):
                     self.ledger.receive("", message)
+        for slot in self.executor._slots:
+            _kill(self.ray, slot.actor)
+            slot.state = "retired"
+        self.flights.clear()
 
 
 def _inputs(job: Job) -> dict[str, None]:

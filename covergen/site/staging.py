@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
@@ -249,12 +250,20 @@ def _write_error(path: Path, exc: OSError) -> CovergenError:
 
 
 def marked(marker: Path) -> bool:
-    """Whether ``marker`` is a file that covergen wrote (it starts with MARKER_TEXT)."""
+    """Whether ``marker`` is a file that covergen wrote (it starts with MARKER_TEXT). Opened
+    without blocking and checked on the open file: a FIFO in its place is no marker."""
     try:
-        with marker.open("rb") as handle:
-            return handle.read(len(MARKER_TEXT)) == MARKER_TEXT
+        fd = os.open(marker, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        return os.read(fd, len(MARKER_TEXT)) == MARKER_TEXT
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _swap(staging: Path, out_dir: Path) -> None:
