@@ -36,11 +36,11 @@ from .outcome import RECORDED, BuildStatus, PairStatus
 from .plaindata import plain
 from .plan import ImageInput, Job, Plan, make_job, plan_jobs
 from .precision import resolve_precision
-from .results import ResultRecord, ResultStore
 from .runlog import RunLog
 from .safetext import counted
 from .sources import FetchSettings, ImageStore, NotFetchedYet
 from .store import cache_paths
+from .store.results import ResultRecord, ResultStore
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ from .catalog import Catalog
 from .errors import CovergenError
 from .locks import cache_lock
 from .outcome import PairStatus
-from .results import ResultRecord, ResultStore
 from .runlog import RunLog, RunRecord
 from .store import cache_paths
+from .store.results import ResultRecord, ResultStore
 
 
 def _check_log_complete(runlog: RunLog, results_root: Path) -> None:
@@ -84,9 +84,9 @@ def clean(catalog: Catalog, cache_dir: Path, *, downloads: bool = False,
     ``band:`` leaves the id to the album), so the broken pair may be any of them.
     """
     # The stores' modules load here: `list` and `status` need only the results.
-    from .featurecache import FeatureCache
     from .site.images import ImageDeriver
     from .sources import ImageStore
+    from .store.features import FeatureCache
 
     paths = cache_paths(cache_dir)
     runlog = RunLog(paths["runlog"], catalog.path)

@@ -531,9 +531,9 @@ def add_runtime_options(parser: argparse.ArgumentParser, *, build: bool = True) 
 
 
 def run_stylize(args: argparse.Namespace) -> int:
-    from .featurecache import FeatureCache
     from .nst import Engine, Runtime, device_kind
     from .precision import resolve_precision
+    from .store.features import FeatureCache
     from .stylize import stylize_files
 
     params = from_mapping(param_values(args))

@@ -23,9 +23,9 @@ from typing import Any
 from .catalog import SLUG, Catalog, Pair, Problem
 from .errors import CovergenError
 from .outcome import HAS_RESULT
-from .results import ResultRecord, ResultStore
 from .runlog import RunLog, RunRecord
 from .store import cache_paths
+from .store.results import ResultRecord, ResultStore
 
 STATES = ("new", "built", "failed", "cancelled", "missing", "invalid")
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from .nst import ENGINE_VERSION, StyleParams
 from .nst.params import key_values, recipe_versions
-from .results import ResultRecord, ResultStore
+from .store.results import ResultRecord, ResultStore
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .catalog import Catalog
-from .decode import decode_image
 from .errors import CovergenError, InputImageError
 from .nst.errors import WeightsError
 from .nst.weightsources import PREDICTOR_FILE, TRANSFORMER_FILE
 from .runlog import RunLog
+from .sources.decoding import decode_image
 from .store import Sha256, Store, digest, dumps
 
 VECTOR_SIZE = 100

@@ -8,12 +8,12 @@ from pathlib import Path
 from PIL import Image
 
 from .atomic import atomic_writer
-from .decode import decode_image
 from .errors import InputImageError
 from .files import read_user_file
 from .nst import Engine, StyleParams, StylizeResult
 from .nst.engine import CancelCheck, ProgressCallback
 from .outputs import check_output, output_format
+from .sources.decoding import decode_image
 
 # The build's own limit on an input image's bytes (FetchSettings.max_bytes).
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024

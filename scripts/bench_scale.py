@@ -43,12 +43,12 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_noop import InstantEngine, timed  # noqa: E402
 
-from covergen import decode as decoding  # noqa: E402
 from covergen.build import BuildOptions, build  # noqa: E402
 from covergen.catalog.edit import NewPair, render_pair  # noqa: E402
 from covergen.executors import ExecutorSettings  # noqa: E402
 from covergen.executors.local import LocalExecutor  # noqa: E402
 from covergen.executors.painter import Painter, StoreInputs  # noqa: E402
+from covergen.sources import decoding  # noqa: E402
 
 
 def make_scale_project(root: Path, pairs: int, distinct: int) -> tuple[Path, Path]:

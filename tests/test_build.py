@@ -15,10 +15,10 @@ from support.servers import local_server, serve_bytes
 
 from covergen.build import BuildOptions, build, cache_paths
 from covergen.errors import CovergenError
-from covergen.featurecache import FeatureCache
 from covergen.locks import cache_lock
-from covergen.results import ResultStore
 from covergen.runlog import RunLog
+from covergen.store.features import FeatureCache
+from covergen.store.results import ResultStore
 
 
 def run_build(project: Path, **options):
@@ -344,12 +344,12 @@ def spy_decodes(monkeypatch: pytest.MonkeyPatch) -> tuple[Counter[str], Counter[
     checking the images), and every other (painting, the site)."""
     import hashlib
 
-    import covergen.decode
     import covergen.sources
+    import covergen.sources.decoding
 
     fetching: Counter[str] = Counter()
     other: Counter[str] = Counter()
-    decode = covergen.decode.decode
+    decode = covergen.sources.decoding.decode
 
     def counter(counted: Counter[str]):
         def counting(data: bytes, *args, **kwargs):
@@ -359,7 +359,7 @@ def spy_decodes(monkeypatch: pytest.MonkeyPatch) -> tuple[Counter[str], Counter[
         return counting
 
     monkeypatch.setattr(covergen.sources, "decode", counter(fetching))
-    monkeypatch.setattr(covergen.decode, "decode", counter(other))
+    monkeypatch.setattr(covergen.sources.decoding, "decode", counter(other))
     return fetching, other
 
 

@@ -46,12 +46,12 @@ from covergen.errors import CovergenError, InputImageError
 from covergen.executors import ExecutorSettings
 from covergen.executors.local import LocalExecutor
 from covergen.executors.painter import Painter, StoreInputs
-from covergen.featurecache import FeatureCache
 from covergen.nst import StylizeResult
-from covergen.results import ResultStore
 from covergen.runlog import RunLog
 from covergen.sources import FetchSettings, ImageStore
 from covergen.stopping import StopSignals
+from covergen.store.features import FeatureCache
+from covergen.store.results import ResultStore
 
 CATALOG = """\
 # hardening tests: tiny, quick, and never to be modified by a build
@@ -709,7 +709,7 @@ def test_ctrl_c_while_a_result_is_written_keeps_nothing_half_written(
 WRITER = """
 import json, os, sys, time
 from PIL import Image
-from covergen.results import ResultStore
+from covergen.store.results import ResultStore
 
 root, victim, fields = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 real = os.fsync

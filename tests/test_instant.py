@@ -173,7 +173,7 @@ def test_a_kept_conversion_paints_without_the_package_and_a_damaged_one_is_not_t
 
 
 def test_a_covers_network_is_trained_once_and_kept_for_its_next_photo(engine: Engine, tmp_path):
-    from covergen.featurecache import FeatureCache
+    from covergen.store.features import FeatureCache
 
     cached = Engine(engine.runtime, cache_dir=engine.cache_dir, offline=True,
                     target_cache=FeatureCache(tmp_path / "features"))  # fmt: skip

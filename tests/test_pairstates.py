@@ -9,8 +9,8 @@ from covergen.build import BuildOptions, build, cache_paths
 from covergen.catalog import load_catalog
 from covergen.clean import clean
 from covergen.pairstates import load_states, pair_states
-from covergen.results import ResultStore
 from covergen.runlog import RunLog
+from covergen.store.results import ResultStore
 
 
 def built(project: Path, **options):

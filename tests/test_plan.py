@@ -11,7 +11,7 @@ import pytest
 from covergen.executors.painter import encode_png
 from covergen.nst import StyleParams, params
 from covergen.plan import ImageInput, job_key, make_job, plan_jobs
-from covergen.results import ResultStore
+from covergen.store.results import ResultStore
 
 PHOTO = ImageInput("a" * 64, 640, 480)
 COVER = ImageInput("b" * 64, 500, 500)

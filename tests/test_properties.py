@@ -22,15 +22,15 @@ from support.engines import InstantEngine
 
 from covergen.build import BuildOptions, BuildSummary, build
 from covergen.catalog import CatalogError, parse_catalog
-from covergen.decode import decode_image
 from covergen.errors import CovergenError, InputImageError
 from covergen.executors import ExecutorSettings
 from covergen.executors.local import LocalExecutor
 from covergen.executors.painter import Painter, StoreInputs
-from covergen.results import ResultRecord
 from covergen.runlog import RunLog
 from covergen.safetext import BIDI_CONTROLS
+from covergen.sources.decoding import decode_image
 from covergen.store import decode
+from covergen.store.results import ResultRecord
 
 BOUNDED = settings(
     max_examples=60,
@@ -148,9 +148,9 @@ def catalog_with(field: str, value: str) -> dict:
 @given(st.sampled_from(FIELDS), HOSTILE)
 def test_any_field_text_is_refused_or_rendered_safely(project_factory, field, value):
     """What the catalog accepts renders into valid UTF-8 pages without control characters."""
-    from covergen.results import ResultStore
     from covergen.site import render_site
     from covergen.store import cache_paths
+    from covergen.store.results import ResultStore
 
     root = project_factory()
     try:

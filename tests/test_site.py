@@ -23,11 +23,11 @@ from PIL import Image, ImageFilter, ImageOps
 from covergen.catalog import Catalog, CatalogError, parse_catalog
 from covergen.errors import CovergenError
 from covergen.executors.painter import encode_png
-from covergen.results import ResultStore
 from covergen.runlog import RunLog
 from covergen.site import SiteReport, render_site
 from covergen.site.images import ImageDeriver, target_widths
 from covergen.site.theme import THEME_DIR
+from covergen.store.results import ResultStore
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"

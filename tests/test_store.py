@@ -11,9 +11,9 @@ from typing import Any, Literal
 import pytest
 from PIL import Image
 
-from covergen.results import ResultRecord, ResultStore
 from covergen.site.images import ImageDeriver
 from covergen.store import Count, RecordError, Sha256, Store, decode, digest, dumps, loads
+from covergen.store.results import ResultRecord, ResultStore
 
 
 @dataclass(frozen=True)

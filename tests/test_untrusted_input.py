@@ -28,11 +28,11 @@ from covergen import cli
 from covergen.build import BuildOptions, build
 from covergen.catalog import CatalogError, load_catalog, parse_catalog
 from covergen.errors import CovergenError
-from covergen.results import ResultStore
 from covergen.runlog import RunLog
 from covergen.safetext import printable, redact
 from covergen.sources import FetchSettings, ImageStore
 from covergen.store import cache_paths
+from covergen.store.results import ResultStore
 
 
 def command(project: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:

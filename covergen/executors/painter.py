@@ -79,7 +79,7 @@ class Painter:
     ) -> Painter:
         """A painter with the real engines, or ``engine_factory``'s (a stand-in's) if given."""
         if engine_factory is None:
-            from ..featurecache import FeatureCache
+            from ..store.features import FeatureCache
 
             features = FeatureCache(Path(settings.cache_dir) / "features")
             engine_factory = functools.partial(make_engine, settings=settings, targets=features)

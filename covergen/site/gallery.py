@@ -18,8 +18,8 @@ from ..catalog import ImageRef, Pair
 from ..nst.params import param_specs, resolved_value
 from ..outcome import Metrics
 from ..pairstates import PairState
-from ..results import ResultStore
 from ..safetext import is_web_url
+from ..store.results import ResultStore
 from .images import DerivedImage
 
 IMAGE_DIR = "img"

@@ -24,13 +24,13 @@ from typing import Annotated, Any, Literal
 import PIL
 from PIL import Image, features
 
-from ..decode import decode_image
 from ..errors import InputImageError
+from ..sources.decoding import decode_image
 from ..store import Check, Collected, Pixels, RecordError, Sha256, Store, digest, dumps
 
 log = logging.getLogger(__name__)
 
-# 2: decoded by covergen.decode (no metadata carried over); 3: paintings enlarged (below)
+# 2: decoded by covergen.sources.decoding (no metadata carried over); 3: paintings enlarged (below)
 RECIPE_VERSION = 3
 # Widths offered to srcset; a source gets those below its own width, plus its own width
 # (capped at MAX_WIDTH). Photos and covers are never upscaled.

@@ -22,9 +22,9 @@ from ..errors import CovergenError
 from ..locks import site_lock
 from ..pairstates import PairState, pair_states
 from ..plaindata import plain
-from ..results import ResultStore
 from ..runlog import RunLog
 from ..safetext import counted
+from ..store.results import ResultStore
 from ..stylevectors import StyleVectors
 from .gallery import (
     GalleryEntry,

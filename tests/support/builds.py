@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from covergen.build import BuildOptions, BuildSummary
-from covergen.results import ResultStore
 from covergen.store import cache_paths
+from covergen.store.results import ResultStore
 
 from .engines import BAD_SEED
 

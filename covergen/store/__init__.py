@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from .atomic import write_bytes
+from ..atomic import write_bytes
 
 R = TypeVar("R")
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .store import (
+from . import (
     SHA256,
     Count,
     Duration,

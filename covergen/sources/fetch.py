@@ -31,9 +31,9 @@ from requests.exceptions import ChunkedEncodingError
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
-from . import __version__
-from .decode import ACCEPTED_NAMES, Where, too_large
-from .safetext import printable, redact, web_url_problem
+from .. import __version__
+from ..safetext import printable, redact, web_url_problem
+from .decoding import ACCEPTED_NAMES, Where, too_large
 
 USER_AGENT = f"covergen/{__version__}"
 # Listing what we decode keeps content-negotiating CDNs from answering with AVIF or JPEG XL.

@@ -14,7 +14,7 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .store import Collected, Store, digest
+from . import Collected, Store, digest
 
 if TYPE_CHECKING:  # torch loads when a job runs, not for `covergen clean`
     import torch

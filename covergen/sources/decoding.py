@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from .errors import InputImageError
+from ..errors import InputImageError
 
 # PIL format name -> suffix of the stored file.
 ACCEPTED_FORMATS = {

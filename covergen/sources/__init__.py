@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-from .decode import ACCEPTED_FORMATS, DecodeLimits, Where, decode, inspect, too_large
-from .decode import decode_image as decode_image  # the stages' one decoder, re-exported
-from .errors import CovergenError, InputImageError
-from .files import read_user_file
-from .safetext import WEB_SCHEMES, printable, redact, url_scheme, web_url_problem
-from .store import SHA256, Check, Collected, Pixels, Sha256, Store, digest, dumps
+from ..errors import CovergenError, InputImageError
+from ..files import read_user_file
+from ..safetext import WEB_SCHEMES, printable, redact, url_scheme, web_url_problem
+from ..store import SHA256, Check, Collected, Pixels, Sha256, Store, digest, dumps
+from .decoding import ACCEPTED_FORMATS, DecodeLimits, Where, decode, inspect, too_large
+from .decoding import decode_image as decode_image  # the stages' one decoder, re-exported
 
 if TYPE_CHECKING:  # requests (and urllib3) load only when an image is downloaded
     import requests
