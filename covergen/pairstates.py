@@ -15,6 +15,7 @@ painting off the site.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +92,7 @@ def pair_states(catalog: Catalog, runlog: RunLog, results: ResultStore) -> list[
     latest = runlog.latest("build")
     succeeded = runlog.latest("build", succeeded=True)
     # Each result read and verified once, however many pairs share it.
-    verified: dict[str, ResultRecord | None] = {}
+    verified = functools.cache(results.get)
     states = []
     for pair in catalog.pairs:
         if not SLUG.match(pair.id):
@@ -104,10 +105,7 @@ def pair_states(catalog: Catalog, runlog: RunLog, results: ResultStore) -> list[
                 continue
             # Results are addressed by content: two pairs with the same inputs and
             # parameters share one, so the record's pair name is not checked.
-            key = candidate.key
-            if key and key not in verified:
-                verified[key] = results.get(key)
-            found = verified[key] if key else None
+            found = verified(candidate.key) if candidate.key else None
             if found is not None:
                 result, path, shown = found, results.image_path(found.key), candidate
                 break
@@ -118,11 +116,10 @@ def pair_states(catalog: Catalog, runlog: RunLog, results: ResultStore) -> list[
         else:
             state = record.status
         states.append(PairState(pair.id, state, pair, record, result, path, shown))
-    for problem in catalog.problems:
-        states.append(
-            PairState(problem.pair or "?", "invalid", None, None, None, None, None, problem)
-        )
-    return states
+    return states + [
+        PairState(problem.pair or "?", "invalid", None, None, None, None, None, problem)
+        for problem in catalog.problems
+    ]
 
 
 def load_states(catalog: Catalog, cache_dir: Path) -> tuple[RunLog, list[PairState]]:

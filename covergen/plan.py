@@ -11,6 +11,7 @@ The images are fetched by their SHA-256 from wherever the executor keeps them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -127,14 +128,9 @@ def plan_jobs(
     Each distinct key is looked up (and its result verified) once, however many pairs share
     it: pairs with the same inputs and parameters are one result."""
     plan = Plan()
-    records: dict[str, ResultRecord | None] = {}
+    verified = functools.cache(results.get)
     for job in jobs:
-        if force:
-            record = None
-        elif job.key in records:
-            record = records[job.key]
-        else:
-            record = records[job.key] = results.get(job.key)
+        record = None if force else verified(job.key)
         if record is None:
             plan.to_run.append(job)
         else:
