@@ -192,8 +192,7 @@ class ImageStore(contextlib.AbstractContextManager["ImageStore"]):
         self.images = Store(self.root / "sha256", read_only=read_only)
         self.known = Store(self.root / "known", read_only=read_only)
         self.urls = Store(self.root / "urls", read_only=read_only, sharded=False)
-        self._session = session
-        self._owns_session = session is None
+        self._session = session  # None: the store makes one, and closes it
         self._prepared: requests.Session | None = None  # _session, or one made, with our adapter
         # What this store learnt during its build, by the hash of the bytes: the size and
         # format a decode (or a record) gave, so that an image that a thousand pairs share is
@@ -207,7 +206,7 @@ class ImageStore(contextlib.AbstractContextManager["ImageStore"]):
 
     def close(self) -> None:
         """Close the HTTP session if the store made it."""
-        if self._owns_session and self._prepared is not None:
+        if self._session is None and self._prepared is not None:
             self._prepared.close()
             self._prepared = None
 
@@ -278,10 +277,9 @@ class ImageStore(contextlib.AbstractContextManager["ImageStore"]):
 
     def verified_bytes(self, sha256: str) -> bytes:
         """The stored bytes with that hash, checked; a corrupt copy is removed and reported."""
-        where = Where(sha256[:12], None, "src")
         found = self._verified(sha256)
         if found is None:
-            raise where.error(
+            raise Where(sha256[:12]).error(
                 "is not in the image store, or its stored copy was damaged and removed",
                 hint="build again: the image is fetched (or copied) anew",
             )
@@ -376,12 +374,11 @@ class ImageStore(contextlib.AbstractContextManager["ImageStore"]):
                 "the server answered 304 Not Modified to a request that was not conditional",
                 hint="build again; if it persists, the server is misbehaving",
             )
-        stored = self._keep(download.data, where)
-        if not self.read_only:
-            fetched = UrlRecord(
-                url, stored.sha256, download.final_url, download.etag, download.last_modified
-            )
-            self._write(self.urls, _url_name(url), dumps(fetched), where)
+        stored = self._keep(download.data, where)  # (a read-only store never gets here)
+        fetched = UrlRecord(
+            url, stored.sha256, download.final_url, download.etag, download.last_modified
+        )
+        self._write(self.urls, _url_name(url), dumps(fetched), where)
         return stored
 
     # ------------------------------------------------------------------ the store

@@ -222,11 +222,10 @@ def jpeg_scans(data: bytes) -> int:
 def _upright(image: Image.Image) -> Image.Image:
     """The image turned as its EXIF orientation says (always a new image)."""
     try:
-        upright = ImageOps.exif_transpose(image)
+        return ImageOps.exif_transpose(image)
     except Exception:
         # Malformed EXIF from some cameras: better an unturned picture than a refused one.
-        upright = None
-    return upright if upright is not None else image.copy()
+        return image.copy()
 
 
 def _to_rgb(image: Image.Image, where: Where, background: RGB) -> Image.Image:
