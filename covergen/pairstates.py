@@ -54,15 +54,11 @@ class PairState:
 
     @property
     def photo_sha256(self) -> str | None:
-        if self.result is not None:
-            return self.result.photo_sha256
-        return self.record.photo if self.record else None
+        return self.result.photo_sha256 if self.result else getattr(self.record, "photo", None)
 
     @property
     def cover_sha256(self) -> str | None:
-        if self.result is not None:
-            return self.result.cover_sha256
-        return self.record.cover if self.record else None
+        return self.result.cover_sha256 if self.result else getattr(self.record, "cover", None)
 
     @property
     def stale(self) -> bool:
@@ -83,8 +79,7 @@ class PairState:
             return self.problem.describe().splitlines()[0]
         if self.record is None or not self.record.error:
             return ""
-        line = self.record.error.splitlines()[0]
-        return line.removeprefix(f"pair {self.id!r}: ")
+        return self.record.error.splitlines()[0].removeprefix(f"pair {self.id!r}: ")
 
 
 def pair_states(catalog: Catalog, runlog: RunLog, results: ResultStore) -> list[PairState]:

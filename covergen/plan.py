@@ -104,17 +104,8 @@ def make_job(
     precision: str = "fp32",
 ) -> Job:
     """A job, its key derived from its inputs."""
-    return Job(
-        pair=pair,
-        key=job_key(photo.sha256, cover.sha256, params, weights, precision),
-        label=label,
-        photo=photo,
-        cover=cover,
-        params=params,
-        weights=weights,
-        extra=dict(extra or {}),
-        precision=precision,
-    )
+    key = job_key(photo.sha256, cover.sha256, params, weights, precision)
+    return Job(pair, key, label, photo, cover, params, weights, dict(extra or {}), precision)
 
 
 def plan_jobs(
