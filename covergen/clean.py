@@ -91,39 +91,24 @@ def clean(catalog: Catalog, cache_dir: Path, *, downloads: bool = False,
     paths = cache_paths(cache_dir)
     runlog = RunLog(paths["runlog"], catalog.path)
     ids = {pair.id for pair in catalog.pairs}
-    keep: set[str] = set()
-    inputs: set[str] = set()
-
-    def hold(record: RunRecord) -> None:
-        if record.key:
-            keep.add(record.key)
-        inputs.update(h for h in (record.photo, record.cover) if h)
-
     with cache_lock(cache_dir):
         _check_log_complete(runlog, paths["results"])
         # What the next build of this catalog would reuse, whatever the run log says (an id
         # that changed and changed back, a log that lost rows): kept, under every profile.
-        for key, photo, cover in _planned(catalog, cache_dir):
-            if key:
-                keep.add(key)
-            inputs.update(h for h in (photo, cover) if h)
+        held = _planned(catalog, cache_dir)
+        # The latest build, the latest of any kind and the latest success, here and elsewhere.
+        records: list[RunRecord] = []
+        for kind, succeeded in (("build", False), (None, False), ("build", True)):
+            latest = runlog.latest(kind, succeeded=succeeded)
+            records += [record for pair, record in latest.items() if pair in ids]
+            records += runlog.latest_elsewhere(kind, succeeded=succeeded)
         known = runlog.latest(None)
-        for kind in ("build", None):
-            for pair, record in runlog.latest(kind).items():
-                if pair in ids:
-                    hold(record)
-        for pair, record in runlog.latest("build", succeeded=True).items():
-            if pair in ids:
-                hold(record)
-        for kind in ("build", None):
-            for record in runlog.latest_elsewhere(kind):
-                hold(record)
-        for record in runlog.latest_elsewhere("build", succeeded=True):
-            hold(record)
         unlisted = sorted(pair for pair in known if pair not in ids) if catalog.problems else []
         for pair in unlisted:
-            for record in runlog.history(pair, limit=None):
-                hold(record)
+            records += runlog.history(pair, limit=None)
+        held += [(record.key, record.photo, record.cover) for record in records]
+        keep = {key for key, _, _ in held if key}
+        inputs = {sha for _, photo, cover in held for sha in (photo, cover) if sha}
         # Each store removes what is not kept, by its own layout: the results no record
         # refers to, the downloads no input is, the site's images of neither, the features.
         results = ResultStore(paths["results"], read_only=dry_run)

@@ -15,6 +15,7 @@ painting off the site.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,15 +54,11 @@ class PairState:
 
     @property
     def photo_sha256(self) -> str | None:
-        if self.result is not None:
-            return self.result.photo_sha256
-        return self.record.photo if self.record else None
+        return self.result.photo_sha256 if self.result else getattr(self.record, "photo", None)
 
     @property
     def cover_sha256(self) -> str | None:
-        if self.result is not None:
-            return self.result.cover_sha256
-        return self.record.cover if self.record else None
+        return self.result.cover_sha256 if self.result else getattr(self.record, "cover", None)
 
     @property
     def stale(self) -> bool:
@@ -82,8 +79,7 @@ class PairState:
             return self.problem.describe().splitlines()[0]
         if self.record is None or not self.record.error:
             return ""
-        line = self.record.error.splitlines()[0]
-        return line.removeprefix(f"pair {self.id!r}: ")
+        return self.record.error.splitlines()[0].removeprefix(f"pair {self.id!r}: ")
 
 
 def pair_states(catalog: Catalog, runlog: RunLog, results: ResultStore) -> list[PairState]:
@@ -91,7 +87,7 @@ def pair_states(catalog: Catalog, runlog: RunLog, results: ResultStore) -> list[
     latest = runlog.latest("build")
     succeeded = runlog.latest("build", succeeded=True)
     # Each result read and verified once, however many pairs share it.
-    verified: dict[str, ResultRecord | None] = {}
+    verified = functools.cache(results.get)
     states = []
     for pair in catalog.pairs:
         if not SLUG.match(pair.id):
@@ -104,10 +100,7 @@ def pair_states(catalog: Catalog, runlog: RunLog, results: ResultStore) -> list[
                 continue
             # Results are addressed by content: two pairs with the same inputs and
             # parameters share one, so the record's pair name is not checked.
-            key = candidate.key
-            if key and key not in verified:
-                verified[key] = results.get(key)
-            found = verified[key] if key else None
+            found = verified(candidate.key) if candidate.key else None
             if found is not None:
                 result, path, shown = found, results.image_path(found.key), candidate
                 break
@@ -118,11 +111,10 @@ def pair_states(catalog: Catalog, runlog: RunLog, results: ResultStore) -> list[
         else:
             state = record.status
         states.append(PairState(pair.id, state, pair, record, result, path, shown))
-    for problem in catalog.problems:
-        states.append(
-            PairState(problem.pair or "?", "invalid", None, None, None, None, None, problem)
-        )
-    return states
+    return states + [
+        PairState(problem.pair or "?", "invalid", None, None, None, None, None, problem)
+        for problem in catalog.problems
+    ]
 
 
 def load_states(catalog: Catalog, cache_dir: Path) -> tuple[RunLog, list[PairState]]:

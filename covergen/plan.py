@@ -11,6 +11,7 @@ The images are fetched by their SHA-256 from wherever the executor keeps them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -103,17 +104,8 @@ def make_job(
     precision: str = "fp32",
 ) -> Job:
     """A job, its key derived from its inputs."""
-    return Job(
-        pair=pair,
-        key=job_key(photo.sha256, cover.sha256, params, weights, precision),
-        label=label,
-        photo=photo,
-        cover=cover,
-        params=params,
-        weights=weights,
-        extra=dict(extra or {}),
-        precision=precision,
-    )
+    key = job_key(photo.sha256, cover.sha256, params, weights, precision)
+    return Job(pair, key, label, photo, cover, params, weights, dict(extra or {}), precision)
 
 
 def plan_jobs(
@@ -127,14 +119,9 @@ def plan_jobs(
     Each distinct key is looked up (and its result verified) once, however many pairs share
     it: pairs with the same inputs and parameters are one result."""
     plan = Plan()
-    records: dict[str, ResultRecord | None] = {}
+    verified = functools.cache(results.get)
     for job in jobs:
-        if force:
-            record = None
-        elif job.key in records:
-            record = records[job.key]
-        else:
-            record = records[job.key] = results.get(job.key)
+        record = None if force else verified(job.key)
         if record is None:
             plan.to_run.append(job)
         else:

@@ -19,6 +19,7 @@ fetched again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Container
 from dataclasses import dataclass
@@ -70,13 +71,10 @@ class UrlRecord:
 
 
 @dataclass(frozen=True)
-class FetchSettings:
-    """Limits and network behaviour of the sources stage."""
+class FetchSettings(DecodeLimits):
+    """Limits and network behaviour of the sources stage (the decode limits among them)."""
 
     max_bytes: int = 50 * 1024 * 1024
-    max_pixels: int = 64_000_000  # decompression-bomb limit (width*height)
-    min_side: int = 16  # smaller images are refused (too small to paint)
-    max_aspect: float = 8.0  # long/short side; beyond is refused
     connect_timeout: float = 10.0
     read_timeout: float = 30.0  # the longest wait for any one piece of the answer
     # A whole download's limit, retries and header included: a server trickling a byte now
@@ -86,10 +84,6 @@ class FetchSettings:
     backoff: float = 0.5  # urllib3's backoff factor: waits grow by doubling
     offline: bool = False  # never touch the network; use the store
     allow_outside: bool = False  # allow local paths outside the catalog folder
-
-    @property
-    def limits(self) -> DecodeLimits:
-        return DecodeLimits(self.max_pixels, self.min_side, self.max_aspect)
 
 
 DEFAULT_SETTINGS = FetchSettings()
@@ -138,15 +132,15 @@ def missing_local(src: str, base_dir: Path, allow_outside: bool, where: Where) -
     target = resolve_local(src, base_dir, allow_outside, where)
     if target.is_file():
         return
-    shown = Path(base_dir).resolve() / src
+    base = Path(base_dir).resolve()
+    shown = base / src
     if target.exists():
         raise where.error(f"{shown} is not a file", hint="give the path of an image")
-    near = near_names(target)
-    relative = [os.path.relpath(p, Path(base_dir).resolve()) for p in near]
+    relative = [os.path.relpath(p, base) for p in near_names(target)]
     hint = (
         f"did you mean {' or '.join(repr(r) for r in relative)}?"
         if relative
-        else f"check the path; it is relative to the catalog's folder {Path(base_dir).resolve()}"
+        else f"check the path; it is relative to the catalog's folder {base}"
     )
     raise where.error(f"no such file: {shown}", hint=hint)
 
@@ -159,11 +153,8 @@ def near_names(path: Path, limit: int = 2) -> list[Path]:
     folder = path.parent
     # The nearest folder that exists, case-insensitively, stands in for a mistyped folder.
     if not folder.is_dir():
-        parent = folder.parent
-        if not parent.is_dir():
-            return []
-        folders = {p.name.lower(): p for p in parent.iterdir() if p.is_dir()}
-        found = folders.get(folder.name.lower())
+        siblings = folder.parent.iterdir() if folder.parent.is_dir() else ()
+        found = {p.name.lower(): p for p in siblings if p.is_dir()}.get(folder.name.lower())
         if found is None:
             return []
         folder = found
@@ -177,7 +168,7 @@ def near_names(path: Path, limit: int = 2) -> list[Path]:
     return [folder / n for n in dict.fromkeys([*same, *(by_lower[c] for c in close)])][:limit]
 
 
-class ImageStore:
+class ImageStore(contextlib.AbstractContextManager["ImageStore"]):
     """Input images stored by content hash, fetched from the catalog's folder or over http(s).
 
     ``session`` is used for every request when given (tests, connection pooling across
@@ -201,41 +192,35 @@ class ImageStore:
         self.images = Store(self.root / "sha256", read_only=read_only)
         self.known = Store(self.root / "known", read_only=read_only)
         self.urls = Store(self.root / "urls", read_only=read_only, sharded=False)
-        self._session = session
-        self._owns_session = session is None
-        self._prepared = False
+        self._session = session  # None: the store makes one, and closes it
+        self._prepared: requests.Session | None = None  # _session, or one made, with our adapter
         # What this store learnt during its build, by the hash of the bytes: the size and
         # format a decode (or a record) gave, so that an image that a thousand pairs share is
         # decoded once; and the stored copies already hashed, with their stat then, so that
         # each is read again only when it changed.
         self._sizes: dict[str, tuple[int, int, str]] = {}
-        self._checked: dict[str, tuple[Path, tuple[int, int, int, int]]] = {}
-
-    def __enter__(self) -> ImageStore:
-        return self
+        self._checked: dict[str, tuple[Path, tuple[int, int, int, int] | None]] = {}
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
         """Close the HTTP session if the store made it."""
-        if self._owns_session and self._session is not None:
-            self._session.close()
-            self._session = None
+        if self._session is None and self._prepared is not None:
+            self._prepared.close()
+            self._prepared = None
 
     @property
     def session(self) -> requests.Session:
         # Made lazily so that an offline or local-only build never creates one.
-        from .fetch import prepare_session
-
-        if self._session is None:
+        if self._prepared is None:
             import requests
 
-            self._session = requests.Session()
-        if not self._prepared:
-            prepare_session(self._session, self.settings.retries, self.settings.backoff)
-            self._prepared = True
-        return self._session
+            from .fetch import prepare_session
+
+            made = self._session or requests.Session()
+            self._prepared = prepare_session(made, self.settings.retries, self.settings.backoff)
+        return self._prepared
 
     # ------------------------------------------------------------------ public API
 
@@ -292,10 +277,9 @@ class ImageStore:
 
     def verified_bytes(self, sha256: str) -> bytes:
         """The stored bytes with that hash, checked; a corrupt copy is removed and reported."""
-        where = Where(sha256[:12], None, "src")
         found = self._verified(sha256)
         if found is None:
-            raise where.error(
+            raise Where(sha256[:12]).error(
                 "is not in the image store, or its stored copy was damaged and removed",
                 hint="build again: the image is fetched (or copied) anew",
             )
@@ -348,11 +332,10 @@ class ImageStore:
             if cached is not None:
                 return cached
             if self.read_only:
-                raise NotFetchedYet(
-                    f"{where.src}: has not been fetched yet; a build would download it",
-                    pair=where.pair,
-                    field=where.field,
+                raise where.error(
+                    "has not been fetched yet; a build would download it",
                     hint="run the build without --dry-run",
+                    kind=NotFetchedYet,
                 )
             raise where.error(
                 "has never been fetched, and the build is offline",
@@ -363,10 +346,8 @@ class ImageStore:
         headers = {"User-Agent": USER_AGENT, "Accept": ACCEPT}
         # Conditional only when the bytes are at hand: a 304 is useless without them.
         if cached is not None and record is not None:
-            if record.etag:
-                headers["If-None-Match"] = record.etag
-            if record.last_modified:
-                headers["If-Modified-Since"] = record.last_modified
+            validators = {"If-None-Match": record.etag, "If-Modified-Since": record.last_modified}
+            headers.update((name, value) for name, value in validators.items() if value)
         try:
             download = Downloader(self.session, self.settings).get(url, headers, where)
         except InputImageError as exc:
@@ -393,12 +374,11 @@ class ImageStore:
                 "the server answered 304 Not Modified to a request that was not conditional",
                 hint="build again; if it persists, the server is misbehaving",
             )
-        stored = self._keep(download.data, where)
-        if not self.read_only:
-            fetched = UrlRecord(
-                url, stored.sha256, download.final_url, download.etag, download.last_modified
-            )
-            self._write(self.urls, _url_name(url), dumps(fetched), where)
+        stored = self._keep(download.data, where)  # (a read-only store never gets here)
+        fetched = UrlRecord(
+            url, stored.sha256, download.final_url, download.etag, download.last_modified
+        )
+        self._write(self.urls, _url_name(url), dumps(fetched), where)
         return stored
 
     # ------------------------------------------------------------------ the store
@@ -408,48 +388,40 @@ class ImageStore:
         build, are not decoded again; their stored copy is still checked (and replaced when
         damaged)."""
         sha = digest(data)
-        learnt = self._sizes.get(sha)
-        known = learnt or self._known(sha)
-        if known is not None:
-            width, height, fmt = known
-        else:
-            image, fmt = decode(data, self.settings.limits, where)
-            width, height = image.size
+        size = known = self._known(sha)
+        if size is None:
+            image, fmt = decode(data, self.settings, where)
+            size = (*image.size, fmt)
             image.close()
-        path = self.path_for(sha, fmt)
+        path = self.path_for(sha, size[2])
         if not self.read_only:
             if not self._still_verified(sha) and self._verified(sha) is None:
                 self._write(self.images, path.name, data, where)
                 self._note_checked(sha, path)
             if known is None:
-                entry = dumps(KnownImage(width, height, fmt))
-                self._write(self.known, f"{sha}.json", entry, where)
-        self._sizes[sha] = (width, height, fmt)
-        return StoredImage(sha, path, width, height, fmt, where.src, from_cache=False)
+                self._write(self.known, f"{sha}.json", dumps(KnownImage(*size)), where)
+        return self._stored(sha, path, size, where, from_cache=False)
 
     def _still_verified(self, digest: str) -> bool:
         """Whether this build already hashed the stored copy, and it has not changed since
         (same inode, size, modification and change time)."""
-        checked = self._checked.get(digest)
-        if checked is None:
-            return False
-        path, seen = checked
-        try:
-            return _identity(path) == seen
-        except OSError:
-            return False
+        path, seen = self._checked.get(digest, (None, None))
+        return path is not None and seen is not None and _identity(path) == seen
 
     def _cached(self, record: UrlRecord, where: Where) -> StoredImage | None:
         """The stored copy a URL record points to, if intact; None otherwise."""
-        sha = record.sha256
-        found = self._verified(sha)
+        found = self._verified(record.sha256)
         if found is None:
             return None
         path, data = found
-        known = self._sizes.get(sha) or self._known(sha)
-        width, height, fmt = known if known else inspect(data, self.settings.limits, where)
-        self._sizes[sha] = (width, height, fmt)
-        return StoredImage(sha, path, width, height, fmt, where.src, from_cache=True)
+        size = self._known(record.sha256) or inspect(data, self.settings, where)
+        return self._stored(record.sha256, path, size, where, from_cache=True)
+
+    def _stored(
+        self, sha: str, path: Path, size: tuple[int, int, str], where: Where, from_cache: bool
+    ) -> StoredImage:
+        self._sizes[sha] = size
+        return StoredImage(sha, path, *size, where.src, from_cache)
 
     def _verified(self, sha: str) -> tuple[Path, bytes] | None:
         """The stored file and its bytes if they still hash to ``sha``; a corrupt one is
@@ -463,13 +435,12 @@ class ImageStore:
         return path, data
 
     def _note_checked(self, digest: str, path: Path) -> None:
-        try:
-            self._checked[digest] = (path, _identity(path))
-        except OSError:
-            self._checked.pop(digest, None)
+        self._checked[digest] = (path, _identity(path))
 
     def _known(self, sha: str) -> tuple[int, int, str] | None:
-        """Size and format of bytes a full decode accepted before, if recorded."""
+        """Size and format of bytes this build, or a full decode before it, found out."""
+        if sha in self._sizes:
+            return self._sizes[sha]
         known = self.known.get_record(f"{sha}.json", KnownImage)
         return None if known is None else (known.width, known.height, known.format)
 
@@ -479,12 +450,11 @@ class ImageStore:
         return record if record is not None and record.url == url else None
 
     def _write(self, store: Store, name: str, data: bytes, where: Where) -> None:
-        path = store.path(name)
         try:
             store.put(name, data)
         except OSError as exc:
             raise CovergenError(
-                f"cannot write the image store at {path} ({exc.strerror or exc})",
+                f"cannot write the image store at {store.path(name)} ({exc.strerror or exc})",
                 pair=where.pair,
                 field=where.field,
                 hint=f"check the free space and permissions of {self.root}",
@@ -495,7 +465,11 @@ def _url_name(url: str) -> str:
     return f"{digest(url.encode())}.json"
 
 
-def _identity(path: Path) -> tuple[int, int, int, int]:
-    """What changes when a file is written: inode, size, modification and change time."""
-    info = path.stat()
+def _identity(path: Path) -> tuple[int, int, int, int] | None:
+    """What changes when a file is written: inode, size, modification and change time (None
+    when it cannot be read)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
     return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)

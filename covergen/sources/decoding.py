@@ -59,10 +59,10 @@ class Where:
     pair: str | None = None
     field: str = "src"
 
-    def error(self, message: str, hint: str = "") -> InputImageError:
-        return InputImageError(
-            f"{self.src}: {message}", pair=self.pair, field=self.field, hint=hint
-        )
+    def error(
+        self, message: str, hint: str = "", kind: type[InputImageError] = InputImageError
+    ) -> InputImageError:
+        return kind(f"{self.src}: {message}", pair=self.pair, field=self.field, hint=hint)
 
 
 def decode_image(
@@ -158,8 +158,7 @@ def _open_checked(data: bytes, limits: DecodeLimits, where: Where) -> tuple[Imag
             "are needed to paint",
             "use a larger image",
         )
-    elif max(width, height) / min(width, height) > limits.max_aspect:
-        ratio = max(width, height) / min(width, height)
+    elif (ratio := max(width, height) / min(width, height)) > limits.max_aspect:
         problem = (
             f"is {width}×{height} pixels, an aspect ratio of {ratio:.1f}:1, beyond the limit "
             f"of {limits.max_aspect:g}:1",
@@ -223,11 +222,10 @@ def jpeg_scans(data: bytes) -> int:
 def _upright(image: Image.Image) -> Image.Image:
     """The image turned as its EXIF orientation says (always a new image)."""
     try:
-        upright = ImageOps.exif_transpose(image)
+        return ImageOps.exif_transpose(image)
     except Exception:
         # Malformed EXIF from some cameras: better an unturned picture than a refused one.
-        upright = None
-    return upright if upright is not None else image.copy()
+        return image.copy()
 
 
 def _to_rgb(image: Image.Image, where: Where, background: RGB) -> Image.Image:
@@ -242,10 +240,9 @@ def _to_rgb(image: Image.Image, where: Where, background: RGB) -> Image.Image:
         rgba = image.convert("RGBA")
         ground = Image.new("RGBA", rgba.size, (*background, 255))
         return Image.alpha_composite(ground, rgba).convert("RGB")
-    if mode in ("RGB", "CMYK") and image.info.get("icc_profile"):
-        converted = _icc_to_srgb(image)
-        if converted is not None:
-            return converted
+    icc = mode in ("RGB", "CMYK") and image.info.get("icc_profile")
+    if icc and (converted := _icc_to_srgb(image)) is not None:
+        return converted
     if mode == "RGB":
         return image
     try:
@@ -262,11 +259,10 @@ def _icc_to_srgb(image: Image.Image, mode: str = "RGB") -> Image.Image | None:
     try:
         profile = ImageCms.ImageCmsProfile(io.BytesIO(image.info["icc_profile"]))
         srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
-        converted = ImageCms.profileToProfile(image, profile, srgb, outputMode=mode)
+        return ImageCms.profileToProfile(image, profile, srgb, outputMode=mode)
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
         # A broken or mismatched profile: the plain conversion is still a usable picture.
         return None
-    return converted
 
 
 def _scale_to_8bit(image: Image.Image) -> Image.Image:

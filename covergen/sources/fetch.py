@@ -225,11 +225,10 @@ def arriving(response: requests.Response) -> Iterator[bytes]:
         raise ChunkedEncodingError(exc) from None
     except urllib3.exceptions.DecodeError as exc:
         raise requests.exceptions.ContentDecodingError(exc) from None
-    except urllib3.exceptions.ReadTimeoutError as exc:
-        raise requests.ConnectionError(exc) from None
     except urllib3.exceptions.SSLError as exc:
         raise requests.exceptions.SSLError(exc) from None
-    except OSError as exc:  # the deadline shut the socket down under the read
+    # OSError: the deadline shut the socket down under the read.
+    except (urllib3.exceptions.ReadTimeoutError, OSError) as exc:
         raise requests.ConnectionError(exc) from None
 
 

@@ -34,15 +34,9 @@ def cache_paths(cache_dir: Path) -> dict[str, Path]:
     """Where things live in a cache folder (``cache/`` unless --cache-dir says otherwise):
     fetched images, results, engine features, the site's derived images, the run log and
     the build lock (converted weights live in ``weights/``)."""
-    cache_dir = Path(cache_dir)
-    return {
-        "images": cache_dir / "images",
-        "results": cache_dir / "results",
-        "features": cache_dir / "features",
-        "derived": cache_dir / "derived",
-        "runlog": cache_dir / "runs.sqlite",
-        "lock": cache_dir / "build.lock",  # see locks.cache_lock
-    }
+    files = {"runlog": "runs.sqlite", "lock": "build.lock"}  # the lock: see locks.cache_lock
+    names = ("images", "results", "features", "derived", *files)
+    return {name: Path(cache_dir) / files.get(name, name) for name in names}
 
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -88,11 +82,9 @@ def decode(cls: type[R], value: Any, where: str = "") -> R:
     if not isinstance(value, dict):
         raise RecordError(f"{where or 'the record'} is not a JSON object")
     fields, hints, required = _fields(cls)
-    unknown = sorted(set(value) - set(fields))
-    if unknown:
+    if unknown := sorted(set(value) - set(fields)):
         raise RecordError(f"{where}unknown fields {unknown}")
-    missing = sorted(required - set(value))
-    if missing:
+    if missing := sorted(required - set(value)):
         raise RecordError(f"{where}missing fields {missing}")
     return cls(**{n: _value(hints[n], v, f"{where}{n}") for n, v in value.items()})
 
@@ -226,13 +218,10 @@ class Store:
         data = self.read(record_name)
         if data is None:
             return None
-        try:
+        with contextlib.suppress(RecordError):
             record = loads(cls, data)
-            files = vouched(record)
-            if all(self.get(name, sha) is not None for name, sha in files.items()):
+            if all(self.get(name, sha) is not None for name, sha in vouched(record).items()):
                 return record
-        except RecordError:
-            pass
         self.remove(key_of(record_name))  # the whole entry: a record it cannot read vouches
         return None
 
@@ -269,16 +258,11 @@ class Store:
 
     def collect(self, keep: Container[str], *, dry_run: bool = False) -> Collected:
         """Remove every entry whose key is not in ``keep``; what went (or would go)."""
-        gone: set[str] = set()
-        size = 0
-        for path in self.files():
-            key = key_of(path.name)
-            if key in keep:
-                continue
-            gone.add(key)
-            size += path.stat().st_size
-            if not dry_run:
+        gone = [path for path in self.files() if key_of(path.name) not in keep]
+        size = sum(path.stat().st_size for path in gone)
+        if not dry_run:
+            for path in gone:
                 path.unlink(missing_ok=True)
                 with contextlib.suppress(OSError):  # the shard's last file: the shard goes too
                     path.parent.rmdir()
-        return Collected(len(gone), size)
+        return Collected(len({key_of(path.name) for path in gone}), size)

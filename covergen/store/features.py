@@ -65,6 +65,5 @@ def _load(body: bytes) -> dict[str, torch.Tensor] | None:
         value = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
     except Exception:  # verified bytes that still do not load: another torch, say
         return None
-    if not isinstance(value, dict) or not all(isinstance(t, torch.Tensor) for t in value.values()):
-        return None
-    return value
+    tensors = isinstance(value, dict) and all(isinstance(t, torch.Tensor) for t in value.values())
+    return value if tensors else None
