@@ -34,9 +34,15 @@ def cache_paths(cache_dir: Path) -> dict[str, Path]:
     """Where things live in a cache folder (``cache/`` unless --cache-dir says otherwise):
     fetched images, results, engine features, the site's derived images, the run log and
     the build lock (converted weights live in ``weights/``)."""
-    files = {"runlog": "runs.sqlite", "lock": "build.lock"}  # the lock: see locks.cache_lock
-    names = ("images", "results", "features", "derived", *files)
-    return {name: Path(cache_dir) / files.get(name, name) for name in names}
+    cache_dir = Path(cache_dir)
+    return {
+        "images": cache_dir / "images",
+        "results": cache_dir / "results",
+        "features": cache_dir / "features",
+        "derived": cache_dir / "derived",
+        "runlog": cache_dir / "runs.sqlite",
+        "lock": cache_dir / "build.lock",  # see locks.cache_lock
+    }
 
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
