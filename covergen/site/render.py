@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,14 +24,10 @@ from ..pairstates import PairState, pair_states
 from ..plaindata import plain
 from ..runlog import RunLog
 from ..safetext import counted
+from ..store import digest as digest_of
 from ..store.results import ResultStore
 from ..stylevectors import StyleVectors
-from .gallery import (
-    GalleryEntry,
-    Picture,
-    build_entries,
-    image_sources,
-)
+from .gallery import GalleryEntry, Picture, build_entries, image_sources
 from .images import ImageDeriver
 from .live import LiveFiles, default_runtime_dirs, prepare_live
 from .staging import StagedSite, check_replaceable, unchanged_render
@@ -152,27 +148,18 @@ def render_site(
     paintings = frozenset(s.result.sha256 for s in visible if s.result is not None)
     live = _live(style_vectors, catalog, Path(cache_dir) / "derived", runtime_dirs)
     notes = _live_notes(style_vectors, live)
-    extras = {
-        prefix: sorted(p for p in Path(folder).rglob("*") if p.is_file())
+    # (prefix, path in the folder, file): one walk for the render key and the copy
+    extras = [
+        (prefix, path.relative_to(folder), path)
         for prefix, folder in sorted((extra_dirs or {}).items())
-    }
-    key = _render_key(
-        settings, show, theme, states, sources, deriver.recipe, extra_dirs, extras, live
-    )
+        for path in _files_under(Path(folder))
+    ]
+    key = _render_key(settings, show, theme, states, sources, deriver.recipe, extras, live)
     with site_lock(out_dir):
-        unchanged = unchanged_render(out_dir, key)
-        if unchanged is not None:
-            return SiteReport(
-                out_dir=out_dir,
-                pages=unchanged["pages"],
-                written=0,
-                unchanged=unchanged["files"],
-                removed=0,
-                shown=unchanged["shown"],
-                pending=tuple(unchanged["pending"]),
-                live=unchanged.get("live", 0),
-                notes=notes,
-            )
+        figures = unchanged_render(out_dir, key)
+        if figures is not None:
+            kept = figures.pop("files")
+            return SiteReport(out_dir, **figures, written=0, unchanged=kept, removed=0, notes=notes)
         try:
             derived = deriver.derive_all(sources, enlarge=paintings)
         except OSError as exc:
@@ -196,15 +183,17 @@ def render_site(
 
         files = {f"img/{v.name}": v.path for d in derived.values() for v in d.variants}
         live_pages = sum(1 for data in pages.values() if b"data-live=" in data)
-        report = dict(pages=sum(1 for p in pages if p.endswith(".html")), shown=len(entries),
-                      pending=pending, live=live_pages)  # fmt: skip
+        figures = dict(pages=sum(1 for p in pages if p.endswith(".html")), shown=len(entries),
+                       pending=pending, live=live_pages)  # fmt: skip
         try:
             with StagedSite(out_dir) as staged:
                 for path, data in pages.items():
                     staged.write(path, data)
                 for name, asset in assets.items():
                     staged.copy(f"assets/{name}", asset.source)
-                for path in sorted(_pictures_used(entries)):
+                shown_pictures = [p for e in entries for p in (e.result, e.photo, e.cover) if p]
+                # A set: pairs that show the same picture share its files.
+                for path in sorted({f.path for p in shown_pictures for f in (*p.webp, *p.jpeg)}):
                     staged.copy(path, files[path])
                 originals = {
                     entry.original.path: state.result_path
@@ -216,26 +205,13 @@ def render_site(
                 if live_pages and shown_live is not None:
                     for file in sorted(shown_live.files.values(), key=lambda f: f.path):
                         staged.copy(file.path, file.source)
-                for prefix, paths in extras.items():
-                    folder = Path((extra_dirs or {})[prefix])
-                    for source in paths:
-                        relative = source.relative_to(folder).as_posix()
-                        if relative not in EXTRA_SKIP:
-                            staged.copy(f"{prefix}/{relative}", source)
-                counts = staged.commit(render={"key": key, **report})
+                for prefix, relative, source in extras:
+                    if relative.as_posix() not in EXTRA_SKIP:
+                        staged.copy(f"{prefix}/{relative.as_posix()}", source)
+                counts = staged.commit(render={"key": key, **figures})
         except OSError as exc:  # a full disk, say: the staged copy is gone, the site as it was
             raise _cannot_write(exc, out_dir) from None
-    return SiteReport(
-        out_dir=out_dir,
-        pages=report["pages"],
-        written=counts.written,
-        unchanged=counts.unchanged,
-        removed=counts.removed,
-        shown=report["shown"],
-        pending=pending,
-        live=live_pages,
-        notes=notes,
-    )
+    return SiteReport(out_dir, **figures, **asdict(counts), notes=notes)
 
 
 def _live(
@@ -272,8 +248,7 @@ def _render_key(
     states: Sequence[PairState],
     sources: Mapping[str, Path],
     recipe: str,
-    extra_dirs: Mapping[str, Path] | None,
-    extras: Mapping[str, list[Path]],
+    extras: Sequence[tuple[str, Path, Path]],
     live: LiveFiles | None,
 ) -> str:
     """The digest of everything the site is made from: when it equals the one the site was
@@ -285,8 +260,8 @@ def _render_key(
 
     add([__version__, RENDER_VERSION, recipe, plain(settings), show])
     for folder in theme.folders:
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            add([str(path.relative_to(folder)), hashlib.sha256(path.read_bytes()).hexdigest()])
+        for path in _files_under(folder):
+            add([str(path.relative_to(folder)), digest_of(path.read_bytes())])
     for state in states:
         add(
             [
@@ -302,13 +277,14 @@ def _render_key(
             ]
         )
     add(sorted(sources))
-    for prefix, paths in extras.items():
-        folder = Path((extra_dirs or {})[prefix])
-        for path in paths:
-            name = str(path.relative_to(folder))
-            add([prefix, name, hashlib.sha256(path.read_bytes()).hexdigest()])
+    for prefix, relative, path in extras:
+        add([prefix, str(relative), digest_of(path.read_bytes())])
     add(live.key() if live is not None else None)
     return digest.hexdigest()
+
+
+def _files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
 
 
 def _cannot_write(exc: OSError, where: Path) -> CovergenError:
@@ -331,12 +307,7 @@ def _site_view(settings: SiteSettings) -> SiteView:
     base_url = settings.base_url.strip()
     if base_url and not base_url.endswith("/"):
         base_url += "/"
-    return SiteView(
-        title=settings.title,
-        description=settings.description,
-        author=settings.author,
-        base_url=base_url,
-    )
+    return SiteView(settings.title, settings.description, settings.author, base_url)
 
 
 def _pages(
@@ -351,14 +322,13 @@ def _pages(
     tags = Counter(tag for e in entries for tag in e.pair.tags)
     pages: dict[str, bytes] = {}
 
-    def page(kind: str, path: str, template: str, root: str = "", **extra: Any) -> None:
+    def page(path: str, template: str = "", root: str = "", **extra: Any) -> None:
+        template = template or path  # whose name without the extension is the page's kind
         url = site.absolute("" if path == "index.html" else path)
-        context = {**common, "page": PageView(kind, path, url), "root": root, **extra}
-        pages[path] = theme.render(template, context)
+        view = PageView(template.partition(".")[0], path, url)
+        pages[path] = theme.render(template, {**common, "page": view, "root": root, **extra})
 
     page(
-        "index",
-        "index.html",
         "index.html",
         tags=[TagCount(t, tags[t]) for t in sorted(tags, key=lambda t: (t.casefold(), t))],
         counts={"ready": len(ready), "pending": len(entries) - len(ready)},
@@ -367,7 +337,6 @@ def _pages(
     for entry in ready:
         assert entry.page is not None and entry.result is not None
         page(
-            "pair",
             entry.page,
             "pair.html",
             root="../",
@@ -377,22 +346,17 @@ def _pages(
         )
     covers = live.covers(entries) if live is not None else []
     if covers:
-        page("live", "live.html", "live.html", covers=covers)
-    page("about", "about.html", "about.html")
+        page("live.html", covers=covers)
+    page("about.html")
     # Hosts serve 404.html for a missing path at any depth: with a base URL its links are
     # made to resolve from the base path (<base href>), wherever it is served.
-    page("404", "404.html", "404.html", base=site.base_path)
-    page(
-        "robots",
-        "robots.txt",
-        "robots.txt",
-        sitemap_url=site.absolute("sitemap.xml"),
-    )
+    page("404.html", base=site.base_path)
+    page("robots.txt", sitemap_url=site.absolute("sitemap.xml"))
     if site.base_url:
         urls = [site.absolute(""), site.absolute("about.html")]
         urls += [site.absolute("live.html")] if covers else []
         urls += [site.absolute(e.page or "") for e in ready]
-        page("sitemap", "sitemap.xml", "sitemap.xml", urls=urls)
+        page("sitemap.xml", urls=urls)
     return pages
 
 
@@ -455,15 +419,6 @@ def structured_data(entry: GalleryEntry, site: SiteView, root: str) -> dict[str,
             source("cover", entry.cover, entry.alt.cover),
         ],
     }
-
-
-def _pictures_used(entries: Sequence[GalleryEntry]) -> set[str]:
-    used: set[str] = set()
-    for entry in entries:
-        for picture in (entry.result, entry.photo, entry.cover):
-            if picture is not None:
-                used.update(f.path for f in (*picture.webp, *picture.jpeg))
-    return used
 
 
 __all__ = ["SiteReport", "render_site"]

@@ -162,7 +162,7 @@ def unchanged_render(out_dir: Path, key: str) -> dict[str, Any] | None:
         return {
             "pages": int(render["pages"]),
             "shown": int(render["shown"]),
-            "pending": [str(p) for p in render["pending"]],
+            "pending": tuple(str(p) for p in render["pending"]),
             "live": int(render.get("live", 0)),  # a marker older than the live panel: none
             "files": len(files),
         }
