@@ -60,7 +60,8 @@ JPEG_OPTIONS: Mapping[str, Any] = {
 }
 # Transparent sources are flattened onto the gallery's background colour.
 BACKGROUND = (12, 12, 14)
-EXTENSIONS = {"webp": "webp", "jpeg": "jpg"}
+# Each format's file extension and Pillow settings, in the order its files are derived.
+FORMATS = {"webp": ("webp", WEBP_OPTIONS), "jpeg": ("jpg", JPEG_OPTIONS)}
 
 
 @dataclass(frozen=True)
@@ -132,10 +133,6 @@ def recipe() -> dict[str, Any]:
     }
 
 
-def recipe_digest() -> str:
-    return digest(json.dumps(recipe(), sort_keys=True).encode())
-
-
 def target_widths(width: int, *, enlarge: bool = False) -> list[int]:
     """The widths derived from a source ``width`` pixels wide, narrowest first; ``enlarge``
     (paintings) adds wider steps up to ENLARGE_TO for a source narrower than ENLARGE_BELOW."""
@@ -153,7 +150,7 @@ class ImageDeriver:
     def __init__(self, root: Path):
         self.store = Store(Path(root))
         self.root = self.store.root
-        self.recipe = recipe_digest()
+        self.recipe = digest(json.dumps(recipe(), sort_keys=True).encode())
 
     def key(self, source_sha256: str, enlarge: bool = False) -> str:
         kind = ":enlarged" if enlarge else ""
@@ -202,15 +199,13 @@ class ImageDeriver:
         records, files = [], {}
         for width in target_widths(image.width, enlarge=enlarge):
             height = max(1, round(image.height * width / image.width))
-            if width == image.width:
-                sized = image
-            elif width < image.width:
-                sized = image.resize((width, height), Image.Resampling.LANCZOS)
-            else:
-                sized = image.resize((width, height), ENLARGE_FILTER)
-            for fmt in ("webp", "jpeg"):
-                name = f"{key}-{width}.{EXTENSIONS[fmt]}"
-                files[name] = _encode(sized, fmt)
+            resample = Image.Resampling.LANCZOS if width < image.width else ENLARGE_FILTER
+            sized = image if width == image.width else image.resize((width, height), resample)
+            for fmt, (extension, options) in FORMATS.items():
+                name = f"{key}-{width}.{extension}"
+                buffer = io.BytesIO()
+                sized.save(buffer, fmt.upper(), **options)
+                files[name] = buffer.getvalue()
                 records.append(VariantRecord(name, fmt, width, height, digest(files[name])))
         manifest = Manifest(source_sha256, self.recipe, image.width, image.height, tuple(records))
         self.store.put_entry(f"{key}.json", dumps(manifest), files)
@@ -236,12 +231,3 @@ class ImageDeriver:
 
         found = self.store.get_entry(f"{key}.json", Manifest, vouched)
         return None if found is None else self._derived(key, found)
-
-
-def _encode(image: Image.Image, fmt: str) -> bytes:
-    buffer = io.BytesIO()
-    if fmt == "webp":
-        image.save(buffer, "WEBP", **WEBP_OPTIONS)
-    else:
-        image.save(buffer, "JPEG", **JPEG_OPTIONS)
-    return buffer.getvalue()
