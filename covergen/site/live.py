@@ -24,7 +24,6 @@ reason is reported (``LiveFiles.problem``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -115,11 +114,6 @@ class LiveFiles:
     def vector(self, cover_sha256: str | None) -> tuple[float, ...] | None:
         return self.vectors.get(cover_sha256 or "") if self.available else None
 
-    def download_bytes(self, backend: str = "wasm") -> int:
-        """What the first painting downloads with this backend (before compression)."""
-        roles = [f"{backend}.{part}" for part in ("module", "mjs", "wasm")] + ["transformer"]
-        return sum(self.files[role].size for role in roles)
-
     def config(
         self,
         root: str,
@@ -134,6 +128,8 @@ class LiveFiles:
         def url(role: str) -> str:
             return root + self.files[role].path
 
+        # What the first painting downloads with WebAssembly (before compression).
+        first = [f"wasm.{part}" for part in RUNTIME_FILES["wasm"]] + ["transformer"]
         return {
             "module": root + assets["live.js"],
             "worker": root + assets["live-worker.js"],
@@ -145,35 +141,23 @@ class LiveFiles:
             "predictor": url("predictor"),
             "inputs": [NETWORK_INPUT, NETWORK_STYLE],
             "multiple": SIZE_MULTIPLE,
-            "download": filesize(self.download_bytes()),
+            "download": filesize(sum(self.files[role].size for role in first)),
             "vector": list(vector) if vector is not None else None,
             "name": name,
         }
 
     def covers(self, entries: Sequence[GalleryEntry]) -> list[LiveCover]:
         """Every cover with a vector and a picture, once, in the entries' order."""
-        seen: set[str] = set()
-        covers = []
+        covers: dict[str, LiveCover] = {}
         for entry in entries:
-            sha = entry.cover_sha256
+            sha, pair, picture = entry.cover_sha256, entry.pair, entry.cover
             vector = self.vector(sha)
-            if sha is None or vector is None or entry.cover is None or sha in seen:
+            if sha is None or vector is None or picture is None or sha in covers:
                 continue
-            seen.add(sha)
-            pair = entry.pair
-            covers.append(
-                LiveCover(
-                    sha,
-                    pair.album,
-                    pair.band,
-                    pair.year,
-                    pair.id,
-                    entry.cover,
-                    entry.alt.cover,
-                    vector,
-                )
+            covers[sha] = LiveCover(
+                sha, pair.album, pair.band, pair.year, pair.id, picture, entry.alt.cover, vector
             )
-        return covers
+        return list(covers.values())
 
     def key(self) -> list[Any]:
         """What the rendered pages depend on, for the site's render key."""
@@ -233,7 +217,7 @@ def runtime_files(runtime_dirs: tuple[Path, ...]) -> dict[str, LiveFile]:
                 raise LiveError(
                     f"cannot read {source} ({exc.strerror or exc}); run: npm ci"
                 ) from None
-            if hashlib.sha256(data).hexdigest() != digest:
+            if sha256_of(data) != digest:
                 raise LiveError(
                     f"{source} is not {RUNTIME_PACKAGE} {RUNTIME_VERSION}'s file (its SHA-256 "
                     "differs); refused. Reinstall it: rm -rf node_modules && npm ci"
@@ -304,7 +288,7 @@ def free_dimensions(model_bytes: bytes) -> bytes:
 
 def _as_is(path: Path, stem: str, digest: str | None = None) -> LiveFile:
     data = path.read_bytes()
-    digest = digest or hashlib.sha256(data).hexdigest()
+    digest = digest or sha256_of(data)
     return LiveFile(f"{LIVE_DIR}/{stem}-{digest[:16]}.onnx", path, digest, len(data))
 
 
