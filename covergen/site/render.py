@@ -146,8 +146,7 @@ def render_site(
     sources = image_sources(visible, results, input_image)
     deriver = ImageDeriver(Path(cache_dir) / "derived")
     paintings = frozenset(s.result.sha256 for s in visible if s.result is not None)
-    live = _live(style_vectors, catalog, Path(cache_dir) / "derived", runtime_dirs)
-    notes = _live_notes(style_vectors, live)
+    live, notes = _live(style_vectors, catalog, Path(cache_dir) / "derived", runtime_dirs)
     # (prefix, path in the folder, file): one walk for the render key and the copy
     extras = [
         (prefix, path.relative_to(folder), path)
@@ -219,23 +218,19 @@ def _live(
     catalog: Catalog,
     derived: Path,
     runtime_dirs: Sequence[Path] | None,
-) -> LiveFiles | None:
-    """The live panel's files, or None when the caller asked for no panel (no vectors)."""
+) -> tuple[LiveFiles | None, tuple[str, ...]]:
+    """The live panel's files, or None when the caller asked for no panel (no vectors), and
+    what the build should say of them."""
     if vectors is None:
-        return None
+        return None, ()
     dirs = tuple(runtime_dirs) if runtime_dirs is not None else default_runtime_dirs(catalog.root)
     try:
-        return prepare_live(vectors, derived, dirs)
+        live = prepare_live(vectors, derived, dirs)
     except OSError as exc:  # the derived network could not be written: no panel this time
-        return LiveFiles(problem=f"cannot write {exc.filename or derived} ({exc.strerror})")
-
-
-def _live_notes(vectors: StyleVectors | None, live: LiveFiles | None) -> tuple[str, ...]:
-    if vectors is None or live is None:
-        return ()
+        live = LiveFiles(problem=f"cannot write {exc.filename or derived} ({exc.strerror})")
     if not live.available:
-        return (f"the gallery has no live panel: {live.problem}",)
-    return tuple(
+        return live, (f"the gallery has no live panel: {live.problem}",)
+    return live, tuple(
         f"the live panel leaves out the cover {sha[:12]}: {reason}"
         for sha, reason in sorted(vectors.skipped.items())
     )
