@@ -62,18 +62,26 @@ JPEG_OPTIONS: Mapping[str, Any] = {
 BACKGROUND = (12, 12, 14)
 # Each format's file extension and Pillow settings, in the order its files are derived.
 FORMATS = {"webp": ("webp", WEBP_OPTIONS), "jpeg": ("jpg", JPEG_OPTIONS)}
+_VARIANT_NAME = re.compile(r"[0-9a-f]{20}-[0-9]+\.(webp|jpg)")  # key-width.extension
 
 
 @dataclass(frozen=True)
-class Variant:
-    """One derived file: a width in one format."""
+class VariantRecord:
+    """One derived file, a width in one format, as its manifest lists it."""
 
-    name: str  # the file name in the site's img/ folder (content-addressed)
-    format: str  # webp or jpeg
-    width: int
-    height: int
-    sha256: str
-    path: Path  # the cached file
+    # the file name in the site's img/ folder (content-addressed)
+    name: Annotated[str, Check(_VARIANT_NAME.fullmatch, "a derived file's name")]
+    format: Literal["webp", "jpeg"]
+    width: Pixels
+    height: Pixels
+    sha256: Sha256
+
+
+@dataclass(frozen=True)
+class Variant(VariantRecord):
+    """One derived file, and where it is cached."""
+
+    path: Path
 
 
 @dataclass(frozen=True)
@@ -89,20 +97,6 @@ class DerivedImage:
     def of(self, fmt: str) -> tuple[Variant, ...]:
         """The variants of one format, narrowest first."""
         return tuple(v for v in self.variants if v.format == fmt)
-
-
-_VARIANT_NAME = re.compile(r"[0-9a-f]{20}-[0-9]+\.(webp|jpg)")  # key-width.extension
-
-
-@dataclass(frozen=True)
-class VariantRecord:
-    """One derived file as its manifest lists it."""
-
-    name: Annotated[str, Check(_VARIANT_NAME.fullmatch, "a derived file's name")]
-    format: Literal["webp", "jpeg"]
-    width: Pixels
-    height: Pixels
-    sha256: Sha256
 
 
 @dataclass(frozen=True)
