@@ -183,7 +183,7 @@ def prepare_live(
     try:
         files = runtime_files(runtime_dirs)
         files["transformer"] = browser_transformer(vectors.transformer, derived_root)
-        files["predictor"] = _as_is(vectors.predictor, "arbitrary-predict")
+        files["predictor"] = _live_file("arbitrary-predict.onnx", vectors.predictor)
     except LiveError as exc:
         return LiveFiles(problem=str(exc))
     return LiveFiles(files, dict(vectors.vectors))
@@ -222,10 +222,7 @@ def runtime_files(runtime_dirs: tuple[Path, ...]) -> dict[str, LiveFile]:
                     f"{source} is not {RUNTIME_PACKAGE} {RUNTIME_VERSION}'s file (its SHA-256 "
                     "differs); refused. Reinstall it: rm -rf node_modules && npm ci"
                 )
-            stem, _, ext = name.partition(".")
-            files[f"{backend}.{part}"] = LiveFile(
-                f"{LIVE_DIR}/{stem}-{digest[:16]}.{ext}", source, digest, len(data)
-            )
+            files[f"{backend}.{part}"] = _live_file(name, source, data, digest)
     return files
 
 
@@ -260,7 +257,7 @@ def browser_transformer(source: Path, derived_root: Path) -> LiveFile:
         freed = free_dimensions(data)
         kept = LiveRecord(source_sha, NETWORK_RECIPE, writer, name, sha256_of(freed))
         store.put_entry(f"{key}.json", dumps(kept), {name: freed})
-    return _as_is(store.path(name), "arbitrary-transform", kept.sha256)
+    return _live_file("arbitrary-transform.onnx", store.path(name), digest=kept.sha256)
 
 
 def free_dimensions(model_bytes: bytes) -> bytes:
@@ -286,10 +283,12 @@ def free_dimensions(model_bytes: bytes) -> bytes:
     return model.SerializeToString()
 
 
-def _as_is(path: Path, stem: str, digest: str | None = None) -> LiveFile:
-    data = path.read_bytes()
+def _live_file(name: str, source: Path, data: bytes | None = None, digest: str = "") -> LiveFile:
+    """``source`` as served: live/<stem>-<digest>.<extension>, for ``name`` stem.extension."""
+    data = source.read_bytes() if data is None else data
     digest = digest or sha256_of(data)
-    return LiveFile(f"{LIVE_DIR}/{stem}-{digest[:16]}.onnx", path, digest, len(data))
+    stem, _, ext = name.partition(".")
+    return LiveFile(f"{LIVE_DIR}/{stem}-{digest[:16]}.{ext}", source, digest, len(data))
 
 
 def _onnx_version() -> str:
