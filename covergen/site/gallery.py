@@ -8,6 +8,7 @@ writes files or knows HTML.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -188,12 +189,9 @@ def image_sources(
         roles = (state.photo_sha256, state.cover_sha256) if state.result else (state.cover_sha256,)
         for sha in roles:
             if sha and sha not in sources:
-                try:
-                    path = input_image(sha)
-                except (OSError, ValueError):  # a store that raises for what it lacks
-                    path = None
-                if path is not None:
-                    sources[sha] = Path(path)
+                with contextlib.suppress(OSError, ValueError):  # a store raising for a lack
+                    if (path := input_image(sha)) is not None:
+                        sources[sha] = Path(path)
     return sources
 
 
