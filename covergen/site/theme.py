@@ -77,23 +77,15 @@ class Theme:
         try:
             return self.env.get_template(name).render(context).encode("utf-8")
         except jinja2.TemplateSyntaxError as exc:
-            raise CovergenError(
-                f"{exc.filename or exc.name}, line {exc.lineno}: {exc.message}",
-                field="templates",
-                hint="fix the template's Jinja syntax",
-            ) from None
+            message = f"{exc.filename or exc.name}, line {exc.lineno}: {exc.message}"
+            hint = "fix the template's Jinja syntax"
         except jinja2.TemplateNotFound as exc:
-            raise CovergenError(
-                f"template {exc.name!r} not found in {', '.join(map(str, self.folders))}",
-                field="templates",
-                hint="check the names in {% extends %}, {% include %} and {% import %}",
-            ) from None
+            message = f"template {exc.name!r} not found in {', '.join(map(str, self.folders))}"
+            hint = "check the names in {% extends %}, {% include %} and {% import %}"
         except jinja2.UndefinedError as exc:
-            raise CovergenError(
-                f"{name}: {exc.message}",
-                field="templates",
-                hint="docs/site.md lists the variables each template gets",
-            ) from None
+            message = f"{name}: {exc.message}"
+            hint = "docs/site.md lists the variables each template gets"
+        raise CovergenError(message, field="templates", hint=hint)
 
     def assets(self) -> dict[str, Asset]:
         """Every file under ``assets/``, the user's copy winning, by name."""
