@@ -258,19 +258,10 @@ def _render_key(
         for path in _files_under(folder):
             add([str(path.relative_to(folder)), digest_of(path.read_bytes())])
     for state in states:
-        add(
-            [
-                plain(state.pair) if state.pair else None,
-                state.state,
-                plain(state.result) if state.result else None,
-                # what the pages show of the run (not its build number or time)
-                [state.shown.seconds, state.shown.device, state.shown.iterations]
-                if state.shown
-                else None,
-                state.photo_sha256,
-                state.cover_sha256,
-            ]
-        )
+        shown = state.shown  # what the pages show of the run (not its build number or time)
+        run = [shown.seconds, shown.device, shown.iterations] if shown else None
+        pair, result = plain(state.pair), plain(state.result)
+        add([pair, state.state, result, run, state.photo_sha256, state.cover_sha256])
     add(sorted(sources))
     for prefix, relative, path in extras:
         add([prefix, str(relative), digest_of(path.read_bytes())])
