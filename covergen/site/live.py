@@ -229,8 +229,7 @@ def runtime_files(runtime_dirs: tuple[Path, ...]) -> dict[str, LiveFile]:
 def default_runtime_dirs(*roots: Path) -> tuple[Path, ...]:
     """Where ``npm ci`` puts the runtime: ``node_modules/`` beside the catalog, else in the
     covergen checkout (the repository root, where package.json is)."""
-    checkout = Path(__file__).resolve().parents[2]
-    folders = [*roots, checkout]
+    folders = (*roots, Path(__file__).resolve().parents[2])  # the checkout last
     return tuple(dict.fromkeys(Path(r) / "node_modules" / RUNTIME_PACKAGE for r in folders))
 
 
