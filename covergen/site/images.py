@@ -164,10 +164,8 @@ class ImageDeriver:
         # Encoding releases the GIL, so threads use several cores; the output does not
         # depend on the order, each source is derived on its own.
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            derived = list(
-                pool.map(lambda item: self.derive(*item, enlarge=item[0] in enlarge), items)
-            )
-        return {sha: image for (sha, _), image in zip(items, derived, strict=True) if image}
+            derived = pool.map(lambda item: self.derive(*item, enlarge=item[0] in enlarge), items)
+            return {sha: image for (sha, _), image in zip(items, derived, strict=True) if image}
 
     def derive(
         self, source_sha256: str, source: Path, *, enlarge: bool = False
