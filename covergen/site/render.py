@@ -361,13 +361,11 @@ def structured_data(entry: GalleryEntry, site: SiteView, root: str) -> dict[str,
         return site.absolute(path) or f"{root}{path}"
 
     page_url = site.absolute(entry.page or "")
-
-    def node_id(name: str) -> str:
-        return f"{page_url}#{name}"
+    node_id = {name: f"{page_url}#{name}" for name in ("painting", "photo", "cover")}
 
     def source(role: str, picture: Picture | None, name: str) -> dict[str, Any]:
         credit = entry.credits[role]
-        node: dict[str, Any] = {"@type": "ImageObject", "@id": node_id(role), "name": name}
+        node: dict[str, Any] = {"@type": "ImageObject", "@id": node_id[role], "name": name}
         if picture is not None:
             widest = picture.jpeg[-1]
             node |= {"contentUrl": url(widest.path), "width": widest.width, "height": widest.height}
@@ -383,7 +381,7 @@ def structured_data(entry: GalleryEntry, site: SiteView, root: str) -> dict[str,
     assert entry.result is not None
     painting: dict[str, Any] = {
         "@type": "ImageObject",
-        "@id": node_id("painting"),
+        "@id": node_id["painting"],
         "name": entry.title,
         "description": entry.summary,
         "caption": entry.alt.result,
@@ -391,7 +389,7 @@ def structured_data(entry: GalleryEntry, site: SiteView, root: str) -> dict[str,
         "height": entry.result.height,
         "thumbnailUrl": url(entry.result.share.path),
         "creditText": site.author or site.title,
-        "isBasedOn": [{"@id": node_id("photo")}, {"@id": node_id("cover")}],
+        "isBasedOn": [{"@id": node_id["photo"]}, {"@id": node_id["cover"]}],
     }
     if entry.original is not None:
         painting |= {"contentUrl": url(entry.original.path), "encodingFormat": "image/png"}
