@@ -8,6 +8,7 @@ writes files or knows HTML.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -27,7 +28,6 @@ PAIR_DIR = "pairs"
 # The JPEG that stands for a picture without srcset support, and the one for share cards.
 FALLBACK_WIDTH = 640
 SHARE_WIDTH = 1280
-STATUS_TEXT = {"ready": ""}  # every other state: "Not painted yet"
 
 
 @dataclass(frozen=True)
@@ -146,14 +146,14 @@ class Neighbour:
 class GalleryEntry:
     pair: Pair
     status: str  # ready, or the pair's state (pairstates.STATES) when it has nothing to show
-    page: str | None  # pairs/<id>.html, for ready entries
-    result: Picture | None
-    photo: Picture | None
-    cover: Picture | None
-    original: Original | None
     credits: Mapping[str, Credit]
     alt: AltTexts
     summary: str
+    cover: Picture | None
+    page: str | None = None  # pairs/<id>.html, for ready entries
+    result: Picture | None = None
+    photo: Picture | None = None
+    original: Original | None = None
     render: Render | None = None
     params: tuple[ParamRow, ...] = ()
     overrides: tuple[ParamRow, ...] = ()
@@ -169,7 +169,7 @@ class GalleryEntry:
 
     @property
     def status_text(self) -> str:
-        return STATUS_TEXT.get(self.status, "Not painted yet")
+        return "" if self.ready else "Not painted yet"
 
     @property
     def title(self) -> str:
@@ -189,12 +189,9 @@ def image_sources(
         roles = (state.photo_sha256, state.cover_sha256) if state.result else (state.cover_sha256,)
         for sha in roles:
             if sha and sha not in sources:
-                try:
-                    path = input_image(sha)
-                except (OSError, ValueError):  # a store that raises for what it lacks
-                    path = None
-                if path is not None:
-                    sources[sha] = Path(path)
+                with contextlib.suppress(OSError, ValueError):  # a store raising for a lack
+                    if (path := input_image(sha)) is not None:
+                        sources[sha] = Path(path)
     return sources
 
 
@@ -218,20 +215,10 @@ def build_entries(
     ``show``: how much of the photo and of the cover (site.show_photo, site.show_cover)."""
     entries = [_entry(state, derived, show) for state in states]
     ready = [i for i, e in enumerate(entries) if e.ready]
+    links = [None, *(Neighbour(entries[i].page or "", entries[i].title) for i in ready), None]
     for position, index in enumerate(ready):
-        before = entries[ready[position - 1]] if position > 0 else None
-        after = entries[ready[position + 1]] if position + 1 < len(ready) else None
-        entries[index] = _with_neighbours(entries[index], before, after)
+        entries[index] = replace(entries[index], previous=links[position], next=links[position + 2])
     return entries
-
-
-def _with_neighbours(
-    entry: GalleryEntry, before: GalleryEntry | None, after: GalleryEntry | None
-) -> GalleryEntry:
-    def link(other: GalleryEntry | None) -> Neighbour | None:
-        return Neighbour(other.page or "", other.title) if other else None
-
-    return replace(entry, previous=link(before), next=link(after))
 
 
 def _entry(
@@ -250,10 +237,7 @@ def _entry(
     result = picture(derived.get(state.result.sha256)) if state.result else None
     if state.result is None or result is None:
         # A result the site cannot show (it would not decode) is pending, never a broken image.
-        status = state.state if state.result is None else "missing"
-        return GalleryEntry(
-            status=status, page=None, result=None, photo=None, original=None, **common
-        )
+        return GalleryEntry(status=state.state if state.result is None else "missing", **common)
     record, stored = state.shown, state.result
     return GalleryEntry(
         status="ready",
@@ -345,30 +329,20 @@ def licence_link(licence: str) -> tuple[str, str]:
     text = licence.strip()
     if not text:
         return "", ""
-    known = _KNOWN_LICENCES.get(text.lower())
-    if known:
+    if known := _KNOWN_LICENCES.get(text.lower()):
         return known
-    match = _CC.match(text)
-    if match:
+    if match := _CC.match(text):
         kind, version = match.group(1).lower(), match.group(2)
         return (
             f"CC {kind.upper()} {version}",
             f"https://creativecommons.org/licenses/{kind}/{version}/",
         )
-    if is_web_url(text):
-        return text, text
-    return text, ""
+    return text, text if is_web_url(text) else ""
 
 
 def credit_for(ref: ImageRef) -> Credit:
-    label, url = licence_link(ref.license)
-    return Credit(
-        text=ref.credit,
-        license=ref.license,
-        license_label=label,
-        license_url=url,
-        source_url=ref.url if is_web_url(ref.url) else "",
-    )
+    source_url = ref.url if is_web_url(ref.url) else ""
+    return Credit(ref.credit, ref.license, *licence_link(ref.license), source_url)
 
 
 def shown_value(name: str, value: Any, metrics: Mapping[str, Any]) -> str:

@@ -60,19 +60,28 @@ JPEG_OPTIONS: Mapping[str, Any] = {
 }
 # Transparent sources are flattened onto the gallery's background colour.
 BACKGROUND = (12, 12, 14)
-EXTENSIONS = {"webp": "webp", "jpeg": "jpg"}
+# Each format's file extension and Pillow settings, in the order its files are derived.
+FORMATS = {"webp": ("webp", WEBP_OPTIONS), "jpeg": ("jpg", JPEG_OPTIONS)}
+_VARIANT_NAME = re.compile(r"[0-9a-f]{20}-[0-9]+\.(webp|jpg)")  # key-width.extension
 
 
 @dataclass(frozen=True)
-class Variant:
-    """One derived file: a width in one format."""
+class VariantRecord:
+    """One derived file, a width in one format, as its manifest lists it."""
 
-    name: str  # the file name in the site's img/ folder (content-addressed)
-    format: str  # webp or jpeg
-    width: int
-    height: int
-    sha256: str
-    path: Path  # the cached file
+    # the file name in the site's img/ folder (content-addressed)
+    name: Annotated[str, Check(_VARIANT_NAME.fullmatch, "a derived file's name")]
+    format: Literal["webp", "jpeg"]
+    width: Pixels
+    height: Pixels
+    sha256: Sha256
+
+
+@dataclass(frozen=True)
+class Variant(VariantRecord):
+    """One derived file, and where it is cached."""
+
+    path: Path
 
 
 @dataclass(frozen=True)
@@ -88,20 +97,6 @@ class DerivedImage:
     def of(self, fmt: str) -> tuple[Variant, ...]:
         """The variants of one format, narrowest first."""
         return tuple(v for v in self.variants if v.format == fmt)
-
-
-_VARIANT_NAME = re.compile(r"[0-9a-f]{20}-[0-9]+\.(webp|jpg)")  # key-width.extension
-
-
-@dataclass(frozen=True)
-class VariantRecord:
-    """One derived file as its manifest lists it."""
-
-    name: Annotated[str, Check(_VARIANT_NAME.fullmatch, "a derived file's name")]
-    format: Literal["webp", "jpeg"]
-    width: Pixels
-    height: Pixels
-    sha256: Sha256
 
 
 @dataclass(frozen=True)
@@ -132,10 +127,6 @@ def recipe() -> dict[str, Any]:
     }
 
 
-def recipe_digest() -> str:
-    return digest(json.dumps(recipe(), sort_keys=True).encode())
-
-
 def target_widths(width: int, *, enlarge: bool = False) -> list[int]:
     """The widths derived from a source ``width`` pixels wide, narrowest first; ``enlarge``
     (paintings) adds wider steps up to ENLARGE_TO for a source narrower than ENLARGE_BELOW."""
@@ -153,7 +144,7 @@ class ImageDeriver:
     def __init__(self, root: Path):
         self.store = Store(Path(root))
         self.root = self.store.root
-        self.recipe = recipe_digest()
+        self.recipe = digest(json.dumps(recipe(), sort_keys=True).encode())
 
     def key(self, source_sha256: str, enlarge: bool = False) -> str:
         kind = ":enlarged" if enlarge else ""
@@ -173,10 +164,8 @@ class ImageDeriver:
         # Encoding releases the GIL, so threads use several cores; the output does not
         # depend on the order, each source is derived on its own.
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            derived = list(
-                pool.map(lambda item: self.derive(*item, enlarge=item[0] in enlarge), items)
-            )
-        return {sha: image for (sha, _), image in zip(items, derived, strict=True) if image}
+            derived = pool.map(lambda item: self.derive(*item, enlarge=item[0] in enlarge), items)
+            return {sha: image for (sha, _), image in zip(items, derived, strict=True) if image}
 
     def derive(
         self, source_sha256: str, source: Path, *, enlarge: bool = False
@@ -202,15 +191,13 @@ class ImageDeriver:
         records, files = [], {}
         for width in target_widths(image.width, enlarge=enlarge):
             height = max(1, round(image.height * width / image.width))
-            if width == image.width:
-                sized = image
-            elif width < image.width:
-                sized = image.resize((width, height), Image.Resampling.LANCZOS)
-            else:
-                sized = image.resize((width, height), ENLARGE_FILTER)
-            for fmt in ("webp", "jpeg"):
-                name = f"{key}-{width}.{EXTENSIONS[fmt]}"
-                files[name] = _encode(sized, fmt)
+            resample = Image.Resampling.LANCZOS if width < image.width else ENLARGE_FILTER
+            sized = image if width == image.width else image.resize((width, height), resample)
+            for fmt, (extension, options) in FORMATS.items():
+                name = f"{key}-{width}.{extension}"
+                buffer = io.BytesIO()
+                sized.save(buffer, fmt.upper(), **options)
+                files[name] = buffer.getvalue()
                 records.append(VariantRecord(name, fmt, width, height, digest(files[name])))
         manifest = Manifest(source_sha256, self.recipe, image.width, image.height, tuple(records))
         self.store.put_entry(f"{key}.json", dumps(manifest), files)
@@ -236,12 +223,3 @@ class ImageDeriver:
 
         found = self.store.get_entry(f"{key}.json", Manifest, vouched)
         return None if found is None else self._derived(key, found)
-
-
-def _encode(image: Image.Image, fmt: str) -> bytes:
-    buffer = io.BytesIO()
-    if fmt == "webp":
-        image.save(buffer, "WEBP", **WEBP_OPTIONS)
-    else:
-        image.save(buffer, "JPEG", **JPEG_OPTIONS)
-    return buffer.getvalue()

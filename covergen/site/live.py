@@ -24,7 +24,6 @@ reason is reported (``LiveFiles.problem``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -115,11 +114,6 @@ class LiveFiles:
     def vector(self, cover_sha256: str | None) -> tuple[float, ...] | None:
         return self.vectors.get(cover_sha256 or "") if self.available else None
 
-    def download_bytes(self, backend: str = "wasm") -> int:
-        """What the first painting downloads with this backend (before compression)."""
-        roles = [f"{backend}.{part}" for part in ("module", "mjs", "wasm")] + ["transformer"]
-        return sum(self.files[role].size for role in roles)
-
     def config(
         self,
         root: str,
@@ -134,6 +128,8 @@ class LiveFiles:
         def url(role: str) -> str:
             return root + self.files[role].path
 
+        # What the first painting downloads with WebAssembly (before compression).
+        first = [f"wasm.{part}" for part in RUNTIME_FILES["wasm"]] + ["transformer"]
         return {
             "module": root + assets["live.js"],
             "worker": root + assets["live-worker.js"],
@@ -145,35 +141,23 @@ class LiveFiles:
             "predictor": url("predictor"),
             "inputs": [NETWORK_INPUT, NETWORK_STYLE],
             "multiple": SIZE_MULTIPLE,
-            "download": filesize(self.download_bytes()),
+            "download": filesize(sum(self.files[role].size for role in first)),
             "vector": list(vector) if vector is not None else None,
             "name": name,
         }
 
     def covers(self, entries: Sequence[GalleryEntry]) -> list[LiveCover]:
         """Every cover with a vector and a picture, once, in the entries' order."""
-        seen: set[str] = set()
-        covers = []
+        covers: dict[str, LiveCover] = {}
         for entry in entries:
-            sha = entry.cover_sha256
+            sha, pair, picture = entry.cover_sha256, entry.pair, entry.cover
             vector = self.vector(sha)
-            if sha is None or vector is None or entry.cover is None or sha in seen:
+            if sha is None or vector is None or picture is None or sha in covers:
                 continue
-            seen.add(sha)
-            pair = entry.pair
-            covers.append(
-                LiveCover(
-                    sha,
-                    pair.album,
-                    pair.band,
-                    pair.year,
-                    pair.id,
-                    entry.cover,
-                    entry.alt.cover,
-                    vector,
-                )
+            covers[sha] = LiveCover(
+                sha, pair.album, pair.band, pair.year, pair.id, picture, entry.alt.cover, vector
             )
-        return covers
+        return list(covers.values())
 
     def key(self) -> list[Any]:
         """What the rendered pages depend on, for the site's render key."""
@@ -199,7 +183,7 @@ def prepare_live(
     try:
         files = runtime_files(runtime_dirs)
         files["transformer"] = browser_transformer(vectors.transformer, derived_root)
-        files["predictor"] = _as_is(vectors.predictor, "arbitrary-predict")
+        files["predictor"] = _live_file("arbitrary-predict.onnx", vectors.predictor)
     except LiveError as exc:
         return LiveFiles(problem=str(exc))
     return LiveFiles(files, dict(vectors.vectors))
@@ -233,23 +217,19 @@ def runtime_files(runtime_dirs: tuple[Path, ...]) -> dict[str, LiveFile]:
                 raise LiveError(
                     f"cannot read {source} ({exc.strerror or exc}); run: npm ci"
                 ) from None
-            if hashlib.sha256(data).hexdigest() != digest:
+            if sha256_of(data) != digest:
                 raise LiveError(
                     f"{source} is not {RUNTIME_PACKAGE} {RUNTIME_VERSION}'s file (its SHA-256 "
                     "differs); refused. Reinstall it: rm -rf node_modules && npm ci"
                 )
-            stem, _, ext = name.partition(".")
-            files[f"{backend}.{part}"] = LiveFile(
-                f"{LIVE_DIR}/{stem}-{digest[:16]}.{ext}", source, digest, len(data)
-            )
+            files[f"{backend}.{part}"] = _live_file(name, source, data, digest)
     return files
 
 
 def default_runtime_dirs(*roots: Path) -> tuple[Path, ...]:
     """Where ``npm ci`` puts the runtime: ``node_modules/`` beside the catalog, else in the
     covergen checkout (the repository root, where package.json is)."""
-    checkout = Path(__file__).resolve().parents[2]
-    folders = [*roots, checkout]
+    folders = (*roots, Path(__file__).resolve().parents[2])  # the checkout last
     return tuple(dict.fromkeys(Path(r) / "node_modules" / RUNTIME_PACKAGE for r in folders))
 
 
@@ -276,7 +256,7 @@ def browser_transformer(source: Path, derived_root: Path) -> LiveFile:
         freed = free_dimensions(data)
         kept = LiveRecord(source_sha, NETWORK_RECIPE, writer, name, sha256_of(freed))
         store.put_entry(f"{key}.json", dumps(kept), {name: freed})
-    return _as_is(store.path(name), "arbitrary-transform", kept.sha256)
+    return _live_file("arbitrary-transform.onnx", store.path(name), digest=kept.sha256)
 
 
 def free_dimensions(model_bytes: bytes) -> bytes:
@@ -302,10 +282,12 @@ def free_dimensions(model_bytes: bytes) -> bytes:
     return model.SerializeToString()
 
 
-def _as_is(path: Path, stem: str, digest: str | None = None) -> LiveFile:
-    data = path.read_bytes()
-    digest = digest or hashlib.sha256(data).hexdigest()
-    return LiveFile(f"{LIVE_DIR}/{stem}-{digest[:16]}.onnx", path, digest, len(data))
+def _live_file(name: str, source: Path, data: bytes | None = None, digest: str = "") -> LiveFile:
+    """``source`` as served: live/<stem>-<digest>.<extension>, for ``name`` stem.extension."""
+    data = source.read_bytes() if data is None else data
+    digest = digest or sha256_of(data)
+    stem, _, ext = name.partition(".")
+    return LiveFile(f"{LIVE_DIR}/{stem}-{digest[:16]}.{ext}", source, digest, len(data))
 
 
 def _onnx_version() -> str:

@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,14 +24,10 @@ from ..pairstates import PairState, pair_states
 from ..plaindata import plain
 from ..runlog import RunLog
 from ..safetext import counted
+from ..store import digest as digest_of
 from ..store.results import ResultStore
 from ..stylevectors import StyleVectors
-from .gallery import (
-    GalleryEntry,
-    Picture,
-    build_entries,
-    image_sources,
-)
+from .gallery import GalleryEntry, Picture, build_entries, image_sources
 from .images import ImageDeriver
 from .live import LiveFiles, default_runtime_dirs, prepare_live
 from .staging import StagedSite, check_replaceable, unchanged_render
@@ -150,29 +146,19 @@ def render_site(
     sources = image_sources(visible, results, input_image)
     deriver = ImageDeriver(Path(cache_dir) / "derived")
     paintings = frozenset(s.result.sha256 for s in visible if s.result is not None)
-    live = _live(style_vectors, catalog, Path(cache_dir) / "derived", runtime_dirs)
-    notes = _live_notes(style_vectors, live)
-    extras = {
-        prefix: sorted(p for p in Path(folder).rglob("*") if p.is_file())
+    live, notes = _live(style_vectors, catalog, Path(cache_dir) / "derived", runtime_dirs)
+    # (prefix, path in the folder, file): one walk for the render key and the copy
+    extras = [
+        (prefix, path.relative_to(folder), path)
         for prefix, folder in sorted((extra_dirs or {}).items())
-    }
-    key = _render_key(
-        settings, show, theme, states, sources, deriver.recipe, extra_dirs, extras, live
-    )
+        for path in _files_under(Path(folder))
+    ]
+    key = _render_key(settings, show, theme, states, sources, deriver.recipe, extras, live)
     with site_lock(out_dir):
-        unchanged = unchanged_render(out_dir, key)
-        if unchanged is not None:
-            return SiteReport(
-                out_dir=out_dir,
-                pages=unchanged["pages"],
-                written=0,
-                unchanged=unchanged["files"],
-                removed=0,
-                shown=unchanged["shown"],
-                pending=tuple(unchanged["pending"]),
-                live=unchanged.get("live", 0),
-                notes=notes,
-            )
+        figures = unchanged_render(out_dir, key)
+        if figures is not None:
+            kept = figures.pop("files")
+            return SiteReport(out_dir, **figures, written=0, unchanged=kept, removed=0, notes=notes)
         try:
             derived = deriver.derive_all(sources, enlarge=paintings)
         except OSError as exc:
@@ -196,15 +182,17 @@ def render_site(
 
         files = {f"img/{v.name}": v.path for d in derived.values() for v in d.variants}
         live_pages = sum(1 for data in pages.values() if b"data-live=" in data)
-        report = dict(pages=sum(1 for p in pages if p.endswith(".html")), shown=len(entries),
-                      pending=pending, live=live_pages)  # fmt: skip
+        figures = dict(pages=sum(1 for p in pages if p.endswith(".html")), shown=len(entries),
+                       pending=pending, live=live_pages)  # fmt: skip
         try:
             with StagedSite(out_dir) as staged:
                 for path, data in pages.items():
                     staged.write(path, data)
                 for name, asset in assets.items():
                     staged.copy(f"assets/{name}", asset.source)
-                for path in sorted(_pictures_used(entries)):
+                shown_pictures = [p for e in entries for p in (e.result, e.photo, e.cover) if p]
+                # A set: pairs that show the same picture share its files.
+                for path in sorted({f.path for p in shown_pictures for f in (*p.webp, *p.jpeg)}):
                     staged.copy(path, files[path])
                 originals = {
                     entry.original.path: state.result_path
@@ -216,26 +204,13 @@ def render_site(
                 if live_pages and shown_live is not None:
                     for file in sorted(shown_live.files.values(), key=lambda f: f.path):
                         staged.copy(file.path, file.source)
-                for prefix, paths in extras.items():
-                    folder = Path((extra_dirs or {})[prefix])
-                    for source in paths:
-                        relative = source.relative_to(folder).as_posix()
-                        if relative not in EXTRA_SKIP:
-                            staged.copy(f"{prefix}/{relative}", source)
-                counts = staged.commit(render={"key": key, **report})
+                for prefix, relative, source in extras:
+                    if relative.as_posix() not in EXTRA_SKIP:
+                        staged.copy(f"{prefix}/{relative.as_posix()}", source)
+                counts = staged.commit(render={"key": key, **figures})
         except OSError as exc:  # a full disk, say: the staged copy is gone, the site as it was
             raise _cannot_write(exc, out_dir) from None
-    return SiteReport(
-        out_dir=out_dir,
-        pages=report["pages"],
-        written=counts.written,
-        unchanged=counts.unchanged,
-        removed=counts.removed,
-        shown=report["shown"],
-        pending=pending,
-        live=live_pages,
-        notes=notes,
-    )
+    return SiteReport(out_dir, **figures, **asdict(counts), notes=notes)
 
 
 def _live(
@@ -243,23 +218,19 @@ def _live(
     catalog: Catalog,
     derived: Path,
     runtime_dirs: Sequence[Path] | None,
-) -> LiveFiles | None:
-    """The live panel's files, or None when the caller asked for no panel (no vectors)."""
+) -> tuple[LiveFiles | None, tuple[str, ...]]:
+    """The live panel's files, or None when the caller asked for no panel (no vectors), and
+    what the build should say of them."""
     if vectors is None:
-        return None
+        return None, ()
     dirs = tuple(runtime_dirs) if runtime_dirs is not None else default_runtime_dirs(catalog.root)
     try:
-        return prepare_live(vectors, derived, dirs)
+        live = prepare_live(vectors, derived, dirs)
     except OSError as exc:  # the derived network could not be written: no panel this time
-        return LiveFiles(problem=f"cannot write {exc.filename or derived} ({exc.strerror})")
-
-
-def _live_notes(vectors: StyleVectors | None, live: LiveFiles | None) -> tuple[str, ...]:
-    if vectors is None or live is None:
-        return ()
+        live = LiveFiles(problem=f"cannot write {exc.filename or derived} ({exc.strerror})")
     if not live.available:
-        return (f"the gallery has no live panel: {live.problem}",)
-    return tuple(
+        return live, (f"the gallery has no live panel: {live.problem}",)
+    return live, tuple(
         f"the live panel leaves out the cover {sha[:12]}: {reason}"
         for sha, reason in sorted(vectors.skipped.items())
     )
@@ -272,8 +243,7 @@ def _render_key(
     states: Sequence[PairState],
     sources: Mapping[str, Path],
     recipe: str,
-    extra_dirs: Mapping[str, Path] | None,
-    extras: Mapping[str, list[Path]],
+    extras: Sequence[tuple[str, Path, Path]],
     live: LiveFiles | None,
 ) -> str:
     """The digest of everything the site is made from: when it equals the one the site was
@@ -285,30 +255,22 @@ def _render_key(
 
     add([__version__, RENDER_VERSION, recipe, plain(settings), show])
     for folder in theme.folders:
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            add([str(path.relative_to(folder)), hashlib.sha256(path.read_bytes()).hexdigest()])
+        for path in _files_under(folder):
+            add([str(path.relative_to(folder)), digest_of(path.read_bytes())])
     for state in states:
-        add(
-            [
-                plain(state.pair) if state.pair else None,
-                state.state,
-                plain(state.result) if state.result else None,
-                # what the pages show of the run (not its build number or time)
-                [state.shown.seconds, state.shown.device, state.shown.iterations]
-                if state.shown
-                else None,
-                state.photo_sha256,
-                state.cover_sha256,
-            ]
-        )
+        shown = state.shown  # what the pages show of the run (not its build number or time)
+        run = [shown.seconds, shown.device, shown.iterations] if shown else None
+        pair, result = plain(state.pair), plain(state.result)
+        add([pair, state.state, result, run, state.photo_sha256, state.cover_sha256])
     add(sorted(sources))
-    for prefix, paths in extras.items():
-        folder = Path((extra_dirs or {})[prefix])
-        for path in paths:
-            name = str(path.relative_to(folder))
-            add([prefix, name, hashlib.sha256(path.read_bytes()).hexdigest()])
+    for prefix, relative, path in extras:
+        add([prefix, str(relative), digest_of(path.read_bytes())])
     add(live.key() if live is not None else None)
     return digest.hexdigest()
+
+
+def _files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
 
 
 def _cannot_write(exc: OSError, where: Path) -> CovergenError:
@@ -331,12 +293,7 @@ def _site_view(settings: SiteSettings) -> SiteView:
     base_url = settings.base_url.strip()
     if base_url and not base_url.endswith("/"):
         base_url += "/"
-    return SiteView(
-        title=settings.title,
-        description=settings.description,
-        author=settings.author,
-        base_url=base_url,
-    )
+    return SiteView(settings.title, settings.description, settings.author, base_url)
 
 
 def _pages(
@@ -351,14 +308,13 @@ def _pages(
     tags = Counter(tag for e in entries for tag in e.pair.tags)
     pages: dict[str, bytes] = {}
 
-    def page(kind: str, path: str, template: str, root: str = "", **extra: Any) -> None:
+    def page(path: str, template: str = "", root: str = "", **extra: Any) -> None:
+        template = template or path  # whose name without the extension is the page's kind
         url = site.absolute("" if path == "index.html" else path)
-        context = {**common, "page": PageView(kind, path, url), "root": root, **extra}
-        pages[path] = theme.render(template, context)
+        view = PageView(template.partition(".")[0], path, url)
+        pages[path] = theme.render(template, {**common, "page": view, "root": root, **extra})
 
     page(
-        "index",
-        "index.html",
         "index.html",
         tags=[TagCount(t, tags[t]) for t in sorted(tags, key=lambda t: (t.casefold(), t))],
         counts={"ready": len(ready), "pending": len(entries) - len(ready)},
@@ -367,7 +323,6 @@ def _pages(
     for entry in ready:
         assert entry.page is not None and entry.result is not None
         page(
-            "pair",
             entry.page,
             "pair.html",
             root="../",
@@ -377,22 +332,17 @@ def _pages(
         )
     covers = live.covers(entries) if live is not None else []
     if covers:
-        page("live", "live.html", "live.html", covers=covers)
-    page("about", "about.html", "about.html")
+        page("live.html", covers=covers)
+    page("about.html")
     # Hosts serve 404.html for a missing path at any depth: with a base URL its links are
     # made to resolve from the base path (<base href>), wherever it is served.
-    page("404", "404.html", "404.html", base=site.base_path)
-    page(
-        "robots",
-        "robots.txt",
-        "robots.txt",
-        sitemap_url=site.absolute("sitemap.xml"),
-    )
+    page("404.html", base=site.base_path)
+    page("robots.txt", sitemap_url=site.absolute("sitemap.xml"))
     if site.base_url:
         urls = [site.absolute(""), site.absolute("about.html")]
         urls += [site.absolute("live.html")] if covers else []
         urls += [site.absolute(e.page or "") for e in ready]
-        page("sitemap", "sitemap.xml", "sitemap.xml", urls=urls)
+        page("sitemap.xml", urls=urls)
     return pages
 
 
@@ -411,13 +361,11 @@ def structured_data(entry: GalleryEntry, site: SiteView, root: str) -> dict[str,
         return site.absolute(path) or f"{root}{path}"
 
     page_url = site.absolute(entry.page or "")
-
-    def node_id(name: str) -> str:
-        return f"{page_url}#{name}"
+    node_id = {name: f"{page_url}#{name}" for name in ("painting", "photo", "cover")}
 
     def source(role: str, picture: Picture | None, name: str) -> dict[str, Any]:
         credit = entry.credits[role]
-        node: dict[str, Any] = {"@type": "ImageObject", "@id": node_id(role), "name": name}
+        node: dict[str, Any] = {"@type": "ImageObject", "@id": node_id[role], "name": name}
         if picture is not None:
             widest = picture.jpeg[-1]
             node |= {"contentUrl": url(widest.path), "width": widest.width, "height": widest.height}
@@ -433,7 +381,7 @@ def structured_data(entry: GalleryEntry, site: SiteView, root: str) -> dict[str,
     assert entry.result is not None
     painting: dict[str, Any] = {
         "@type": "ImageObject",
-        "@id": node_id("painting"),
+        "@id": node_id["painting"],
         "name": entry.title,
         "description": entry.summary,
         "caption": entry.alt.result,
@@ -441,7 +389,7 @@ def structured_data(entry: GalleryEntry, site: SiteView, root: str) -> dict[str,
         "height": entry.result.height,
         "thumbnailUrl": url(entry.result.share.path),
         "creditText": site.author or site.title,
-        "isBasedOn": [{"@id": node_id("photo")}, {"@id": node_id("cover")}],
+        "isBasedOn": [{"@id": node_id["photo"]}, {"@id": node_id["cover"]}],
     }
     if entry.original is not None:
         painting |= {"contentUrl": url(entry.original.path), "encodingFormat": "image/png"}
@@ -455,15 +403,6 @@ def structured_data(entry: GalleryEntry, site: SiteView, root: str) -> dict[str,
             source("cover", entry.cover, entry.alt.cover),
         ],
     }
-
-
-def _pictures_used(entries: Sequence[GalleryEntry]) -> set[str]:
-    used: set[str] = set()
-    for entry in entries:
-        for picture in (entry.result, entry.photo, entry.cover):
-            if picture is not None:
-                used.update(f.path for f in (*picture.webp, *picture.jpeg))
-    return used
 
 
 __all__ = ["SiteReport", "render_site"]

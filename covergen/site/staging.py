@@ -163,7 +163,7 @@ def unchanged_render(out_dir: Path, key: str) -> dict[str, Any] | None:
         return {
             "pages": int(render["pages"]),
             "shown": int(render["shown"]),
-            "pending": [str(p) for p in render["pending"]],
+            "pending": tuple(str(p) for p in render["pending"]),
             "live": int(render.get("live", 0)),  # a marker older than the live panel: none
             "files": len(files),
         }
@@ -288,13 +288,7 @@ def _exchange(a: Path, b: Path) -> bool:
         renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
     except (OSError, AttributeError):
         return False
-    renameat2.argtypes = [
-        ctypes.c_int,
-        ctypes.c_char_p,
-        ctypes.c_int,
-        ctypes.c_char_p,
-        ctypes.c_uint,
-    ]
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p] * 2 + [ctypes.c_uint]  # fd, path twice
     result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
     return result == 0
 

@@ -8,28 +8,18 @@ editing templates and CSS, never Python.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import CovergenError
+from ..store import digest
 
 if TYPE_CHECKING:
     import jinja2
 
 THEME_DIR = Path(__file__).parent / "theme"
 ASSETS = "assets"
-# Templates that render_site fills; each must exist in the user folder or the theme.
-PAGE_TEMPLATES = (
-    "index.html",
-    "pair.html",
-    "live.html",
-    "about.html",
-    "404.html",
-    "robots.txt",
-    "sitemap.xml",
-)
 
 
 @dataclass(frozen=True)
@@ -54,9 +44,7 @@ class Theme:
                 field="templates",
                 hint="create it, or leave it out to use the built-in theme",
             )
-        self.folders: tuple[Path, ...] = tuple(
-            p for p in (Path(user_dir) if user_dir else None, THEME_DIR) if p is not None
-        )
+        self.folders = (Path(user_dir), THEME_DIR) if user_dir else (THEME_DIR,)
         self._env: jinja2.Environment | None = None
 
     @property
@@ -89,23 +77,15 @@ class Theme:
         try:
             return self.env.get_template(name).render(context).encode("utf-8")
         except jinja2.TemplateSyntaxError as exc:
-            raise CovergenError(
-                f"{exc.filename or exc.name}, line {exc.lineno}: {exc.message}",
-                field="templates",
-                hint="fix the template's Jinja syntax",
-            ) from None
+            message = f"{exc.filename or exc.name}, line {exc.lineno}: {exc.message}"
+            hint = "fix the template's Jinja syntax"
         except jinja2.TemplateNotFound as exc:
-            raise CovergenError(
-                f"template {exc.name!r} not found in {', '.join(map(str, self.folders))}",
-                field="templates",
-                hint="check the names in {% extends %}, {% include %} and {% import %}",
-            ) from None
+            message = f"template {exc.name!r} not found in {', '.join(map(str, self.folders))}"
+            hint = "check the names in {% extends %}, {% include %} and {% import %}"
         except jinja2.UndefinedError as exc:
-            raise CovergenError(
-                f"{name}: {exc.message}",
-                field="templates",
-                hint="docs/site.md lists the variables each template gets",
-            ) from None
+            message = f"{name}: {exc.message}"
+            hint = "docs/site.md lists the variables each template gets"
+        raise CovergenError(message, field="templates", hint=hint)
 
     def assets(self) -> dict[str, Asset]:
         """Every file under ``assets/``, the user's copy winning, by name."""
@@ -119,8 +99,7 @@ class Theme:
                 # Editors' swap files and .DS_Store are not part of the site.
                 if path.is_file() and not any(p.startswith(".") for p in relative.parts):
                     name = relative.as_posix()
-                    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:10]
-                    found[name] = Asset(name, path, digest)
+                    found[name] = Asset(name, path, digest(path.read_bytes())[:10])
         return dict(sorted(found.items()))
 
 
