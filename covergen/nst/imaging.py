@@ -113,11 +113,8 @@ def match_color_statistics(source: torch.Tensor, reference: torch.Tensor) -> tor
     ridge = torch.eye(3, dtype=torch.float64) * (
         1e-6 * float(cov_s.trace() + cov_r.trace()) + 1e-10
     )
-    cov_s, cov_r = cov_s + ridge, cov_r + ridge
-    inv_sqrt_s = symmetric_power(cov_s, -0.5)
-    sqrt_r = symmetric_power(cov_r, 0.5)
-    out = sqrt_r @ inv_sqrt_s @ (src - mu_s) + mu_r
-    return out.reshape(source.shape).to(source.dtype)
+    out = symmetric_power(cov_r + ridge, 0.5) @ symmetric_power(cov_s + ridge, -0.5) @ (src - mu_s)
+    return (out + mu_r).reshape(source.shape).to(source.dtype)
 
 
 def region_map(regions: tuple[Region, ...], height: int, width: int) -> torch.Tensor | None:
