@@ -73,22 +73,15 @@ class BuildReport:
         """Start the progress display (terminal only), with an overall bar when ``total``."""
         if self._progress is not None or self.plain or self.quiet:
             return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich import progress as bars
 
-        self._progress = Progress(
-            TextColumn("{task.description}", markup=False),
-            BarColumn(bar_width=30),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[losses]}", markup=False),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
+        self._progress = bars.Progress(
+            bars.TextColumn("{task.description}", markup=False),
+            bars.BarColumn(bar_width=30),
+            bars.MofNCompleteColumn(),
+            bars.TextColumn("{task.fields[losses]}", markup=False),
+            bars.TimeElapsedColumn(),
+            bars.TimeRemainingColumn(),
             console=self.printer.console,
             transient=True,
         )
