@@ -37,10 +37,6 @@ _BRACKETED = re.compile(r"\[[0-9A-Fa-f:.]+(?:%25[^\]]+)?\](?::\d*)?")
 _SUSPECT = re.compile("[\x00-\x1f\x7f-\x9f" + "".join(sorted(BIDI_CONTROLS)) + "\ud800-\udfff]")
 
 
-def _is_control(char: str) -> bool:
-    return unicodedata.category(char) == "Cc"
-
-
 def printable(text: str, *, keep_newlines: bool = True) -> str:
     """``text`` with control characters (but newline and tab), bidi controls and lone
     surrogates replaced, so that printing or rendering it cannot act on the reader."""
@@ -67,7 +63,9 @@ def unsafe_character(text: str) -> str:
                 f"the bidirectional control U+{ord(char):04X} at position {position + 1}, "
                 "which can make text read as something else"
             )
-        if _is_control(char) and char not in "\n\t\r":  # line breaks, tabs: whitespace
+        if (
+            unicodedata.category(char) == "Cc" and char not in "\n\t\r"
+        ):  # line breaks, tabs: whitespace
             return f"the control character U+{ord(char):04X} at position {position + 1}"
     return ""
 
@@ -83,9 +81,7 @@ def url_scheme(src: str) -> str:
     if not match:
         return ""
     scheme = match.group(1).lower()
-    if src[match.end() :].startswith("//") or scheme in _BARE_SCHEMES:
-        return scheme
-    return ""
+    return scheme if src[match.end() :].startswith("//") or scheme in _BARE_SCHEMES else ""
 
 
 def web_url_problem(text: str) -> str:
