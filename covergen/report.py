@@ -4,6 +4,7 @@ lines elsewhere, and a summary at the end. Everything is written through ``Print
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -36,8 +37,6 @@ class BuildReport:
     def __init__(
         self, *, quiet: bool = False, plain: bool | None = None, stream: TextIO | None = None
     ):
-        import sys
-
         self.printer = Printer(stream or sys.stderr, plain=plain)
         self.quiet = quiet
         self.plain = self.printer.plain
