@@ -68,8 +68,8 @@ class BuildReport:
         else:
             self.printer.line(*pieces)
 
-    def _bars(self, total: int | None) -> None:
-        """Start the progress display (terminal only), with an overall bar when ``total``."""
+    def _bars(self, total: int) -> None:
+        """Start the progress display (terminal only), with an overall bar of ``total``."""
         if self._progress is not None or self.plain or self.quiet:
             return
         from rich import progress as bars
@@ -85,8 +85,7 @@ class BuildReport:
             transient=True,
         )
         self._progress.start()
-        if total is not None:
-            self._overall = self._progress.add_task("pairs", total=total, losses="")
+        self._overall = self._progress.add_task("pairs", total=total, losses="")
 
     # -- build events ----------------------------------------------------------------------
     def stage(self, text: str) -> None:

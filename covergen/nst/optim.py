@@ -24,26 +24,23 @@ class BatchLBFGS:
         # (s, y, rho) of the latest steps, the oldest falling out.
         self._history: deque[tuple[torch.Tensor, ...]] = deque(maxlen=history_size)
         self._h_diag = torch.ones(self.batch, device=x.device, dtype=x.dtype)
-        self._prev_grad: torch.Tensor | None = None
-        self._prev_step: torch.Tensor | None = None
+        self._previous: tuple[torch.Tensor, torch.Tensor] | None = None  # gradient, step
 
     def step(self, grad: torch.Tensor, active: torch.Tensor) -> None:
         """Move ``x`` along the L-BFGS direction; items where ``active`` is False stay put."""
         g = grad.reshape(self.batch, -1)
-        if self._prev_grad is not None and self._prev_step is not None:
-            self._remember(g - self._prev_grad, self._prev_step)
-        direction = self._direction(g)
-        if self._prev_grad is None:
+        if self._previous is None:
             # First step: no curvature yet, so bound the step by the gradient's size
             # (the same rule as torch.optim.LBFGS).
             scale = (1.0 / g.abs().sum(dim=1).clamp_min(1e-12)).clamp(max=1.0) * self.lr
         else:
+            previous_grad, previous_step = self._previous
+            self._remember(g - previous_grad, previous_step)
             scale = torch.full_like(self._h_diag, self.lr)
-        step = direction * (scale * active.to(g.dtype)).unsqueeze(1)
+        step = self._direction(g) * (scale * active.to(g.dtype)).unsqueeze(1)
         with torch.no_grad():
             self.x.add_(step.view_as(self.x))
-        self._prev_grad = g.clone()
-        self._prev_step = step
+        self._previous = (g.clone(), step)
 
     def _remember(self, y: torch.Tensor, s: torch.Tensor) -> None:
         ys = (y * s).sum(dim=1)
