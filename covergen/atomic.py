@@ -59,14 +59,11 @@ def remove_leftovers(root: Path) -> int:
     Only call it while no other process can be writing there: the build holds the cache's
     lock when it does.
     """
-    removed = 0
-    if not root.is_dir():
-        return removed
-    for path in root.rglob(".*.tmp"):
-        if path.is_file() and not path.is_symlink():
-            path.unlink(missing_ok=True)
-            removed += 1
-    return removed
+    found = root.rglob(".*.tmp") if root.is_dir() else ()
+    leftovers = [path for path in found if path.is_file() and not path.is_symlink()]
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return len(leftovers)
 
 
 def fsync_dir(folder: Path) -> None:

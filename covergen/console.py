@@ -67,10 +67,8 @@ class Printer:
 
         out = Text()
         for piece in pieces:
-            if isinstance(piece, Styled):
-                out.append(printable(piece.text), style=piece.style or None)
-            else:
-                out.append(printable(piece))
+            piece = piece if isinstance(piece, Styled) else Styled(piece)
+            out.append(printable(piece.text), style=piece.style or None)
         return out
 
     def line(self, *pieces: Piece) -> None:
@@ -105,10 +103,8 @@ class Printer:
 
         table = Table(title=self.text(title) if title else None)
         for name in columns:
-            if name in wrap:
-                table.add_column(self.text(name), overflow="fold")
-            else:
-                table.add_column(self.text(name), no_wrap=True)
+            fits: dict[str, Any] = {"overflow": "fold"} if name in wrap else {"no_wrap": True}
+            table.add_column(self.text(name), **fits)
         for row in rows:
             table.add_row(*(self.text(cell) for cell in row))
         self.console.print(table)
@@ -128,10 +124,6 @@ class Printer:
 def _unstyled(piece: Piece) -> str:
     """A piece's text, made printable, without its style: what plain output shows."""
     return printable(piece.text if isinstance(piece, Styled) else piece)
-
-
-def error_printer() -> Printer:
-    return Printer(sys.stderr)
 
 
 # ------------------------------------------------------------------- closed or broken output

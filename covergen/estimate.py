@@ -113,12 +113,10 @@ def estimate(
             if measured
             else f"an estimate for {family} in {precision}, not measured"
         )
-    seconds = 0.0
+    feedforward = FEEDFORWARD_SECONDS.get(family, 1.0)
+    seconds = 0.0  # a loop, not sum(): that rounds otherwise from Python 3.12
     for params in jobs:
-        if params.method == "gatys":
-            seconds += work_units(params) * rate
-        else:
-            seconds += FEEDFORWARD_SECONDS.get(family, 1.0)
+        seconds += work_units(params) * rate if params.method == "gatys" else feedforward
     training_rate = TRAINING_RATE.get((family, precision), TRAINING_RATE["cpu", "fp32"])
     for params in [p for p in jobs if p.method == "fast"][:covers_to_train]:
         seconds += params.fast_iterations * params.fast_batch * params.fast_size**2 * training_rate

@@ -18,6 +18,7 @@ from pathlib import Path
 from .errors import CovergenError
 
 _KINDS = (
+    (stat.S_ISDIR, "a folder"),
     (stat.S_ISFIFO, "a FIFO (a named pipe)"),
     (stat.S_ISCHR, "a character device"),
     (stat.S_ISBLK, "a block device"),
@@ -27,12 +28,7 @@ _KINDS = (
 
 def file_kind(mode: int) -> str:
     """What a file of this ``st_mode`` is, in words: "a folder", "a FIFO (a named pipe)"…"""
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    for test, words in _KINDS:
-        if test(mode):
-            return words
-    return "not a regular file"
+    return next((words for test, words in _KINDS if test(mode)), "not a regular file")
 
 
 def read_user_file(

@@ -8,6 +8,7 @@ path, ``..``, a symbolic link or a hard link to the same file all count as the s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Iterable
@@ -68,46 +69,43 @@ def check_output(
     cache's stores, the site), or cannot be written as a file; return its image format.
     ``inputs`` and ``protected``: (path, what it is) pairs; None inputs are skipped."""
     path = Path(path)
+
+    def refuse(message: str, hint: str) -> CovergenError:
+        return CovergenError(message, field=field, hint=hint)
+
     where = Path(os.path.realpath(path))
     for folder, what in protected:
         if where.is_relative_to(os.path.realpath(folder)):
-            raise CovergenError(
+            raise refuse(
                 f"{path} lies in {what} ({folder}), which covergen manages",
-                field=field,
-                hint="write results outside it",
+                "write results outside it",
             )
     try:
         info: os.stat_result | None = path.stat()
     except (FileNotFoundError, NotADirectoryError):  # the latter: a parent is a file
         info = None
     except OSError as exc:
-        raise CovergenError(
+        raise refuse(
             f"cannot write {path} ({exc.strerror or exc})",
-            field=field,
-            hint="check the path: its folders must be folders you may write to",
+            "check the path: its folders must be folders you may write to",
         ) from None
     target = _identity(path, info)
     for source, what in inputs:
         if source is not None and target == _identity(Path(source)):
-            raise CovergenError(
+            raise refuse(
                 f"{path} is {what} ({source}); writing the result there would replace it",
-                field=field,
-                hint="choose another output name",
+                "choose another output name",
             )
     if info is not None and not stat.S_ISREG(info.st_mode):
-        raise CovergenError(
+        a_folder = stat.S_ISDIR(info.st_mode)
+        raise refuse(
             f"{path} is {file_kind(info.st_mode)}; the result would replace it",
-            field=field,
-            hint=f"name a file, e.g. {path / 'painted.png'}"
-            if stat.S_ISDIR(info.st_mode)
-            else "name an ordinary file",
+            f"name a file, e.g. {path / 'painted.png'}" if a_folder else "name an ordinary file",
         )
     parent = _nearest_existing(path.parent)
     if not parent.is_dir():
-        raise CovergenError(
-            f"cannot write {path}: {parent} is a file, not a folder",
-            field=field,
-            hint="choose an output in a folder",
+        raise refuse(
+            f"cannot write {path}: {parent} is a file, not a folder", "choose an output in a folder"
         )
     return output_format(path, field)
 
@@ -124,10 +122,8 @@ def _identity(path: Path, info: os.stat_result | None = None) -> tuple[object, .
     """What makes two spellings one file: device and inode when it exists (links, hard
     links, case-folding file systems), else the fully resolved path."""
     if info is None:
-        try:
+        with contextlib.suppress(OSError):
             info = path.stat()
-        except OSError:
-            info = None
     if info is not None:
         return ("inode", info.st_dev, info.st_ino)
     return ("path", os.path.realpath(path))

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_bytes
+from .nst.runtime import torch_version
 
 CACHE_HOME_ENV = "COVERGEN_CACHE_HOME"
 MACHINE_FILE = "machine.json"
@@ -66,21 +67,14 @@ def user_cache_dir() -> Path:
 def cpu_identity() -> str:
     """The CPU model and the torch build: what the bf16 measurement depends on."""
     model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    model = line.partition(":")[2].strip()
-                    break
-    except OSError:
-        pass
-    from importlib import metadata
-
-    try:
-        torch_version = metadata.version("torch")
-    except metadata.PackageNotFoundError:
-        torch_version = "none"
-    return f"{model} | {platform.machine()} | {os.cpu_count()} cpus | torch {torch_version}"
+    with (
+        contextlib.suppress(OSError),
+        open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info,
+    ):
+        names = (line.partition(":")[2].strip() for line in info if line.startswith("model name"))
+        model = next(names, model)
+    torch_build = torch_version() or "none"
+    return f"{model} | {platform.machine()} | {os.cpu_count()} cpus | torch {torch_build}"
 
 
 def recorded_cpu_precision(home: Path | None = None) -> CpuPrecision | None:

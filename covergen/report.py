@@ -4,6 +4,7 @@ lines elsewhere, and a summary at the end. Everything is written through ``Print
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -36,8 +37,6 @@ class BuildReport:
     def __init__(
         self, *, quiet: bool = False, plain: bool | None = None, stream: TextIO | None = None
     ):
-        import sys
-
         self.printer = Printer(stream or sys.stderr, plain=plain)
         self.quiet = quiet
         self.plain = self.printer.plain
@@ -69,32 +68,24 @@ class BuildReport:
         else:
             self.printer.line(*pieces)
 
-    def _bars(self, total: int | None) -> None:
-        """Start the progress display (terminal only), with an overall bar when ``total``."""
+    def _bars(self, total: int) -> None:
+        """Start the progress display (terminal only), with an overall bar of ``total``."""
         if self._progress is not None or self.plain or self.quiet:
             return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich import progress as bars
 
-        self._progress = Progress(
-            TextColumn("{task.description}", markup=False),
-            BarColumn(bar_width=30),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[losses]}", markup=False),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
+        self._progress = bars.Progress(
+            bars.TextColumn("{task.description}", markup=False),
+            bars.BarColumn(bar_width=30),
+            bars.MofNCompleteColumn(),
+            bars.TextColumn("{task.fields[losses]}", markup=False),
+            bars.TimeElapsedColumn(),
+            bars.TimeRemainingColumn(),
             console=self.printer.console,
             transient=True,
         )
         self._progress.start()
-        if total is not None:
-            self._overall = self._progress.add_task("pairs", total=total, losses="")
+        self._overall = self._progress.add_task("pairs", total=total, losses="")
 
     # -- build events ----------------------------------------------------------------------
     def stage(self, text: str) -> None:

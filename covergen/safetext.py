@@ -37,27 +37,17 @@ _BRACKETED = re.compile(r"\[[0-9A-Fa-f:.]+(?:%25[^\]]+)?\](?::\d*)?")
 _SUSPECT = re.compile("[\x00-\x1f\x7f-\x9f" + "".join(sorted(BIDI_CONTROLS)) + "\ud800-\udfff]")
 
 
-def _is_control(char: str) -> bool:
-    return unicodedata.category(char) == "Cc"
-
-
 def printable(text: str, *, keep_newlines: bool = True) -> str:
     """``text`` with control characters (but newline and tab), bidi controls and lone
     surrogates replaced, so that printing or rendering it cannot act on the reader."""
-    text = str(text)
-    if not _SUSPECT.search(text):
-        return text
-    out = []
-    for char in text:
+
+    def replace(found: re.Match[str]) -> str:
+        char = found.group()
         if char in "\n\t" and keep_newlines:
-            out.append(char)
-        elif _is_control(char) or char in BIDI_CONTROLS:
-            out.append("\ufffd" if char == "\x1b" else "")
-        elif "\ud800" <= char <= "\udfff":
-            out.append("\ufffd")
-        else:
-            out.append(char)
-    return "".join(out)
+            return char
+        return "\ufffd" if char == "\x1b" or "\ud800" <= char <= "\udfff" else ""
+
+    return _SUSPECT.sub(replace, str(text))
 
 
 def unsafe_character(text: str) -> str:
@@ -73,7 +63,9 @@ def unsafe_character(text: str) -> str:
                 f"the bidirectional control U+{ord(char):04X} at position {position + 1}, "
                 "which can make text read as something else"
             )
-        if _is_control(char) and char not in "\n\t\r":  # line breaks, tabs: whitespace
+        if (
+            unicodedata.category(char) == "Cc" and char not in "\n\t\r"
+        ):  # line breaks, tabs: whitespace
             return f"the control character U+{ord(char):04X} at position {position + 1}"
     return ""
 
@@ -89,9 +81,7 @@ def url_scheme(src: str) -> str:
     if not match:
         return ""
     scheme = match.group(1).lower()
-    if src[match.end() :].startswith("//") or scheme in _BARE_SCHEMES:
-        return scheme
-    return ""
+    return scheme if src[match.end() :].startswith("//") or scheme in _BARE_SCHEMES else ""
 
 
 def web_url_problem(text: str) -> str:
@@ -131,6 +121,7 @@ def web_url_problem(text: str) -> str:
         except ValueError:
             return f"has a malformed IPv6 address [{host}]"
         return ""
+    ascii_host = host
     if not host.isascii():
         # As urllib3 reads it (IDNA 2008, strict): full-width letters, an ideographic full
         # stop or a soft hyphen pass Python's older IDNA codec and fail the request.
@@ -140,8 +131,6 @@ def web_url_problem(text: str) -> str:
             ascii_host = idna.encode(host, strict=True, std3_rules=True).decode("ascii")
         except (idna.IDNAError, UnicodeError):
             return f"has a host name that is not a valid international name ({host})"
-    else:
-        ascii_host = host
     try:
         ascii_host.encode("idna")
     except UnicodeError:

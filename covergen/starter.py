@@ -9,7 +9,6 @@ that already holds any of these files is refused before anything is written.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from .atomic import write_bytes
@@ -51,13 +50,8 @@ def create_gallery(folder: Path) -> list[Path]:
     written = []
     try:
         for name, source in FILES.items():
-            target = folder / name
-            if source.endswith((".jpg", ".png")):
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(STARTER / source, target)
-            else:
-                write_bytes(target, (STARTER / source).read_bytes())
-            written.append(target)
+            write_bytes(folder / name, (STARTER / source).read_bytes())
+            written.append(folder / name)
     except OSError as exc:
         for path in written:  # nothing half-made stays behind
             path.unlink(missing_ok=True)

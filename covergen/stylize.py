@@ -65,16 +65,12 @@ def stylize_files(
         *extra_inputs,
     ]
     check_output(output, inputs, protected=protected)
-    content = open_image(photo, "photo")
-    styles = [open_image(path, "cover") for path in covers]
-    weight_map = open_image(content_map, "content_map") if content_map else None
-    init = open_image(init_image, "init_image") if init_image else None
     result = engine.stylize(
-        content,
-        styles,
+        open_image(photo, "photo"),
+        [open_image(path, "cover") for path in covers],
         params,
-        content_map=weight_map,
-        init_image=init,
+        content_map=open_image(content_map, "content_map") if content_map else None,
+        init_image=open_image(init_image, "init_image") if init_image else None,
         progress=progress,
         cancel=cancel,
     )
@@ -87,5 +83,4 @@ def stylize_files(
 def export_result(result: Path, output: Path) -> None:
     """Copy a stored result to ``output`` in the format its name asks for (a rerun's -o;
     the command checked ``output`` with ``check_output`` before painting)."""
-    image = open_image(result, "result")
-    save_image(image, output)
+    save_image(open_image(result, "result"), output)

@@ -91,10 +91,10 @@ def sweep(options: Any, pairs: Sequence[str], variants: Sequence[Mapping[str, st
     # Before painting, not after; never into the cache's stores (a sheet in its sweeps/
     # folder, the default, is fine) nor the site.
     stores = [(folder, "the cache") for folder in cache_folders(options.cache_dir)]
-    check_output(
-        sheet, catalog_inputs(catalog), protected=[*stores, (options.site_dir, "the site")]
-    )
+    protected = [*stores, (options.site_dir, "the site")]
+    check_output(sheet, catalog_inputs(catalog), protected=protected)
     variants = list(variants) or [{}]
+    jobs = len(variants) * len(targets)
     summary = build(
         dataclasses.replace(
             options,
@@ -106,9 +106,9 @@ def sweep(options: Any, pairs: Sequence[str], variants: Sequence[Mapping[str, st
         events,
         stop=stop,
     )
+    painted, failed = summary.count("built"), summary.count("failed")
     if summary.interrupted:  # what was painted is kept for the next sweep; no sheet
-        painted, failed = summary.count("built"), summary.count("failed")
-        return SweepReport(sheet, len(variants) * len(targets), painted, failed, True)
+        return SweepReport(sheet, jobs, painted, failed, True)
     store = ImageStore(cache_paths(options.cache_dir)["images"])
     profile = summary.profile
     rows = []
@@ -136,16 +136,10 @@ def sweep(options: Any, pairs: Sequence[str], variants: Sequence[Mapping[str, st
             hint="see the messages above; `covergen status` keeps them",
         )
     sheet_image = contact_sheet(rows, tile)
-    check_output(  # again: the path may lead elsewhere after the painting
-        sheet, catalog_inputs(catalog), protected=[*stores, (options.site_dir, "the site")]
-    )
+    # Again: the path may lead elsewhere after the painting.
+    check_output(sheet, catalog_inputs(catalog), protected=protected)
     save_image(sheet_image, sheet, quality=85)
-    return SweepReport(
-        sheet,
-        len(variants) * len(targets),
-        summary.count("built"),
-        summary.count("failed"),
-    )
+    return SweepReport(sheet, jobs, painted, failed)
 
 
 def _caption(variant: Mapping[str, str], outcome: Any) -> list[str]:

@@ -40,18 +40,13 @@ if TYPE_CHECKING:
     from .prepared import StylizeJob
 
 _LAZY = {
-    **{
-        name: "engine"
-        for name in (
-            "Engine",
-            "LossValues",
-            "Progress",
-            "StylizeResult",
-            "TargetCache",
-            "batch_signature",
-            "select_device",
-        )
-    },
+    "Engine": "engine",
+    "LossValues": "engine",
+    "Progress": "engine",
+    "StylizeResult": "engine",
+    "TargetCache": "engine",
+    "batch_signature": "engine",
+    "select_device": "engine",
     "StylizeJob": "prepared",
 }
 

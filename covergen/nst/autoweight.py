@@ -21,10 +21,9 @@ def choose_content_weight(kept: Sequence[tuple[float, float]], aim: float = AUTO
     if not kept:
         raise ValueError("no candidates to choose from")
     ordered = sorted(kept)
-    for weight, content in ordered:
-        if keeps_enough(content, aim):
-            return weight
-    return ordered[-1][0]
+    return next(
+        (weight for weight, content in ordered if keeps_enough(content, aim)), ordered[-1][0]
+    )
 
 
 def keeps_enough(content: float, aim: float = AUTO_AIM) -> bool:

@@ -71,10 +71,6 @@ def rgb_to_yiq(image: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ij,bjhw->bihw", _RGB_TO_YIQ.to(image), image)
 
 
-def yiq_to_rgb(image: torch.Tensor) -> torch.Tensor:
-    return torch.einsum("ij,bjhw->bihw", _YIQ_TO_RGB.to(image), image)
-
-
 def luminance(image: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) RGB -> (B, 3, H, W) grey image of its luminance."""
     return rgb_to_yiq(image)[:, :1].expand(-1, 3, -1, -1).contiguous()
@@ -92,9 +88,8 @@ def match_luminance(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
 
 def with_chroma_of(luma_image: torch.Tensor, colour_source: torch.Tensor) -> torch.Tensor:
     """The luminance of ``luma_image`` combined with the I and Q channels of ``colour_source``."""
-    y = rgb_to_yiq(luma_image)[:, :1]
-    iq = rgb_to_yiq(colour_source)[:, 1:]
-    return yiq_to_rgb(torch.cat([y, iq], dim=1))
+    yiq = torch.cat([rgb_to_yiq(luma_image)[:, :1], rgb_to_yiq(colour_source)[:, 1:]], dim=1)
+    return torch.einsum("ij,bjhw->bihw", _YIQ_TO_RGB.to(yiq), yiq)
 
 
 def match_color_statistics(source: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -113,11 +108,8 @@ def match_color_statistics(source: torch.Tensor, reference: torch.Tensor) -> tor
     ridge = torch.eye(3, dtype=torch.float64) * (
         1e-6 * float(cov_s.trace() + cov_r.trace()) + 1e-10
     )
-    cov_s, cov_r = cov_s + ridge, cov_r + ridge
-    inv_sqrt_s = symmetric_power(cov_s, -0.5)
-    sqrt_r = symmetric_power(cov_r, 0.5)
-    out = sqrt_r @ inv_sqrt_s @ (src - mu_s) + mu_r
-    return out.reshape(source.shape).to(source.dtype)
+    out = symmetric_power(cov_r + ridge, 0.5) @ symmetric_power(cov_s + ridge, -0.5) @ (src - mu_s)
+    return (out + mu_r).reshape(source.shape).to(source.dtype)
 
 
 def region_map(regions: tuple[Region, ...], height: int, width: int) -> torch.Tensor | None:

@@ -9,6 +9,8 @@ search), so an iteration costs exactly one forward and backward pass.
 
 from __future__ import annotations
 
+from collections import deque
+
 import torch
 
 
@@ -18,32 +20,27 @@ class BatchLBFGS:
     def __init__(self, x: torch.Tensor, history_size: int = 10, lr: float = 1.0):
         self.x = x
         self.batch = x.shape[0]
-        self.history_size = history_size
         self.lr = lr
-        self._s: list[torch.Tensor] = []
-        self._y: list[torch.Tensor] = []
-        self._rho: list[torch.Tensor] = []
+        # (s, y, rho) of the latest steps, the oldest falling out.
+        self._history: deque[tuple[torch.Tensor, ...]] = deque(maxlen=history_size)
         self._h_diag = torch.ones(self.batch, device=x.device, dtype=x.dtype)
-        self._prev_grad: torch.Tensor | None = None
-        self._prev_step: torch.Tensor | None = None
+        self._previous: tuple[torch.Tensor, torch.Tensor] | None = None  # gradient, step
 
     def step(self, grad: torch.Tensor, active: torch.Tensor) -> None:
         """Move ``x`` along the L-BFGS direction; items where ``active`` is False stay put."""
         g = grad.reshape(self.batch, -1)
-        if self._prev_grad is not None and self._prev_step is not None:
-            self._remember(g - self._prev_grad, self._prev_step)
-        direction = self._direction(g)
-        if self._prev_grad is None:
+        if self._previous is None:
             # First step: no curvature yet, so bound the step by the gradient's size
             # (the same rule as torch.optim.LBFGS).
             scale = (1.0 / g.abs().sum(dim=1).clamp_min(1e-12)).clamp(max=1.0) * self.lr
         else:
+            previous_grad, previous_step = self._previous
+            self._remember(g - previous_grad, previous_step)
             scale = torch.full_like(self._h_diag, self.lr)
-        step = direction * (scale * active.to(g.dtype)).unsqueeze(1)
+        step = self._direction(g) * (scale * active.to(g.dtype)).unsqueeze(1)
         with torch.no_grad():
             self.x.add_(step.view_as(self.x))
-        self._prev_grad = g.clone()
-        self._prev_step = step
+        self._previous = (g.clone(), step)
 
     def _remember(self, y: torch.Tensor, s: torch.Tensor) -> None:
         ys = (y * s).sum(dim=1)
@@ -52,23 +49,17 @@ class BatchLBFGS:
         rho = torch.where(valid, 1.0 / ys.where(valid, torch.ones_like(ys)), torch.zeros_like(ys))
         yy = (y * y).sum(dim=1).clamp_min(1e-20)
         self._h_diag = torch.where(valid, ys / yy, self._h_diag)
-        self._s.append(s)
-        self._y.append(y)
-        self._rho.append(rho)
-        if len(self._s) > self.history_size:
-            del self._s[0], self._y[0], self._rho[0]
+        self._history.append((s, y, rho))
 
     def _direction(self, g: torch.Tensor) -> torch.Tensor:
         q = -g
         alphas = []
-        for s, y, rho in zip(
-            reversed(self._s), reversed(self._y), reversed(self._rho), strict=True
-        ):
+        for s, y, rho in reversed(self._history):
             alpha = rho * (s * q).sum(dim=1)
             q = q - alpha.unsqueeze(1) * y
             alphas.append(alpha)
         r = q * self._h_diag.unsqueeze(1)
-        for s, y, rho, alpha in zip(self._s, self._y, self._rho, reversed(alphas), strict=True):
+        for (s, y, rho), alpha in zip(self._history, reversed(alphas), strict=True):
             beta = rho * (y * r).sum(dim=1)
             r = r + s * (alpha - beta).unsqueeze(1)
         return r

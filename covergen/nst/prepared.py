@@ -80,10 +80,10 @@ class PreparedJob:
         photo = imaging.pil_to_tensor(imaging.resized(job.content, (width, height)))
         content = photo
         style_long = max(8, round(p.size * p.style_scale))
-        styles = []
-        for style in job.styles:
-            size = imaging.fit_long_side(*style.size, style_long)
-            styles.append(imaging.pil_to_tensor(imaging.resized(style, size)))
+        styles = [
+            imaging.pil_to_tensor(imaging.resized(s, imaging.fit_long_side(*s.size, style_long)))
+            for s in job.styles
+        ]
         colour_source = None
         if p.preserve_color == "luminance":
             colour_source = photo
@@ -144,16 +144,10 @@ class PreparedJob:
 
     def cover_at(self, width: int, height: int) -> torch.Tensor:
         """The (first) cover, sized to cover ``width``×``height`` as the judge compares."""
-        style = self.styles[0]
-        w, h = imaging.fit_long_side(style.shape[-1], style.shape[-2], max(width, height))
-        return imaging.resize(style, w, h)
+        return _at_long_side(self.styles[0], max(width, height))
 
     def styles_at(self, long_side: int) -> list[torch.Tensor]:
-        out = []
-        for style in self.styles:
-            w, h = imaging.fit_long_side(style.shape[-1], style.shape[-2], long_side)
-            out.append(imaging.resize(style, w, h))
-        return out
+        return [_at_long_side(style, long_side) for style in self.styles]
 
     def weight_map(self, width: int, height: int) -> torch.Tensor | None:
         if self.content_map is None:
@@ -186,6 +180,11 @@ class PreparedJob:
             photo = self.photo_at(width, height).to(x)
             x = local_affine_smooth(x, photo, radius=max(2, round(max(width, height) / 64)))
         return x.clamp(0, 1).cpu()
+
+
+def _at_long_side(image: torch.Tensor, long_side: int) -> torch.Tensor:
+    height, width = image.shape[-2:]
+    return imaging.resize(image, *imaging.fit_long_side(width, height, long_side))
 
 
 def content_map_of(

@@ -51,51 +51,42 @@ def resolve_devices(name: str = "auto") -> list[str]:
     Raises ParameterError (field ``device``) for a device this machine does not have, so a
     build can refuse it before any pair is tried. ``cpu`` alone needs no torch.
     """
-    text = name.strip()
-    if text and all(part.strip() == "cpu" for part in text.split(",") if part.strip()):
+    text, parts = name.strip(), _parts(name)
+    if text and all(part == "cpu" for part in parts):
         return ["cpu"]
     import torch
 
     if text == "auto":
         if torch.cuda.is_available():
             return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-        if _mps_available(torch):
-            return ["mps"]
-        return ["cpu"]
-    parts = [part.strip() for part in text.split(",") if part.strip()]
+        return ["mps"] if _mps_available(torch) else ["cpu"]
     if not parts:
-        raise ParameterError("device", "no device named", "use auto, cpu, cuda, cuda:N or mps")
+        raise _refused("no device named", "use auto, cpu, cuda, cuda:N or mps")
     devices = []
     for part in parts:
         try:
             device = torch.device(part)
         except (RuntimeError, ValueError):
-            raise ParameterError(
-                "device", f"unknown device {part!r}", "use auto, cpu, cuda, cuda:N or mps"
+            raise _refused(
+                f"unknown device {part!r}", "use auto, cpu, cuda, cuda:N or mps"
             ) from None
         if device.type == "cuda":
             if not torch.cuda.is_available():
-                raise ParameterError(
-                    "device", "CUDA is not available on this machine", "use --device cpu or auto"
-                )
+                raise _refused("CUDA is not available on this machine", "use --device cpu or auto")
             index = device.index or 0
             if index >= torch.cuda.device_count():
-                raise ParameterError(
-                    "device",
-                    f"there is no GPU {index}",
-                    f"this machine has {torch.cuda.device_count()}",
+                raise _refused(
+                    f"there is no GPU {index}", f"this machine has {torch.cuda.device_count()}"
                 )
             devices.append(f"cuda:{index}")
         elif device.type == "mps":
             if not _mps_available(torch):
-                raise ParameterError("device", "MPS is not available on this machine", "use cpu")
+                raise _refused("MPS is not available on this machine", "use cpu")
             devices.append("mps")
         elif device.type == "cpu":
             devices.append("cpu")
         else:
-            raise ParameterError(
-                "device", f"covergen does not run on {part!r}", "use auto, cpu, cuda:N or mps"
-            )
+            raise _refused(f"covergen does not run on {part!r}", "use auto, cpu, cuda:N or mps")
     return list(dict.fromkeys(devices))
 
 
@@ -106,9 +97,8 @@ def device_kind(name: str = "auto") -> str:
     may paint nothing. For ``auto`` it looks for a GPU driver (NVIDIA's under /proc, Apple
     silicon's Metal) and a torch build that can use it (not a ``+cpu`` wheel).
     """
-    text = name.strip()
-    if text != "auto":
-        return "cpu" if all(p.strip() == "cpu" for p in text.split(",") if p.strip()) else "gpu"
+    if name.strip() != "auto":
+        return "cpu" if all(part == "cpu" for part in _parts(name)) else "gpu"
     if sys.platform == "darwin":
         if platform.machine() != "arm64":
             return "cpu"
@@ -119,14 +109,9 @@ def device_kind(name: str = "auto") -> str:
         gpus = Path("/proc/driver/nvidia/gpus")
         if not (gpus.is_dir() and any(gpus.iterdir())):
             return "cpu"
-    # A GPU is there; the torch build decides (importlib.metadata only now: it is slow to load).
-    from importlib import metadata
-
-    try:
-        torch_version = metadata.version("torch")
-    except metadata.PackageNotFoundError:
-        return "cpu"
-    return "cpu" if "+cpu" in torch_version else "gpu"
+    # A GPU is there; the torch build decides.
+    version = torch_version()
+    return "cpu" if version is None or "+cpu" in version else "gpu"
 
 
 def device_family(name: str = "auto") -> str:
@@ -134,11 +119,30 @@ def device_family(name: str = "auto") -> str:
     the draft profile by default: a fraction of a CUDA GPU's speed). Torch-free."""
     if device_kind(name) == "cpu":
         return "cpu"
-    text = name.strip()
-    if text == "auto":
+    if name.strip() == "auto":
         return "mps" if sys.platform == "darwin" else "cuda"
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    return "mps" if parts and all(p == "mps" for p in parts) else "cuda"
+    parts = _parts(name)
+    return "mps" if parts and all(part == "mps" for part in parts) else "cuda"
+
+
+def torch_version() -> str | None:
+    """The installed torch's version, None without one; read from its metadata, not by
+    importing it (importlib.metadata only now: it is slow to load)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _parts(name: str) -> list[str]:
+    """The device names of a comma-separated list, blanks left out."""
+    return [part.strip() for part in name.split(",") if part.strip()]
+
+
+def _refused(problem: str, hint: str) -> ParameterError:
+    return ParameterError("device", problem, hint)
 
 
 def _mps_available(torch) -> bool:  # type: ignore[no-untyped-def]
