@@ -108,7 +108,14 @@ _NAMES = {str: "text", int: "an integer", float: "a number", bool: "true or fals
 
 
 def _value(kind: Any, value: Any, name: str) -> Any:
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if kind in _NAMES:  # the leaves first: most of a record's values are text and numbers
+        accepted = (int, float) if kind is float else kind
+        if isinstance(value, bool) is not (kind is bool) or not isinstance(value, accepted):
+            raise RecordError(f"{name} is not {_NAMES[kind]}")
+        if kind is float and not math.isfinite(value):
+            raise RecordError(f"{name} is not a finite number")
+        return float(value) if kind is float else value
+    origin, args = _shape(kind)
     if origin is Annotated:
         value = _value(args[0], value, name)
         for check in args[1:]:
@@ -128,18 +135,23 @@ def _value(kind: Any, value: Any, name: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise RecordError(f"{name} is not a mapping")
+        if args[1] is Any:
+            return dict(value)
         return {k: _value(args[1], v, f"{name}[{k!r}]") for k, v in value.items()}
     if origin in (list, tuple):
         if not isinstance(value, list):
             raise RecordError(f"{name} is not a list")
         items = [_value(args[0], v, f"{name}[{i}]") for i, v in enumerate(value)]
         return origin(items)
-    accepted = (int, float) if kind is float else kind
-    if isinstance(value, bool) is not (kind is bool) or not isinstance(value, accepted):
-        raise RecordError(f"{name} is not {_NAMES.get(kind, kind.__name__)}")
-    if kind is float and not math.isfinite(value):
-        raise RecordError(f"{name} is not a finite number")
-    return float(value) if kind is float else value
+    if isinstance(value, bool) or not isinstance(value, kind):  # any other class
+        raise RecordError(f"{name} is not {kind.__name__}")
+    return value
+
+
+@functools.cache
+def _shape(kind: Any) -> tuple[Any, tuple[Any, ...]]:
+    """A field type's origin and arguments (typing's answers, asked once per type)."""
+    return typing.get_origin(kind), typing.get_args(kind)
 
 
 def loads(cls: type[R], data: bytes) -> R:
