@@ -23,10 +23,11 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .atomic import write_bytes
 from .nst.runtime import torch_version
+from .store import decode
 
 CACHE_HOME_ENV = "COVERGEN_CACHE_HOME"
 MACHINE_FILE = "machine.json"
@@ -37,7 +38,7 @@ CPU_BF16_GAIN = 1.5  # the engine's own threshold (nst.precision.CPU_BF16_GAIN; 
 class CpuPrecision:
     """What was measured on this machine's CPU, and the choice it gives."""
 
-    choice: str  # bf16 or fp32
+    choice: Literal["bf16", "fp32"]
     speedup: float  # fp32's time over bf16's, for one VGG-like convolution
     cpu: str  # the CPU and build it was measured on (cpu_identity)
     measured_at: float  # seconds since the epoch
@@ -81,18 +82,12 @@ def recorded_cpu_precision(home: Path | None = None) -> CpuPrecision | None:
     """This machine's recorded answer, or None (none yet, another CPU, or unreadable)."""
     path = (home or user_cache_dir()) / MACHINE_FILE
     try:
-        entry = json.loads(path.read_text(encoding="utf-8")).get("cpu_precision", {})
-        record = CpuPrecision(
-            choice=str(entry["choice"]),
-            speedup=float(entry["speedup"]),
-            cpu=str(entry["cpu"]),
-            measured_at=float(entry["measured_at"]),
-        )
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        data = json.loads(path.read_bytes())
+        entry = data.get("cpu_precision") if isinstance(data, dict) else None
+        record = decode(CpuPrecision, entry, "cpu_precision.")
+    except (OSError, ValueError):  # RecordError and a file that is not JSON are ValueErrors
         return None
-    if record.choice not in ("bf16", "fp32") or record.cpu != cpu_identity():
-        return None
-    return record
+    return record if record.cpu == cpu_identity() else None
 
 
 def cpu_precision(home: Path | None = None, *, measure: bool = True) -> CpuPrecision | None:

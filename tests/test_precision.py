@@ -53,6 +53,28 @@ def test_another_cpu_or_torch_build_is_measured_anew(
     assert precision.resolve_precision("auto", "cpu") == "fp32"
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b"not json",
+        b"[]",
+        b'{"cpu_precision": "bf16"}',
+        b'{"cpu_precision": {"choice": "fp16"}}',  # not an answer, and fields missing
+        b'{"cpu_precision": {"choice": "bf16", "speedup": "9", "cpu": "?", "measured_at": 0}}',
+    ],
+)
+def test_a_damaged_machine_record_is_measured_again_and_replaced(
+    home: Path, speedups: list[float], damage: bytes
+):
+    home.mkdir()
+    (home / precision.MACHINE_FILE).write_bytes(damage)
+    assert precision.recorded_cpu_precision() is None
+    speedups.append(0.9)
+    assert precision.resolve_precision("auto", "cpu") == "fp32"
+    record = precision.recorded_cpu_precision()
+    assert record is not None and record.choice == "fp32" and record.speedup == 0.9
+
+
 def test_what_auto_means_elsewhere_needs_no_measurement(home: Path, speedups: list[float]):
     speedups.append(5.0)
     assert precision.resolve_precision("fp64", "cpu") == "fp64"
