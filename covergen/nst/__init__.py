@@ -1,7 +1,8 @@
 """The style-transfer engine: Gatys et al. neural style transfer on VGG features.
 
-It imports torch and, of covergen outside this package, only two torch-free modules that
-import nothing of ours (the atomic file writer, and ``Problem`` of ``covergen.errors``); it
+It imports torch and, of covergen outside this package, only three torch-free modules
+that import nothing else of ours (the atomic file writer, ``Problem`` of
+``covergen.errors``, and the content-addressed store that keeps converted weights); it
 never reads catalogs or writes the site, and reports through callbacks.
 
 The package imports lazily: parameters, their specs, layer tables, runtimes and errors are
