@@ -54,11 +54,15 @@ class PairState:
 
     @property
     def photo_sha256(self) -> str | None:
-        return self.result.photo_sha256 if self.result else getattr(self.record, "photo", None)
+        if self.result:
+            return self.result.photo_sha256
+        return self.record.photo if self.record else None
 
     @property
     def cover_sha256(self) -> str | None:
-        return self.result.cover_sha256 if self.result else getattr(self.record, "cover", None)
+        if self.result:
+            return self.result.cover_sha256
+        return self.record.cover if self.record else None
 
     @property
     def stale(self) -> bool:

@@ -105,7 +105,17 @@ def make_job(
 ) -> Job:
     """A job, its key derived from its inputs."""
     key = job_key(photo.sha256, cover.sha256, params, weights, precision)
-    return Job(pair, key, label, photo, cover, params, weights, dict(extra or {}), precision)
+    return Job(
+        pair=pair,
+        key=key,
+        label=label,
+        photo=photo,
+        cover=cover,
+        params=params,
+        weights=weights,
+        extra=dict(extra or {}),
+        precision=precision,
+    )
 
 
 def plan_jobs(

@@ -84,6 +84,8 @@ def recorded_cpu_precision(home: Path | None = None) -> CpuPrecision | None:
     try:
         data = json.loads(path.read_bytes())
         entry = data.get("cpu_precision") if isinstance(data, dict) else None
+        if isinstance(entry, dict):  # fields a newer covergen adds are not ours to judge
+            entry = {k: v for k, v in entry.items() if k in CpuPrecision.__dataclass_fields__}
         record = decode(CpuPrecision, entry, "cpu_precision.")
     except (OSError, ValueError):  # RecordError and a file that is not JSON are ValueErrors
         return None

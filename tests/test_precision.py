@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,19 @@ def test_a_damaged_machine_record_is_measured_again_and_replaced(
     assert precision.resolve_precision("auto", "cpu") == "fp32"
     record = precision.recorded_cpu_precision()
     assert record is not None and record.choice == "fp32" and record.speedup == 0.9
+
+
+def test_a_record_with_fields_a_newer_covergen_adds_is_still_this_machines_answer(
+    home: Path, speedups: list[float]
+):
+    speedups.append(2.0)
+    assert precision.resolve_precision("auto", "cpu") == "bf16"
+    path = home / precision.MACHINE_FILE
+    data = json.loads(path.read_text())
+    data["cpu_precision"]["threads"] = 8
+    path.write_text(json.dumps(data))
+    speedups[:] = [0.5]  # a measurement now would say fp32
+    assert precision.resolve_precision("auto", "cpu") == "bf16"
 
 
 def test_what_auto_means_elsewhere_needs_no_measurement(home: Path, speedups: list[float]):

@@ -105,6 +105,8 @@ def test_records_decode_strictly_naming_the_field():
         with pytest.raises(RecordError) as caught:
             decode(Entry, value)
         assert str(caught.value) == message
+    with pytest.raises(RecordError, match=r"^ratio is not a finite number$"):
+        decode(Entry, {**good, "ratio": 10**400})  # too large for a float: no OverflowError
     for data in (b"[]", b"{", b"\xff"):
         with pytest.raises(RecordError):
             loads(Entry, data)

@@ -215,6 +215,8 @@ def build_entries(
     ``show``: how much of the photo and of the cover (site.show_photo, site.show_cover)."""
     entries = [_entry(state, derived, show) for state in states]
     ready = [i for i, e in enumerate(entries) if e.ready]
+    # The ready entries' links with None at both ends: entry n of `ready` is links[n + 1],
+    # so its previous is links[n] and its next links[n + 2].
     links = [None, *(Neighbour(entries[i].page or "", entries[i].title) for i in ready), None]
     for position, index in enumerate(ready):
         entries[index] = replace(entries[index], previous=links[position], next=links[position + 2])
@@ -337,12 +339,18 @@ def licence_link(licence: str) -> tuple[str, str]:
             f"CC {kind.upper()} {version}",
             f"https://creativecommons.org/licenses/{kind}/{version}/",
         )
-    return text, text if is_web_url(text) else ""
+    return text, (text if is_web_url(text) else "")
 
 
 def credit_for(ref: ImageRef) -> Credit:
-    source_url = ref.url if is_web_url(ref.url) else ""
-    return Credit(ref.credit, ref.license, *licence_link(ref.license), source_url)
+    label, url = licence_link(ref.license)
+    return Credit(
+        text=ref.credit,
+        license=ref.license,
+        license_label=label,
+        license_url=url,
+        source_url=ref.url if is_web_url(ref.url) else "",
+    )
 
 
 def shown_value(name: str, value: Any, metrics: Mapping[str, Any]) -> str:

@@ -293,7 +293,12 @@ def _site_view(settings: SiteSettings) -> SiteView:
     base_url = settings.base_url.strip()
     if base_url and not base_url.endswith("/"):
         base_url += "/"
-    return SiteView(settings.title, settings.description, settings.author, base_url)
+    return SiteView(
+        title=settings.title,
+        description=settings.description,
+        author=settings.author,
+        base_url=base_url,
+    )
 
 
 def _pages(

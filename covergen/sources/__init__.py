@@ -218,7 +218,7 @@ class ImageStore(contextlib.AbstractContextManager["ImageStore"]):
 
             from .fetch import prepare_session
 
-            made = self._session or requests.Session()
+            made = requests.Session() if self._session is None else self._session
             self._prepared = prepare_session(made, self.settings.retries, self.settings.backoff)
         return self._prepared
 
@@ -388,7 +388,8 @@ class ImageStore(contextlib.AbstractContextManager["ImageStore"]):
         build, are not decoded again; their stored copy is still checked (and replaced when
         damaged)."""
         sha = digest(data)
-        size = known = self._known(sha)
+        known = self._known(sha)  # None: never decoded; decoded now, and recorded below
+        size = known
         if size is None:
             image, fmt = decode(data, self.settings, where)
             size = (*image.size, fmt)

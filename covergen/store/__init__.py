@@ -112,7 +112,7 @@ def _value(kind: Any, value: Any, name: str) -> Any:
         accepted = (int, float) if kind is float else kind
         if isinstance(value, bool) is not (kind is bool) or not isinstance(value, accepted):
             raise RecordError(f"{name} is not {_NAMES[kind]}")
-        if kind is float and not math.isfinite(value):
+        if kind is float and not _finite(value):
             raise RecordError(f"{name} is not a finite number")
         return float(value) if kind is float else value
     origin, args = _shape(kind)
@@ -146,6 +146,13 @@ def _value(kind: Any, value: Any, name: str) -> Any:
     if isinstance(value, bool) or not isinstance(value, kind):  # any other class
         raise RecordError(f"{name} is not {kind.__name__}")
     return value
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float (10**400)
+        return False
 
 
 @functools.cache
