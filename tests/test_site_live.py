@@ -32,6 +32,7 @@ from covergen.site import render_site
 from covergen.site.live import (
     NETWORK_INPUT,
     RUNTIME_FILES,
+    LiveFiles,
     browser_transformer,
     default_runtime_dirs,
 )
@@ -542,3 +543,13 @@ def test_render_site_without_vectors_has_no_panel(tmp_path, live_gallery):
     assert report.live == 0 and report.notes == ()
     assert not (tmp_path / "site" / "live.html").exists()
     assert "Paint yourself" not in (tmp_path / "site" / "index.html").read_text()
+
+
+def test_why_there_is_no_panel_is_not_part_of_the_render_key():
+    # The reason names the folders looked in, relative or absolute as the catalog's path was
+    # given: a build from another folder must not find the site changed (it would render
+    # every page again) when no page shows the reason.
+    relative = LiveFiles(problem="onnxruntime-web is not installed (looked in node_modules)")
+    absolute = LiveFiles(problem="onnxruntime-web is not installed (looked in /p/node_modules)")
+    assert relative.key() == absolute.key()
+    assert relative.key() != LiveFiles().key()

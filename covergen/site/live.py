@@ -160,9 +160,11 @@ class LiveFiles:
         return list(covers.values())
 
     def key(self) -> list[Any]:
-        """What the rendered pages depend on, for the site's render key."""
+        """What the rendered pages depend on, for the site's render key: whether there is
+        a panel, not why not (the reason names folders as the catalog's path was spelled,
+        relative or absolute, and no page shows it)."""
         return [
-            self.problem,
+            self.problem and "no panel",
             {role: [f.path, f.sha256] for role, f in sorted(self.files.items())},
             sorted(self.vectors.items()),
         ]
