@@ -51,8 +51,11 @@ build: docs $(NODE_STAMP)
 	$(COVERGEN) build --catalog $(CATALOG) --docs-dir cache/docs-html
 
 # The user guide (mkdocs), published inside the gallery under site/docs/ by `make build`.
+# mkdocs stamps its home page with the build date: SOURCE_DATE_EPOCH makes that the date of
+# the last commit to the guide, so a build that changed nothing rewrites no page.
+DOCS_DATE = $(shell git log -1 --format=%ct -- docs mkdocs.yml 2>/dev/null)
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict --quiet --site-dir cache/docs-html
+	SOURCE_DATE_EPOCH=$(or $(DOCS_DATE),0) $(BIN)/mkdocs build --strict --quiet --site-dir cache/docs-html
 
 rerun: $(STAMP)
 	@test -n "$(PAIR)" || { echo "usage: make rerun PAIR=id [SET='content_weight=5 ...']"; exit 2; }
