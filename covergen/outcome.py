@@ -45,18 +45,13 @@ class Metrics:
 
     content_kept: float | None = None
     style_taken: float | None = None
-    values: Mapping[str, Any] | None = None  # everything, as recorded
 
     @classmethod
     def of(cls, recorded: Any) -> Metrics:
         """The metrics of a record's ``metrics`` mapping; anything else is no metrics."""
         if not isinstance(recorded, Mapping):
             return cls()
-        return cls(
-            _number(recorded.get("content_kept")),
-            _number(recorded.get("style_taken")),
-            recorded,
-        )
+        return cls(_number(recorded.get("content_kept")), _number(recorded.get("style_taken")))
 
     @property
     def scored(self) -> bool:

@@ -19,7 +19,9 @@ Two kinds of target, one plan:
 Both publish one version of the site: its files are hard-linked (copied across file systems)
 into a private snapshot under the site's lock, which the build holds while it swaps a new
 version in, and the lock is released before the (possibly long, networked) publish.
-``plan_publish`` answers "what would change" (``--dry-run``) without changing anything.
+``publish(..., dry_run=True)`` answers "what would change" (``--dry-run``) without changing
+anything: a git target is fetched into a temporary repository to compare trees, nothing is
+pushed, and the same refusals apply, so a dry run also checks the target is usable.
 """
 
 from __future__ import annotations
@@ -235,21 +237,6 @@ def target_from_settings(
     )
 
 
-def plan_publish(
-    site_dir: Path,
-    target: PublishTarget,
-    *,
-    force: bool = False,
-    protected: Sequence[tuple[Path, str]] = (),
-) -> PublishPlan:
-    """What ``publish`` would change at ``target``; changes nothing (the dry run).
-
-    A git target is fetched into a temporary repository to compare trees; nothing is pushed.
-    The same refusals as ``publish`` apply, so a dry run also checks the target is usable.
-    """
-    return publish(site_dir, target, force=force, protected=protected, dry_run=True)
-
-
 def publish(
     site_dir: Path,
     target: PublishTarget,
@@ -259,7 +246,7 @@ def publish(
     dry_run: bool = False,
 ) -> PublishPlan:
     """Send the site at ``site_dir`` to ``target``; return what changed (``dry_run``: what
-    would change, changing nothing, as ``plan_publish``).
+    would change, changing nothing).
 
     ``force`` lets covergen replace what it did not make: a non-empty directory not marked
     as a previous publish (its other files are removed), or a git branch holding commits

@@ -27,7 +27,6 @@ from covergen.publish import (
     PublishPlan,
     PublishTarget,
     parse_target,
-    plan_publish,
     publish,
     site_files,
 )
@@ -225,12 +224,12 @@ def test_plan_lines_and_summary():
 def test_a_folder_without_index_html_is_not_published(tmp_path: Path):
     make_site(tmp_path / "cache", {"x.png": b"x"})
     with pytest.raises(CovergenError, match=r"no index\.html"):
-        plan_publish(tmp_path / "cache", PublishTarget("dir", str(tmp_path / "out")))
+        publish(tmp_path / "cache", PublishTarget("dir", str(tmp_path / "out")), dry_run=True)
 
 
 def test_the_site_marker_is_not_published(site: Path, tmp_path: Path):
     (site / ".covergen-site").write_text("generated")
-    plan = plan_publish(site, PublishTarget("dir", str(tmp_path / "out")))
+    plan = publish(site, PublishTarget("dir", str(tmp_path / "out")), dry_run=True)
     assert ".covergen-site" not in plan.added
 
 
@@ -296,7 +295,7 @@ def test_git_unchanged_republish_makes_no_commit(site, remote):
 @needs_git
 def test_git_dry_run_lists_changes_and_pushes_nothing(site, remote):
     target = PublishTarget("git", str(remote))
-    first = plan_publish(site, target)
+    first = publish(site, target, dry_run=True)
     assert set(first.added) == {*SITE, ".nojekyll"}
     assert git("--git-dir", str(remote), "branch", "--list") == ""
     publish(site, target)
@@ -304,7 +303,7 @@ def test_git_dry_run_lists_changes_and_pushes_nothing(site, remote):
     (site / "index.html").write_text("changed")
     (site / "404.html").unlink()
     (site / "about.html").write_text("about")
-    plan = plan_publish(site, target)
+    plan = publish(site, target, dry_run=True)
     assert (plan.added, plan.changed, plan.removed) == (
         ("about.html",),
         ("index.html",),
@@ -337,9 +336,9 @@ def test_git_never_replaces_a_branch_covergen_did_not_make(site, remote, tmp_pat
     git("push", "-q", str(remote), "main", cwd=work)
     head = git("--git-dir", str(remote), "rev-parse", "main").strip()
     target = parse_target(f"git:{remote}", branch="main")
-    for attempt in (plan_publish, publish):  # the dry run refuses too
+    for dry_run in (True, False):  # the dry run refuses too
         with pytest.raises(CovergenError, match="not published by covergen") as info:
-            attempt(site, target)
+            publish(site, target, dry_run=dry_run)
         assert info.value.field == "publish"
         assert "--force" in info.value.hint and "--keep-history" in info.value.hint
     assert git("--git-dir", str(remote), "rev-parse", "main").strip() == head
@@ -379,9 +378,9 @@ def test_git_a_commit_is_covergens_only_when_its_trailer_names_its_own_tree(site
     copied = git("--git-dir", str(remote), "log", "-1", "--format=%B", "pages")
     assert "Published-by: covergen" in copied and "Covergen-Tree: " in copied
     head = push_human_commit(tmp_path / "work", remote, "main", copied, {"README": "changed"})
-    for attempt in (plan_publish, publish):
+    for dry_run in (True, False):
         with pytest.raises(CovergenError, match="not published by covergen"):
-            attempt(site, target)
+            publish(site, target, dry_run=dry_run)
     assert tip(remote, "main") == head
 
 
@@ -395,9 +394,9 @@ def test_git_a_replacing_publish_never_drops_older_commits_covergen_did_not_make
     make_site(site, {"index.html": "<h1>v2</h1>"})
     ours = tip(remote, "main")
     target = parse_target(f"git:{remote}", branch="main")
-    for attempt in (plan_publish, publish):
+    for dry_run in (True, False):
         with pytest.raises(CovergenError, match="1 commit covergen did not make") as info:
-            attempt(site, target)
+            publish(site, target, dry_run=dry_run)
         assert info.value.field == "publish"
         assert "--keep-history" in info.value.hint and "publish_keep_history" in info.value.hint
         assert "--force" in info.value.hint
@@ -453,7 +452,7 @@ def test_git_remote_name_of_the_current_repository(site, remote, tmp_path, monke
 def test_git_error_messages_hide_passwords_in_urls(site):
     target = PublishTarget("git", "https://me:s3cret@127.0.0.1:9/gallery.git")
     with pytest.raises(CovergenError) as info:
-        plan_publish(site, target)
+        publish(site, target, dry_run=True)
     assert "s3cret" not in info.value.describe()
     assert "s3cret" not in target.describe()
     assert "ghp_x" not in PublishTarget("git", "https://ghp_x@github.com/me/g.git").describe()
@@ -484,7 +483,7 @@ def test_dir_republish_copies_changes_removes_stale_and_leaves_the_rest(site, tm
     shutil.rmtree(site / "pairs")
     (site / "about.html").write_text("about")
 
-    plan = plan_publish(site, target)
+    plan = publish(site, target, dry_run=True)
     assert (plan.added, plan.changed) == (("about.html",), ("index.html",))
     assert set(plan.removed) == {"pairs/joy-division/index.html", "pairs/joy-division/a.webp"}
     assert (out / "pairs/joy-division/a.webp").exists()  # the dry run changed nothing
@@ -531,7 +530,7 @@ def test_dir_publish_never_publishes_replaces_nor_removes_a_git_entry(site, tmp_
     (out / "vendor/.git/refs/tags").mkdir(parents=True)  # empty, and the repository's
     target = PublishTarget("dir", str(out))
 
-    plan = plan_publish(site, target)
+    plan = publish(site, target, dry_run=True)
     assert plan.removed == ("old/page.html",)
     assert not [rel for rel in plan.added if ".git" in rel.split("/")]
     publish(site, target)
@@ -545,9 +544,9 @@ def test_dir_refuses_to_replace_a_folder_holding_a_git_entry_by_a_file(site, tmp
     out = make_site(tmp_path / "www", {MARKER: "", "pairs/.git": "gitdir: x", "pairs/a": "a"})
     shutil.rmtree(site / "pairs")
     (site / "pairs").write_text("now a file")
-    for attempt in (plan_publish, publish):
+    for dry_run in (True, False):
         with pytest.raises(CovergenError, match=r"holding a \.git entry") as info:
-            attempt(site, PublishTarget("dir", str(out)))
+            publish(site, PublishTarget("dir", str(out)), dry_run=dry_run)
         assert info.value.field == "publish" and info.value.hint
     assert (out / "pairs/.git").read_text() == "gitdir: x"
     assert not (out / "index.html").exists()  # refused before anything was written
@@ -562,9 +561,9 @@ def test_dir_publishes_into_a_folder_holding_only_a_git_entry(site, tmp_path):
 def test_dir_refuses_a_non_empty_folder_it_did_not_publish(site, tmp_path):
     out = make_site(tmp_path / "docs", {"thesis.tex": "years of work"})
     target = PublishTarget("dir", str(out))
-    for attempt in (plan_publish, publish):
+    for dry_run in (True, False):
         with pytest.raises(CovergenError, match="not empty") as info:
-            attempt(site, target)
+            publish(site, target, dry_run=dry_run)
         assert "--force" in info.value.hint
     assert (out / "thesis.tex").exists()
     publish(site, target, force=True)

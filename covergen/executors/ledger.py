@@ -107,9 +107,6 @@ class JobLedger:
     def __post_init__(self) -> None:
         self._by_id = {job_id(job): job for job in self.jobs}
 
-    def reported(self, job: Job) -> bool:
-        return job_id(job) in self._done
-
     def unreported(self, jobs: Iterable[Job]) -> list[Job]:
         return [job for job in jobs if job_id(job) not in self._done]
 

@@ -241,6 +241,7 @@ def _entry(
         # A result the site cannot show (it would not decode) is pending, never a broken image.
         return GalleryEntry(status=state.state if state.result is None else "missing", **common)
     record, stored = state.shown, state.result
+    scores = Metrics.of(stored.metrics)
     return GalleryEntry(
         status="ready",
         page=f"{PAIR_DIR}/{pair.id}.html",
@@ -259,8 +260,8 @@ def _entry(
             device=_first(record.device if record else None, stored.device) or "",
             iterations=_first(record.iterations if record else None, stored.iterations),
             engine=stored.engine_version,
-            content_kept=Metrics.of(stored.metrics).content_kept,
-            style_taken=Metrics.of(stored.metrics).style_taken,
+            content_kept=scores.content_kept,
+            style_taken=scores.style_taken,
             faces=_count(stored.metrics.get("faces")),
             mode=str(stored.params.get("mode") or "artistic"),
             method=str(stored.params.get("method") or "gatys"),
